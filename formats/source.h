@@ -8,6 +8,7 @@
 #include "io.h"
 #include "tensor.h"
 #include "vocab.h"
+#include "lowrank.h"
 
 typedef struct {
     char arch[32];        /* "llama", "qwen2", ... */
@@ -43,6 +44,7 @@ struct alrd_source {
     int n_tensors;
     alrd_tensor *tensors;     /* owned array; data points into mappings owned by impl */
     alrd_vocab vocab;         /* owned */
+    alrd_lowrank *lowrank;    /* .alrd only: decomposition + cache defaults, owned; NULL otherwise */
     void *impl;               /* format-specific state (mappings), owned */
     void (*close_impl)(alrd_source *);
 };
@@ -63,6 +65,7 @@ int alrd_source_expect(const alrd_source *s, const char *name, int64_t rows, int
 /* Format-specific openers, used by alrd_source_open. */
 int alrd_source_open_gguf(alrd_source *s, const char *path, alrd_error *err);
 int alrd_source_open_hf(alrd_source *s, const char *dir, alrd_error *err);
+int alrd_source_open_alrd(alrd_source *s, const char *path, alrd_error *err);
 
 /* Validates a filled config: positive dims, head math consistent, sane
  * upper bounds (rejects absurd sizes before anything is allocated). */

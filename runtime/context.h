@@ -1,0 +1,55 @@
+/* context: one sequence's state over a loaded model -- activations, the
+ * (latent, optionally KIVI-quantized) KV cache -- and the CPU forward pass.
+ * Everything is allocated at creation; the forward pass allocates nothing. */
+#ifndef ALRD_CONTEXT_H
+#define ALRD_CONTEXT_H
+
+#include "model.h"
+
+/* Cache settings of a context (defaults come from the .alrd file). */
+typedef struct {
+    int k_bits, v_bits;   /* 16 = unquantized; 0 = take the file's per-layer bits */
+    int group_size;       /* KIVI G */
+    int residual;         /* KIVI R */
+    int use_kivi;
+} alrd_cache_opts;
+
+/* Fills opts with the model's defaults (the file's, or 16-bit for plain models). */
+void alrd_cache_opts_default(const alrd_model *m, alrd_cache_opts *o);
+
+typedef struct alrd_ctx alrd_ctx;
+
+/* A context for one sequence of up to max_ctx tokens, processing up to
+ * max_batch tokens per call. */
+int alrd_ctx_new(alrd_ctx **out, const alrd_model *m, int max_ctx, int max_batch,
+                 const alrd_cache_opts *opts, alrd_error *err);
+void alrd_ctx_free(alrd_ctx *c);
+void alrd_ctx_reset(alrd_ctx *c);      /* empty the cache, position 0 */
+int alrd_ctx_pos(const alrd_ctx *c);   /* tokens in the cache */
+const alrd_model *alrd_ctx_model(const alrd_ctx *c);
+/* Does any layer's cache quantize (bits < 16)? */
+int alrd_ctx_is_quantized(const alrd_ctx *c);
+/* Bytes the cache holds now (codes + scales + zeros + residual). */
+size_t alrd_ctx_cache_bytes(const alrd_ctx *c);
+
+/* Runs T tokens at positions pos..pos+T-1. At position 0 with T > 1 this is
+ * a prefill (attention over full-precision K/V, then the cache stores them
+ * as DESIGN 5.4 says); otherwise tokens go one by one through the decode
+ * path. logits: if all_logits, [T][vocab]; else [vocab] for the last token;
+ * may be NULL. */
+int alrd_ctx_forward(alrd_ctx *c, const int32_t *tokens, int T, float *logits, int all_logits,
+                     alrd_error *err);
+
+/* Calibration hook: called with the attention-normed input of every layer
+ * (the shared input of k_proj and v_proj), [T][hidden]. */
+typedef void (*alrd_attn_input_fn)(void *user, int layer, const float *xn, int T);
+void alrd_ctx_set_attn_hook(alrd_ctx *c, alrd_attn_input_fn fn, void *user);
+
+/* Layer-level access for layer-by-layer calibration: x is [T][hidden]
+ * hidden states of one sequence starting at position 0 (a prefill). */
+void alrd_ctx_embed(alrd_ctx *c, const int32_t *tokens, int T, float *x);
+int alrd_ctx_layer_prefill(alrd_ctx *c, int layer, float *x, int T, alrd_error *err);
+/* Final norm + lm_head for T rows of x: logits [T][vocab]. */
+void alrd_ctx_logits(alrd_ctx *c, const float *x, int T, float *logits);
+
+#endif

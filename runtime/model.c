@@ -1,0 +1,185 @@
+/* model: loading weights as fp32 and the CPU forward pass. */
+#include "model.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../kernels/cpu_ops.h"
+
+/* ---- loading ---------------------------------------------------------- */
+
+/* Loads tensor name (expected rows x cols; cols 0 = 1-D of rows) as fp32. */
+static int load_f32(const alrd_source *s, const char *name, int64_t rows, int64_t cols, float **out,
+                    alrd_error *err) {
+    const alrd_tensor *t;
+    if (alrd_source_expect(s, name, rows, cols, &t, err)) return -1;
+    size_t n;
+    if (alrd_mul_ok((size_t)rows, (size_t)(cols ? cols : 1), &n) || alrd_mul_ok(n, sizeof(float), &n))
+        return alrd_errf(err, "%s: %s: size overflow", s->path, name);
+    *out = malloc(n);
+    if (!*out) return alrd_errf(err, "%s: %s: out of memory (%zu bytes)", s->path, name, n);
+    return alrd_tensor_to_f32(t, *out, err);
+}
+
+/* Optional tensor (bias): NULL when absent. */
+static int load_opt(const alrd_source *s, const char *name, int64_t rows, float **out, alrd_error *err) {
+    *out = NULL;
+    if (!alrd_source_tensor(s, name)) return 0;
+    return load_f32(s, name, rows, 0, out, err);
+}
+
+/* Low-rank factors: A [n_groups][g*hd][r] and B [n_groups][r][hidden],
+ * B kept stacked as one [n_groups*r][hidden] matrix (one product per token). */
+static int load_factors(const alrd_source *s, const alrd_model *m, int l, const char *proj, int rank,
+                        float **A, float **B, alrd_error *err) {
+    const alrd_config *c = &m->cfg;
+    char name[160];
+    const alrd_tensor *t;
+    int64_t gh = (int64_t)m->group_heads * c->head_dim;
+    snprintf(name, sizeof name, "model.layers.%d.self_attn.%s.A", l, proj);
+    if (!(t = alrd_source_tensor(s, name)))
+        return alrd_errf(err, "%s: tensor %s: missing", s->path, name);
+    if (t->n_dims != 3 || t->shape[0] != m->n_groups || t->shape[1] != gh || t->shape[2] != rank)
+        return alrd_errf(err, "%s: tensor %s: shape does not match [%d, %lld, %d]", s->path, name,
+                         m->n_groups, (long long)gh, rank);
+    size_t na = (size_t)m->n_groups * gh * rank, nb = (size_t)m->n_groups * rank * c->hidden;
+    *A = malloc(na * sizeof(float));
+    *B = malloc(nb * sizeof(float));
+    if (!*A || !*B) return alrd_errf(err, "%s: %s: out of memory", s->path, name);
+    if (alrd_tensor_to_f32(t, *A, err)) return -1;
+    snprintf(name, sizeof name, "model.layers.%d.self_attn.%s.B", l, proj);
+    if (!(t = alrd_source_tensor(s, name)))
+        return alrd_errf(err, "%s: tensor %s: missing", s->path, name);
+    if (t->n_dims != 3 || t->shape[0] != m->n_groups || t->shape[1] != rank || t->shape[2] != c->hidden)
+        return alrd_errf(err, "%s: tensor %s: shape does not match [%d, %d, %d]", s->path, name,
+                         m->n_groups, rank, c->hidden);
+    return alrd_tensor_to_f32(t, *B, err);
+}
+
+static void init_inv_freq(alrd_model *m) {
+    const alrd_config *c = &m->cfg;
+    int half = c->head_dim / 2;
+    for (int i = 0; i < half; i++) {
+        double f = 1.0 / pow((double)c->rope_theta, (2.0 * i) / c->head_dim);
+        if (c->rope_llama3) { /* Llama-3.1 frequency-dependent scaling */
+            double lo_wl = c->rope_orig_ctx / c->rope_low_freq_factor;
+            double hi_wl = c->rope_orig_ctx / c->rope_high_freq_factor;
+            double wl = 2 * M_PI / f;
+            if (wl > lo_wl) f /= c->rope_factor;
+            else if (wl >= hi_wl) {
+                double sm = (c->rope_orig_ctx / wl - c->rope_low_freq_factor) /
+                            (c->rope_high_freq_factor - c->rope_low_freq_factor);
+                f = (1 - sm) * f / c->rope_factor + sm * f;
+            }
+        }
+        m->inv_freq[i] = (float)f;
+    }
+}
+
+int alrd_model_load(alrd_model *m, const alrd_source *s, alrd_error *err) {
+    memset(m, 0, sizeof *m);
+    snprintf(m->path, sizeof m->path, "%s", s->path);
+    m->cfg = s->config;
+    const alrd_config *c = &m->cfg;
+    if (alrd_config_validate(c, s->path, err)) return -1;
+    int H = c->hidden, hd = c->head_dim, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
+    m->group_heads = c->n_kv_heads;
+    if (s->lowrank) {
+        const alrd_lowrank *lr = s->lowrank;
+        if (lr->n_layers != c->n_layers || lr->group_heads <= 0 || c->n_kv_heads % lr->group_heads)
+            return alrd_errf(err, "%s: lowrank: group_heads %d / n_layers %d do not fit the config",
+                             s->path, lr->group_heads, lr->n_layers);
+        m->has_lowrank = 1;
+        m->group_heads = lr->group_heads;
+        m->lowrank = *lr;
+        size_t nl = (size_t)c->n_layers * sizeof(int);
+        m->lowrank.k_rank = malloc(nl); m->lowrank.v_rank = malloc(nl);
+        m->lowrank.k_bits = malloc(nl); m->lowrank.v_bits = malloc(nl);
+        if (!m->lowrank.k_rank || !m->lowrank.v_rank || !m->lowrank.k_bits || !m->lowrank.v_bits)
+            return alrd_errf(err, "%s: out of memory", s->path);
+        memcpy(m->lowrank.k_rank, lr->k_rank, nl); memcpy(m->lowrank.v_rank, lr->v_rank, nl);
+        memcpy(m->lowrank.k_bits, lr->k_bits, nl); memcpy(m->lowrank.v_bits, lr->v_bits, nl);
+    }
+    m->n_groups = c->n_kv_heads / m->group_heads;
+    m->layers = calloc(c->n_layers, sizeof *m->layers);
+    m->inv_freq = malloc(sizeof(float) * (hd / 2));
+    if (!m->layers || !m->inv_freq) return alrd_errf(err, "%s: out of memory", s->path);
+    init_inv_freq(m);
+
+    if (load_f32(s, "model.embed_tokens.weight", c->vocab_size, H, &m->embed, err)) return -1;
+    if (load_f32(s, "model.norm.weight", H, 0, &m->final_norm, err)) return -1;
+    if (c->tie_embeddings || !alrd_source_tensor(s, "lm_head.weight")) m->lm_head = m->embed;
+    else if (load_f32(s, "lm_head.weight", c->vocab_size, H, &m->lm_head, err)) return -1;
+
+    for (int l = 0; l < c->n_layers; l++) {
+        alrd_layer *L = &m->layers[l];
+        char n[160];
+#define NAME(fmt) (snprintf(n, sizeof n, "model.layers.%d." fmt, l), n)
+        if (load_f32(s, NAME("input_layernorm.weight"), H, 0, &L->attn_norm, err) ||
+            load_f32(s, NAME("post_attention_layernorm.weight"), H, 0, &L->ffn_norm, err) ||
+            load_f32(s, NAME("self_attn.q_proj.weight"), qd, H, &L->wq, err) ||
+            load_opt(s, NAME("self_attn.q_proj.bias"), qd, &L->bq, err) ||
+            load_opt(s, NAME("self_attn.k_proj.bias"), kvd, &L->bk, err) ||
+            load_opt(s, NAME("self_attn.v_proj.bias"), kvd, &L->bv, err) ||
+            load_f32(s, NAME("self_attn.o_proj.weight"), H, qd, &L->wo, err) ||
+            load_opt(s, NAME("self_attn.o_proj.bias"), H, &L->bo, err) ||
+            load_f32(s, NAME("mlp.gate_proj.weight"), c->ffn, H, &L->w_gate, err) ||
+            load_f32(s, NAME("mlp.up_proj.weight"), c->ffn, H, &L->w_up, err) ||
+            load_f32(s, NAME("mlp.down_proj.weight"), H, c->ffn, &L->w_down, err))
+            return -1;
+        L->k_rank = m->has_lowrank ? m->lowrank.k_rank[l] : 0;
+        L->v_rank = m->has_lowrank ? m->lowrank.v_rank[l] : 0;
+        if (L->k_rank) {
+            if (load_factors(s, m, l, "k_proj", L->k_rank, &L->kA, &L->kB, err)) return -1;
+        } else if (load_f32(s, NAME("self_attn.k_proj.weight"), kvd, H, &L->wk, err)) return -1;
+        if (L->v_rank) {
+            if (load_factors(s, m, l, "v_proj", L->v_rank, &L->vA, &L->vB, err)) return -1;
+        } else if (load_f32(s, NAME("self_attn.v_proj.weight"), kvd, H, &L->wv, err)) return -1;
+#undef NAME
+    }
+    if (alrd_vocab_copy(&m->vocab, &s->vocab)) return alrd_errf(err, "%s: out of memory", s->path);
+    if (alrd_tokenizer_new(&m->tok, &m->vocab, err)) return -1;
+    return 0;
+}
+
+int alrd_model_open(alrd_model *m, const char *path, alrd_error *err) {
+    alrd_source s;
+    memset(m, 0, sizeof *m);
+    if (alrd_source_open(&s, path, err)) return -1;
+    int rc = alrd_model_load(m, &s, err);
+    alrd_source_close(&s);
+    if (rc) alrd_model_free(m);
+    return rc;
+}
+
+void alrd_model_free(alrd_model *m) {
+    if (m->layers) {
+        for (int l = 0; l < m->cfg.n_layers; l++) {
+            alrd_layer *L = &m->layers[l];
+            float *p[] = {L->attn_norm, L->ffn_norm, L->wq, L->bq, L->wk, L->bk, L->wv, L->bv,
+                          L->kA, L->kB, L->vA, L->vB, L->wo, L->bo, L->w_gate, L->w_up, L->w_down};
+            for (size_t i = 0; i < sizeof p / sizeof *p; i++) free(p[i]);
+        }
+    }
+    free(m->layers);
+    if (m->lm_head != m->embed) free(m->lm_head);
+    free(m->embed);
+    free(m->final_norm);
+    free(m->inv_freq);
+    free(m->lowrank.k_rank); free(m->lowrank.v_rank);
+    free(m->lowrank.k_bits); free(m->lowrank.v_bits);
+    if (m->tok) alrd_tokenizer_free(m->tok);
+    alrd_vocab_free(&m->vocab);
+    memset(m, 0, sizeof *m);
+}
+
+int alrd_model_k_width(const alrd_model *m, int l) {
+    int r = m->layers[l].k_rank;
+    return r ? m->n_groups * r : m->cfg.n_kv_heads * m->cfg.head_dim;
+}
+
+int alrd_model_v_width(const alrd_model *m, int l) {
+    int r = m->layers[l].v_rank;
+    return r ? m->n_groups * r : m->cfg.n_kv_heads * m->cfg.head_dim;
+}

@@ -1,0 +1,51 @@
+/* model: a loaded model (config + fp32 weights + tokenizer) and the CPU
+ * forward pass over a per-sequence context (activations + KV cache).
+ * Weights are dequantized to fp32 once at load; nothing is allocated in the
+ * forward pass. K/V projections are either full (wk/wv) or low-rank factors
+ * (kA/kB, vA/vB) from a .alrd file; see formats/lowrank.h for their shapes. */
+#ifndef ALRD_MODEL_H
+#define ALRD_MODEL_H
+
+#include <stdint.h>
+#include "../formats/io.h"
+#include "../formats/source.h"
+#include "tokenizer.h"
+
+typedef struct {
+    float *attn_norm, *ffn_norm;       /* [hidden] */
+    float *wq, *bq;                    /* [n_heads*hd][hidden], [n_heads*hd] or NULL */
+    float *wk, *bk, *wv, *bv;          /* full projections [n_kv*hd][hidden]; wk/wv NULL when low-rank */
+    int k_rank, v_rank;                /* per-group latent rank; 0 = full projection */
+    float *kA, *kB, *vA, *vB;          /* A [n_groups][g*hd][rank], B [n_groups*rank][hidden] */
+    float *wo, *bo;                    /* [hidden][n_heads*hd] */
+    float *w_gate, *w_up, *w_down;     /* [ffn][hidden], [ffn][hidden], [hidden][ffn] */
+} alrd_layer;
+
+typedef struct {
+    alrd_config cfg;
+    int group_heads;                   /* KV heads per latent group (lowrank) */
+    int n_groups;                      /* n_kv_heads / group_heads */
+    alrd_lowrank lowrank;              /* copy of the file's (all zero for plain models) */
+    int has_lowrank;
+    float *embed;                      /* [vocab][hidden] */
+    float *final_norm;                 /* [hidden] */
+    float *lm_head;                    /* [vocab][hidden]; == embed when tied */
+    alrd_layer *layers;
+    float *inv_freq;                   /* [hd/2], llama3 scaling applied */
+    alrd_vocab vocab;                  /* owned copy */
+    alrd_tokenizer *tok;               /* owned */
+    char path[1024];
+} alrd_model;
+
+/* Loads every weight of s as fp32 (s may be closed afterwards). */
+int alrd_model_load(alrd_model *m, const alrd_source *s, alrd_error *err);
+/* Opens path with alrd_source_open and loads it. */
+int alrd_model_open(alrd_model *m, const char *path, alrd_error *err);
+void alrd_model_free(alrd_model *m);
+
+/* Width of the cached K (V) vector per token in layer l: n_groups*rank for
+ * a low-rank layer, n_kv*hd otherwise. */
+int alrd_model_k_width(const alrd_model *m, int l);
+int alrd_model_v_width(const alrd_model *m, int l);
+
+#endif
