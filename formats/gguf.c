@@ -32,7 +32,11 @@ static int trunc_err(cursor *c, size_t need) {
 }
 
 static int take(cursor *c, size_t n, const uint8_t **out) {
-    if (n > c->size - c->pos) return trunc_err(c, n);
+    if (n > c->size - c->pos) {
+        *out = NULL;
+        trunc_err(c, n);
+        return -1;
+    }
     *out = c->p + c->pos;
     c->pos += n;
     return 0;
@@ -58,7 +62,7 @@ static int rd_str(cursor *c, const char **ptr, uint64_t *len) {
         return alrd_errf(c->err, "%s: %s: string length %llu runs past the end of the file (%zu bytes left)",
                          c->path, c->what, (unsigned long long)*len, c->size - c->pos);
     const uint8_t *b;
-    take(c, (size_t)*len, &b);
+    if (take(c, (size_t)*len, &b)) return -1;
     *ptr = (const char *)b;
     return 0;
 }
@@ -131,7 +135,7 @@ static int rd_value(cursor *c, uint32_t type, alrd_gguf_value *v, int depth) {
         return alrd_errf(c->err, "%s: %s: unknown array element type %u", c->path, c->what, elem);
     v->v.arr.elem = (alrd_gguf_type)elem;
     if (n > (c->size - c->pos) / min_size(elem))
-        return alrd_errf(c->err, "%s: %s: array length %llu of %s cannot fit in the %zu bytes left",
+        return alrd_errf(c->err, "%s: %s: array length %llu of %s cannot fit in the %zu bytes left (truncated or corrupt)",
                          c->path, c->what, (unsigned long long)n, alrd_gguf_type_name(elem), c->size - c->pos);
     if (n > MAX_TOTAL_ITEMS - c->total_items)
         return alrd_errf(c->err, "%s: %s: array length %llu exceeds the limit of %u items per file",
@@ -191,7 +195,7 @@ static int parse_kv(alrd_gguf *g, cursor *c) {
     uint64_t n = g->n_kv;
     /* key (8) + type (4) + smallest value (1) */
     if (n > (c->size - c->pos) / 13)
-        return alrd_errf(c->err, "%s: header: kv count %llu cannot fit in the %zu bytes left",
+        return alrd_errf(c->err, "%s: header: kv count %llu cannot fit in the %zu bytes left (truncated or corrupt)",
                          path, (unsigned long long)n, c->size - c->pos);
     g->kv = calloc(n ? (size_t)n : 1, sizeof *g->kv);
     if (!g->kv) return alrd_errf(c->err, "%s: out of memory", path);
@@ -268,11 +272,11 @@ static int parse_tensor_info(alrd_gguf *g, cursor *c, uint64_t i, uint64_t *rel_
         t->shape[nd - 1 - d] = (int64_t)ne[d]; /* GGUF ne[0] is contiguous: reverse */
     }
     size_t rb, nbytes;
-    if (alrd_row_bytes(t->dtype, (int64_t)ne[0], &rb) != 0)
+    if (ne[0] % (uint64_t)alrd_dtype_block(t->dtype) != 0)
         return alrd_errf(c->err, "%s: tensor '%s': row length %llu is not a multiple of the %s block (%d)",
                          path, t->name, (unsigned long long)ne[0], alrd_dtype_name(t->dtype),
                          alrd_dtype_block(t->dtype));
-    if (alrd_mul_ok(rb, numel / (size_t)ne[0], &nbytes) != 0)
+    if (alrd_row_bytes(t->dtype, (int64_t)ne[0], &rb) != 0 || alrd_mul_ok(rb, numel / (size_t)ne[0], &nbytes) != 0)
         return alrd_errf(c->err, "%s: tensor '%s': byte size overflows", path, t->name);
     if (off % g->alignment != 0)
         return alrd_errf(c->err, "%s: tensor '%s': offset %llu is not a multiple of the alignment %llu",
@@ -285,7 +289,7 @@ static int parse_tensor_info(alrd_gguf *g, cursor *c, uint64_t i, uint64_t *rel_
 int alrd_gguf_open(alrd_gguf *g, const char *path, alrd_error *err) {
     memset(g, 0, sizeof *g);
     if (alrd_mmap_open(&g->map, path, err)) return -1;
-    cursor c = {g->map.data, g->map.size, 0, path, "header", 0, err};
+    cursor c = {g->map.data, g->map.size, 0, path, "magic", 0, err};
     const uint8_t *magic;
     uint64_t *rel_off = NULL;
     if (take(&c, 4, &magic)) goto fail;
@@ -325,7 +329,7 @@ int alrd_gguf_open(alrd_gguf *g, const char *path, alrd_error *err) {
 
     /* name (8) + n_dims (4) + one dim (8) + type (4) + offset (8) */
     if (n_tensors > (c.size - c.pos) / 32) {
-        alrd_errf(err, "%s: header: tensor count %llu cannot fit in the %zu bytes left", path,
+        alrd_errf(err, "%s: header: tensor count %llu cannot fit in the %zu bytes left (truncated or corrupt)", path,
                   (unsigned long long)n_tensors, c.size - c.pos);
         goto fail;
     }

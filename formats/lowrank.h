@@ -10,6 +10,8 @@
 #ifndef ALRD_LOWRANK_H
 #define ALRD_LOWRANK_H
 
+#include "io.h"
+
 typedef struct {
     int n_layers;
     int group_heads;
@@ -23,5 +25,15 @@ typedef struct {
 } alrd_lowrank;
 
 void alrd_lowrank_free(alrd_lowrank *l);
+
+/* Added by the calib/.alrd helper (implemented in formats/lowrank.c). */
+/* Allocates the four per-layer arrays (zeroed) for n_layers; -1 on OOM. */
+int alrd_lowrank_alloc(alrd_lowrank *l, int n_layers);
+/* Checks l against the model: n_layers equal, group_heads divides n_kv_heads,
+ * 0 <= rank <= group_heads*head_dim, bits in {2,3,4,8,16}, group_size > 0,
+ * residual_length >= 0 and % group_size == 0, flags 0/1. path names the file
+ * in the error. */
+int alrd_lowrank_validate(const alrd_lowrank *l, int n_layers, int n_kv_heads, int head_dim,
+                          const char *path, alrd_error *err);
 
 #endif

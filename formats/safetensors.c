@@ -524,7 +524,6 @@ int alrd_safetensors_write(const char *path, const alrd_tensor *tensors, int n,
         return -1;
     }
     int rc = alrd_outfile_write(&o, len8, 8, err);
-    if (rc == 0) rc = alrd_outfile_write(&o, len8, 8, err);
     if (rc == 0) rc = alrd_outfile_write(&o, hdr, hlen, err);
     if (rc == 0) rc = alrd_outfile_write(&o, "        ", padded - hlen, err);
     free(hdr);

@@ -59,27 +59,26 @@ void alrd_kivi_unpack(const uint32_t *words, size_t n, int bits, uint16_t *codes
         codes[i] = (uint16_t)((words[i / (size_t)cpw] >> ((i % (size_t)cpw) * (size_t)bits)) & mask);
 }
 
-/* Positive fp16 bit patterns 0..0x7bff are ordered like their values, so the
- * directed roundings are binary searches over them (called once per group). */
+/* Positive fp16 bit patterns 0..0x7bff are ordered like their values: start
+ * from the nearest fp16 and step to the directed neighbour (at most a step or
+ * two: the double -> float -> half double rounding is off by one at worst). */
+static double f16_val(uint32_t h) { return (double)alrd_f16_to_f32((uint16_t)h); }
+
 static uint16_t mag_down(double x) { /* largest h in [0, max] with val(h) <= x; x >= 0 */
     if (x >= 65504.0) return F16_MAX_BITS;
-    uint32_t lo = 0, hi = F16_MAX_BITS; /* val(lo) <= x < val(hi) */
-    while (hi - lo > 1) {
-        uint32_t mid = (lo + hi) / 2;
-        if ((double)alrd_f16_to_f32((uint16_t)mid) <= x) lo = mid; else hi = mid;
-    }
-    return (uint16_t)lo;
+    uint32_t h = alrd_f32_to_f16((float)x);
+    while (h > 0 && f16_val(h) > x) h--;
+    while (h < F16_MAX_BITS && f16_val(h + 1) <= x) h++;
+    return (uint16_t)h;
 }
 
 static uint16_t mag_up(double x) { /* smallest h in [0, max] with val(h) >= x; x >= 0 */
     if (x <= 0.0) return 0;
     if (x >= 65504.0) return F16_MAX_BITS; /* saturate */
-    uint32_t lo = 0, hi = F16_MAX_BITS;    /* val(lo) < x <= val(hi) */
-    while (hi - lo > 1) {
-        uint32_t mid = (lo + hi) / 2;
-        if ((double)alrd_f16_to_f32((uint16_t)mid) >= x) hi = mid; else lo = mid;
-    }
-    return (uint16_t)hi;
+    uint32_t h = alrd_f32_to_f16((float)x);
+    while (h < F16_MAX_BITS && f16_val(h) < x) h++;
+    while (h > 0 && f16_val(h - 1) >= x) h--;
+    return (uint16_t)h;
 }
 
 uint16_t alrd_kivi_f16_round_down(double x) {

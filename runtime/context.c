@@ -206,6 +206,8 @@ static void attend(alrd_ctx *x, int l, int T, int pos0, const float *ck, const f
 /* One layer over T rows of x (in place). prefill: positions 0..T-1 attend
  * to each other at full precision, and the cache is filled; otherwise T == 1
  * at position x->pos goes through the cache. */
+enum { DECODE = 0, PREFILL = 1, PREFILL_NOCACHE = 2 };
+
 static int layer_forward(alrd_ctx *x, int l, float *h, int T, int prefill, alrd_error *err) {
     const alrd_model *m = x->m;
     const alrd_config *c = &m->cfg;
@@ -226,7 +228,7 @@ static int layer_forward(alrd_ctx *x, int l, float *h, int T, int prefill, alrd_
     alrd_rope(x->q, T, c->n_heads, hd, x->posv, x->cos_tab, x->sin_tab);
 
     if (prefill) {
-        if (alrd_kv_cache_prefill(x->cache, l, x->lk, x->lv, T, err)) return -1;
+        if (prefill == PREFILL && alrd_kv_cache_prefill(x->cache, l, x->lk, x->lv, T, err)) return -1;
         attend(x, l, T, 0, x->lk, x->lv, T);
     } else {
         if (alrd_kv_cache_append(x->cache, l, x->lk, x->lv, err)) return -1;
@@ -252,15 +254,15 @@ void alrd_ctx_embed(alrd_ctx *x, const int32_t *tokens, int T, float *h) {
 
 int alrd_ctx_layer_prefill(alrd_ctx *x, int layer, float *h, int T, alrd_error *err) {
     if (T > x->max_batch) return alrd_errf(err, "%s: %d tokens exceed the batch of %d", x->m->path, T, x->max_batch);
-    if (layer == 0) alrd_kv_cache_reset(x->cache);
-    return layer_forward(x, layer, h, T, 1, err);
+    return layer_forward(x, layer, h, T, PREFILL_NOCACHE, err);
 }
 
 void alrd_ctx_logits(alrd_ctx *x, const float *h, int T, float *logits) {
     const alrd_config *c = &x->m->cfg;
-    for (int t = 0; t < T; t++) {
-        alrd_rmsnorm(x->xn, h + (size_t)t * c->hidden, x->m->final_norm, 1, c->hidden, c->rms_eps);
-        alrd_matmul_wt(logits + (size_t)t * c->vocab_size, x->xn, x->m->lm_head, 1, c->vocab_size, c->hidden, 0);
+    for (int t0 = 0; t0 < T; t0 += x->max_batch) { /* xn holds max_batch rows */
+        int n = T - t0 < x->max_batch ? T - t0 : x->max_batch;
+        alrd_rmsnorm(x->xn, h + (size_t)t0 * c->hidden, x->m->final_norm, n, c->hidden, c->rms_eps);
+        alrd_matmul_wt(logits + (size_t)t0 * c->vocab_size, x->xn, x->m->lm_head, n, c->vocab_size, c->hidden, 0);
     }
 }
 
@@ -278,23 +280,18 @@ int alrd_ctx_forward(alrd_ctx *x, const int32_t *tokens, int T, float *logits, i
             return alrd_errf(err, "%s: prefill of %d tokens exceeds the batch of %d", x->m->path, T, x->max_batch);
         alrd_ctx_embed(x, tokens, T, x->x);
         for (int l = 0; l < c->n_layers; l++)
-            if (layer_forward(x, l, x->x, T, 1, err)) return -1;
+            if (layer_forward(x, l, x->x, T, PREFILL, err)) return -1;
         x->pos = T;
         if (logits) {
-            if (all_logits) {
-                /* lm_head over all rows at once: one big product */
-                alrd_rmsnorm(x->xn, x->x, x->m->final_norm, T, c->hidden, c->rms_eps);
-                alrd_matmul_wt(logits, x->xn, x->m->lm_head, T, c->vocab_size, c->hidden, 0);
-            } else {
-                alrd_ctx_logits(x, x->x + (size_t)(T - 1) * c->hidden, 1, logits);
-            }
+            if (all_logits) alrd_ctx_logits(x, x->x, T, logits);
+            else alrd_ctx_logits(x, x->x + (size_t)(T - 1) * c->hidden, 1, logits);
         }
         return 0;
     }
     for (int t = 0; t < T; t++) {
         alrd_ctx_embed(x, tokens + t, 1, x->x);
         for (int l = 0; l < c->n_layers; l++)
-            if (layer_forward(x, l, x->x, 1, 0, err)) return -1;
+            if (layer_forward(x, l, x->x, 1, DECODE, err)) return -1;
         x->pos++;
         if (logits && (all_logits || t == T - 1))
             alrd_ctx_logits(x, x->x, 1, logits + (all_logits ? (size_t)t * c->vocab_size : 0));

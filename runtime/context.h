@@ -45,11 +45,12 @@ int alrd_ctx_forward(alrd_ctx *c, const int32_t *tokens, int T, float *logits, i
 typedef void (*alrd_attn_input_fn)(void *user, int layer, const float *xn, int T);
 void alrd_ctx_set_attn_hook(alrd_ctx *c, alrd_attn_input_fn fn, void *user);
 
-/* Layer-level access for layer-by-layer calibration: x is [T][hidden]
- * hidden states of one sequence starting at position 0 (a prefill). */
+/* Layer-level access for calibration: x is [T][hidden] hidden states of one
+ * sequence starting at position 0, run through one layer in place as a
+ * prefill that leaves the cache untouched. */
 void alrd_ctx_embed(alrd_ctx *c, const int32_t *tokens, int T, float *x);
 int alrd_ctx_layer_prefill(alrd_ctx *c, int layer, float *x, int T, alrd_error *err);
-/* Final norm + lm_head for T rows of x: logits [T][vocab]. */
+/* Final norm + lm_head for T rows of x (any T): logits [T][vocab]. */
 void alrd_ctx_logits(alrd_ctx *c, const float *x, int T, float *logits);
 
 #endif

@@ -5,6 +5,8 @@
 
 #include "../calib/gram.h"
 #include "../calib/wsvd.h"
+#include "../calib/ranks.h"
+#include "../calib/hadamard.h"
 
 /* Deterministic test data: xorshift64* + Box-Muller. */
 typedef struct { uint64_t s; } rng_t;
@@ -95,8 +97,8 @@ static void test_gram_rejects_nonfinite(void **state) {
     alrd_gram_finish(&g);
     assert_int_equal(g.n_rows, 1);
     assert_true(g.c[0] == 1.0 && g.c[1] == 2.0 && g.c[3 * 4 + 3] == 16.0 && g.c[2 * 4 + 1] == 6.0);
-    assert_int_equal(alrd_gram_init(&g, 0, "z", &err), -1);
     alrd_gram_free(&g);
+    assert_int_equal(alrd_gram_init(&g, 0, "z", &err), -1);
 }
 
 /* ---------------------------------------------------------------- wsvd */
@@ -311,6 +313,253 @@ static void test_wsvd_errors(void **state) {
     alrd_whitening_free(&wh);
 }
 
+
+/* ---------------------------------------------------------------- ranks */
+
+/* Tail table from per-dim sigma^2 given per block of 8 dims. */
+static void tail_from_blocks(const double *blk, int max_rank, double *tail) {
+    tail[max_rank] = 0;
+    for (int r = max_rank - 1; r >= 0; r--) tail[r] = tail[r + 1] + blk[r / 8];
+}
+
+static void test_ranks_greedy_exact(void **state) {
+    (void)state;
+    alrd_error err = {{0}};
+    static const double b0[] = {10, 5, 1, 0.1}, b1[] = {8, 6, 0.5, 0.2}, b2[] = {20, 0.3, 0.2, 0.1},
+                        b3[] = {3, 2, 1};
+    double t0[33], t1[33], t2[33], t3[21];
+    tail_from_blocks(b0, 32, t0);
+    tail_from_blocks(b1, 32, t1);
+    tail_from_blocks(b2, 32, t2);
+    tail_from_blocks(b3, 20, t3);
+    alrd_rank_module m[4] = {{t0, 32, 1}, {t1, 32, 1}, {t2, 32, 1}, {t3, 20, 1}};
+    int r[4];
+    /* budget 48 of 96: start 8,8,8, then m1 (6/dim), m0 (5), m0 (1). */
+    assert_int_equal(alrd_ranks_allocate(m, 3, 0.5, 8, r, &err), 0);
+    assert_int_equal(r[0], 24); assert_int_equal(r[1], 16); assert_int_equal(r[2], 8);
+    assert_true(fabs(alrd_ranks_predicted(m, 3, r) - (t0[24] + t1[16] + t2[8])) < 1e-12);
+    /* weight 30 on m2: m2 (9/dim), tie m1 vs m2 at 6 -> lower index m1, then m2. */
+    m[2].weight = 30;
+    assert_int_equal(alrd_ranks_allocate(m, 3, 0.5, 8, r, &err), 0);
+    assert_int_equal(r[0], 8); assert_int_equal(r[1], 16); assert_int_equal(r[2], 24);
+    m[2].weight = 1;
+    /* budget floor(0.4 * 96) = 38: one step fits, the 6 left over stay unused. */
+    assert_int_equal(alrd_ranks_allocate(m, 3, 0.4, 8, r, &err), 0);
+    assert_int_equal(r[0] + r[1] + r[2], 32);
+    assert_int_equal(r[1], 16);
+    /* ratio 1 fills everything, including the off-grid max rank 20. */
+    assert_int_equal(alrd_ranks_allocate(m, 4, 1.0, 8, r, &err), 0);
+    assert_int_equal(r[0], 32); assert_int_equal(r[1], 32); assert_int_equal(r[2], 32);
+    assert_int_equal(r[3], 20);
+    /* 116 dims total; ratio 0.9 -> 104 = 8*4 + 72: next picks by score. */
+    assert_int_equal(alrd_ranks_allocate(m, 4, 0.9, 8, r, &err), 0);
+    assert_true(r[0] + r[1] + r[2] + r[3] <= 104);
+    /* m3's last step is 4 dims (16 -> 20) at 1/dim; the others' last blocks are
+     * 0.1, 0.2, 0.1 per dim: everything but those fits: 24+24+24+20 = 92, then
+     * one more 8-block: m1 (0.2/dim) -> 32. */
+    assert_int_equal(r[0], 24); assert_int_equal(r[1], 32); assert_int_equal(r[2], 24);
+    assert_int_equal(r[3], 20);
+    /* minimum ranks do not fit */
+    assert_int_equal(alrd_ranks_allocate(m, 3, 0.1, 8, r, &err), -1);
+    assert_non_null(strstr(err.msg, "minimum rank"));
+    assert_int_equal(alrd_ranks_allocate(m, 3, 1.5, 8, r, &err), -1);
+}
+
+static void test_ranks_uniform(void **state) {
+    (void)state;
+    alrd_error err = {{0}};
+    double t[33] = {0};
+    alrd_rank_module m[2] = {{t, 32, 1}, {t, 20, 1}};
+    int r[2];
+    assert_int_equal(alrd_ranks_uniform(m, 2, 0.5, 8, r, &err), 0);
+    assert_int_equal(r[0], 16); assert_int_equal(r[1], 8);   /* 10 -> 8 */
+    assert_int_equal(alrd_ranks_uniform(m, 2, 0.9, 8, r, &err), 0);
+    assert_int_equal(r[0], 32); assert_int_equal(r[1], 16);  /* 28.8 -> 32, 18 -> 16 */
+    assert_int_equal(alrd_ranks_uniform(m, 2, 1.0, 8, r, &err), 0);
+    assert_int_equal(r[0], 32); assert_int_equal(r[1], 20);  /* 24 clamped to 20 */
+    assert_int_equal(alrd_ranks_uniform(m, 2, 0.05, 8, r, &err), 0);
+    assert_int_equal(r[0], 8); assert_int_equal(r[1], 8);    /* never below one step */
+}
+
+/* qerr = rank * c(bits), bytes = rank * bits / 8 (see the worked example). */
+static double q_lin(void *ctx, int m, int r, int b) {
+    (void)ctx; (void)m;
+    return r * (b == 2 ? 1.0 : b == 4 ? 0.1 : 0.0);
+}
+static double bytes_lin(void *ctx, int m, int r, int b) {
+    (void)m;
+    if (ctx) (*(int *)ctx)++;
+    return r * b / 8.0;
+}
+
+static void test_ranks_joint_bits(void **state) {
+    (void)state;
+    alrd_error err = {{0}};
+    /* tails: m0 tail[8] = 10, m1 tail[8] = 4, both 0 at 16. */
+    double t0[17], t1[17];
+    for (int r = 0; r <= 16; r++) {
+        t0[r] = r <= 8 ? 10 + (8 - r) : 0;
+        t1[r] = r <= 8 ? 4 + (8 - r) : 0;
+    }
+    alrd_rank_module m[2] = {{t0, 16, 1}, {t1, 16, 1}};
+    const int opts[3] = {2, 4, 16};
+    int r[2], b[2], calls = 0;
+    /* Start (8,2),(8,2) = 4 bytes. Best per byte: m0 -> (8,4) 3.6 (tie with
+     * m1, lower index), m1 -> (8,4) 3.6, m0 -> (16,4) 2.3 (fills 12 exactly). */
+    assert_int_equal(alrd_ranks_allocate_bits(m, 2, 8, opts, 3, 12.0, q_lin, bytes_lin, &calls,
+                                              r, b, &err), 0);
+    assert_int_equal(r[0], 16); assert_int_equal(b[0], 4);
+    assert_int_equal(r[1], 8); assert_int_equal(b[1], 4);
+    assert_int_equal(calls, 2 * 2 * 3); /* tables evaluated once */
+    double used = bytes_lin(NULL, 0, r[0], b[0]) + bytes_lin(NULL, 1, r[1], b[1]);
+    assert_true(used <= 12.0);
+    /* A budget of exactly the minimum keeps the minimum; less is an error. */
+    assert_int_equal(alrd_ranks_allocate_bits(m, 2, 8, opts, 3, 4.0, q_lin, bytes_lin, NULL, r, b,
+                                              &err), 0);
+    assert_int_equal(r[0], 8); assert_int_equal(b[0], 2);
+    assert_int_equal(r[1], 8); assert_int_equal(b[1], 2);
+    assert_int_equal(alrd_ranks_allocate_bits(m, 2, 8, opts, 3, 3.9, q_lin, bytes_lin, NULL, r, b,
+                                              &err), -1);
+    /* Ample budget: everything to zero loss, cheapest way: (16,16) costs 32 each. */
+    assert_int_equal(alrd_ranks_allocate_bits(m, 2, 8, opts, 3, 1000.0, q_lin, bytes_lin, NULL, r,
+                                              b, &err), 0);
+    assert_int_equal(r[0], 16); assert_int_equal(b[0], 16);
+    assert_int_equal(r[1], 16); assert_int_equal(b[1], 16);
+}
+
+static void test_ranks_json(void **state) {
+    (void)state;
+    alrd_error err = {{0}};
+    int k[2] = {96, 64}, v[2] = {0, 192};
+    char *s = alrd_ranks_json_format(2, k, v);
+    assert_string_equal(s, "{\n  \"model.layers.0.self_attn.k_proj\": 96,\n"
+                           "  \"model.layers.1.self_attn.k_proj\": 64,\n"
+                           "  \"model.layers.1.self_attn.v_proj\": 192\n}");
+    int k2[2] = {-1, -1}, v2[2] = {-1, -1};
+    assert_int_equal(alrd_ranks_json_parse(s, "r.json", 2, 192, k2, v2, &err), 0);
+    assert_int_equal(k2[0], 96); assert_int_equal(k2[1], 64);
+    assert_int_equal(v2[0], 0); assert_int_equal(v2[1], 192);
+    free(s);
+
+    char path[512], path2[512];
+    snprintf(path, sizeof path, "%s/ranks.json", alrd_test_tmpdir());
+    snprintf(path2, sizeof path2, "%s/ranks2.json", alrd_test_tmpdir());
+    assert_int_equal(alrd_ranks_json_write(path, 2, k, v, &err), 0);
+    assert_int_equal(alrd_ranks_json_write(path2, 2, k, v, &err), 0);
+    char *a, *b;
+    size_t na, nb;
+    assert_int_equal(alrd_read_file(path, 1 << 20, &a, &na, &err), 0);
+    assert_int_equal(alrd_read_file(path2, 1 << 20, &b, &nb, &err), 0);
+    assert_int_equal(na, nb);
+    assert_memory_equal(a, b, na);
+    free(a); free(b);
+    assert_int_equal(alrd_ranks_json_read(path, 2, 192, k2, v2, &err), 0);
+    assert_int_equal(k2[0], 96); assert_int_equal(v2[1], 192);
+
+    static const struct { const char *json, *want; } bad[] = {
+        {"{\"model.layers.0.self_attn.q_proj\": 8}", "model.layers.0.self_attn.q_proj: unknown key"},
+        {"{\"model.layers.2.self_attn.k_proj\": 8}", "layer 2 but the model has 2"},
+        {"{\"model.layers.01.self_attn.k_proj\": 8}", "unknown key"},
+        {"{\"model.layers.0.self_attn.k_proj\": 0}", "integer in 1..192"},
+        {"{\"model.layers.0.self_attn.k_proj\": 200}", "integer in 1..192"},
+        {"{\"model.layers.0.self_attn.k_proj\": 8.5}", "integer in 1..192"},
+        {"{\"model.layers.0.self_attn.k_proj\": \"8\"}", "integer in 1..192"},
+        {"{\"model.layers.0.self_attn.v_proj\": 100}", "v_proj: rank 100 is not a multiple of 8"},
+        {"{\"model.layers.0.self_attn.k_proj\": 8, \"model.layers.0.self_attn.k_proj\": 16}", "twice"},
+        {"[8]", "expected an object"},
+        {"{", "not valid JSON"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        err.msg[0] = 0;
+        assert_int_equal(alrd_ranks_json_parse(bad[i].json, "r.json", 2, 192, k2, v2, &err), -1);
+        if (!strstr(err.msg, bad[i].want) || strncmp(err.msg, "r.json: ", 8))
+            fail_msg("case %zu: got '%s', want '%s'", i, err.msg, bad[i].want);
+    }
+}
+
+
+/* ---------------------------------------------------------------- hadamard */
+
+static void test_hadamard_orthonormal(void **state) {
+    (void)state;
+    alrd_error err = {{0}};
+    static const struct { int r; alrd_rotation_kind k; } cases[] = {
+        {1, ALRD_ROT_WALSH}, {2, ALRD_ROT_WALSH}, {8, ALRD_ROT_WALSH}, {64, ALRD_ROT_WALSH},
+        {256, ALRD_ROT_WALSH}, {12, ALRD_ROT_HADAMARD}, {20, ALRD_ROT_HADAMARD},
+        {24, ALRD_ROT_HADAMARD}, {28, ALRD_ROT_HADAMARD} /* Paley II, q = 13 */,
+        {36, ALRD_ROT_HADAMARD} /* Paley II, q = 17 */, {40, ALRD_ROT_HADAMARD},
+        {48, ALRD_ROT_HADAMARD}, {72, ALRD_ROT_HADAMARD}, {96, ALRD_ROT_HADAMARD},
+        {160, ALRD_ROT_HADAMARD}, {192, ALRD_ROT_HADAMARD}, {6, ALRD_ROT_RANDOM},
+        {50, ALRD_ROT_RANDOM}, {100, ALRD_ROT_RANDOM}, {3, ALRD_ROT_RANDOM},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        int r = cases[c].r;
+        double *H = malloc(sizeof(double) * r * r), *H2 = malloc(sizeof(double) * r * r);
+        alrd_rotation_kind k;
+        assert_int_equal(alrd_hadamard_matrix(r, 1234, H, &k, &err), 0);
+        if (k != cases[c].k) fail_msg("r=%d: kind %d, want %d", r, k, cases[c].k);
+        assert_int_equal(alrd_hadamard_kind(r), cases[c].k);
+        for (int i = 0; i < r; i++)
+            for (int j = 0; j < r; j++) {
+                double dot = 0;
+                for (int t = 0; t < r; t++) dot += H[i * r + t] * H[j * r + t];
+                if (fabs(dot - (i == j)) > 1e-12) fail_msg("r=%d: (H H^T)[%d][%d] = %g", r, i, j, dot);
+            }
+        if (k != ALRD_ROT_RANDOM)
+            for (int i = 0; i < r * r; i++)
+                if (fabs(fabs(H[i]) - 1 / sqrt(r)) > 1e-15) fail_msg("r=%d: |h| = %g", r, H[i]);
+        /* Seeded: same seed same matrix, another seed another one. */
+        assert_int_equal(alrd_hadamard_matrix(r, 1234, H2, NULL, &err), 0);
+        assert_memory_equal(H, H2, sizeof(double) * r * r);
+        assert_int_equal(alrd_hadamard_matrix(r, 99, H2, NULL, &err), 0);
+        if (r >= 8) assert_true(memcmp(H, H2, sizeof(double) * r * r) != 0);
+        free(H);
+        free(H2);
+    }
+    double h;
+    assert_int_equal(alrd_hadamard_matrix(0, 1, &h, NULL, &err), -1);
+}
+
+/* Folding leaves A B unchanged, and a latent whose energy sits in channel 0
+ * (what SVD produces) is spread evenly over all channels. */
+static void test_hadamard_fold_and_spread(void **state) {
+    (void)state;
+    rng_t rg = {5};
+    alrd_error err = {{0}};
+    const int rows = 24, r = 96, d = 40;
+    float *A = rand_mat(&rg, rows, r, NULL), *B = rand_mat(&rg, r, d, NULL);
+    float *A0 = malloc(sizeof(float) * rows * r), *B0 = malloc(sizeof(float) * r * d);
+    memcpy(A0, A, sizeof(float) * rows * r);
+    memcpy(B0, B, sizeof(float) * r * d);
+    double *H = malloc(sizeof(double) * r * r);
+    assert_int_equal(alrd_hadamard_matrix(r, 7, H, NULL, &err), 0);
+    assert_int_equal(alrd_hadamard_fold(H, r, A, rows, B, d, &err), 0);
+    double num = 0, den = 0, moved = 0;
+    for (int i = 0; i < rows; i++)
+        for (int j = 0; j < d; j++) {
+            double p = 0, q = 0;
+            for (int t = 0; t < r; t++) {
+                p += (double)A[i * r + t] * B[t * d + j];
+                q += (double)A0[i * r + t] * B0[t * d + j];
+            }
+            num += (p - q) * (p - q);
+            den += q * q;
+        }
+    for (int i = 0; i < r * d; i++) moved += fabs(B[i] - B0[i]);
+    assert_true(sqrt(num / den) < 1e-5);
+    assert_true(moved > 1.0);
+    /* latent l = 5 e_0: after rotation every channel holds 25/r of the energy */
+    double mx = 0, tot = 0;
+    for (int i = 0; i < r; i++) {
+        double v = 5 * H[i * r + 0];
+        mx = fmax(mx, v * v);
+        tot += v * v;
+    }
+    assert_true(fabs(tot - 25) < 1e-12);
+    assert_true(fabs(mx - 25.0 / r) < 1e-12);
+    free(A); free(B); free(A0); free(B0); free(H);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gram_matches_naive),
@@ -321,6 +570,12 @@ int main(void) {
         cmocka_unit_test(test_wsvd_loss_is_tail_rank_deficient),
         cmocka_unit_test(test_wsvd_rank1_gram),
         cmocka_unit_test(test_wsvd_errors),
+        cmocka_unit_test(test_ranks_greedy_exact),
+        cmocka_unit_test(test_ranks_uniform),
+        cmocka_unit_test(test_ranks_joint_bits),
+        cmocka_unit_test(test_ranks_json),
+        cmocka_unit_test(test_hadamard_orthonormal),
+        cmocka_unit_test(test_hadamard_fold_and_spread),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -28,7 +28,9 @@ static void usage(void) {
             "  --group-size G        KIVI group size;  --residual R  full-precision window\n"
             "  --no-kivi             quantize both caches per token\n"
             "  --decode-path         force the decode path in --ppl (default: when quantized)\n"
-            "  --cpu                 run on the CPU (the only backend in this build)\n");
+            "  --cpu                 run on the CPU (the only backend in this build)\n"
+            "  --logits-out FILE     write the last prompt position's logits (raw float32)\n"
+            "  --tokens-out FILE     with --ppl: write the token ids of the text (raw int32)\n");
 }
 
 static int parse_int(const char *flag, const char *v, int lo, int hi, int *out) {
@@ -53,8 +55,20 @@ static int parse_float(const char *flag, const char *v, float *out) {
     return 0;
 }
 
+/* Raw dump for cross-checks, written atomically. */
+static int dump(const char *path, const void *data, size_t n) {
+    alrd_outfile of;
+    alrd_error err;
+    if (alrd_outfile_open(&of, path, &err) || alrd_outfile_write(&of, data, n, &err) ||
+        alrd_outfile_commit(&of, &err)) {
+        fprintf(stderr, "alrd-run: %s\n", err.msg);
+        return -1;
+    }
+    return 0;
+}
+
 static int run_ppl(alrd_model *m, const alrd_cache_opts *co, const char *file, int n_ctx, int chunks,
-                   int with_kl, int force_decode) {
+                   int with_kl, int force_decode, const char *tokens_out) {
     alrd_error err;
     char *text = NULL;
     size_t len = 0;
@@ -74,6 +88,7 @@ static int run_ppl(alrd_model *m, const alrd_cache_opts *co, const char *file, i
     }
     free(text);
     double t_tok = alrd_now() - t0;
+    if (tokens_out && dump(tokens_out, ids, n * sizeof(int32_t))) { free(ids); return 1; }
     alrd_ctx *c = NULL, *ref = NULL;
     alrd_cache_opts plain;
     alrd_cache_opts_default(m, &plain);
@@ -110,7 +125,7 @@ static int run_ppl(alrd_model *m, const alrd_cache_opts *co, const char *file, i
 
 static int run_generate(alrd_model *m, const alrd_cache_opts *co, const char *prompt, int chat,
                         const char *system, int n_gen, int n_ctx, float temp, int top_k, float top_p,
-                        uint64_t seed) {
+                        uint64_t seed, const char *logits_out) {
     alrd_error err;
     char *text = NULL;
     if (chat) {
@@ -120,7 +135,7 @@ static int run_generate(alrd_model *m, const alrd_cache_opts *co, const char *pr
     const char *src = text ? text : prompt;
     int32_t *ids = NULL;
     size_t n = 0;
-    if (alrd_tokenizer_encode(m->tok, src, strlen(src), 1, chat, &ids, &n, &err)) {
+    if (alrd_tokenizer_encode(m->tok, src, strlen(src), 1, 1, &ids, &n, &err)) {
         fprintf(stderr, "alrd-run: prompt: %s\n", err.msg);
         free(text);
         return 1;
@@ -146,6 +161,7 @@ static int run_generate(alrd_model *m, const alrd_cache_opts *co, const char *pr
     double t0 = alrd_now(), t1 = 0;
     int rc = alrd_ctx_forward(c, ids, (int)n, logits, 0, &err), produced = 0;
     t1 = alrd_now();
+    if (!rc && logits_out && dump(logits_out, logits, sizeof(float) * nv)) rc = -1, err.msg[0] = 0;
     char piece[256];
     for (int i = 0; i < n_gen && !rc; i++) {
         int32_t tok = alrd_sampler_sample(&smp, logits);
@@ -158,8 +174,8 @@ static int run_generate(alrd_model *m, const alrd_cache_opts *co, const char *pr
     }
     double t2 = alrd_now();
     putchar('\n');
-    if (rc) fprintf(stderr, "alrd-run: %s\n", err.msg);
-    else
+    if (rc && err.msg[0]) fprintf(stderr, "alrd-run: %s\n", err.msg);
+    else if (!rc)
         fprintf(stderr, "alrd-run: prompt %zu tokens in %.2f s (%.1f tok/s), generated %d tokens in %.2f s (%.1f tok/s), cache %zu bytes\n",
                 n, t1 - t0, n / (t1 - t0), produced, t2 - t1, produced / (t2 - t1 > 0 ? t2 - t1 : 1),
                 alrd_ctx_cache_bytes(c));
@@ -171,7 +187,7 @@ static int run_generate(alrd_model *m, const alrd_cache_opts *co, const char *pr
 }
 
 int main(int argc, char **argv) {
-    const char *model = NULL, *prompt = NULL, *ppl = NULL, *system = NULL;
+    const char *model = NULL, *prompt = NULL, *ppl = NULL, *system = NULL, *logits_out = NULL, *tokens_out = NULL;
     int n_gen = 128, n_ctx = 512, chunks = 0, chat = 0, with_kl = 0, force_decode = 0, top_k = 40;
     int kb = -1, vb = -1, gs = -1, res = -1, no_kivi = 0, seed = 42;
     float temp = 0, top_p = 0.95f;
@@ -182,6 +198,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) { if (!v) bad = 1; prompt = v; i++; }
         else if (!strcmp(a, "--system")) { if (!v) bad = 1; system = v; i++; }
         else if (!strcmp(a, "--ppl")) { if (!v) bad = 1; ppl = v; i++; }
+        else if (!strcmp(a, "--logits-out")) { if (!v) bad = 1; logits_out = v; i++; }
+        else if (!strcmp(a, "--tokens-out")) { if (!v) bad = 1; tokens_out = v; i++; }
         else if (!strcmp(a, "-n")) { bad = parse_int(a, v, 0, 1 << 20, &n_gen); i++; }
         else if (!strcmp(a, "--ctx")) { bad = parse_int(a, v, 4, 1 << 20, &n_ctx); i++; }
         else if (!strcmp(a, "--chunks")) { bad = parse_int(a, v, 0, 1 << 30, &chunks); i++; }
@@ -231,9 +249,9 @@ int main(int argc, char **argv) {
     if (gs != -1) co.group_size = gs;
     if (res != -1) co.residual = res;
     if (no_kivi) co.use_kivi = 0;
-    int rc = ppl ? run_ppl(&m, &co, ppl, n_ctx, chunks, with_kl, force_decode)
+    int rc = ppl ? run_ppl(&m, &co, ppl, n_ctx, chunks, with_kl, force_decode, tokens_out)
                  : run_generate(&m, &co, prompt, chat, system, n_gen, n_ctx, temp, top_k, temp > 0 ? top_p : 1.0f,
-                                (uint64_t)seed);
+                                (uint64_t)seed, logits_out);
     alrd_model_free(&m);
     return rc;
 }
