@@ -70,8 +70,33 @@ model: $(MODEL)
 $(MODEL):
 	@sh tools/fetch-model.sh $(MODEL) $(MODEL_SHA)
 
-clean:
-	rm -rf build build-san
+# make fuzz [FUZZ_SECONDS=60] [FUZZ_TARGETS="gguf alrd"]: each libFuzzer target
+# (tests/fuzz/fuzz_*.c, clang, ASan+UBSan) runs that long on its seeds;
+# crashes land in build-fuzz/TARGET-crash-*, logs in build-fuzz/TARGET.log.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_CFLAGS  = -std=c11 -O1 -g -D_GNU_SOURCE -pthread -MMD -MP -fno-omit-frame-pointer \
+	-fsanitize=address,undefined -fno-sanitize-recover=undefined $(filter -I%,$(CFLAGS))
+build-fuzz/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+build-fuzz/libalrd.a: $(LIB_SRC:%.c=build-fuzz/%.o)
+	@rm -f $@
+	ar rcs $@ $^
+build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_util.h build-fuzz/libalrd.a
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $< -o $@ $(filter -L% -Wl%,$(LDFLAGS)) build-fuzz/libalrd.a \
+	  -lcjson -llapacke -lopenblas -lz -lm -pthread
+fuzz: $(FUZZ_TARGETS:%=build-fuzz/fuzz_%)
+	@fail=0; for t in $(FUZZ_TARGETS); do mkdir -p build-fuzz/corpus/$$t; \
+	  ./build-fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -timeout=20 -malloc_limit_mb=1024 \
+	    -print_final_stats=1 -artifact_prefix=build-fuzz/$$t- build-fuzz/corpus/$$t \
+	    tests/fuzz/corpus/$$t > build-fuzz/$$t.log 2>&1 || { fail=1; echo "!! $$t: see build-fuzz/$$t.log"; }; \
+	  echo "$$t: $$(grep -h -e '^Done' -e number_of_executed_units build-fuzz/$$t.log | tr '\n' ' ')"; \
+	done; exit $$fail
 
-.PHONY: all test model clean
--include $(LIB_OBJ:.o=.d)
+clean:
+	rm -rf build build-san build-fuzz
+
+.PHONY: all test model clean fuzz
+-include $(LIB_OBJ:.o=.d) $(wildcard build-fuzz/*.d build-fuzz/*/*.d)

@@ -4,6 +4,7 @@
 #include <cblas.h>
 #include <lapacke.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -128,6 +129,7 @@ int alrd_wsvd_compute_with(alrd_wsvd *w, const alrd_whitening *wh, const float *
         w->vts = vt;
         vt = NULL;
     }
+    snprintf(w->name, sizeof w->name, "%s", NAME(name));
     w->rows = rows;
     w->d = d;
     w->k = k;
@@ -154,7 +156,7 @@ int alrd_wsvd_compute(alrd_wsvd *w, const double *gram, const float *W, int rows
 
 int alrd_wsvd_factors(const alrd_wsvd *w, int r, float *A, float *B, alrd_error *err) {
     if (r < 0 || r > w->k)
-        return alrd_errf(err, "wsvd: rank %d outside 0..%d", r, w->k);
+        return alrd_errf(err, "%s: wsvd: rank %d outside 0..%d", w->name, r, w->k);
     const int rows = w->rows, d = w->d, k = w->k;
     for (int j = 0; j < r; j++) {
         double s = sqrt(w->sigma[j]);
@@ -162,13 +164,15 @@ int alrd_wsvd_factors(const alrd_wsvd *w, int r, float *A, float *B, alrd_error 
             double a = w->u[(size_t)i * k + j] * s;
             A[(size_t)i * r + j] = (float)a;
             if (!isfinite(A[(size_t)i * r + j]))
-                return alrd_errf(err, "wsvd: factor A[%d][%d] is not finite in float", i, j);
+                return alrd_errf(err, "%s: wsvd: factor A[%d][%d] is not finite in float",
+                                 w->name, i, j);
         }
         for (int c = 0; c < d; c++) {
             double b = w->vts[(size_t)j * d + c] * s;
             B[(size_t)j * d + c] = (float)b;
             if (!isfinite(B[(size_t)j * d + c]))
-                return alrd_errf(err, "wsvd: factor B[%d][%d] is not finite in float", j, c);
+                return alrd_errf(err, "%s: wsvd: factor B[%d][%d] is not finite in float",
+                                 w->name, j, c);
         }
     }
     return 0;

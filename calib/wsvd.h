@@ -45,6 +45,7 @@ typedef struct {
     double *vts;     /* [k*d] row-major: V^T S^-1 (V^T when plain), owned */
     double total;    /* sum sigma_i^2 */
     int n_clamped;   /* from the whitening (0 when plain) */
+    char name[128];  /* module name for error messages */
 } alrd_wsvd;
 
 /* W: rows x d floats (row-major, [out, in]). wh NULL = plain SVD. */

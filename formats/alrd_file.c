@@ -821,7 +821,8 @@ int alrd_file_open(alrd_file *f, const char *path, alrd_error *err) {
             sp[kind] = p + off;
             slen[kind] = (size_t)size;
         } else {
-            if (raw_size == 0 || raw_size > MAX_RAW_SECTION) {
+            /* deflate expands at most ~1032:1; a larger claim is corrupt. */
+            if (raw_size == 0 || raw_size > MAX_RAW_SECTION || raw_size > size * 1032 + 1024) {
                 alrd_errf(err, "%s: section %s: raw_size %llu outside 1..%llu", path, nm,
                           (unsigned long long)raw_size, (unsigned long long)MAX_RAW_SECTION);
                 goto out;

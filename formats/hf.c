@@ -584,8 +584,11 @@ static int read_specials(alrd_vocab *v, const cJSON *root, const strmap *m, cons
                                                 "<|im_start|>", NULL};
         static const char *const eos_names[] = {"</s>", "<|end_of_text|>", "<|endoftext|>",
                                                 "<|im_end|>", NULL};
-        v->bos_id = first_present(m, bos_names);
-        v->eos_id = first_present(m, eos_names);
+        /* the token the post-processor prepends is the best evidence */
+        if (pre_first) v->bos_id = map_get(m, pre_first, strlen(pre_first));
+        if (pre_last) v->eos_id = map_get(m, pre_last, strlen(pre_last));
+        if (v->bos_id < 0) v->bos_id = first_present(m, bos_names);
+        if (v->eos_id < 0) v->eos_id = first_present(m, eos_names);
     }
     if (pre_first && v->bos_id < 0) v->bos_id = map_get(m, pre_first, strlen(pre_first));
     /* add_bos_token in the config wins; else the post-processor decides */
@@ -939,6 +942,14 @@ static int spm_merges_from_scores(const alrd_vocab *v, const strmap *m, cJSON *o
     return rc;
 }
 
+/* An UNUSED "[PADn]" filler at id n, as llama.cpp and the reader make for
+ * ids the tokenizer does not define. */
+static int is_pad_filler(const alrd_vocab *v, int32_t i) {
+    char pad[32];
+    snprintf(pad, sizeof pad, "[PAD%d]", (int)i);
+    return vtype(v, i) == ALRD_TOKEN_UNUSED && !strcmp(v->tokens[i], pad);
+}
+
 static int is_added_type(int32_t t) {
     return t == ALRD_TOKEN_CONTROL || t == ALRD_TOKEN_USER_DEFINED || t == ALRD_TOKEN_UNKNOWN;
 }
@@ -1064,11 +1075,13 @@ int alrd_hf_tokenizer_write(const alrd_vocab *v, const char *path, alrd_error *e
      * as Llama-3's tokenizer.json says with ignore_merges */
     cJSON_AddBoolToObject(model, "ignore_merges", pk == PRE_LLAMA3);
     cJSON *vo = cJSON_AddObjectToObject(model, "vocab");
-    for (int32_t i = 0; i < v->n_tokens; i++)
+    for (int32_t i = 0; i < v->n_tokens; i++) {
+        if (is_pad_filler(v, i)) continue; /* left as a hole, read back as the same filler */
         if (!cJSON_AddItemToObject(vo, v->tokens[i], cJSON_CreateNumber(i))) {
             alrd_errf(err, "%s: out of memory", path);
             goto done;
         }
+    }
     cJSON *mg = cJSON_AddArrayToObject(model, "merges");
     if (v->n_merges > 0) {
         for (int32_t i = 0; i < v->n_merges; i++)

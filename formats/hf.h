@@ -50,7 +50,10 @@ int alrd_hf_vocab_read(alrd_vocab *v, const char *tokenizer_json_path, alrd_erro
 /* Writes tokenizer.json that Python `tokenizers` loads and that encodes as
  * v does. Accepts pre "smollm", "gpt-2"/"gpt2"/"default", "llama-bpe"/"llama3",
  * "qwen2" for BPE_BYTES. For SPM, merges are v's own when present, else
- * derived from the scores as transformers' SentencePieceExtractor does. */
+ * derived from the scores as transformers' SentencePieceExtractor does.
+ * CONTROL/UNKNOWN tokens become special added tokens, USER_DEFINED ones
+ * non-special added tokens; UNUSED "[PADn]" fillers are left out of
+ * model.vocab (the reader recreates them for ids below the largest). */
 int alrd_hf_tokenizer_write(const alrd_vocab *v, const char *path, alrd_error *err);
 
 /* tokenizer_config.json (PreTrainedTokenizerFast, bos/eos/unk/pad tokens,

@@ -6,6 +6,7 @@
 #include <math.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <zlib.h>
 
 #include "../formats/alrd_file.h"
 
@@ -436,6 +437,178 @@ static void test_convert(void **state) {
     assert_int_equal(alrd_file_convert_f32(big, 1, ALRD_Q4_0, h, &err), -1);
 }
 
+
+/* The real model through the format: GGUF source -> .alrd -> source; every
+ * tensor byte, the config and the whole vocabulary come back unchanged. */
+static void test_real_model_roundtrip(void **state) {
+    (void)state;
+    ALRD_MODEL_OR_SKIP();
+    alrd_error err = {{0}};
+    alrd_source g, a;
+    if (alrd_source_open(&g, ALRD_TEST_MODEL, &err)) fail_msg("%s", err.msg);
+    char p[512];
+    path_in_tmp(p, sizeof p, "model.alrd");
+    if (alrd_file_write(p, &g.config, NULL, &g.vocab, g.tensors, g.n_tensors, "{}", &err))
+        fail_msg("%s", err.msg);
+    if (alrd_source_open(&a, p, &err)) fail_msg("%s", err.msg);
+    assert_memory_equal(&a.config, &g.config, sizeof g.config);
+    assert_null(a.lowrank);
+    assert_int_equal(a.n_tensors, g.n_tensors);
+    for (int i = 0; i < g.n_tensors; i++) {
+        const alrd_tensor *x = &g.tensors[i], *y = &a.tensors[i];
+        assert_string_equal(x->name, y->name);
+        assert_int_equal(x->dtype, y->dtype);
+        assert_int_equal(x->n_dims, y->n_dims);
+        assert_memory_equal(x->shape, y->shape, sizeof x->shape);
+        assert_int_equal(x->unpermute_heads, y->unpermute_heads);
+        assert_int_equal(x->nbytes, y->nbytes);
+        assert_memory_equal(x->data, y->data, x->nbytes);
+    }
+    const alrd_vocab *u = &g.vocab, *v = &a.vocab;
+    assert_int_equal(u->kind, v->kind);
+    assert_string_equal(u->pre, v->pre);
+    assert_int_equal(u->n_tokens, v->n_tokens);
+    for (int i = 0; i < u->n_tokens; i++) assert_string_equal(u->tokens[i], v->tokens[i]);
+    assert_int_equal(u->n_merges, v->n_merges);
+    for (int i = 0; i < u->n_merges; i++) assert_string_equal(u->merges[i], v->merges[i]);
+    assert_int_equal(!u->scores, !v->scores);
+    assert_int_equal(!u->types, !v->types);
+    if (u->types) assert_memory_equal(u->types, v->types, sizeof(int32_t) * u->n_tokens);
+    if (u->scores) assert_memory_equal(u->scores, v->scores, sizeof(float) * u->n_tokens);
+    assert_int_equal(u->bos_id, v->bos_id);
+    assert_int_equal(u->eos_id, v->eos_id);
+    assert_int_equal(u->add_bos, v->add_bos);
+    if (u->chat_template) assert_string_equal(u->chat_template, v->chat_template);
+    else assert_null(v->chat_template);
+    alrd_source_close(&a);
+    alrd_source_close(&g);
+    unlink(p);
+}
+
+
+/* ---------------------------------------------------------------- crafted */
+
+static uint32_t rd32(const uint8_t *p) { return p[0] | p[1] << 8 | p[2] << 16 | (uint32_t)p[3] << 24; }
+static uint64_t rd64(const uint8_t *p) { return rd32(p) | (uint64_t)rd32(p + 4) << 32; }
+static void wr32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> 8 * i); }
+static void wr64(uint8_t *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> 8 * i); }
+
+/* Recomputes every section CRC and the header CRC, so a mutation reaches the
+ * structural checks instead of stopping at a CRC. */
+static void fix_crcs(uint8_t *d, size_t n) {
+    uint32_t hs = rd32(d + 8), ns = rd32(d + 12);
+    if (ns > 16 || hs != 64 + 40 * ns) return; /* table itself mutated: leave it */
+    for (uint32_t i = 0; i < ns; i++) {
+        uint8_t *e = d + 64 + 40 * i;
+        uint64_t off = rd64(e + 8), sz = rd64(e + 16);
+        if (off <= n && sz <= n - off) wr32(e + 32, (uint32_t)crc32(0, d + off, (uInt)sz));
+    }
+    uLong c = crc32(0, d, 60);
+    c = crc32(c, d + 64, hs - 64);
+    wr32(d + 60, (uint32_t)c);
+}
+
+/* Offset of the directory entry field "off" of tensor idx (walks the section). */
+static size_t dir_field(const uint8_t *d, int idx, int want_shape0) {
+    uint32_t ns = rd32(d + 12);
+    size_t at = 0;
+    for (uint32_t i = 0; i < ns; i++)
+        if (rd32(d + 64 + 40 * i) == 4) at = (size_t)rd64(d + 64 + 40 * i + 8);
+    assert_true(at > 0);
+    at += 4;
+    for (int t = 0;; t++) {
+        at += 4 + rd32(d + at) + 1;           /* name */
+        at += 4;                              /* dtype */
+        uint32_t nd = rd32(d + at);
+        at += 4;
+        if (t == idx && want_shape0) return at;
+        at += 8 * nd + 4;                     /* shape, unpermute */
+        if (t == idx) return at;              /* offset field */
+        at += 8 + 8 + 4;
+    }
+}
+
+static void expect_msg(const char *path, const uint8_t *d, size_t n, const char *want) {
+    spit(path, d, n);
+    alrd_error err = {{0}};
+    alrd_file f;
+    if (alrd_file_open(&f, path, &err) == 0) {
+        alrd_file_close(&f);
+        fail_msg("accepted, wanted '%s'", want);
+    }
+    if (!strstr(err.msg, want)) fail_msg("got '%s', want '%s'", err.msg, want);
+}
+
+static void test_crafted_with_valid_crcs(void **state) {
+    (void)state;
+    fixture fx;
+    fixture_init(&fx);
+    alrd_error err = {{0}};
+    char p[512], q[512];
+    path_in_tmp(p, sizeof p, "craft.alrd");
+    path_in_tmp(q, sizeof q, "crafted.alrd");
+    assert_int_equal(write_fx(&fx, p, &err), 0);
+    size_t n;
+    uint8_t *d = slurp(p, &n), *m = malloc(n);
+
+    size_t o1 = dir_field(d, 1, 0), o0 = dir_field(d, 0, 0);
+    memcpy(m, d, n);
+    memcpy(m + o1, m + o0, 8); /* tensor 1 at tensor 0's offset */
+    fix_crcs(m, n);
+    expect_msg(q, m, n, "overlaps");
+    memcpy(m, d, n);
+    wr64(m + o1, rd64(m + o1) + 4);
+    fix_crcs(m, n);
+    expect_msg(q, m, n, "misaligned");
+    memcpy(m, d, n);
+    wr64(m + o1, (uint64_t)-64); /* offset + size wraps around */
+    fix_crcs(m, n);
+    expect_msg(q, m, n, "outside the data region");
+    memcpy(m, d, n);
+    wr64(m + dir_field(d, 2, 1), (uint64_t)1 << 62);
+    fix_crcs(m, n);
+    expect_msg(q, m, n, "model.layers.0.self_attn.k_proj.A: dim 0");
+    memcpy(m, d, n);
+    wr64(m + dir_field(d, 2, 1), 2); /* shape changes, size does not */
+    fix_crcs(m, n);
+    expect_msg(q, m, n, "model.layers.0.self_attn.k_proj.A: size 128 but");
+    memcpy(m, d, n);
+    wr32(m + dir_field(d, 3, 1) - 8, 99); /* dtype of tensor 3 */
+    fix_crcs(m, n);
+    expect_msg(q, m, n, "unknown or unsupported dtype 99");
+    memcpy(m, d, n);
+    wr32(m + 64 + 4, 2); /* section 0 claims zlib */
+    fix_crcs(m, n);
+    expect_msg(q, m, n, "section config");
+
+    /* Random byte changes in the sections with CRCs fixed up: whatever the
+     * decoders make of them, they never crash (the suite runs under ASan). */
+    uint64_t data_offset = rd64(d + 24);
+    uint64_t st = 88172645463325252ULL;
+    int accepted = 0;
+    for (int it = 0; it < 3000; it++) {
+        memcpy(m, d, n);
+        for (int k = 0; k < 1 + it % 3; k++) {
+            st ^= st << 13; st ^= st >> 7; st ^= st << 17;
+            size_t off = 64 + (size_t)(st % (data_offset - 64));
+            m[off] = (uint8_t)(st >> 32);
+        }
+        fix_crcs(m, n);
+        spit(q, m, n);
+        alrd_file f;
+        if (alrd_file_open(&f, q, &err) == 0) {
+            accepted++;
+            alrd_file_close(&f);
+        } else {
+            assert_true(err.msg[0] != 0);
+        }
+    }
+    print_message("crafted mutations accepted (benign): %d / 3000\n", accepted);
+    free(m);
+    free(d);
+    fixture_free(&fx);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip_and_determinism),
@@ -443,6 +616,8 @@ int main(void) {
         cmocka_unit_test(test_truncation_and_version),
         cmocka_unit_test(test_writer_rejects),
         cmocka_unit_test(test_convert),
+        cmocka_unit_test(test_crafted_with_valid_crcs),
+        cmocka_unit_test(test_real_model_roundtrip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -406,6 +406,51 @@ static void test_writer_errors(void **state) {
     assert_non_null(strstr(err.msg, "/nonexistent-dir/x.safetensors"));
 }
 
+/* Every byte of a valid file's length field and header replaced by a few
+ * hostile values: open either fails cleanly or yields views that lie
+ * inside the mapping (ASan builds also catch any stray read). */
+static void test_header_mutations(void **state) {
+    (void)state;
+    const float a[3] = {1, 2, 3};
+    const uint16_t h[2] = {0x3C00, 0x4000};
+    alrd_tensor t[2] = {mk("model.a", ALRD_F32, a, 12, 1, 3, 0), mk("b", ALRD_F16, h, 4, 2, 1, 2)};
+    char p[512], q[512];
+    tpath(p, sizeof p, "mut-src.safetensors");
+    tpath(q, sizeof q, "mut.safetensors");
+    alrd_error err = {{0}};
+    assert_int_equal(alrd_safetensors_write(p, t, 2, ALRD_F32, &err), 0);
+    char *orig = NULL;
+    size_t n = 0;
+    assert_int_equal(alrd_read_file(p, 1 << 20, &orig, &n, &err), 0);
+    const char vals[] = {'0', '9', '-', '"', '}', '[', ' ', 'e', '.', (char)0xff, 0, 1};
+    int opened = 0, rejected = 0;
+    for (size_t i = 0; i < n - 16; i++) {
+        for (size_t k = 0; k < sizeof vals; k++) {
+            if (orig[i] == vals[k]) continue;
+            FILE *f = fopen(q, "wb");
+            assert_non_null(f);
+            fwrite(orig, 1, i, f);
+            fputc((uint8_t)vals[k], f);
+            fwrite(orig + i + 1, 1, n - i - 1, f);
+            fclose(f);
+            alrd_safetensors st;
+            if (alrd_safetensors_open(&st, q, &err) != 0) {
+                rejected++;
+                assert_true(strlen(err.msg) > 0);
+                continue;
+            }
+            opened++;
+            for (int j = 0; j < st.n_tensors; j++) {
+                const uint8_t *d = st.tensors[j].data;
+                assert_true(d >= st.map.data && d + st.tensors[j].nbytes <= st.map.data + st.map.size);
+            }
+            alrd_safetensors_close(&st);
+        }
+    }
+    free(orig);
+    assert_true(rejected > 0 && opened > 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip_same_dtype),
@@ -415,6 +460,7 @@ int main(void) {
         cmocka_unit_test(test_sharded),
         cmocka_unit_test(test_bad_headers),
         cmocka_unit_test(test_writer_errors),
+        cmocka_unit_test(test_header_mutations),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,79 @@
+/* fuzz_tokenizer_json: tokenizer.json (+ tokenizer_config.json) ->
+ * alrd_vocab -> tokenizer, on arbitrary text. The input is tokenizer.json,
+ * optionally followed by a line "#config" and the tokenizer_config.json.
+ * What is accepted is encoded/decoded, written back with
+ * alrd_hf_tokenizer_write and must read back with the same tokens. */
+#include "fuzz_util.h"
+
+#include "../../formats/hf.h"
+#include "../../runtime/tokenizer.h"
+
+static void tj_tokenize(const alrd_vocab *v) {
+    alrd_tokenizer *t = NULL;
+    alrd_error err = {{0}};
+    int rc = alrd_tokenizer_new(&t, v, &err);
+    fuzz_check_error(rc, &err);
+    if (rc) return;
+    static const char text[] = "Hi there, 2024! <s> \xe4\xbd\xa0\xe5\xa5\xbd  tabs\tand\nlines";
+    int32_t *ids = NULL;
+    size_t n = 0;
+    rc = alrd_tokenizer_encode(t, text, sizeof text - 1, 1, 1, &ids, &n, &err);
+    fuzz_check_error(rc, &err);
+    if (rc == 0) {
+        for (size_t i = 0; i < n; i++) FUZZ_CHECK(ids[i] >= 0 && ids[i] < v->n_tokens);
+        char *s = NULL;
+        FUZZ_CHECK(alrd_tokenizer_decode(t, ids, n, 1, &s, &err) == 0);
+        free(s);
+    }
+    free(ids);
+    alrd_tokenizer_free(t);
+}
+
+int fuzz_tokenizer_json(const uint8_t *data, size_t size) {
+    static const char sep[] = "\n#config\n";
+    const uint8_t *cfg = memmem(data, size, sep, sizeof sep - 1);
+    size_t tok_len = cfg ? (size_t)(cfg - data) : size;
+    char tj[300], tc[300], out[340];
+    snprintf(tj, sizeof tj, "%s/tokenizer.json", fuzz_dir());
+    snprintf(tc, sizeof tc, "%s/tokenizer_config.json", fuzz_dir());
+    fuzz_put_file(tj, data, tok_len);
+    if (cfg) {
+        const uint8_t *c = cfg + sizeof sep - 1;
+        fuzz_put_file(tc, c, size - (size_t)(c - data));
+    } else {
+        fuzz_put_file(tc, NULL, 0);
+    }
+    alrd_vocab v;
+    alrd_error err = {{0}};
+    int rc = alrd_hf_vocab_read(&v, tj, &err);
+    fuzz_check_error(rc, &err);
+    if (rc) return 0;
+    FUZZ_CHECK(v.n_tokens > 0 && v.tokens);
+    for (int32_t i = 0; i < v.n_tokens; i++) FUZZ_CHECK(v.tokens[i] != NULL);
+    FUZZ_CHECK(v.bos_id < v.n_tokens && v.eos_id < v.n_tokens && v.unk_id < v.n_tokens &&
+               v.pad_id < v.n_tokens);
+    tj_tokenize(&v);
+
+    /* written back, read back (no tokenizer_config.json: only the file) */
+    char sub[300];
+    snprintf(sub, sizeof sub, "%s/out", fuzz_dir());
+    mkdir(sub, 0700);
+    snprintf(out, sizeof out, "%s/tokenizer.json", sub);
+    rc = alrd_hf_tokenizer_write(&v, out, &err);
+    fuzz_check_error(rc, &err);
+    if (rc == 0) {
+        alrd_vocab back;
+        rc = alrd_hf_vocab_read(&back, out, &err);
+        if (rc) fprintf(stderr, "read-back failed: %s\n", err.msg);
+        FUZZ_CHECK(rc == 0);
+        FUZZ_CHECK(back.n_tokens == v.n_tokens);
+        for (int32_t i = 0; i < v.n_tokens; i++) FUZZ_CHECK(!strcmp(back.tokens[i], v.tokens[i]));
+        alrd_vocab_free(&back);
+    }
+    alrd_vocab_free(&v);
+    return 0;
+}
+
+#ifndef FUZZ_NO_MAIN
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) { return fuzz_tokenizer_json(data, size); }
+#endif
