@@ -10,15 +10,41 @@
 #include "../kernels/cpu_ops.h"
 #include "../runtime/context.h"
 #include "gram.h"
+#include "hadamard.h"
 #include "ranks.h"
 #include "wsvd.h"
 
-void alrd_compress_opts_default(alrd_compress_opts *o) {
-    memset(o, 0, sizeof *o);
-    o->whiten = 1;
-    o->rank_ratio = 0.5;
-    o->probe_tokens = 512;
+static void progress(int on, const char *what, int done, int total) {
+    if (on && isatty(2)) {
+        fprintf(stderr, "\r%s: %d/%d   ", what, done, total);
+        if (done == total) fputc('\n', stderr);
+    }
 }
+
+static void log_softmax_row(float *x, int n) {
+    float mx = x[0];
+    for (int i = 1; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    double s = 0;
+    for (int i = 0; i < n; i++) s += exp((double)x[i] - mx);
+    float lz = (float)(mx + log(s));
+    for (int i = 0; i < n; i++) x[i] -= lz;
+}
+
+/* ---- stage 1 ----------------------------------------------------------- */
+
+struct alrd_calib {
+    alrd_model *m;
+    int progress;
+    alrd_gram *grams;      /* [n_layers], NULL without statistics */
+    /* probe: the uncompressed model's layer inputs and log-probs */
+    alrd_ctx *ctx;
+    int n_seq, seq_len;
+    int32_t *tokens;       /* [n_seq*seq_len] */
+    float *h_in;           /* [n_layers][n_seq*seq_len][hidden] */
+    float *base_lp;        /* [n_seq*seq_len][vocab] */
+    float *h, *logits;     /* scratch [seq_len][hidden], [seq_len][vocab] */
+    double base_ce, seconds;
+};
 
 typedef struct {
     alrd_gram *grams;
@@ -31,340 +57,451 @@ static void on_attn_input(void *user, int layer, const float *xn, int T) {
     if (!st->failed && alrd_gram_add(&st->grams[layer], xn, T, &st->err)) st->failed = 1;
 }
 
-static void progress(const alrd_compress_opts *o, const char *what, int done, int total) {
-    if (o->progress && isatty(2)) {
-        fprintf(stderr, "\r%s: %d/%d   ", what, done, total);
-        if (done == total) fputc('\n', stderr);
+static int collect_grams(alrd_calib *c, const int32_t *tokens, int n_samples, int sample_len, alrd_error *err) {
+    alrd_model *m = c->m;
+    int L = m->cfg.n_layers, H = m->cfg.hidden;
+    c->grams = calloc(L, sizeof *c->grams);
+    if (!c->grams) return alrd_errf(err, "calibration: out of memory");
+    for (int l = 0; l < L; l++) {
+        char name[96];
+        snprintf(name, sizeof name, "model.layers.%d attention input", l);
+        if (alrd_gram_init(&c->grams[l], H, name, err)) return -1;
     }
+    stats_state st = {.grams = c->grams};
+    alrd_ctx *ctx;
+    if (alrd_ctx_new(&ctx, m, sample_len, sample_len, NULL, err)) return -1;
+    alrd_ctx_set_attn_hook(ctx, on_attn_input, &st);
+    int rc = 0;
+    for (int s = 0; s < n_samples && !rc; s++) {
+        alrd_ctx_reset(ctx);
+        rc = alrd_ctx_forward(ctx, tokens + (size_t)s * sample_len, sample_len, NULL, 0, err);
+        if (!rc && st.failed) {
+            *err = st.err;
+            rc = -1;
+        }
+        progress(c->progress, "calibration", s + 1, n_samples);
+    }
+    alrd_ctx_free(ctx);
+    for (int l = 0; l < L && !rc; l++) alrd_gram_finish(&c->grams[l]);
+    return rc;
 }
 
-/* One module's decompositions (one per head group) and its summed tail. */
+static int probe_init(alrd_calib *c, const int32_t *tokens, int n_samples, int sample_len, int probe_tokens,
+                      alrd_error *err) {
+    alrd_model *m = c->m;
+    const alrd_config *cf = &m->cfg;
+    c->seq_len = sample_len < probe_tokens ? sample_len : probe_tokens;
+    c->n_seq = probe_tokens / c->seq_len;
+    if (c->n_seq > n_samples) c->n_seq = n_samples;
+    if (c->n_seq < 1) c->n_seq = 1;
+    size_t P = (size_t)c->n_seq * c->seq_len;
+    c->tokens = malloc(sizeof(int32_t) * P);
+    c->h_in = malloc(sizeof(float) * P * cf->hidden * cf->n_layers);
+    c->base_lp = malloc(sizeof(float) * P * cf->vocab_size);
+    c->h = malloc(sizeof(float) * c->seq_len * cf->hidden);
+    c->logits = malloc(sizeof(float) * c->seq_len * cf->vocab_size);
+    if (!c->tokens || !c->h_in || !c->base_lp || !c->h || !c->logits)
+        return alrd_errf(err, "calibration: out of memory for the probe (%zu tokens)", P);
+    for (int s = 0; s < c->n_seq; s++)
+        memcpy(c->tokens + (size_t)s * c->seq_len, tokens + (size_t)s * sample_len, sizeof(int32_t) * c->seq_len);
+    if (alrd_ctx_new(&c->ctx, m, c->seq_len, c->seq_len, NULL, err)) return -1;
+    double ce = 0;
+    size_t n = 0;
+    for (int s = 0; s < c->n_seq; s++) {
+        size_t off = (size_t)s * c->seq_len;
+        alrd_ctx_embed(c->ctx, c->tokens + off, c->seq_len, c->h);
+        for (int l = 0; l < cf->n_layers; l++) {
+            memcpy(c->h_in + ((size_t)l * P + off) * cf->hidden, c->h, sizeof(float) * c->seq_len * cf->hidden);
+            if (alrd_ctx_layer_prefill(c->ctx, l, c->h, c->seq_len, err)) return -1;
+        }
+        float *lp = c->base_lp + off * cf->vocab_size;
+        alrd_ctx_logits(c->ctx, c->h, c->seq_len, lp);
+        for (int t = 0; t < c->seq_len; t++) {
+            log_softmax_row(lp + (size_t)t * cf->vocab_size, cf->vocab_size);
+            if (t + 1 < c->seq_len) { ce -= lp[(size_t)t * cf->vocab_size + c->tokens[off + t + 1]]; n++; }
+        }
+    }
+    c->base_ce = ce / n;
+    return 0;
+}
+
+/* Runs layers [from, L) of the probe sequences from the saved inputs;
+ * mean KL(base || model) over all positions and next-token cross-entropy. */
+static int probe_run(alrd_calib *c, int from, double *kl_out, double *ce_out, alrd_error *err) {
+    const alrd_config *cf = &c->m->cfg;
+    int V = cf->vocab_size;
+    size_t P = (size_t)c->n_seq * c->seq_len;
+    double kl = 0, ce = 0;
+    size_t n = 0, nce = 0;
+    for (int s = 0; s < c->n_seq; s++) {
+        size_t off = (size_t)s * c->seq_len;
+        memcpy(c->h, c->h_in + ((size_t)from * P + off) * cf->hidden, sizeof(float) * c->seq_len * cf->hidden);
+        for (int l = from; l < cf->n_layers; l++)
+            if (alrd_ctx_layer_prefill(c->ctx, l, c->h, c->seq_len, err)) return -1;
+        alrd_ctx_logits(c->ctx, c->h, c->seq_len, c->logits);
+        for (int t = 0; t < c->seq_len; t++) {
+            float *lp = c->logits + (size_t)t * V;
+            const float *bp = c->base_lp + (off + t) * V;
+            log_softmax_row(lp, V);
+            double k = 0;
+            for (int i = 0; i < V; i++) k += exp((double)bp[i]) * ((double)bp[i] - lp[i]);
+            kl += k > 0 ? k : 0;
+            n++;
+            if (t + 1 < c->seq_len) { ce -= lp[c->tokens[off + t + 1]]; nce++; }
+        }
+    }
+    *kl_out = kl / n;
+    if (ce_out) *ce_out = ce / nce;
+    return 0;
+}
+
+int alrd_calib_new(alrd_calib **out, alrd_model *m, const int32_t *tokens, int n_samples, int sample_len,
+                   int probe_tokens, int need_grams, int progress_on, alrd_error *err) {
+    *out = NULL;
+    if (m->has_lowrank) return alrd_errf(err, "%s: already compressed (a .alrd file)", m->path);
+    if (n_samples < 1 || sample_len < 2) return alrd_errf(err, "calibration: no calibration samples");
+    if (probe_tokens < 2) return alrd_errf(err, "calibration: --probe-tokens must be at least 2");
+    alrd_calib *c = calloc(1, sizeof *c);
+    if (!c) return alrd_errf(err, "calibration: out of memory");
+    c->m = m;
+    c->progress = progress_on;
+    double t0 = alrd_now();
+    if ((need_grams && collect_grams(c, tokens, n_samples, sample_len, err)) ||
+        probe_init(c, tokens, n_samples, sample_len, probe_tokens, err)) {
+        alrd_calib_free(c);
+        return -1;
+    }
+    c->seconds = alrd_now() - t0;
+    *out = c;
+    return 0;
+}
+
+void alrd_calib_free(alrd_calib *c) {
+    if (!c) return;
+    if (c->grams)
+        for (int l = 0; l < c->m->cfg.n_layers; l++) alrd_gram_free(&c->grams[l]);
+    free(c->grams);
+    alrd_ctx_free(c->ctx);
+    free(c->tokens);
+    free(c->h_in);
+    free(c->base_lp);
+    free(c->h);
+    free(c->logits);
+    free(c);
+}
+
+double alrd_calib_seconds(const alrd_calib *c) { return c->seconds; }
+double alrd_calib_base_ce(const alrd_calib *c) { return c->base_ce; }
+int alrd_calib_probe_tokens(const alrd_calib *c) { return c->n_seq * c->seq_len; }
+alrd_model *alrd_calib_model(const alrd_calib *c) { return c->m; }
+
+const float *alrd_calib_probe_inputs(const alrd_calib *c, int layer, int *n_rows) {
+    size_t P = (size_t)c->n_seq * c->seq_len;
+    *n_rows = (int)P;
+    return c->h_in + (size_t)layer * P * c->m->cfg.hidden;
+}
+
+/* ---- stage 2 ----------------------------------------------------------- */
+
 typedef struct {
     alrd_wsvd *g;          /* [n_groups] */
     double *tail;          /* [full+1]: sum over groups of tail(r) */
     double total;
+    double sensitivity, probe_kl;
 } module_svd;
 
-/* W' = A_r B_r for every group, as a full [n_kv*hd][hidden] weight. */
-static int lowrank_weight(const module_svd *ms, int n_groups, int gh, int H, int r, float *W, float *A,
-                          float *B, alrd_error *err) {
-    for (int g = 0; g < n_groups; g++) {
-        if (alrd_wsvd_factors(&ms->g[g], r, A, B, err)) return -1;
-        float *Wg = W + (size_t)g * gh * H;
-        if (r == 0) memset(Wg, 0, sizeof(float) * gh * H);
-        else alrd_matmul(Wg, A, B, gh, H, r);
-    }
-    return 0;
-}
+struct alrd_decomp {
+    alrd_calib *c;
+    int whiten, group_heads, n_groups, gh;
+    int probe_rank;        /* 0 until sensitivities are measured */
+    module_svd *ms;        /* [2*n_layers] */
+    float *W, *A, *B, *saved; /* scratch */
+};
 
-/* Probe: runs layers [from, L) on the saved layer inputs of the probe
- * sequences and returns mean KL(base || model) and cross-entropy. */
-typedef struct {
-    alrd_ctx *ctx;
-    int n_seq, seq_len, n_layers, hidden, vocab;
-    float *h_in;           /* [n_layers][n_seq*seq_len][hidden] layer inputs of the base model */
-    float *base_lp;        /* [n_seq*seq_len][vocab] base log-probs */
-    float *h, *logits;     /* scratch [seq_len][hidden], [seq_len][vocab] */
-    const int32_t *tokens; /* [n_seq*seq_len] */
-} probe_state;
+int alrd_decomp_full_rank(const alrd_decomp *d) { return d->gh; }
+int alrd_decomp_n_groups(const alrd_decomp *d) { return d->n_groups; }
+int alrd_decomp_group_heads(const alrd_decomp *d) { return d->group_heads; }
+const double *alrd_decomp_tail(const alrd_decomp *d, int m) { return d->ms[m].tail; }
+double alrd_decomp_total(const alrd_decomp *d, int m) { return d->ms[m].total; }
+double alrd_decomp_sensitivity(const alrd_decomp *d, int m) { return d->ms[m].sensitivity; }
+double alrd_decomp_probe_kl(const alrd_decomp *d, int m) { return d->ms[m].probe_kl; }
+int alrd_decomp_probe_rank(const alrd_decomp *d) { return d->probe_rank; }
 
-static void log_softmax_row(float *x, int n) {
-    float mx = x[0];
-    for (int i = 1; i < n; i++) mx = x[i] > mx ? x[i] : mx;
-    double s = 0;
-    for (int i = 0; i < n; i++) s += exp((double)x[i] - mx);
-    float lz = (float)(mx + log(s));
-    for (int i = 0; i < n; i++) x[i] -= lz;
-}
-
-static int probe_run(probe_state *p, int from, double *kl_out, double *ce_out, alrd_error *err) {
-    double kl = 0, ce = 0;
-    size_t n = 0;
-    for (int s = 0; s < p->n_seq; s++) {
-        size_t off = (size_t)s * p->seq_len;
-        memcpy(p->h, p->h_in + ((size_t)from * p->n_seq * p->seq_len + off) * p->hidden,
-               sizeof(float) * p->seq_len * p->hidden);
-        for (int l = from; l < p->n_layers; l++)
-            if (alrd_ctx_layer_prefill(p->ctx, l, p->h, p->seq_len, err)) return -1;
-        alrd_ctx_logits(p->ctx, p->h, p->seq_len, p->logits);
-        for (int t = 0; t < p->seq_len; t++) {
-            float *lp = p->logits + (size_t)t * p->vocab;
-            const float *bp = p->base_lp + (off + t) * p->vocab;
-            log_softmax_row(lp, p->vocab);
-            double k = 0;
-            for (int i = 0; i < p->vocab; i++) k += exp((double)bp[i]) * ((double)bp[i] - lp[i]);
-            kl += k > 0 ? k : 0;
-            if (t + 1 < p->seq_len) ce -= lp[p->tokens[off + t + 1]];
-            n++;
+void alrd_decomp_free(alrd_decomp *d) {
+    if (!d) return;
+    if (d->ms) {
+        for (int i = 0; i < 2 * d->c->m->cfg.n_layers; i++) {
+            if (d->ms[i].g)
+                for (int g = 0; g < d->n_groups; g++) alrd_wsvd_free(&d->ms[i].g[g]);
+            free(d->ms[i].g);
+            free(d->ms[i].tail);
         }
     }
-    *kl_out = kl / n;
-    if (ce_out) *ce_out = ce / (n - p->n_seq);
-    return 0;
+    free(d->ms);
+    free(d->W); free(d->A); free(d->B); free(d->saved);
+    free(d);
 }
 
-static int probe_init(probe_state *p, alrd_model *m, const int32_t *tokens, int n_samples, int sample_len,
-                      int probe_tokens, alrd_error *err) {
-    memset(p, 0, sizeof *p);
-    const alrd_config *c = &m->cfg;
-    p->seq_len = sample_len < probe_tokens ? sample_len : probe_tokens;
-    p->n_seq = probe_tokens / p->seq_len;
-    if (p->n_seq > n_samples) p->n_seq = n_samples;
-    if (p->n_seq < 1) p->n_seq = 1;
-    p->n_layers = c->n_layers;
-    p->hidden = c->hidden;
-    p->vocab = c->vocab_size;
-    size_t P = (size_t)p->n_seq * p->seq_len;
-    p->tokens = tokens; /* first n_seq sequences, sequence s at s*sample_len */
-    int32_t *tk = malloc(sizeof(int32_t) * P);
-    p->h_in = malloc(sizeof(float) * P * c->hidden * c->n_layers);
-    p->base_lp = malloc(sizeof(float) * P * c->vocab_size);
-    p->h = malloc(sizeof(float) * p->seq_len * c->hidden);
-    p->logits = malloc(sizeof(float) * p->seq_len * c->vocab_size);
-    if (!tk || !p->h_in || !p->base_lp || !p->h || !p->logits) {
-        free(tk);
-        return alrd_errf(err, "compress: out of memory for the sensitivity probe (%zu tokens)", P);
+int alrd_decomp_new(alrd_decomp **out, alrd_calib *c, int whiten, int group_heads, alrd_error *err) {
+    *out = NULL;
+    const alrd_model *m = c->m;
+    const alrd_config *cf = &m->cfg;
+    int L = cf->n_layers, H = cf->hidden, kvd = cf->n_kv_heads * cf->head_dim;
+    if (!group_heads) group_heads = cf->n_kv_heads;
+    if (group_heads <= 0 || cf->n_kv_heads % group_heads)
+        return alrd_errf(err, "compress: --group-heads %d does not divide the %d KV heads", group_heads, cf->n_kv_heads);
+    if (whiten && !c->grams) return alrd_errf(err, "compress: whitening needs calibration statistics");
+    alrd_decomp *d = calloc(1, sizeof *d);
+    if (!d) return alrd_errf(err, "compress: out of memory");
+    d->c = c;
+    d->whiten = whiten;
+    d->group_heads = group_heads;
+    d->n_groups = cf->n_kv_heads / group_heads;
+    d->gh = group_heads * cf->head_dim;
+    d->ms = calloc(2 * L, sizeof *d->ms);
+    d->W = malloc(sizeof(float) * kvd * H);
+    d->saved = malloc(sizeof(float) * kvd * H);
+    d->A = malloc(sizeof(float) * d->gh * d->gh);
+    d->B = malloc(sizeof(float) * d->gh * H);
+    if (!d->ms || !d->W || !d->saved || !d->A || !d->B) {
+        alrd_decomp_free(d);
+        return alrd_errf(err, "compress: out of memory");
     }
-    for (int s = 0; s < p->n_seq; s++)
-        memcpy(tk + (size_t)s * p->seq_len, tokens + (size_t)s * sample_len, sizeof(int32_t) * p->seq_len);
-    p->tokens = tk;
-    if (alrd_ctx_new(&p->ctx, m, p->seq_len, p->seq_len, NULL, err)) return -1;
-    for (int s = 0; s < p->n_seq; s++) {
-        size_t off = (size_t)s * p->seq_len;
-        alrd_ctx_embed(p->ctx, tk + off, p->seq_len, p->h);
-        for (int l = 0; l < c->n_layers; l++) {
-            memcpy(p->h_in + ((size_t)l * P + off) * c->hidden, p->h, sizeof(float) * p->seq_len * c->hidden);
-            if (alrd_ctx_layer_prefill(p->ctx, l, p->h, p->seq_len, err)) return -1;
-        }
-        alrd_ctx_logits(p->ctx, p->h, p->seq_len, p->base_lp + off * c->vocab_size);
-        for (int t = 0; t < p->seq_len; t++) log_softmax_row(p->base_lp + (off + t) * c->vocab_size, c->vocab_size);
-    }
-    return 0;
-}
-
-static void probe_free(probe_state *p) {
-    alrd_ctx_free(p->ctx);
-    free((void *)p->tokens);
-    free(p->h_in);
-    free(p->base_lp);
-    free(p->h);
-    free(p->logits);
-}
-
-int alrd_compress_run(alrd_model *m, const int32_t *tokens, int n_samples, int sample_len,
-                      const alrd_compress_opts *o, alrd_compress_result *r, alrd_error *err) {
-    memset(r, 0, sizeof *r);
-    const alrd_config *c = &m->cfg;
-    if (m->has_lowrank) return alrd_errf(err, "%s: already compressed (a .alrd file)", m->path);
-    const int L = c->n_layers, H = c->hidden, hd = c->head_dim;
-    int gheads = o->group_heads ? o->group_heads : c->n_kv_heads;
-    if (gheads <= 0 || c->n_kv_heads % gheads)
-        return alrd_errf(err, "compress: --group-heads %d does not divide the %d KV heads", gheads, c->n_kv_heads);
-    const int n_groups = c->n_kv_heads / gheads, gh = gheads * hd, kvd = c->n_kv_heads * hd;
-    if (n_samples < 1 || sample_len < 2) return alrd_errf(err, "compress: no calibration samples");
-    double t0 = alrd_now();
-    int rc = -1;
-    r->n_layers = L; r->group_heads = gheads; r->n_groups = n_groups; r->head_dim = hd; r->hidden = H;
-    r->calib_tokens = (size_t)n_samples * sample_len;
-
-    /* 1. statistics: Gram of the k/v input of every layer (DESIGN 5.1) */
-    alrd_gram *grams = calloc(L, sizeof *grams);
-    module_svd *ms = calloc(2 * L, sizeof *ms);
-    alrd_ctx *ctx = NULL;
-    probe_state probe;
-    memset(&probe, 0, sizeof probe);
-    float *W = malloc(sizeof(float) * kvd * H), *A = malloc(sizeof(float) * gh * gh),
-          *B = malloc(sizeof(float) * gh * H), *saved = malloc(sizeof(float) * kvd * H);
-    if (!grams || !ms || !W || !A || !B || !saved) { alrd_errf(err, "compress: out of memory"); goto done; }
-    if (o->whiten) {
-        for (int l = 0; l < L; l++) {
-            char name[96];
-            snprintf(name, sizeof name, "model.layers.%d attention input", l);
-            if (alrd_gram_init(&grams[l], H, name, err)) goto done;
-        }
-        stats_state st = {.grams = grams};
-        if (alrd_ctx_new(&ctx, m, sample_len, sample_len, NULL, err)) goto done;
-        alrd_ctx_set_attn_hook(ctx, on_attn_input, &st);
-        for (int s = 0; s < n_samples; s++) {
-            alrd_ctx_reset(ctx);
-            if (alrd_ctx_forward(ctx, tokens + (size_t)s * sample_len, sample_len, NULL, 0, err)) goto done;
-            if (st.failed) { *err = st.err; goto done; }
-            progress(o, "calibration", s + 1, n_samples);
-        }
-        alrd_ctx_free(ctx);
-        ctx = NULL;
-        for (int l = 0; l < L; l++) alrd_gram_finish(&grams[l]);
-    }
-    r->t_stats = alrd_now() - t0;
-
-    /* 2. whitened SVD of every module and head group (DESIGN 5.2) */
-    double t1 = alrd_now();
     for (int l = 0; l < L; l++) {
         alrd_whitening wh;
         memset(&wh, 0, sizeof wh);
         char name[96];
         snprintf(name, sizeof name, "model.layers.%d attention input", l);
-        if (o->whiten && alrd_whitening_compute(&wh, grams[l].c, H, name, err)) goto done;
-        r->n_clamped += wh.n_clamped;
+        if (whiten && alrd_whitening_compute(&wh, c->grams[l].c, H, name, err)) { alrd_decomp_free(d); return -1; }
         for (int v = 0; v < 2; v++) {
-            module_svd *md = &ms[2 * l + v];
+            module_svd *md = &d->ms[2 * l + v];
             const float *Wf = v ? m->layers[l].wv : m->layers[l].wk;
-            md->g = calloc(n_groups, sizeof *md->g);
-            md->tail = calloc(gh + 1, sizeof(double));
-            if (!md->g || !md->tail) { alrd_whitening_free(&wh); alrd_errf(err, "compress: out of memory"); goto done; }
+            md->g = calloc(d->n_groups, sizeof *md->g);
+            md->tail = calloc(d->gh + 1, sizeof(double));
+            int rc = !md->g || !md->tail ? alrd_errf(err, "compress: out of memory") : 0;
             snprintf(name, sizeof name, "model.layers.%d.self_attn.%s_proj", l, v ? "v" : "k");
-            for (int g = 0; g < n_groups; g++) {
-                if (alrd_wsvd_compute_with(&md->g[g], o->whiten ? &wh : NULL, Wf + (size_t)g * gh * H, gh, H, name, err)) {
-                    alrd_whitening_free(&wh);
-                    goto done;
-                }
-                for (int k = 0; k <= gh; k++) md->tail[k] += alrd_wsvd_tail(&md->g[g], k);
-                md->total += md->g[g].total;
+            for (int g = 0; g < d->n_groups && !rc; g++) {
+                rc = alrd_wsvd_compute_with(&md->g[g], whiten ? &wh : NULL, Wf + (size_t)g * d->gh * H, d->gh, H,
+                                            name, err);
+                for (int k = 0; k <= d->gh && !rc; k++) md->tail[k] += alrd_wsvd_tail(&md->g[g], k);
+                if (!rc) md->total += md->g[g].total;
             }
+            if (rc) { alrd_whitening_free(&wh); alrd_decomp_free(d); return -1; }
         }
         alrd_whitening_free(&wh);
-        progress(o, "svd", l + 1, L);
+        progress(c->progress, "svd", l + 1, L);
     }
-    r->t_svd = alrd_now() - t1;
+    *out = d;
+    return 0;
+}
 
-    /* 3. sensitivities: KL on calibration tokens with one module truncated */
-    double t2 = alrd_now();
+/* W' = A_r B_r for every group of module m, as a full [n_kv*hd][hidden] weight in d->W. */
+static int lowrank_weight(alrd_decomp *d, int m, int r, alrd_error *err) {
+    int H = d->c->m->cfg.hidden;
+    for (int g = 0; g < d->n_groups; g++) {
+        float *Wg = d->W + (size_t)g * d->gh * H;
+        if (r == 0) { /* not decomposed: the original rows */
+            const alrd_layer *L = &d->c->m->layers[m / 2];
+            memcpy(Wg, (m % 2 ? L->wv : L->wk) + (size_t)g * d->gh * H, sizeof(float) * d->gh * H);
+            continue;
+        }
+        if (alrd_wsvd_factors(&d->ms[m].g[g], r, d->A, d->B, err)) return -1;
+        alrd_matmul(Wg, d->A, d->B, d->gh, H, r);
+    }
+    return 0;
+}
+
+static float *module_weight(alrd_decomp *d, int m) {
+    alrd_layer *L = &d->c->m->layers[m / 2];
+    return m % 2 ? L->wv : L->wk;
+}
+
+int alrd_decomp_sensitivities(alrd_decomp *d, int probe_rank, alrd_error *err) {
+    const alrd_config *cf = &d->c->m->cfg;
+    size_t wn = (size_t)cf->n_kv_heads * cf->head_dim * cf->hidden;
+    if (probe_rank < 1 || probe_rank >= d->gh)
+        return alrd_errf(err, "compress: probe rank %d outside [1, %d)", probe_rank, d->gh);
+    for (int i = 0; i < 2 * cf->n_layers; i++) {
+        float *Wl = module_weight(d, i);
+        if (lowrank_weight(d, i, probe_rank, err)) return -1;
+        memcpy(d->saved, Wl, sizeof(float) * wn);
+        memcpy(Wl, d->W, sizeof(float) * wn);
+        double kl;
+        int rc = probe_run(d->c, i / 2, &kl, NULL, err);
+        memcpy(Wl, d->saved, sizeof(float) * wn);
+        if (rc) return -1;
+        double tail = d->ms[i].tail[probe_rank];
+        d->ms[i].probe_kl = kl;
+        d->ms[i].sensitivity = tail > 0 ? kl / tail : 0;
+        progress(d->c->progress, "sensitivity", i + 1, 2 * cf->n_layers);
+    }
+    d->probe_rank = probe_rank;
+    return 0;
+}
+
+int alrd_decomp_ranks(alrd_decomp *d, double ratio, int uniform, int *k_rank, int *v_rank, alrd_error *err) {
+    int L = d->c->m->cfg.n_layers;
+    if (!uniform && !d->probe_rank) return alrd_errf(err, "compress: rank search needs sensitivities");
+    alrd_rank_module *rm = calloc(2 * L, sizeof *rm);
+    int *ranks = calloc(2 * L, sizeof(int));
+    if (!rm || !ranks) { free(rm); free(ranks); return alrd_errf(err, "compress: out of memory"); }
+    for (int i = 0; i < 2 * L; i++) {
+        rm[i].tail = d->ms[i].tail;
+        rm[i].max_rank = d->gh;
+        rm[i].weight = uniform ? 1.0 : d->ms[i].sensitivity;
+    }
+    int rc = uniform ? alrd_ranks_uniform(rm, 2 * L, ratio, 8, ranks, err)
+                     : alrd_ranks_allocate(rm, 2 * L, ratio, 8, ranks, err);
+    for (int l = 0; l < L && !rc; l++) {
+        k_rank[l] = ranks[2 * l];
+        v_rank[l] = ranks[2 * l + 1];
+    }
+    free(rm);
+    free(ranks);
+    return rc;
+}
+
+int alrd_decomp_factors(const alrd_decomp *d, const int *k_rank, const int *v_rank, int hadamard, uint64_t seed,
+                        float **kA, float **kB, float **vA, float **vB, alrd_error *err) {
+    const alrd_config *cf = &d->c->m->cfg;
+    int H = cf->hidden, gh = d->gh;
+    double *Hm = hadamard ? malloc(sizeof(double) * gh * gh) : NULL;
+    if (hadamard && !Hm) return alrd_errf(err, "compress: out of memory");
+    int rc = 0;
+    for (int i = 0; i < 2 * cf->n_layers && !rc; i++) {
+        int l = i / 2, v = i % 2, rk = v ? v_rank[l] : k_rank[l];
+        float **pA = v ? &vA[l] : &kA[l], **pB = v ? &vB[l] : &kB[l];
+        *pA = *pB = NULL;
+        if (rk == 0) continue;
+        if (rk < 0 || rk > gh) { rc = alrd_errf(err, "compress: layer %d: rank %d outside [0, %d]", l, rk, gh); break; }
+        *pA = malloc(sizeof(float) * d->n_groups * gh * rk);
+        *pB = malloc(sizeof(float) * d->n_groups * rk * H);
+        if (!*pA || !*pB) { rc = alrd_errf(err, "compress: out of memory"); break; }
+        if (hadamard) /* one rotation per module; seeded per layer and side so files are reproducible */
+            rc = alrd_hadamard_matrix(rk, seed + 2 * (uint64_t)l + v, Hm, NULL, err);
+        for (int g = 0; g < d->n_groups && !rc; g++) {
+            float *A = *pA + (size_t)g * gh * rk, *B = *pB + (size_t)g * rk * H;
+            rc = alrd_wsvd_factors(&d->ms[i].g[g], rk, A, B, err);
+            if (!rc && hadamard) rc = alrd_hadamard_fold(Hm, rk, A, gh, B, H, err);
+        }
+    }
+    free(Hm);
+    return rc;
+}
+
+int alrd_decomp_measure(alrd_decomp *d, const int *k_rank, const int *v_rank, double *kl, double *ce,
+                        alrd_error *err) {
+    const alrd_config *cf = &d->c->m->cfg;
+    int L = cf->n_layers;
+    size_t wn = (size_t)cf->n_kv_heads * cf->head_dim * cf->hidden;
+    float **full = calloc(2 * L, sizeof(float *));
+    if (!full) return alrd_errf(err, "compress: out of memory");
+    int rc = 0;
+    for (int i = 0; i < 2 * L && !rc; i++) {
+        int rk = i % 2 ? v_rank[i / 2] : k_rank[i / 2];
+        if (rk == 0) continue;
+        if (lowrank_weight(d, i, rk, err)) { rc = -1; break; }
+        if (!(full[i] = malloc(sizeof(float) * wn))) { rc = alrd_errf(err, "compress: out of memory"); break; }
+        memcpy(full[i], module_weight(d, i), sizeof(float) * wn);
+        memcpy(module_weight(d, i), d->W, sizeof(float) * wn);
+    }
+    if (!rc) rc = probe_run(d->c, 0, kl, ce, err);
+    for (int i = 0; i < 2 * L; i++) { /* restore the model */
+        if (!full[i]) continue;
+        memcpy(module_weight(d, i), full[i], sizeof(float) * wn);
+        free(full[i]);
+    }
+    free(full);
+    return rc;
+}
+
+/* ---- one configuration ------------------------------------------------- */
+
+void alrd_compress_opts_default(alrd_compress_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->whiten = 1;
+    o->rank_ratio = 0.5;
+    o->probe_tokens = 256;
+    o->seed = 0x5eed;
+}
+
+int alrd_compress_run(alrd_model *m, const int32_t *tokens, int n_samples, int sample_len,
+                      const alrd_compress_opts *o, alrd_compress_result *r, alrd_error *err) {
+    memset(r, 0, sizeof *r);
+    const alrd_config *cf = &m->cfg;
+    const int L = cf->n_layers;
+    double t0 = alrd_now();
+    alrd_calib *c = NULL;
+    alrd_decomp *d = NULL;
+    int rc = -1, search = !o->k_rank && !o->uniform;
+    if (alrd_calib_new(&c, m, tokens, n_samples, sample_len, o->probe_tokens, o->whiten, o->progress, err)) goto done;
+    r->t_stats = alrd_now() - t0;
+    double t1 = alrd_now();
+    if (alrd_decomp_new(&d, c, o->whiten, o->group_heads, err)) goto done;
+    r->t_svd = alrd_now() - t1;
+    int gh = alrd_decomp_full_rank(d);
+    r->n_layers = L;
+    r->group_heads = alrd_decomp_group_heads(d);
+    r->n_groups = alrd_decomp_n_groups(d);
+    r->head_dim = cf->head_dim;
+    r->hidden = cf->hidden;
+    r->calib_tokens = (size_t)n_samples * sample_len;
     r->n_modules = 2 * L;
     r->modules = calloc(2 * L, sizeof *r->modules);
-    if (!r->modules) { alrd_errf(err, "compress: out of memory"); goto done; }
-    int search = !o->k_rank && !o->uniform;
-    if (probe_init(&probe, m, tokens, n_samples, sample_len, o->probe_tokens, err)) goto done;
-    int probe_rank = ((int)(o->rank_ratio * gh + 4) / 8) * 8;
-    if (probe_rank < 8) probe_rank = 8;
-    if (probe_rank >= gh) probe_rank = gh / 2 / 8 * 8 > 0 ? gh / 2 / 8 * 8 : 8;
-    for (int i = 0; i < 2 * L; i++) {
-        alrd_module_report *mr = &r->modules[i];
-        mr->layer = i / 2;
-        mr->is_v = i % 2;
-        mr->full = gh;
-        snprintf(mr->name, sizeof mr->name, "model.layers.%d.self_attn.%s_proj", mr->layer, mr->is_v ? "v" : "k");
-        if (!search) continue;
-        float *Wl = mr->is_v ? m->layers[mr->layer].wv : m->layers[mr->layer].wk;
-        if (lowrank_weight(&ms[i], n_groups, gh, H, probe_rank, W, A, B, err)) goto done;
-        memcpy(saved, Wl, sizeof(float) * kvd * H);
-        memcpy(Wl, W, sizeof(float) * kvd * H);
-        double kl;
-        int prc = probe_run(&probe, mr->layer, &kl, NULL, err);
-        memcpy(Wl, saved, sizeof(float) * kvd * H);
-        if (prc) goto done;
-        mr->probe_rank = probe_rank;
-        mr->probe_kl = kl;
-        double tail = ms[i].tail[probe_rank];
-        mr->sensitivity = tail > 0 ? kl / tail : 0;
-        progress(o, "sensitivity", i + 1, 2 * L);
-    }
-    r->t_sens = alrd_now() - t2;
-
-    /* 4. ranks under the budget (DESIGN 5.3) */
     r->k_rank = calloc(L, sizeof(int));
     r->v_rank = calloc(L, sizeof(int));
-    if (!r->k_rank || !r->v_rank) { alrd_errf(err, "compress: out of memory"); goto done; }
+    r->kA = calloc(L, sizeof(float *)); r->kB = calloc(L, sizeof(float *));
+    r->vA = calloc(L, sizeof(float *)); r->vB = calloc(L, sizeof(float *));
+    if (!r->modules || !r->k_rank || !r->v_rank || !r->kA || !r->kB || !r->vA || !r->vB) {
+        alrd_errf(err, "compress: out of memory");
+        goto done;
+    }
+    double t2 = alrd_now();
+    if (search) { /* probe at the rank the budget suggests, on the 8-grid */
+        int pr = ((int)(o->rank_ratio * gh + 4) / 8) * 8;
+        if (pr < 8) pr = 8;
+        if (pr >= gh) pr = (gh / 16) * 8 > 0 ? (gh / 16) * 8 : 8; /* ratio 1: probe at half rank */
+        if (alrd_decomp_sensitivities(d, pr, err)) goto done;
+    }
+    r->t_sens = alrd_now() - t2;
     if (o->k_rank) {
         for (int l = 0; l < L; l++) {
             r->k_rank[l] = o->k_rank[l];
             r->v_rank[l] = o->v_rank[l];
             if (r->k_rank[l] < 0 || r->k_rank[l] > gh || r->v_rank[l] < 0 || r->v_rank[l] > gh) {
-                alrd_errf(err, "compress: layer %d: rank out of [0, %d] (0: not decomposed)", l, gh);
+                alrd_errf(err, "compress: layer %d: rank outside [0, %d] (0: not decomposed)", l, gh);
                 goto done;
             }
         }
-    } else {
-        alrd_rank_module *rm = calloc(2 * L, sizeof *rm);
-        int *ranks = calloc(2 * L, sizeof(int));
-        if (!rm || !ranks) { free(rm); free(ranks); alrd_errf(err, "compress: out of memory"); goto done; }
-        for (int i = 0; i < 2 * L; i++) {
-            rm[i].tail = ms[i].tail;
-            rm[i].max_rank = gh;
-            rm[i].weight = o->uniform ? 1.0 : r->modules[i].sensitivity;
-        }
-        int arc = o->uniform ? alrd_ranks_uniform(rm, 2 * L, o->rank_ratio, 8, ranks, err)
-                             : alrd_ranks_allocate(rm, 2 * L, o->rank_ratio, 8, ranks, err);
-        for (int l = 0; l < L && !arc; l++) {
-            r->k_rank[l] = ranks[2 * l];
-            r->v_rank[l] = ranks[2 * l + 1];
-        }
-        free(rm);
-        free(ranks);
-        if (arc) goto done;
+    } else if (alrd_decomp_ranks(d, o->rank_ratio, o->uniform, r->k_rank, r->v_rank, err)) {
+        goto done;
     }
-
-    /* 5. factors at the chosen ranks; report; measured loss with all truncated */
-    r->kA = calloc(L, sizeof(float *)); r->kB = calloc(L, sizeof(float *));
-    r->vA = calloc(L, sizeof(float *)); r->vB = calloc(L, sizeof(float *));
-    float **full_saved = calloc(2 * L, sizeof(float *));
-    if (!r->kA || !r->kB || !r->vA || !r->vB || !full_saved) { free(full_saved); alrd_errf(err, "compress: out of memory"); goto done; }
-    int frc = 0;
-    for (int i = 0; i < 2 * L && !frc; i++) {
-        int l = i / 2, v = i % 2, rk = v ? r->v_rank[l] : r->k_rank[l];
-        float **pA = v ? &r->vA[l] : &r->kA[l], **pB = v ? &r->vB[l] : &r->kB[l];
+    if (alrd_decomp_factors(d, r->k_rank, r->v_rank, o->hadamard, o->seed, r->kA, r->kB, r->vA, r->vB, err)) goto done;
+    for (int i = 0; i < 2 * L; i++) {
         alrd_module_report *mr = &r->modules[i];
-        mr->rank = rk;
-        if (rk == 0) { /* not decomposed: the full projection stays */
-            mr->kept_energy = 1;
-            continue;
-        }
-        *pA = malloc(sizeof(float) * n_groups * gh * rk);
-        *pB = malloc(sizeof(float) * n_groups * rk * H);
-        if (!*pA || !*pB) { frc = alrd_errf(err, "compress: out of memory"); break; }
-        for (int g = 0; g < n_groups && !frc; g++)
-            frc = alrd_wsvd_factors(&ms[i].g[g], rk, *pA + (size_t)g * gh * rk, *pB + (size_t)g * rk * H, err);
-        mr->kept_energy = ms[i].total > 0 ? 1 - ms[i].tail[rk] / ms[i].total : 1;
-        mr->rel_error = ms[i].total > 0 ? sqrt(ms[i].tail[rk] / ms[i].total) : 0;
-        mr->predicted = mr->sensitivity * ms[i].tail[rk];
+        const double *tail = alrd_decomp_tail(d, i);
+        double total = alrd_decomp_total(d, i);
+        mr->layer = i / 2;
+        mr->is_v = i % 2;
+        mr->full = gh;
+        snprintf(mr->name, sizeof mr->name, "model.layers.%d.self_attn.%s_proj", mr->layer, mr->is_v ? "v" : "k");
+        mr->rank = mr->is_v ? r->v_rank[mr->layer] : r->k_rank[mr->layer];
+        int kept = mr->rank ? mr->rank : gh;
+        mr->kept_energy = total > 0 ? 1 - tail[kept] / total : 1;
+        mr->rel_error = total > 0 ? sqrt(tail[kept] / total) : 0;
+        mr->sensitivity = alrd_decomp_sensitivity(d, i);
+        mr->probe_kl = alrd_decomp_probe_kl(d, i);
+        mr->probe_rank = alrd_decomp_probe_rank(d);
+        mr->predicted = mr->sensitivity * tail[kept];
         r->predicted_kl += mr->predicted;
-        /* swap in the truncated weight for the measured-loss probe */
-        float *Wl = v ? m->layers[l].wv : m->layers[l].wk;
-        if (!frc) frc = lowrank_weight(&ms[i], n_groups, gh, H, rk, W, A, B, err);
-        if (!frc && !(full_saved[i] = malloc(sizeof(float) * kvd * H))) frc = alrd_errf(err, "compress: out of memory");
-        if (!frc) {
-            memcpy(full_saved[i], Wl, sizeof(float) * kvd * H);
-            memcpy(Wl, W, sizeof(float) * kvd * H);
-        }
     }
-    double base_kl;
-    if (!frc) {
-        frc = probe_run(&probe, 0, &r->measured_kl, &r->compressed_ce, err);
-    }
-    for (int i = 0; i < 2 * L; i++) { /* restore the model */
-        if (!full_saved[i]) continue;
-        memcpy(i % 2 ? m->layers[i / 2].wv : m->layers[i / 2].wk, full_saved[i], sizeof(float) * kvd * H);
-        free(full_saved[i]);
-    }
-    free(full_saved);
-    if (frc) goto done;
-    if (probe_run(&probe, L, &base_kl, NULL, err)) goto done; /* no layers: base logits vs themselves */
-    {
-        /* base cross-entropy: from the stored base log-probs */
-        double ce = 0;
-        size_t n = 0;
-        for (int s = 0; s < probe.n_seq; s++)
-            for (int t = 0; t + 1 < probe.seq_len; t++, n++) {
-                size_t row = (size_t)s * probe.seq_len + t;
-                ce -= probe.base_lp[row * probe.vocab + probe.tokens[row + 1]];
-            }
-        r->base_ce = ce / n;
-    }
+    if (alrd_decomp_measure(d, r->k_rank, r->v_rank, &r->measured_kl, &r->compressed_ce, err)) goto done;
+    r->base_ce = alrd_calib_base_ce(c);
     r->t_total = alrd_now() - t0;
     rc = 0;
 done:
-    if (ctx) alrd_ctx_free(ctx);
-    probe_free(&probe);
-    if (grams) for (int l = 0; l < L; l++) alrd_gram_free(&grams[l]);
-    free(grams);
-    if (ms) {
-        for (int i = 0; i < 2 * L; i++) {
-            if (ms[i].g) for (int g = 0; g < n_groups; g++) alrd_wsvd_free(&ms[i].g[g]);
-            free(ms[i].g);
-            free(ms[i].tail);
-        }
-    }
-    free(ms);
-    free(W); free(A); free(B); free(saved);
+    alrd_decomp_free(d);
+    alrd_calib_free(c);
     if (rc) alrd_compress_result_free(r);
     return rc;
 }

@@ -1,9 +1,15 @@
-/* compress: the calibration pipeline of alrd-compress (DESIGN 5.1-5.3) on a
- * loaded model. Collects each layer's Gram matrix of the k/v input over the
- * calibration tokens, factors every K and V projection per head group with
- * a whitened (or plain) SVD, measures each module's sensitivity on
- * calibration tokens, allocates ranks under the budget, and returns the
- * factors with a report. No file I/O: the tool reads and writes files. */
+/* compress: the calibration pipeline of alrd-compress and alrd-sweep
+ * (DESIGN 5.1-5.3) on a loaded model, in stages so a sweep reuses the
+ * expensive ones:
+ *   alrd_calib     one pass over the calibration tokens: each layer's Gram
+ *                  matrix of the k/v input, and the uncompressed model's
+ *                  outputs on the probe tokens (for sensitivities/measures);
+ *   alrd_decomp    whitened (or plain) SVD of every K/V projection per head
+ *                  group, and each module's measured sensitivity;
+ *   ranks          allocated under the budget from the decomposition;
+ *   factors        A, B at those ranks (Hadamard-rotated on request).
+ * alrd_compress_run strings them together for one configuration. No file
+ * I/O: tools read and write files. */
 #ifndef ALRD_COMPRESS_H
 #define ALRD_COMPRESS_H
 
@@ -12,14 +18,76 @@
 #include "../formats/io.h"
 #include "../runtime/model.h"
 
+/* ---- stage 1: calibration statistics ---------------------------------- */
+
+typedef struct alrd_calib alrd_calib;
+
+/* tokens: n_samples sequences of sample_len tokens (row-major). The model is
+ * borrowed for the calib's lifetime (its K/V weights are swapped during
+ * probing and always restored). need_grams = 0 skips the statistics pass
+ * (plain SVD needs none). */
+int alrd_calib_new(alrd_calib **out, alrd_model *m, const int32_t *tokens, int n_samples,
+                   int sample_len, int probe_tokens, int need_grams, int progress, alrd_error *err);
+void alrd_calib_free(alrd_calib *c);
+double alrd_calib_seconds(const alrd_calib *c);
+/* Next-token cross-entropy of the uncompressed model on the probe tokens. */
+double alrd_calib_base_ce(const alrd_calib *c);
+int alrd_calib_probe_tokens(const alrd_calib *c);
+/* The uncompressed model's hidden states entering layer l on the probe
+ * tokens, [*n_rows][hidden] (before the layer's input RMSNorm). */
+const float *alrd_calib_probe_inputs(const alrd_calib *c, int layer, int *n_rows);
+/* The model the calibration borrows. */
+alrd_model *alrd_calib_model(const alrd_calib *c);
+
+/* ---- stage 2: decompositions ------------------------------------------ */
+
+typedef struct alrd_decomp alrd_decomp;
+
+/* group_heads 0 = all KV heads of a layer share one latent. */
+int alrd_decomp_new(alrd_decomp **out, alrd_calib *c, int whiten, int group_heads, alrd_error *err);
+void alrd_decomp_free(alrd_decomp *d);
+int alrd_decomp_full_rank(const alrd_decomp *d);  /* g * head_dim */
+int alrd_decomp_n_groups(const alrd_decomp *d);
+int alrd_decomp_group_heads(const alrd_decomp *d);
+/* Module m = 2*layer + (0 for K, 1 for V): summed tail table [full+1]. */
+const double *alrd_decomp_tail(const alrd_decomp *d, int m);
+double alrd_decomp_total(const alrd_decomp *d, int m);
+/* Measures w_m for every module: KL on the probe tokens with that module
+ * alone truncated at probe_rank, divided by its dropped sigma^2. */
+int alrd_decomp_sensitivities(alrd_decomp *d, int probe_rank, alrd_error *err);
+double alrd_decomp_sensitivity(const alrd_decomp *d, int m);
+double alrd_decomp_probe_kl(const alrd_decomp *d, int m);
+int alrd_decomp_probe_rank(const alrd_decomp *d);
+
+/* Ranks for a kept fraction: greedy on sensitivity-weighted loss (needs
+ * alrd_decomp_sensitivities) or uniform. */
+int alrd_decomp_ranks(alrd_decomp *d, double ratio, int uniform, int *k_rank, int *v_rank,
+                      alrd_error *err);
+
+/* Factors of every layer at the ranks (rank 0: NULL, not decomposed):
+ * A [n_groups][g*hd][r], B [n_groups][r][hidden], malloc'd, caller frees.
+ * hadamard != 0 folds a seeded rotation of each latent (DESIGN 5.4). */
+int alrd_decomp_factors(const alrd_decomp *d, const int *k_rank, const int *v_rank, int hadamard,
+                        uint64_t seed, float **kA, float **kB, float **vA, float **vB,
+                        alrd_error *err);
+
+/* KL(uncompressed || truncated) and cross-entropy on the probe tokens with
+ * every module truncated at its rank (K/V weights temporarily replaced). */
+int alrd_decomp_measure(alrd_decomp *d, const int *k_rank, const int *v_rank, double *kl,
+                        double *ce, alrd_error *err);
+
+/* ---- one configuration, start to end ---------------------------------- */
+
 typedef struct {
     int whiten;            /* 1: activation-aware SVD; 0: plain SVD (ablation) */
     int group_heads;       /* KV heads sharing one latent; 0 = all KV heads of a layer */
     double rank_ratio;     /* average kept fraction of all K and V dims */
     int uniform;           /* 1: the same ratio in every module (ablation) */
-    const int *k_rank;     /* fixed ranks per layer (ranks.json), or NULL to search */
+    const int *k_rank;     /* fixed ranks per layer (ranks.json; 0 = keep full), or NULL */
     const int *v_rank;
-    int probe_tokens;      /* tokens used to measure sensitivities (default 512) */
+    int probe_tokens;      /* tokens used to measure sensitivities (default 256) */
+    int hadamard;          /* fold a rotation into the latents */
+    uint64_t seed;
     int progress;          /* progress lines on stderr */
 } alrd_compress_opts;
 
@@ -28,11 +96,11 @@ void alrd_compress_opts_default(alrd_compress_opts *o);
 typedef struct {
     char name[96];         /* "model.layers.N.self_attn.k_proj" */
     int layer, is_v;
-    int rank, full;        /* per-group rank, full rank g*head_dim */
+    int rank, full;        /* per-group rank (0: not decomposed), full rank g*head_dim */
     double kept_energy;    /* 1 - tail/total (whitened when whitening) */
     double rel_error;      /* sqrt(tail/total) */
     double sensitivity;    /* w_m: measured KL per unit of dropped sigma^2 */
-    double probe_kl;       /* KL measured with this module alone truncated at the probe rank */
+    double probe_kl;       /* KL with this module alone truncated at the probe rank */
     int probe_rank;
     double predicted;      /* w_m * tail(rank) */
 } alrd_module_report;
@@ -40,19 +108,16 @@ typedef struct {
 typedef struct {
     int n_layers, group_heads, n_groups, head_dim, hidden;
     int *k_rank, *v_rank;  /* [n_layers] chosen per-group ranks */
-    float **kA, **kB, **vA, **vB; /* [n_layers]: A [n_groups][g*hd][r], B [n_groups][r][hidden] */
+    float **kA, **kB, **vA, **vB; /* [n_layers]; NULL where the rank is 0 */
     int n_modules;
     alrd_module_report *modules;
     size_t calib_tokens;
     double predicted_kl;   /* sum of module predictions */
     double measured_kl;    /* KL(uncompressed || compressed) on the probe tokens */
-    double base_ce, compressed_ce; /* next-token cross-entropy on the probe tokens */
+    double base_ce, compressed_ce;
     double t_stats, t_svd, t_sens, t_total;
-    int n_clamped;         /* eigenvalues raised to the floor, all layers */
 } alrd_compress_result;
 
-/* tokens: n_samples sequences of sample_len tokens each (row-major). The
- * model's K/V weights are swapped temporarily during probing and restored. */
 int alrd_compress_run(alrd_model *m, const int32_t *tokens, int n_samples, int sample_len,
                       const alrd_compress_opts *o, alrd_compress_result *r, alrd_error *err);
 void alrd_compress_result_free(alrd_compress_result *r);

@@ -23,7 +23,8 @@ static void usage(void) {
             "  --group-heads G       KV heads sharing one latent (default: all of a layer)\n"
             "  --calib-samples N     calibration sequences (default 64)\n"
             "  --calib-len L         tokens per sequence (default 512)\n"
-            "  --probe-tokens N      tokens for the sensitivity probe (default 512)\n"
+            "  --probe-tokens N      tokens for the sensitivity probe (default 256)\n"
+            "  --hadamard            rotate each latent (folded into A and B) before quantization\n"
             "  --weights f16|f32|bf16  dtype of the stored weights (default f16)\n"
             "  --kv-bits B, --k-bits B, --v-bits B   cache defaults (default 16)\n"
             "  --group-size G, --residual R, --no-kivi   KIVI defaults (32, 128, on)\n"
@@ -80,6 +81,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--uniform")) { o.uniform = 1; takes = 0; }
         else if (!strcmp(a, "--no-whiten")) { o.whiten = 0; takes = 0; }
         else if (!strcmp(a, "--no-kivi")) { kivi = 0; takes = 0; }
+        else if (!strcmp(a, "--hadamard")) { o.hadamard = 1; takes = 0; }
         else if (a[0] == '-' && !v) { fprintf(stderr, "alrd-compress: %s needs a value\n", a); return 2; }
         else if (!strcmp(a, "-o")) out = v;
         else if (!strcmp(a, "--calib")) calib = v;
@@ -207,7 +209,7 @@ int main(int argc, char **argv) {
                 bufs[n_out++] = b;
             }
     alrd_lowrank lr = {.n_layers = c->n_layers, .group_heads = gheads, .k_rank = r.k_rank, .v_rank = r.v_rank,
-                       .use_kivi = kivi, .group_size = G, .residual_length = R, .hadamard = 0, .whitened = o.whiten};
+                       .use_kivi = kivi, .group_size = G, .residual_length = R, .hadamard = o.hadamard, .whitened = o.whiten};
     int *kbits = malloc(sizeof(int) * c->n_layers), *vbits = malloc(sizeof(int) * c->n_layers);
     if (!kbits || !vbits) return die("out of memory");
     for (int l = 0; l < c->n_layers; l++) { kbits[l] = kb; vbits[l] = vb; }
@@ -223,6 +225,7 @@ int main(int argc, char **argv) {
     cJSON_AddNumberToObject(meta, "calib_len", calib_len);
     cJSON_AddBoolToObject(meta, "whitened", o.whiten);
     cJSON_AddNumberToObject(meta, "group_heads", gheads);
+    cJSON_AddBoolToObject(meta, "hadamard", o.hadamard);
     char *meta_s = cJSON_PrintUnformatted(meta);
     cJSON_Delete(meta);
     if (!meta_s) return die("out of memory");
