@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../formats/alrd_file.h"
 #include "../kernels/cpu_ops.h"
 #include "../runtime/context.h"
 #include "gram.h"
@@ -433,7 +434,7 @@ int alrd_compress_run(alrd_model *m, const int32_t *tokens, int n_samples, int s
     double t0 = alrd_now();
     alrd_calib *c = NULL;
     alrd_decomp *d = NULL;
-    int rc = -1, search = !o->k_rank && !o->uniform;
+    int rc = -1, search = !o->k_rank && !o->uniform && o->rank_ratio < 1; /* ratio 1 keeps every rank full */
     if (alrd_calib_new(&c, m, tokens, n_samples, sample_len, o->probe_tokens, o->whiten, o->progress, err)) goto done;
     r->t_stats = alrd_now() - t0;
     double t1 = alrd_now();
@@ -473,7 +474,7 @@ int alrd_compress_run(alrd_model *m, const int32_t *tokens, int n_samples, int s
                 goto done;
             }
         }
-    } else if (alrd_decomp_ranks(d, o->rank_ratio, o->uniform, r->k_rank, r->v_rank, err)) {
+    } else if (alrd_decomp_ranks(d, o->rank_ratio, o->uniform || !search, r->k_rank, r->v_rank, err)) {
         goto done;
     }
     if (alrd_decomp_factors(d, r->k_rank, r->v_rank, o->hadamard, o->seed, r->kA, r->kB, r->vA, r->vB, err)) goto done;
@@ -517,4 +518,112 @@ void alrd_compress_result_free(alrd_compress_result *r) {
     free(r->k_rank); free(r->v_rank);
     free(r->modules);
     memset(r, 0, sizeof *r);
+}
+
+/* ---- added for calib/qerr and alrd-sweep ------------------------------- */
+
+size_t alrd_calib_rows(const alrd_calib *c) { return c->grams ? (size_t)c->grams[0].n_rows : 0; }
+
+const int32_t *alrd_calib_probe_ids(const alrd_calib *c, int *n_seq, int *seq_len) {
+    *n_seq = c->n_seq;
+    *seq_len = c->seq_len;
+    return c->tokens;
+}
+
+alrd_calib *alrd_decomp_calib(const alrd_decomp *d) { return d->c; }
+int alrd_decomp_whitened(const alrd_decomp *d) { return d->whiten; }
+
+/* ---- packing ----------------------------------------------------------- */
+
+static size_t dtype_size(alrd_dtype t) { return t == ALRD_F32 ? 4 : 2; }
+
+static int packed_reserve(alrd_packed *p, int n, alrd_error *err) {
+    p->tensors = calloc(n > 0 ? n : 1, sizeof *p->tensors);
+    p->bufs = calloc(n > 0 ? n : 1, sizeof *p->bufs);
+    if (!p->tensors || !p->bufs) return alrd_errf(err, "pack: out of memory");
+    return 0;
+}
+
+void alrd_compress_packed_free(alrd_packed *p) {
+    if (!p) return;
+    for (int i = 0; i < p->n_bufs; i++) free(p->bufs[i]);
+    free(p->bufs);
+    free(p->tensors);
+    memset(p, 0, sizeof *p);
+}
+
+int alrd_compress_pack_source(alrd_packed *out, const alrd_source *src, alrd_dtype wdt, alrd_error *err) {
+    memset(out, 0, sizeof *out);
+    if (wdt != ALRD_F16 && wdt != ALRD_BF16 && wdt != ALRD_F32)
+        return alrd_errf(err, "pack: weights dtype must be f16, bf16 or f32");
+    if (packed_reserve(out, src->n_tensors, err)) return -1;
+    for (int i = 0; i < src->n_tensors; i++) {
+        const alrd_tensor *t = &src->tensors[i];
+        size_t n = (size_t)alrd_tensor_numel(t), nb;
+        alrd_dtype dt = t->n_dims == 1 ? ALRD_F32 : wdt; /* norms and biases stay f32 */
+        if (alrd_mul_ok(n, 4, &nb)) { alrd_compress_packed_free(out); return alrd_errf(err, "%s: %s: size overflow", src->path, t->name); }
+        float *f = malloc(nb ? nb : 1);
+        void *b = malloc(n * dtype_size(dt) + 1);
+        int rc = !f || !b ? alrd_errf(err, "pack: %s: out of memory", t->name) : 0;
+        if (!rc) rc = alrd_tensor_to_f32(t, f, err);
+        if (!rc) rc = alrd_file_convert_f32(f, n, dt, b, err);
+        free(f);
+        if (rc) { free(b); alrd_compress_packed_free(out); return -1; }
+        out->tensors[out->n] = *t;
+        out->tensors[out->n].dtype = dt;
+        out->tensors[out->n].data = b;
+        out->tensors[out->n].nbytes = n * dtype_size(dt);
+        out->tensors[out->n].unpermute_heads = 0;
+        out->bufs[out->n_bufs++] = b;
+        out->n++;
+    }
+    return 0;
+}
+
+int alrd_compress_pack_factors(alrd_packed *out, const alrd_packed *base, int n_layers, int n_groups, int gh,
+                               int hidden, const int *k_rank, const int *v_rank, float *const *kA,
+                               float *const *kB, float *const *vA, float *const *vB, alrd_dtype wdt,
+                               alrd_error *err) {
+    memset(out, 0, sizeof *out);
+    if (wdt != ALRD_F16 && wdt != ALRD_BF16 && wdt != ALRD_F32)
+        return alrd_errf(err, "pack: weights dtype must be f16, bf16 or f32");
+    if (packed_reserve(out, base->n + 4 * n_layers, err)) return -1;
+    for (int i = 0; i < base->n; i++) {
+        const alrd_tensor *t = &base->tensors[i];
+        int layer;
+        char proj;
+        if (sscanf(t->name, "model.layers.%d.self_attn.%c_proj.weight", &layer, &proj) == 2 && layer >= 0 &&
+            layer < n_layers && (proj == 'k' || proj == 'v') && (proj == 'k' ? k_rank : v_rank)[layer] > 0)
+            continue; /* replaced by its factors */
+        out->tensors[out->n++] = *t;
+    }
+    for (int l = 0; l < n_layers; l++)
+        for (int v = 0; v < 2; v++)
+            for (int ab = 0; ab < 2; ab++) {
+                int rk = v ? v_rank[l] : k_rank[l];
+                if (rk == 0) continue;
+                const float *f = ab ? (v ? vB[l] : kB[l]) : (v ? vA[l] : kA[l]);
+                alrd_tensor *t = &out->tensors[out->n];
+                memset(t, 0, sizeof *t);
+                snprintf(t->name, sizeof t->name, "model.layers.%d.self_attn.%s_proj.%s", l, v ? "v" : "k",
+                         ab ? "B" : "A");
+                t->n_dims = 3;
+                t->shape[0] = n_groups;
+                t->shape[1] = ab ? rk : gh;
+                t->shape[2] = ab ? hidden : rk;
+                size_t n = (size_t)n_groups * t->shape[1] * t->shape[2];
+                void *b = malloc(n * dtype_size(wdt));
+                if (!f || !b || alrd_file_convert_f32(f, n, wdt, b, err)) {
+                    if (!f || !b) alrd_errf(err, "pack: %s: %s", t->name, f ? "out of memory" : "missing factor");
+                    free(b);
+                    alrd_compress_packed_free(out);
+                    return -1;
+                }
+                t->dtype = wdt;
+                t->data = b;
+                t->nbytes = n * dtype_size(wdt);
+                out->bufs[out->n_bufs++] = b;
+                out->n++;
+            }
+    return 0;
 }

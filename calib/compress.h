@@ -122,4 +122,42 @@ int alrd_compress_run(alrd_model *m, const int32_t *tokens, int n_samples, int s
                       const alrd_compress_opts *o, alrd_compress_result *r, alrd_error *err);
 void alrd_compress_result_free(alrd_compress_result *r);
 
+/* ---- added for calib/qerr and alrd-sweep ------------------------------- */
+
+/* Rows (tokens) summed into each layer's Gram matrix: the units of the tail
+ * tables (0 when the calibration collected no statistics). */
+size_t alrd_calib_rows(const alrd_calib *c);
+/* The probe token ids: *n_seq sequences of *seq_len tokens, row-major (the
+ * rows of alrd_calib_probe_inputs are these tokens in this order). */
+const int32_t *alrd_calib_probe_ids(const alrd_calib *c, int *n_seq, int *seq_len);
+alrd_calib *alrd_decomp_calib(const alrd_decomp *d);
+int alrd_decomp_whitened(const alrd_decomp *d);
+
+/* ---- packing a compressed checkpoint (alrd-compress, alrd-sweep) ------- */
+
+/* A tensor list ready for alrd_file_write. tensors[i].data points into bufs
+ * (owned, n_bufs of them) or, for a list made by alrd_compress_pack_factors,
+ * into the base list it borrows from (which must outlive it). */
+typedef struct {
+    int n;
+    alrd_tensor *tensors;
+    int n_bufs;
+    void **bufs;
+} alrd_packed;
+
+/* Every tensor of src converted to wdt (ALRD_F16, ALRD_BF16 or ALRD_F32);
+ * 1-D tensors (norms, biases) stay f32. Rows in HF order. */
+int alrd_compress_pack_source(alrd_packed *out, const alrd_source *src, alrd_dtype wdt,
+                              alrd_error *err);
+/* The tensors of a compressed file: base without the k_proj/v_proj weights
+ * of decomposed modules (rank > 0), in base order, then for each layer and
+ * K, V the factors .A [n_groups, gh, r] and .B [n_groups, r, hidden]
+ * converted to wdt (factor arrays as alrd_decomp_factors gives them). */
+int alrd_compress_pack_factors(alrd_packed *out, const alrd_packed *base, int n_layers,
+                               int n_groups, int gh, int hidden, const int *k_rank,
+                               const int *v_rank, float *const *kA, float *const *kB,
+                               float *const *vA, float *const *vB, alrd_dtype wdt,
+                               alrd_error *err);
+void alrd_compress_packed_free(alrd_packed *p);
+
 #endif

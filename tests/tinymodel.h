@@ -84,8 +84,8 @@ static inline uint32_t tiny_lcg(uint64_t *s) {
 static inline int tiny_model_write(const char *path, const tiny_opts *o) {
     const int H = o->hidden, hd = o->hidden / o->n_heads, q = o->n_heads * hd, kv = o->n_kv_heads * hd;
     tiny_buf b = {0};
-    char names[12][64];
-    uint64_t shapes[12][2]; /* rows, cols (cols 0: 1-D) */
+    char names[2 + 9 * 8][64];
+    uint64_t shapes[2 + 9 * 8][2]; /* rows, cols (cols 0: 1-D) */
     int nt = 0;
 #define TINY_T(nm, r, c) (snprintf(names[nt], 64, "%s", nm), shapes[nt][0] = (r), shapes[nt][1] = (c), nt++)
     TINY_T("token_embd.weight", TINY_VOCAB, H);
@@ -132,7 +132,7 @@ static inline int tiny_model_write(const char *path, const tiny_opts *o) {
     /* tensor directory, then data (32-aligned) */
     uint64_t off = 0;
     uint64_t offs[2 + 9 * 8];
-    if (o->n_layers > 8) return -1;
+    if (o->n_layers < 1 || o->n_layers > 8) return -1;
     for (int l = 0; l < o->n_layers; l++) {
         char n[64];
 #define TINY_L(s, r, c) (snprintf(n, sizeof n, "blk.%d." s, l), TINY_T(n, r, c))
@@ -146,7 +146,6 @@ static inline int tiny_model_write(const char *path, const tiny_opts *o) {
         TINY_L("ffn_up.weight", o->ffn, H);
         TINY_L("ffn_down.weight", H, o->ffn);
 #undef TINY_L
-        if (nt > 2 + 9 * 8) return -1;
     }
     for (int i = 0; i < nt; i++) {
         int nd = shapes[i][1] ? 2 : 1;

@@ -1,0 +1,360 @@
+/* gpu_attn: fused flash-decoding attention over the latent KIVI cache
+ * (see gpu_attn.h). */
+#include "gpu_attn.h"
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+
+#include "gpu_common.cuh"
+
+#define TILE 64
+#define NTHREADS 128
+
+static inline size_t al16(size_t x) { return (x + 15) & ~(size_t)15; }
+static inline int ceil16(int x) { return (x + 15) & ~15; }
+
+/* Shared-memory plan of one block (bytes offsets). */
+typedef struct {
+    int nkh, QH, vw, VWt, kstr, vstr, rpad;
+    size_t q, sc, corr, mrun, lrun, acc, as, kt, vt, total;
+} plan_t;
+
+static void make_plan(const alrd_gpu_attn_layer *L, plan_t *p) {
+    int per_kv = L->n_heads / L->n_kv;
+    p->nkh = L->kmode == ALRD_GPU_K_LATENT ? L->group_heads : 1;
+    p->QH = p->nkh * per_kv;
+    p->vw = L->vr > 0 ? L->vr : L->hd;
+    p->VWt = L->vr > 0 ? L->vr : p->nkh * L->hd;
+    p->rpad = L->kmode == ALRD_GPU_K_LATENT ? ceil16(L->kr) : L->hd;
+    p->kstr = p->rpad + 8;               /* +8 halves: conflict-free mma fragment loads */
+    p->vstr = p->VWt + 8;
+    size_t o = 0;
+    p->q = o;    o = al16(o + sizeof(float) * p->QH * L->hd);
+    p->sc = o;   o = al16(o + sizeof(float) * p->QH * TILE);
+    p->corr = o; o = al16(o + sizeof(float) * p->QH);
+    p->mrun = o; o = al16(o + sizeof(float) * p->QH);
+    p->lrun = o; o = al16(o + sizeof(float) * p->QH);
+    p->acc = o;  o = al16(o + sizeof(float) * p->QH * p->vw);
+    p->as = o;
+    if (L->kmode == ALRD_GPU_K_LATENT) o = al16(o + 2 * (size_t)p->nkh * L->hd * p->kstr);
+    p->kt = o;   o = al16(o + 2 * (size_t)TILE * p->kstr);
+    p->vt = o;   o = al16(o + 2 * (size_t)TILE * p->vstr);
+    p->total = o;
+}
+
+__device__ __forceinline__ void mma16816(float *c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                         uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t ld32(const uint16_t *p) { return *reinterpret_cast<const uint32_t *>(p); }
+
+template <int HD, int KMODE>
+__global__ void __launch_bounds__(NTHREADS) attn_decode_kernel(alrd_gpu_attn_layer L, plan_t P, const uint16_t *q16,
+                                                               const int *pos, int nsplit, int vw_max, float *work) {
+    extern __shared__ __align__(16) unsigned char smem[];
+    float *qs = (float *)(smem + P.q), *sc = (float *)(smem + P.sc), *corr = (float *)(smem + P.corr);
+    float *mrun = (float *)(smem + P.mrun), *lrun = (float *)(smem + P.lrun), *acc = (float *)(smem + P.acc);
+    uint16_t *As = (uint16_t *)(smem + P.as), *Kt = (uint16_t *)(smem + P.kt), *Vt = (uint16_t *)(smem + P.vt);
+
+    const int tid = threadIdx.x, sp = blockIdx.x, grp = blockIdx.y, b = blockIdx.z;
+    const int per_kv = L.n_heads / L.n_kv, nkh = P.nkh, QH = P.QH, kh0 = grp * nkh, h0 = kh0 * per_kv;
+    const int qd = L.n_heads * HD, vw = P.vw, kstr = P.kstr, vstr = P.vstr;
+    const int n = pos[b] + 1;
+    int len = (n + nsplit - 1) / nsplit;
+    len = (len + TILE - 1) / TILE * TILE;
+    const int t0 = sp * len, t1 = min(n, t0 + len);
+
+    float *wml = work + ((size_t)b * L.n_heads + h0) * nsplit * 2;
+    float *wacc = work + (size_t)gridDim.z * L.n_heads * nsplit * 2 + ((size_t)b * L.n_heads + h0) * nsplit * vw_max;
+    if (t0 >= t1) {
+        for (int qh = tid; qh < QH; qh += NTHREADS) {
+            wml[((size_t)qh * nsplit + sp) * 2] = -INFINITY;
+            wml[((size_t)qh * nsplit + sp) * 2 + 1] = 0.0f;
+        }
+        return;
+    }
+
+    const int kq = side_quantized(L.ks, n), vq = side_quantized(L.vs, n);
+    /* value columns of the block: the group's latent, or its heads' slices */
+    const int vbase = L.vr > 0 ? (kh0 / L.group_heads) * L.vr : kh0 * HD;
+
+    for (int i = tid; i < QH * HD; i += NTHREADS) qs[i] = h2f(q16[(size_t)b * qd + (size_t)h0 * HD + i]);
+    for (int i = tid; i < QH * vw; i += NTHREADS) acc[i] = 0.0f;
+    for (int i = tid; i < QH; i += NTHREADS) mrun[i] = -INFINITY, lrun[i] = 0.0f;
+    if (KMODE == ALRD_GPU_K_LATENT) {
+        const int kr = L.kr, rpad = P.rpad, gh = L.group_heads * HD;
+        const uint16_t *A = L.kA + (size_t)grp * gh * kr;
+        for (int i = tid; i < nkh * HD * rpad; i += NTHREADS) {
+            int r = i / rpad, c = i % rpad;
+            As[r * kstr + c] = c < kr ? A[(size_t)r * kr + c] : (uint16_t)0;
+        }
+        for (int i = tid; i < TILE * (rpad - kr); i += NTHREADS) /* padding columns of the latent tile */
+            Kt[(i / (rpad - kr)) * kstr + kr + i % (rpad - kr)] = 0;
+    }
+    __syncthreads();
+
+    const int warp = tid >> 5, lane = tid & 31, gid = lane >> 2, t4 = lane & 3;
+    constexpr int NT = HD / 8;
+    for (int ts = t0; ts < t1; ts += TILE) {
+        const int nv = min(TILE, t1 - ts);
+        /* ---- load the tile: keys (latent / pre-RoPE / RoPE'd) and values */
+        if (KMODE == ALRD_GPU_K_LATENT) {
+            const int kr = L.kr, c0 = grp * kr;
+            if (L.ks.bits == 16) {
+                for (int i = tid; i < TILE * kr; i += NTHREADS) {
+                    int s = i / kr, c = i % kr;
+                    Kt[s * kstr + c] = s < nv ? L.ks.rows[(size_t)b * L.ks.seq_rows + (size_t)(ts + s) * L.ks.d + c0 + c] : (uint16_t)0;
+                }
+            } else {
+                for (int i = tid; i < TILE * kr; i += NTHREADS) { /* token-fastest: a warp reads one channel's run */
+                    int s = i % TILE, c = i / TILE;
+                    Kt[s * kstr + c] = s < nv ? side_load16(L.ks, b, kq, ts + s, c0 + c) : (uint16_t)0;
+                }
+            }
+        } else if (KMODE == ALRD_GPU_K_FULL) {
+            const float *cs0 = L.cos_tab, *sn0 = L.sin_tab;
+            for (int i = tid; i < TILE * HD; i += NTHREADS) {
+                int s = i % TILE, c = i / TILE;
+                uint16_t v = 0;
+                if (s < nv) {
+                    long tk = ts + s;
+                    int hh = HD / 2, j = c % hh;
+                    float x = side_value(L.ks, b, kq, tk, kh0 * HD + c);
+                    float y = side_value(L.ks, b, kq, tk, kh0 * HD + (c < hh ? c + hh : c - hh));
+                    float cs = cs0[(size_t)tk * hh + j], sn = sn0[(size_t)tk * hh + j];
+                    v = f2h(c < hh ? x * cs - y * sn : x * cs + y * sn);
+                }
+                Kt[s * kstr + c] = v;
+            }
+        } else {
+            for (int i = tid; i < TILE * HD; i += NTHREADS) {
+                int s = i / HD, c = i % HD;
+                Kt[s * kstr + c] = s < nv ? L.ks.rows[(size_t)b * L.ks.seq_rows + (size_t)(ts + s) * L.ks.d + kh0 * HD + c] : (uint16_t)0;
+            }
+        }
+        if (L.vs.bits == 16) {
+            for (int i = tid; i < TILE * P.VWt; i += NTHREADS) {
+                int s = i / P.VWt, c = i % P.VWt;
+                Vt[s * vstr + c] = s < nv ? L.vs.rows[(size_t)b * L.vs.seq_rows + (size_t)(ts + s) * L.vs.d + vbase + c] : (uint16_t)0;
+            }
+        } else {
+            for (int i = tid; i < TILE * P.VWt; i += NTHREADS) {
+                int s = i / P.VWt, c = i % P.VWt;
+                Vt[s * vstr + c] = s < nv ? side_load16(L.vs, b, vq, ts + s, vbase + c) : (uint16_t)0;
+            }
+        }
+        __syncthreads();
+
+        /* ---- scores */
+        if (KMODE == ALRD_GPU_K_LATENT) {
+            const int r0 = 16 * warp + gid, r1 = r0 + 8;
+            const long p0 = ts + min(r0, nv - 1), p1 = ts + min(r1, nv - 1); /* clamped: table reads stay in range */
+            const float *cs0 = L.cos_tab + p0 * (HD / 2), *sn0 = L.sin_tab + p0 * (HD / 2);
+            const float *cs1 = L.cos_tab + p1 * (HD / 2), *sn1 = L.sin_tab + p1 * (HD / 2);
+            for (int j = 0; j < nkh; j++) {
+                float c[NT][4];
+#pragma unroll
+                for (int nt = 0; nt < NT; nt++) c[nt][0] = c[nt][1] = c[nt][2] = c[nt][3] = 0.0f;
+                if (16 * warp < nv) {
+                    for (int k0 = 0; k0 < P.rpad; k0 += 16) {
+                        const uint16_t *ar = Kt + k0 + 2 * t4;
+                        uint32_t a0 = ld32(ar + r0 * kstr), a1 = ld32(ar + r1 * kstr);
+                        uint32_t a2 = ld32(ar + r0 * kstr + 8), a3 = ld32(ar + r1 * kstr + 8);
+#pragma unroll
+                        for (int nt = 0; nt < NT; nt++) {
+                            const uint16_t *br = As + (j * HD + nt * 8 + gid) * kstr + k0 + 2 * t4;
+                            mma16816(c[nt], a0, a1, a2, a3, ld32(br), ld32(br + 8));
+                        }
+                    }
+                }
+                /* bias, then RoPE: columns d and d + HD/2 are tiles nt and nt + NT/2 of this thread */
+#pragma unroll
+                for (int nt = 0; nt < NT / 2; nt++) {
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        int d = nt * 8 + 2 * t4 + e;
+                        float b1 = 0.0f, b2 = 0.0f;
+                        if (L.bk) b1 = L.bk[(kh0 + j) * HD + d], b2 = L.bk[(kh0 + j) * HD + d + HD / 2];
+                        float x1 = c[nt][e] + b1, x2 = c[nt + NT / 2][e] + b2;
+                        c[nt][e] = x1 * cs0[d] - x2 * sn0[d];
+                        c[nt + NT / 2][e] = x2 * cs0[d] + x1 * sn0[d];
+                        x1 = c[nt][2 + e] + b1, x2 = c[nt + NT / 2][2 + e] + b2;
+                        c[nt][2 + e] = x1 * cs1[d] - x2 * sn1[d];
+                        c[nt + NT / 2][2 + e] = x2 * cs1[d] + x1 * sn1[d];
+                    }
+                }
+                for (int qq = 0; qq < per_kv; qq++) {
+                    const int qh = j * per_kv + qq;
+                    const float *qv = qs + qh * HD;
+                    float s0 = 0.0f, s1 = 0.0f;
+#pragma unroll
+                    for (int nt = 0; nt < NT; nt++) {
+                        int d = nt * 8 + 2 * t4;
+                        s0 += c[nt][0] * qv[d] + c[nt][1] * qv[d + 1];
+                        s1 += c[nt][2] * qv[d] + c[nt][3] * qv[d + 1];
+                    }
+                    s0 += __shfl_xor_sync(0xffffffffu, s0, 1);
+                    s0 += __shfl_xor_sync(0xffffffffu, s0, 2);
+                    s1 += __shfl_xor_sync(0xffffffffu, s1, 1);
+                    s1 += __shfl_xor_sync(0xffffffffu, s1, 2);
+                    if (t4 == 0) {
+                        sc[qh * TILE + r0] = r0 < nv ? s0 * L.scale : -INFINITY;
+                        sc[qh * TILE + r1] = r1 < nv ? s1 * L.scale : -INFINITY;
+                    }
+                }
+            }
+        } else {
+            for (int i = tid; i < QH * TILE; i += NTHREADS) {
+                int qh = i / TILE, s = i % TILE;
+                float a = -INFINITY;
+                if (s < nv) {
+                    const float *qv = qs + qh * HD;
+                    const __half2 *kr2 = reinterpret_cast<const __half2 *>(Kt + s * kstr);
+                    a = 0.0f;
+#pragma unroll 8
+                    for (int d2 = 0; d2 < HD / 2; d2++) {
+                        float2 kv = __half22float2(kr2[d2]);
+                        a += kv.x * qv[2 * d2] + kv.y * qv[2 * d2 + 1];
+                    }
+                    a *= L.scale;
+                }
+                sc[qh * TILE + s] = a;
+            }
+        }
+        __syncthreads();
+
+        /* ---- online softmax: a warp per query head */
+        for (int qh = warp; qh < QH; qh += NTHREADS / 32) {
+            float x0 = sc[qh * TILE + lane], x1 = sc[qh * TILE + lane + 32];
+            float m = fmaxf(x0, x1);
+            for (int o = 16; o; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+            float mnew = fmaxf(mrun[qh], m);
+            float p0 = expf(x0 - mnew), p1 = expf(x1 - mnew);
+            sc[qh * TILE + lane] = p0;
+            sc[qh * TILE + lane + 32] = p1;
+            float s = p0 + p1;
+            for (int o = 16; o; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+            __syncwarp();
+            if (lane == 0) {
+                float cr = expf(mrun[qh] - mnew);
+                corr[qh] = cr;
+                lrun[qh] = lrun[qh] * cr + s;
+                mrun[qh] = mnew;
+            }
+        }
+        __syncthreads();
+
+        /* ---- values: acc[qh] = acc[qh] * corr + p . V (latent or the head's slice) */
+        for (int i = tid; i < QH * vw; i += NTHREADS) {
+            int qh = i / vw, c = i % vw;
+            int voff = L.vr > 0 ? 0 : (qh / per_kv) * HD;
+            const float *pr = sc + qh * TILE;
+            const uint16_t *vc = Vt + voff + c;
+            float a = acc[i] * corr[qh];
+#pragma unroll 8
+            for (int s = 0; s < TILE; s++) a += pr[s] * h2f(vc[s * vstr]);
+            acc[i] = a;
+        }
+        __syncthreads();
+    }
+
+    for (int qh = tid; qh < QH; qh += NTHREADS) {
+        wml[((size_t)qh * nsplit + sp) * 2] = mrun[qh];
+        wml[((size_t)qh * nsplit + sp) * 2 + 1] = lrun[qh];
+    }
+    for (int i = tid; i < QH * vw; i += NTHREADS) {
+        int qh = i / vw, c = i % vw;
+        wacc[((size_t)qh * nsplit + sp) * vw_max + c] = acc[i];
+    }
+}
+
+/* Reduces the splits of one (query head, sequence) and lifts the latent mix. */
+__global__ void attn_combine_kernel(alrd_gpu_attn_layer L, int nsplit, int vw_max, const float *work, uint16_t *att16) {
+    extern __shared__ float u[];
+    const int h = blockIdx.x, b = blockIdx.y, hd = L.hd;
+    const int per_kv = L.n_heads / L.n_kv, kvh = h / per_kv;
+    const int vw = L.vr > 0 ? L.vr : hd;
+    const float *ml = work + ((size_t)b * L.n_heads + h) * nsplit * 2;
+    const float *ac = work + (size_t)gridDim.y * L.n_heads * nsplit * 2 + ((size_t)b * L.n_heads + h) * nsplit * vw_max;
+    float M = -INFINITY;
+    for (int i = 0; i < nsplit; i++) M = fmaxf(M, ml[2 * i]);
+    float den = 0.0f;
+    for (int i = 0; i < nsplit; i++)
+        if (ml[2 * i] > -INFINITY) den += ml[2 * i + 1] * expf(ml[2 * i] - M);
+    for (int c = threadIdx.x; c < vw; c += blockDim.x) {
+        float a = 0.0f;
+        for (int i = 0; i < nsplit; i++)
+            if (ml[2 * i] > -INFINITY) a += ac[(size_t)i * vw_max + c] * expf(ml[2 * i] - M);
+        u[c] = a / den;
+    }
+    __syncthreads();
+    uint16_t *o = att16 + (size_t)b * L.n_heads * hd + (size_t)h * hd;
+    if (L.vr > 0) {
+        const int gh = L.group_heads * hd, g = kvh / L.group_heads, j = kvh % L.group_heads;
+        const uint16_t *A = L.vA + ((size_t)g * gh + (size_t)j * hd) * L.vr;
+        for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+            const uint16_t *ar = A + (size_t)d * L.vr;
+            float a = 0.0f;
+            for (int c = 0; c < L.vr; c++) a += h2f(ar[c]) * u[c];
+            if (L.bv) a += L.bv[kvh * hd + d];
+            o[d] = f2h(a);
+        }
+    } else {
+        for (int d = threadIdx.x; d < hd; d += blockDim.x) o[d] = f2h(u[d]);
+    }
+}
+
+extern "C" size_t alrd_gpu_attn_smem(const alrd_gpu_attn_layer *L, size_t limit) {
+    if (L->hd != 64 && L->hd != 128) return 0;
+    if (L->n_kv <= 0 || L->n_heads % L->n_kv || L->group_heads <= 0 || L->n_kv % L->group_heads) return 0;
+    if (L->kmode == ALRD_GPU_K_LATENT && (L->kr <= 0 || !L->kA)) return 0;
+    if (L->kmode == ALRD_GPU_K_ROPED && L->ks.bits != 16) return 0;
+    if (L->vr > 0 && !L->vA) return 0;
+    plan_t p;
+    make_plan(L, &p);
+    return p.total <= limit ? p.total : 0;
+}
+
+typedef void (*attn_fn)(alrd_gpu_attn_layer, plan_t, const uint16_t *, const int *, int, int, float *);
+
+static attn_fn pick(int hd, int kmode) {
+    if (hd == 64) {
+        if (kmode == ALRD_GPU_K_LATENT) return attn_decode_kernel<64, ALRD_GPU_K_LATENT>;
+        if (kmode == ALRD_GPU_K_FULL) return attn_decode_kernel<64, ALRD_GPU_K_FULL>;
+        return attn_decode_kernel<64, ALRD_GPU_K_ROPED>;
+    }
+    if (kmode == ALRD_GPU_K_LATENT) return attn_decode_kernel<128, ALRD_GPU_K_LATENT>;
+    if (kmode == ALRD_GPU_K_FULL) return attn_decode_kernel<128, ALRD_GPU_K_FULL>;
+    return attn_decode_kernel<128, ALRD_GPU_K_ROPED>;
+}
+
+extern "C" int alrd_gpu_attn_prepare(size_t bytes) {
+    for (int hd = 64; hd <= 128; hd *= 2)
+        for (int km = 0; km < 3; km++) {
+            cudaError_t e = cudaFuncSetAttribute(pick(hd, km), cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+            if (e != cudaSuccess) return (int)e;
+        }
+    return 0;
+}
+
+extern "C" size_t alrd_gpu_attn_work_floats(int n_heads, int B, int nsplit, int vw_max) {
+    return (size_t)B * n_heads * nsplit * (2 + (size_t)vw_max);
+}
+
+extern "C" int alrd_gpu_attn_decode(const alrd_gpu_attn_layer *L, const uint16_t *q16, const int *pos_dev, int B,
+                                    int nsplit, int vw_max, float *work, uint16_t *att16, void *stream) {
+    plan_t p;
+    make_plan(L, &p);
+    int groups = L->n_kv / p.nkh;
+    cudaStream_t st = (cudaStream_t)stream;
+    pick(L->hd, L->kmode)<<<dim3(nsplit, groups, B), NTHREADS, p.total, st>>>(*L, p, q16, pos_dev, nsplit, vw_max, work);
+    int vw = L->vr > 0 ? L->vr : L->hd;
+    attn_combine_kernel<<<dim3(L->n_heads, B), 128, sizeof(float) * vw, st>>>(*L, nsplit, vw_max, work, att16);
+    return (int)cudaGetLastError();
+}

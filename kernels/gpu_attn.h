@@ -1,0 +1,60 @@
+/* gpu_attn: fused decode attention over the latent, KIVI-quantised cache
+ * (DESIGN 5.5), flash-decoding style (kernels/gpu_attn.cu).
+ *
+ * One block per (split of the sequence, KV group, sequence). For each tile
+ * of 64 cached tokens it loads the packed latent keys, dequantises them into
+ * shared memory, reconstructs K = latent . A_k^T on the tensor cores
+ * (mma.sync m16n8k16, fp16 in, fp32 accumulate) for every KV head of the
+ * group, adds the bias, applies RoPE in registers, dots with every query
+ * head of the group, and keeps an online softmax; values stay in latent
+ * space (p . latent_v accumulated per query head). The fp16 residual window
+ * is read like any other token. A second kernel reduces the splits and
+ * lifts each head's latent mix by its rows of A_v (+ b_v).
+ *
+ * Undecomposed layers use the same kernel without the reconstruction:
+ * quantised pre-RoPE keys are dequantised and RoPE'd on load, and an fp16
+ * cache of RoPE'd keys is read as is (the fp16 flash-decoding baseline).
+ * Plain-C interface; pointers are device memory. */
+#ifndef ALRD_GPU_ATTN_H
+#define ALRD_GPU_ATTN_H
+
+#include "gpu_ops.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum { ALRD_GPU_K_LATENT = 0, ALRD_GPU_K_FULL = 1, ALRD_GPU_K_ROPED = 2 };
+
+typedef struct {
+    int n_heads, n_kv, hd;
+    int group_heads;        /* KV heads per latent group */
+    int kmode;              /* ALRD_GPU_K_* */
+    int kr, vr;             /* latent ranks; vr 0 = full values */
+    const uint16_t *kA;     /* [n_groups][group_heads*hd][kr] fp16 (LATENT) */
+    const uint16_t *vA;     /* [n_groups][group_heads*hd][vr] fp16 (vr > 0) */
+    const float *bk, *bv;   /* [n_kv*hd] biases of decomposed projections, or NULL */
+    alrd_gpu_side ks, vs;   /* the layer's cache */
+    const float *cos_tab, *sin_tab; /* [max_ctx][hd/2] */
+    float scale;            /* 1/sqrt(hd) */
+} alrd_gpu_attn_layer;
+
+/* Dynamic shared memory of the fused kernel for this layer, or 0 when the
+ * layer is outside what it supports (hd 64 or 128, shared memory <= limit). */
+size_t alrd_gpu_attn_smem(const alrd_gpu_attn_layer *L, size_t limit);
+/* Raises the kernels' dynamic shared-memory limit to bytes (once). */
+int alrd_gpu_attn_prepare(size_t bytes);
+/* Floats of work space for B sequences and nsplit splits (vw_max = the
+ * largest value width over the layers: vr or hd). */
+size_t alrd_gpu_attn_work_floats(int n_heads, int B, int nsplit, int vw_max);
+
+/* Attention of each sequence's query q16[b] (RoPE'd, [B][n_heads*hd] fp16)
+ * over its cache holding pos_dev[b] + 1 tokens; writes att16 [B][n_heads*hd]. */
+int alrd_gpu_attn_decode(const alrd_gpu_attn_layer *L, const uint16_t *q16, const int *pos_dev, int B,
+                         int nsplit, int vw_max, float *work, uint16_t *att16, void *stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,575 @@
+/* gpu_ops: CUDA kernels of the forward pass and the latent KV cache (see
+ * gpu_ops.h). Quantisation mirrors kernels/kivi.c operation by operation,
+ * with explicit _rn intrinsics so that nvcc does not contract a*b+c into an
+ * FMA that the CPU reference does not do. */
+#include "gpu_ops.h"
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+
+#include "gpu_common.cuh"
+
+#define LAUNCHED() ((int)cudaGetLastError())
+#define ST(s) ((cudaStream_t)(s))
+
+static inline int cdiv(long a, long b) { return (int)((a + b - 1) / b); }
+
+/* ---- KIVI arithmetic (kernels/kivi.c) -------------------------------- */
+
+__device__ __forceinline__ uint16_t h_round_down(float x) {
+    if (!(x == x)) return 0;
+    if (x >= 65504.0f) return 0x7bffu;
+    if (x <= -65504.0f) return 0xfbffu;
+    uint16_t h = __half_as_ushort(__float2half_rd(x));
+    return h == 0x8000u ? 0 : h;
+}
+
+__device__ __forceinline__ uint16_t h_round_up(double d) {
+    if (!(d == d)) return 0;
+    float f = __double2float_ru(d); /* ru(ru_float(d)) == ru(d) on the coarser fp16 grid */
+    if (f >= 65504.0f) return 0x7bffu;
+    if (f <= -65504.0f) return 0xfbffu;
+    uint16_t h = __half_as_ushort(__float2half_ru(f));
+    return h == 0x8000u ? 0 : h;
+}
+
+__device__ void group_params(float mn, float mx, int bits, uint16_t *scale, uint16_t *zero) {
+    if (!(mn <= mx)) mn = mx = 0.0f;
+    uint16_t z = h_round_down(mn);
+    double zd = (double)h2f(z);
+    double n = (double)((1u << bits) - 1);
+    uint16_t s = h_round_up(__ddiv_rn(__dsub_rn((double)mx, zd), n));
+    while (s < 0x7bffu && __dadd_rn(zd, __dmul_rn(n, (double)h2f(s))) < (double)mx) s = (uint16_t)(s + 1);
+    *scale = s;
+    *zero = z;
+}
+
+__device__ __forceinline__ uint32_t code_of(float x, double z, double inv_s, double n) {
+    double t = __dadd_rn(__dmul_rn(__dsub_rn((double)x, z), inv_s), 0.5);
+    if (!(t > 0.0)) return 0;
+    if (t >= n) return (uint32_t)n;
+    return (uint32_t)(int)t;
+}
+
+__device__ __forceinline__ void minmax_upd(float v, float &mn, float &mx) {
+    if (v < mn) mn = v; /* NaN compares false: skipped, as kivi.c */
+    if (v > mx) mx = v;
+}
+
+extern "C" int alrd_gpu_side_quantized(const alrd_gpu_side *s, int n) {
+    if (s->bits == 16) return 0;
+    if (s->per_channel) return n - n % s->R;
+    return n > s->R ? n - s->R : 0;
+}
+
+/* Token s, channel c: fp32 rows for s >= p0 (row s - p0), else the ring. */
+struct SrcMix {
+    const float *f32;
+    long ld;
+    long p0;
+    const uint16_t *ring;
+    int R, d;
+    __device__ __forceinline__ float get(long s, int c) const {
+        return s >= p0 ? f32[(s - p0) * ld + c] : h2f(ring[(size_t)(s % R) * d + c]);
+    }
+};
+
+/* Per-channel quantisation of channel c of chunk j (tokens jR..jR+R-1) of
+ * sequence b: kivi.c's quantize_run over the chunk's column. */
+__device__ void quant_chunk_channel(const alrd_gpu_side &sd, int b, int j, int c, const SrcMix &src,
+                                    uint16_t *deq, long ld_deq) {
+    const int R = sd.R, G = sd.G, bits = sd.bits, cpw = sd.cpw;
+    uint32_t *codes = sd.codes + (size_t)b * sd.seq_words + (size_t)j * sd.unit_words + (size_t)c * sd.wpr;
+    size_t goff = (size_t)b * sd.seq_groups + (size_t)j * sd.unit_groups + (size_t)c * sd.ng;
+    uint16_t *sc = sd.scales + goff, *zr = sd.zeros + goff;
+    const double top = (double)((1u << bits) - 1);
+    const long s0 = (long)j * R;
+    uint32_t word = 0;
+    int slot = 0, w = 0;
+    for (int g0 = 0, gi = 0; g0 < R; g0 += G, gi++) {
+        int m = R - g0 < G ? R - g0 : G;
+        float mn = INFINITY, mx = -INFINITY;
+        for (int i = 0; i < m; i++) minmax_upd(src.get(s0 + g0 + i, c), mn, mx);
+        uint16_t hs, hz;
+        group_params(mn, mx, bits, &hs, &hz);
+        sc[gi] = hs;
+        zr[gi] = hz;
+        float sf = h2f(hs), zf = h2f(hz);
+        double z = (double)zf, s = (double)sf, inv_s = s > 0.0 ? __drcp_rn(s) : 0.0;
+        for (int i = 0; i < m; i++) {
+            uint32_t q = code_of(src.get(s0 + g0 + i, c), z, inv_s, top);
+            word |= q << (slot * bits);
+            if (deq) deq[(s0 + g0 + i) * ld_deq + c] = f2h(dequant(q, sf, zf));
+            if (++slot == cpw) {
+                codes[w++] = word;
+                word = 0;
+                slot = 0;
+            }
+        }
+    }
+    if (slot) codes[w] = word;
+}
+
+/* Per-token quantisation of word w of token s (unit s) of sequence b. The
+ * thread whose word holds a group's first element writes its scale/zero. */
+__device__ void quant_token_word(const alrd_gpu_side &sd, int b, long s, int w, const SrcMix &src,
+                                 uint16_t *deq, long ld_deq) {
+    const int d = sd.d, G = sd.G, bits = sd.bits, cpw = sd.cpw;
+    const int i0 = w * cpw, i1 = i0 + cpw < d ? i0 + cpw : d;
+    size_t goff = (size_t)b * sd.seq_groups + (size_t)s * sd.unit_groups;
+    const double top = (double)((1u << bits) - 1);
+    uint32_t word = 0;
+    int cur = -1;
+    float sf = 0, zf = 0;
+    double z = 0, inv_s = 0;
+    for (int i = i0; i < i1; i++) {
+        int gi = i / G;
+        if (gi != cur) {
+            int g0 = gi * G, g1 = g0 + G < d ? g0 + G : d;
+            float mn = INFINITY, mx = -INFINITY;
+            for (int k = g0; k < g1; k++) minmax_upd(src.get(s, k), mn, mx);
+            uint16_t hs, hz;
+            group_params(mn, mx, bits, &hs, &hz);
+            if (g0 >= i0 && g0 < i1) {
+                sd.scales[goff + gi] = hs;
+                sd.zeros[goff + gi] = hz;
+            }
+            sf = h2f(hs);
+            zf = h2f(hz);
+            z = (double)zf;
+            inv_s = sf > 0.0f ? __drcp_rn((double)sf) : 0.0;
+            cur = gi;
+        }
+        uint32_t q = code_of(src.get(s, i), z, inv_s, top);
+        word |= q << ((i - i0) * bits);
+        if (deq) deq[s * ld_deq + i] = f2h(dequant(q, sf, zf));
+    }
+    sd.codes[(size_t)b * sd.seq_words + (size_t)s * sd.unit_words + w] = word;
+}
+
+__device__ __forceinline__ float rope_elem(const float *x, int c, int hd, const float *cs, const float *sn) {
+    int i = c % hd, half = hd / 2;
+    if (i < half) return x[c] * cs[i] - x[c + half] * sn[i];
+    return x[c] * cs[i - half] + x[c - half] * sn[i - half];
+}
+
+/* ---- elementwise ------------------------------------------------------ */
+
+__global__ void embed_kernel(const uint16_t *emb, const int32_t *tok, int H, float *h) {
+    int t = blockIdx.x;
+    const uint16_t *e = emb + (size_t)tok[t] * H;
+    for (int i = threadIdx.x; i < H; i += blockDim.x) h[(size_t)t * H + i] = h2f(e[i]);
+}
+
+extern "C" int alrd_gpu_embed(const uint16_t *emb, const int32_t *tok, int T, int H, float *h, void *stream) {
+    embed_kernel<<<T, 256, 0, ST(stream)>>>(emb, tok, H, h);
+    return LAUNCHED();
+}
+
+__device__ double block_sum_d(double v, double *red) {
+    for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    int w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    __syncthreads();
+    if ((threadIdx.x & 31) == 0) red[w] = v;
+    __syncthreads();
+    double s = 0;
+    for (int i = 0; i < nw; i++) s += red[i];
+    return s;
+}
+
+__device__ float block_max_f(float v, float *red) {
+    for (int o = 16; o; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    int w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    __syncthreads();
+    if ((threadIdx.x & 31) == 0) red[w] = v;
+    __syncthreads();
+    float m = -INFINITY;
+    for (int i = 0; i < nw; i++) m = fmaxf(m, red[i]);
+    return m;
+}
+
+__device__ float block_sum_f(float v, float *red) {
+    for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    int w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    __syncthreads();
+    if ((threadIdx.x & 31) == 0) red[w] = v;
+    __syncthreads();
+    float s = 0;
+    for (int i = 0; i < nw; i++) s += red[i];
+    return s;
+}
+
+__global__ void rmsnorm_kernel(const float *x, const float *w, int H, float eps, uint16_t *out) {
+    __shared__ double red[32];
+    const float *xr = x + (size_t)blockIdx.x * H;
+    double ss = 0;
+    for (int i = threadIdx.x; i < H; i += blockDim.x) ss += (double)xr[i] * xr[i];
+    ss = block_sum_d(ss, red);
+    float r = 1.0f / sqrtf((float)(ss / H) + eps);
+    for (int i = threadIdx.x; i < H; i += blockDim.x) out[(size_t)blockIdx.x * H + i] = f2h(xr[i] * r * w[i]);
+}
+
+extern "C" int alrd_gpu_rmsnorm(const float *x, const float *w, int T, int H, float eps, uint16_t *out,
+                                void *stream) {
+    rmsnorm_kernel<<<T, 256, 0, ST(stream)>>>(x, w, H, eps, out);
+    return LAUNCHED();
+}
+
+__global__ void silu_mul_kernel(const float *gu, int ffn, uint16_t *out) {
+    const float *g = gu + (size_t)blockIdx.x * 2 * ffn, *u = g + ffn;
+    for (int i = threadIdx.x; i < ffn; i += blockDim.x) {
+        float x = g[i];
+        out[(size_t)blockIdx.x * ffn + i] = f2h(x / (1.0f + expf(-x)) * u[i]);
+    }
+}
+
+extern "C" int alrd_gpu_silu_mul(const float *gu, int T, int ffn, uint16_t *out, void *stream) {
+    silu_mul_kernel<<<T, 256, 0, ST(stream)>>>(gu, ffn, out);
+    return LAUNCHED();
+}
+
+__global__ void qkv_post_kernel(float *qkv, int ld, int n_heads, int hd, int dk, int dv, const float *bq,
+                                const float *bk, const float *bv, const int *pos_dev, int pos0,
+                                const float *cos_tab, const float *sin_tab, uint16_t *q16, uint16_t *k16,
+                                uint16_t *v16, int ld16k, int ld16v) {
+    int t = blockIdx.x, half = hd / 2, qd = n_heads * hd;
+    int p = pos_dev ? pos_dev[t] : pos0 + t;
+    float *row = qkv + (size_t)t * ld;
+    const float *cs = cos_tab + (size_t)p * half, *sn = sin_tab + (size_t)p * half;
+    for (int i = threadIdx.x; i < n_heads * half; i += blockDim.x) {
+        int h = i / half, j = i % half, c = h * hd + j;
+        float x1 = row[c], x2 = row[c + half];
+        if (bq) x1 += bq[c], x2 += bq[c + half];
+        q16[(size_t)t * qd + c] = f2h(x1 * cs[j] - x2 * sn[j]);
+        q16[(size_t)t * qd + c + half] = f2h(x2 * cs[j] + x1 * sn[j]);
+    }
+    float *k = row + qd, *v = k + dk;
+    for (int c = threadIdx.x; c < dk; c += blockDim.x) {
+        float x = k[c];
+        if (bk) k[c] = x = x + bk[c];
+        if (k16) k16[(size_t)(pos0 + t) * ld16k + c] = f2h(x);
+    }
+    for (int c = threadIdx.x; c < dv; c += blockDim.x) {
+        float x = v[c];
+        if (bv) v[c] = x = x + bv[c];
+        if (v16) v16[(size_t)(pos0 + t) * ld16v + c] = f2h(x);
+    }
+}
+
+extern "C" int alrd_gpu_qkv_post(float *qkv, int T, int ld, int n_heads, int hd, int dk, int dv,
+                                 const float *bq, const float *bk, const float *bv, const int *pos_dev,
+                                 int pos0, const float *cos_tab, const float *sin_tab, uint16_t *q16,
+                                 uint16_t *k16, uint16_t *v16, int ld16k, int ld16v, void *stream) {
+    qkv_post_kernel<<<T, 256, 0, ST(stream)>>>(qkv, ld, n_heads, hd, dk, dv, bq, bk, bv, pos_dev, pos0, cos_tab,
+                                               sin_tab, q16, k16, v16, ld16k, ld16v);
+    return LAUNCHED();
+}
+
+template <typename Tin>
+__device__ __forceinline__ float load_as_f32(const Tin *p);
+template <> __device__ __forceinline__ float load_as_f32<float>(const float *p) { return *p; }
+template <> __device__ __forceinline__ float load_as_f32<uint16_t>(const uint16_t *p) { return h2f(*p); }
+
+template <typename Tin>
+__global__ void rope_rows_kernel(const Tin *in, int ld_in, const float *bias, int r0, int n_heads, int hd,
+                                 const float *cos_tab, const float *sin_tab, uint16_t *out, int ld_out) {
+    int r = r0 + blockIdx.x, half = hd / 2;
+    const Tin *x = in + (size_t)r * ld_in;
+    const float *cs = cos_tab + (size_t)r * half, *sn = sin_tab + (size_t)r * half;
+    for (int i = threadIdx.x; i < n_heads * half; i += blockDim.x) {
+        int h = i / half, j = i % half, c = h * hd + j;
+        float x1 = load_as_f32(x + c), x2 = load_as_f32(x + c + half);
+        if (bias) x1 += bias[c], x2 += bias[c + half];
+        out[(size_t)r * ld_out + c] = f2h(x1 * cs[j] - x2 * sn[j]);
+        out[(size_t)r * ld_out + c + half] = f2h(x2 * cs[j] + x1 * sn[j]);
+    }
+}
+
+extern "C" int alrd_gpu_rope_rows(const float *in32, const uint16_t *in16, int ld_in, const float *bias,
+                                  int r0, int r1, int n_heads, int hd, const float *cos_tab,
+                                  const float *sin_tab, uint16_t *out16, int ld_out, void *stream) {
+    if (r1 <= r0) return 0;
+    if (in32)
+        rope_rows_kernel<float><<<r1 - r0, 256, 0, ST(stream)>>>(in32, ld_in, bias, r0, n_heads, hd, cos_tab,
+                                                                 sin_tab, out16, ld_out);
+    else
+        rope_rows_kernel<uint16_t><<<r1 - r0, 256, 0, ST(stream)>>>(in16, ld_in, bias, r0, n_heads, hd,
+                                                                    cos_tab, sin_tab, out16, ld_out);
+    return LAUNCHED();
+}
+
+/* ---- cache appends ---------------------------------------------------- */
+
+__device__ void write_row(const alrd_gpu_side &sd, int b, long s, const float *x, int hd, const float *cos_tab,
+                          const float *sin_tab) {
+    if (sd.bits == 16) {
+        uint16_t *dst = sd.rows + (size_t)b * sd.seq_rows + (size_t)s * sd.d;
+        const float *cs = cos_tab + (size_t)s * (hd / 2), *sn = sin_tab + (size_t)s * (hd / 2);
+        for (int c = threadIdx.x; c < sd.d; c += blockDim.x)
+            dst[c] = f2h(sd.roped ? rope_elem(x, c, hd, cs, sn) : x[c]);
+    } else {
+        uint16_t *dst = sd.ring + (size_t)b * sd.seq_ring + (size_t)(s % sd.R) * sd.d;
+        for (int c = threadIdx.x; c < sd.d; c += blockDim.x) dst[c] = f2h(x[c]);
+    }
+}
+
+__global__ void append_decode_kernel(alrd_gpu_side k, alrd_gpu_side v, const float *src, int ld, int kcol,
+                                     int vcol, const int *pos, int hd, const float *cos_tab,
+                                     const float *sin_tab) {
+    const int b = blockIdx.x;
+    const alrd_gpu_side &sd = blockIdx.y ? v : k;
+    const float *x = src + (size_t)b * ld + (blockIdx.y ? vcol : kcol);
+    const int p = pos[b], n = p + 1;
+    if (sd.bits == 16) {
+        write_row(sd, b, p, x, hd, cos_tab, sin_tab);
+        return;
+    }
+    SrcMix m = {x, 0, p, sd.ring + (size_t)b * sd.seq_ring, sd.R, sd.d};
+    if (sd.per_channel) {
+        if (n % sd.R == 0)
+            for (int c = threadIdx.x; c < sd.d; c += blockDim.x) quant_chunk_channel(sd, b, n / sd.R - 1, c, m, 0, 0);
+        else
+            write_row(sd, b, p, x, hd, cos_tab, sin_tab);
+    } else if (sd.R == 0) {
+        for (int w = threadIdx.x; w < sd.wpr; w += blockDim.x) quant_token_word(sd, b, p, w, m, 0, 0);
+    } else {
+        if (p >= sd.R) /* the oldest residual token leaves the window; it shares the new token's ring row */
+            for (int w = threadIdx.x; w < sd.wpr; w += blockDim.x) quant_token_word(sd, b, p - sd.R, w, m, 0, 0);
+        __syncthreads();
+        write_row(sd, b, p, x, hd, cos_tab, sin_tab);
+    }
+}
+
+extern "C" int alrd_gpu_append_decode(const alrd_gpu_side *k, const alrd_gpu_side *v, const float *src,
+                                      int ld, int kcol, int vcol, int B, const int *pos_dev, int hd,
+                                      const float *cos_tab, const float *sin_tab, void *stream) {
+    append_decode_kernel<<<dim3(B, 2), 256, 0, ST(stream)>>>(*k, *v, src, ld, kcol, vcol, pos_dev, hd, cos_tab,
+                                                             sin_tab);
+    return LAUNCHED();
+}
+
+__global__ void chunks_kernel(alrd_gpu_side sd, int b, int j0, SrcMix m, uint16_t *deq, long ld_deq) {
+    int c = blockIdx.y * blockDim.x + threadIdx.x;
+    if (c < sd.d) quant_chunk_channel(sd, b, j0 + blockIdx.x, c, m, deq, ld_deq);
+}
+
+__global__ void tokens_kernel(alrd_gpu_side sd, int b, long s0, SrcMix m, uint16_t *deq, long ld_deq) {
+    for (int w = threadIdx.x; w < sd.wpr; w += blockDim.x) quant_token_word(sd, b, s0 + blockIdx.x, w, m, deq, ld_deq);
+}
+
+/* rows [s0, s1) of fp32 src (row s - p0) into the ring / fp16 rows */
+__global__ void rows_kernel(alrd_gpu_side sd, int b, long s0, const float *src, long ld, long p0, int hd,
+                            const float *cos_tab, const float *sin_tab) {
+    long s = s0 + blockIdx.x;
+    write_row(sd, b, s, src + (s - p0) * ld, hd, cos_tab, sin_tab);
+}
+
+extern "C" int alrd_gpu_append_prefill(const alrd_gpu_side *sd, int b, const float *src, int ld, int col,
+                                       int p0, int T, int hd, const float *cos_tab, const float *sin_tab,
+                                       uint16_t *deq16, int ld_deq, void *stream) {
+    const alrd_gpu_side s = *sd;
+    const int n1 = p0 + T;
+    cudaStream_t st = ST(stream);
+    if (s.bits == 16) {
+        rows_kernel<<<T, 256, 0, st>>>(s, b, p0, src + col, ld, p0, hd, cos_tab, sin_tab);
+        return LAUNCHED();
+    }
+    int q0 = alrd_gpu_side_quantized(sd, p0), q1 = alrd_gpu_side_quantized(sd, n1);
+    SrcMix m = {src + col, ld, p0, s.ring + (size_t)b * s.seq_ring, s.R, s.d};
+    if (q1 > q0) {
+        if (s.per_channel)
+            chunks_kernel<<<dim3((q1 - q0) / s.R, cdiv(s.d, 128)), 128, 0, st>>>(s, b, q0 / s.R, m, deq16, ld_deq);
+        else
+            tokens_kernel<<<q1 - q0, 128, 0, st>>>(s, b, q0, m, deq16, ld_deq);
+    }
+    int r0 = q1 > p0 ? q1 : p0;
+    if (n1 > r0) rows_kernel<<<n1 - r0, 256, 0, st>>>(s, b, r0, src + col, ld, p0, hd, cos_tab, sin_tab);
+    return LAUNCHED();
+}
+
+extern "C" int alrd_gpu_fake_quant(const alrd_gpu_side *sd, int b, const float *src, int ld, int col, int T,
+                                   uint16_t *out, int ld_out, void *stream) {
+    const alrd_gpu_side s = *sd;
+    if (s.bits == 16) return 0;
+    SrcMix m = {src + col, ld, 0, s.ring, s.R > 0 ? s.R : 1, s.d};
+    cudaStream_t st = ST(stream);
+    if (s.per_channel) {
+        if (T / s.R > 0) chunks_kernel<<<dim3(T / s.R, cdiv(s.d, 128)), 128, 0, st>>>(s, b, 0, m, out, ld_out);
+    } else {
+        tokens_kernel<<<T, 128, 0, st>>>(s, b, 0, m, out, ld_out);
+    }
+    return LAUNCHED();
+}
+
+/* ---- materialisation -------------------------------------------------- */
+
+__global__ void materialize_kernel(alrd_gpu_side sd, int b, int q, int n_rows, uint16_t *out, int ld_out) {
+    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (size_t)n_rows * sd.d) return;
+    long s = (long)(idx / sd.d);
+    int c = (int)(idx % sd.d);
+    uint16_t v;
+    if (sd.bits == 16) v = sd.rows[(size_t)b * sd.seq_rows + (size_t)s * sd.d + c];
+    else v = s >= q ? sd.ring[(size_t)b * sd.seq_ring + (size_t)(s % sd.R) * sd.d + c] : f2h(side_value(sd, b, q, s, c));
+    out[(size_t)s * ld_out + c] = v;
+}
+
+extern "C" int alrd_gpu_materialize(const alrd_gpu_side *sd, int b, int n, int n_rows, uint16_t *out,
+                                    int ld_out, void *stream) {
+    if (n_rows <= 0) return 0;
+    size_t total = (size_t)n_rows * sd->d;
+    materialize_kernel<<<(unsigned)((total + 255) / 256), 256, 0, ST(stream)>>>(
+        *sd, b, alrd_gpu_side_quantized(sd, n), n_rows, out, ld_out);
+    return LAUNCHED();
+}
+
+/* ---- attention softmax ------------------------------------------------ */
+
+__device__ __forceinline__ long quantized_at(int mode, long n, int R) {
+    if (mode == 1) return n - n % R;
+    if (mode == 2) return n > R ? n - R : 0;
+    return 0;
+}
+
+__global__ void softmax_kernel(const float *S, const float *Sq, uint16_t *P, uint16_t *Pq, size_t hs, int nk,
+                               int p0, float scale, int first, int R, int k_mode, int v_mode) {
+    __shared__ float red[32];
+    const int t = blockIdx.x, h = blockIdx.y;
+    const size_t off = (size_t)h * hs + (size_t)t * nk;
+    const float *sr = S + off;
+    const float *sq = Sq ? Sq + off : 0;
+    uint16_t *pr = P + off, *pq = Pq ? Pq + off : 0;
+    long last = (long)p0 + t; /* causal: keys s <= last */
+    int sel = sq && t >= first;
+    long kq = sel ? quantized_at(k_mode, last + 1, R) : 0;
+    long vq = (Pq && t >= first) ? quantized_at(v_mode, last + 1, R) : 0;
+    float mx = -INFINITY;
+    for (int s = threadIdx.x; s < nk && s <= last; s += blockDim.x) mx = fmaxf(mx, (s < kq ? sq[s] : sr[s]) * scale);
+    mx = block_max_f(mx, red);
+    float sum = 0;
+    for (int s = threadIdx.x; s < nk && s <= last; s += blockDim.x) sum += expf((s < kq ? sq[s] : sr[s]) * scale - mx);
+    sum = block_sum_f(sum, red);
+    float inv = 1.0f / sum;
+    for (int s = threadIdx.x; s < nk; s += blockDim.x) {
+        float p = s <= last ? expf((s < kq ? sq[s] : sr[s]) * scale - mx) * inv : 0.0f;
+        uint16_t hp = f2h(p);
+        if (pq) {
+            pq[s] = s < vq ? hp : 0;
+            pr[s] = s < vq ? 0 : hp;
+        } else {
+            pr[s] = hp;
+        }
+    }
+}
+
+extern "C" int alrd_gpu_softmax(const float *S, const float *Sq, uint16_t *P, uint16_t *Pq, int n_heads,
+                                size_t hs, int T, int nk, int p0, float scale, int first, int R, int k_mode,
+                                int v_mode, void *stream) {
+    softmax_kernel<<<dim3(T, n_heads), 256, 0, ST(stream)>>>(S, Sq, P, Pq, hs, nk, p0, scale, first, R > 0 ? R : 1,
+                                                             k_mode, v_mode);
+    return LAUNCHED();
+}
+
+__global__ void head_bias16_kernel(uint16_t *y, int ld, int n_heads, int per_kv, int hd, const float *b) {
+    uint16_t *row = y + (size_t)blockIdx.x * ld;
+    for (int i = threadIdx.x; i < n_heads * hd; i += blockDim.x) {
+        int h = i / hd, j = i % hd;
+        row[i] = f2h(h2f(row[i]) + b[(h / per_kv) * hd + j]);
+    }
+}
+
+extern "C" int alrd_gpu_add_head_bias16(uint16_t *y, int T, int ld, int n_heads, int per_kv, int hd,
+                                        const float *b, void *stream) {
+    head_bias16_kernel<<<T, 256, 0, ST(stream)>>>(y, ld, n_heads, per_kv, hd, b);
+    return LAUNCHED();
+}
+
+/* ---- scoring ----------------------------------------------------------- */
+
+__global__ void nll_kernel(const float *logits, const int32_t *target, int nv, double *nll) {
+    __shared__ double redd[32];
+    __shared__ float redf[32];
+    const int r = blockIdx.x;
+    const int tg = target[r];
+    if (tg < 0) return; /* uniform per block */
+    const float *x = logits + (size_t)r * nv;
+    float mx = -INFINITY;
+    for (int i = threadIdx.x; i < nv; i += blockDim.x) mx = fmaxf(mx, x[i]);
+    mx = block_max_f(mx, redf);
+    double s = 0;
+    for (int i = threadIdx.x; i < nv; i += blockDim.x) s += (double)expf(x[i] - mx);
+    s = block_sum_d(s, redd);
+    if (threadIdx.x == 0) nll[r] = (double)mx + log(s) - (double)x[tg];
+}
+
+extern "C" int alrd_gpu_nll(const float *logits, const int32_t *target, int rows, int nv, double *nll,
+                            void *stream) {
+    if (rows <= 0) return 0;
+    nll_kernel<<<rows, 512, 0, ST(stream)>>>(logits, target, nv, nll);
+    return LAUNCHED();
+}
+
+__global__ void pos_advance_kernel(int *pos, int B) {
+    int b = blockIdx.x * blockDim.x + threadIdx.x;
+    if (b < B) pos[b] += 1;
+}
+
+extern "C" int alrd_gpu_pos_advance(int *pos, int B, void *stream) {
+    pos_advance_kernel<<<cdiv(B, 128), 128, 0, ST(stream)>>>(pos, B);
+    return LAUNCHED();
+}
+
+/* ---- fills ------------------------------------------------------------- */
+
+__device__ __forceinline__ uint64_t mix64(uint64_t x) {
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return x;
+}
+
+__device__ __forceinline__ float unif(uint64_t seed, size_t i) { /* [-1, 1) */
+    return (float)(mix64(seed * 0x9e3779b97f4a7c15ULL + i) >> 40) * (2.0f / 16777216.0f) - 1.0f;
+}
+
+__global__ void fill_f16_kernel(uint16_t *p, size_t n, float scale, float offset, uint64_t seed) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        p[i] = f2h(unif(seed, i) * scale + offset);
+}
+__global__ void fill_f32_kernel(float *p, size_t n, float scale, float offset, uint64_t seed) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        p[i] = unif(seed, i) * scale + offset;
+}
+__global__ void fill_u32_kernel(uint32_t *p, size_t n, uint64_t seed) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        p[i] = (uint32_t)mix64(seed * 0x9e3779b97f4a7c15ULL + i);
+}
+__global__ void f32_to_f16_kernel(const float *in, uint16_t *out, size_t n) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        out[i] = f2h(in[i]);
+}
+
+static unsigned fill_blocks(size_t n) {
+    size_t b = (n + 255) / 256;
+    return (unsigned)(b > 65536 ? 65536 : (b ? b : 1));
+}
+
+extern "C" int alrd_gpu_fill_f16(uint16_t *p, size_t n, float scale, float offset, uint64_t seed, void *stream) {
+    fill_f16_kernel<<<fill_blocks(n), 256, 0, ST(stream)>>>(p, n, scale, offset, seed);
+    return LAUNCHED();
+}
+extern "C" int alrd_gpu_fill_f32(float *p, size_t n, float scale, float offset, uint64_t seed, void *stream) {
+    fill_f32_kernel<<<fill_blocks(n), 256, 0, ST(stream)>>>(p, n, scale, offset, seed);
+    return LAUNCHED();
+}
+extern "C" int alrd_gpu_fill_u32(uint32_t *p, size_t n, uint64_t seed, void *stream) {
+    fill_u32_kernel<<<fill_blocks(n), 256, 0, ST(stream)>>>(p, n, seed);
+    return LAUNCHED();
+}
+extern "C" int alrd_gpu_f32_to_f16(const float *in, uint16_t *out, size_t n, void *stream) {
+    f32_to_f16_kernel<<<fill_blocks(n), 256, 0, ST(stream)>>>(in, out, n);
+    return LAUNCHED();
+}

@@ -1,0 +1,138 @@
+/* gpu_ops: CUDA kernels of the forward pass and of the latent KV cache
+ * (kernels/gpu_ops.cu), behind plain-C launchers. Every pointer is device
+ * memory unless said otherwise; fp16 data travels as uint16_t bit patterns.
+ * `stream` is a cudaStream_t. Launchers return 0 or the CUDA error code of
+ * the launch.
+ *
+ * The cache side layout is runtime/kv_cache.h's packed layout, per sequence:
+ *   bits < 16: quantised units (per channel: chunks of R tokens, words
+ *     [d][ceil(R/cpw)], scales/zeros [d][R/G]; per token: words
+ *     [ceil(d/cpw)], scales/zeros [ceil(d/G)]) plus an fp16 residual ring of
+ *     R rows, token s in row s % R;
+ *   bits 16: fp16 rows [max_ctx][d], token s in row s (RoPE'd already when
+ *     `roped`: the plain fp16 K cache of an undecomposed layer).
+ * Which tokens are quantised follows kv_cache.h exactly (n = tokens held):
+ *   per channel: s < n - n % R;  per token: s < max(0, n - R).
+ * Quantisation is kernels/kivi.h's, bit for bit on the same fp32 inputs
+ * (min/max, fp16 zero rounded down, scale rounded up, codes in fp64). */
+#ifndef ALRD_GPU_OPS_H
+#define ALRD_GPU_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* One side (K or V) of one layer's cache, for n_seq sequences. */
+typedef struct {
+    int d;                  /* cached width */
+    int bits;               /* 2, 3, 4, 8 or 16 */
+    int per_channel;        /* units are chunks of R tokens (KIVI keys) */
+    int G, R;
+    int roped;              /* bits 16 rows hold RoPE'd keys */
+    int cpw, wpr, ng;       /* codes per word; words and groups per run */
+    size_t unit_words, unit_groups;
+    uint32_t *codes;        /* sequence b, unit u: codes + b*seq_words + u*unit_words */
+    uint16_t *scales, *zeros;
+    uint16_t *ring;         /* [R][d] per sequence (bits < 16) */
+    uint16_t *rows;         /* [max_ctx][d] per sequence (bits 16) */
+    size_t seq_words, seq_groups, seq_ring, seq_rows;
+} alrd_gpu_side;
+
+/* Tokens of n that sit in the quantised part of a side (0 for bits 16). */
+int alrd_gpu_side_quantized(const alrd_gpu_side *s, int n);
+
+/* h[t] = fp32(emb[tok[t]]), rows of width H. */
+int alrd_gpu_embed(const uint16_t *emb, const int32_t *tok, int T, int H, float *h, void *stream);
+/* out[t] = fp16(x[t] / rms(x[t]) * w) (rms in fp32 of an fp32 sum). */
+int alrd_gpu_rmsnorm(const float *x, const float *w, int T, int H, float eps, uint16_t *out,
+                     void *stream);
+/* gu rows [gate(ffn) | up(ffn)] -> out[t][i] = fp16(silu(gate) * up). */
+int alrd_gpu_silu_mul(const float *gu, int T, int ffn, uint16_t *out, void *stream);
+
+/* After the fused QKV product: qkv rows [q(qd) | k(dk) | v(dv)] (ld = row
+ * width). Adds bq to q, bk to k and bv to v (each may be NULL; bk/bv only
+ * for undecomposed projections), in place; writes q RoPE'd as fp16 to q16
+ * [T][qd]. Row t has position pos_dev[t] when pos_dev is given (decode:
+ * row b = sequence b), else pos0 + t. When k16/v16 are given, row t also
+ * goes as fp16 to k16/v16 row (pos0 + t) (prefill materialisation). */
+int alrd_gpu_qkv_post(float *qkv, int T, int ld, int n_heads, int hd, int dk, int dv,
+                      const float *bq, const float *bk, const float *bv, const int *pos_dev,
+                      int pos0, const float *cos_tab, const float *sin_tab, uint16_t *q16,
+                      uint16_t *k16, uint16_t *v16, int ld16k, int ld16v, void *stream);
+
+/* out16 rows [r0, r1) (ld_out) = fp16(RoPE(in rows + bias)) for in32 (fp32,
+ * ld_in) or in16 (fp16) -- exactly one given. n_heads*hd columns; row r
+ * has position r. */
+int alrd_gpu_rope_rows(const float *in32, const uint16_t *in16, int ld_in, const float *bias,
+                       int r0, int r1, int n_heads, int hd, const float *cos_tab,
+                       const float *sin_tab, uint16_t *out16, int ld_out, void *stream);
+
+/* Decode step: appends each sequence's new token (fp32 row b of src, at
+ * column offset col; position pos_dev[b]) to both sides of one layer's
+ * cache, quantising what kv_cache.h's rules quantise at this step. B
+ * sequences. K rows are RoPE'd when k->roped. */
+int alrd_gpu_append_decode(const alrd_gpu_side *k, const alrd_gpu_side *v, const float *src,
+                           int ld, int kcol, int vcol, int B, const int *pos_dev, int hd,
+                           const float *cos_tab, const float *sin_tab, void *stream);
+
+/* Prefill of sequence b: tokens [p0, p0+T) (fp32 rows of src, row t = token
+ * p0+t, column offset col) join one side that held p0 tokens. Quantises
+ * what the rules quantise (reading older residual tokens from the ring)
+ * and stores the new residual / fp16 rows. If deq16 is given, every
+ * quantised token's dequantised row also goes there (row s, ld_deq). */
+int alrd_gpu_append_prefill(const alrd_gpu_side *sd, int b, const float *src, int ld, int col,
+                            int p0, int T, int hd, const float *cos_tab, const float *sin_tab,
+                            uint16_t *deq16, int ld_deq, void *stream);
+
+/* Fake quantisation for the teacher-forced scoring path: the dequantised
+ * values that the cache would hold for tokens [0, T) of fp32 src (row t,
+ * column offset col) once quantised -- per-channel chunks of R for the
+ * complete chunks, per token for every token -- as fp16 rows of out (ld).
+ * Rows of incomplete chunks are left untouched. Scratch: unit storage for
+ * ceil(T/R)+1 chunk units or T token units (sd's codes/scales/zeros of
+ * sequence b are overwritten). */
+int alrd_gpu_fake_quant(const alrd_gpu_side *sd, int b, const float *src, int ld, int col, int T,
+                        uint16_t *out, int ld_out, void *stream);
+
+/* Materialises tokens [0, n_rows) of sequence b of a side holding n tokens
+ * as fp16 rows of out (ld): dequantised units, ring rows or fp16 rows. */
+int alrd_gpu_materialize(const alrd_gpu_side *sd, int b, int n, int n_rows, uint16_t *out,
+                         int ld_out, void *stream);
+
+/* Masked softmax over scores of n_heads heads, T query rows at positions
+ * p0.., nk keys: S rows at S + h*hs + t*nk (fp32), P likewise (fp16),
+ * keys s > p0 + t masked. With Sq/Pq (the teacher-forced scoring path):
+ * rows t >= first use, for key s, Sq's score when key s is quantised at
+ * time t (s < kq(t+1)) and write P to Pq instead of P when value s is
+ * quantised (s < vq(t+1)); kq/vq from k_mode/v_mode: 0 never, 1 per
+ * channel chunks of R, 2 per token (s < n - R). */
+int alrd_gpu_softmax(const float *S, const float *Sq, uint16_t *P, uint16_t *Pq, int n_heads,
+                     size_t hs, int T, int nk, int p0, float scale, int first, int R, int k_mode,
+                     int v_mode, void *stream);
+
+/* y[t][h*hd + i] += fp16(b[(h / per_kv)*hd + i]) for fp16 rows of width ld. */
+int alrd_gpu_add_head_bias16(uint16_t *y, int T, int ld, int n_heads, int per_kv, int hd,
+                             const float *b, void *stream);
+
+/* nll[r] = logsumexp(logits[r]) - logits[r][target[r]] (fp32 exp, fp64
+ * sums) for rows with target >= 0; rows of width nv. */
+int alrd_gpu_nll(const float *logits, const int32_t *target, int rows, int nv, double *nll,
+                 void *stream);
+
+/* pos[b] += 1 for b < B. */
+int alrd_gpu_pos_advance(int *pos, int B, void *stream);
+
+/* Deterministic pseudo-random fills (benchmarks with synthetic weights). */
+int alrd_gpu_fill_f16(uint16_t *p, size_t n, float scale, float offset, uint64_t seed, void *stream);
+int alrd_gpu_fill_f32(float *p, size_t n, float scale, float offset, uint64_t seed, void *stream);
+int alrd_gpu_fill_u32(uint32_t *p, size_t n, uint64_t seed, void *stream);
+int alrd_gpu_f32_to_f16(const float *in, uint16_t *out, size_t n, void *stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,118 @@
+/* gpu: the CUDA backend (runtime/gpu.cu). An engine holds a model's weights
+ * on one GPU (fp16, uploaded once), the latent KV caches of n_seq
+ * independent sequences (kv_cache.h's semantics and packed layout, fp16
+ * residual), and the activations of the forward pass: fp16 operands into
+ * cuBLAS with fp32 accumulation, an fp32 residual stream.
+ *
+ *   prefill   T tokens of one sequence at its current position p0 (0 for the
+ *             public API): attention over the cache (dequantised) and the
+ *             new tokens at full precision, then the cache takes them as
+ *             kv_cache_prefill does;
+ *   decode    one token of every sequence through the cache (kv_cache's
+ *             append, then attention over [dequant(quantised) ; residual]):
+ *             fused kernels (kernels/gpu_attn.h), replayed as a CUDA graph,
+ *             or the reference path (materialise K/V with cuBLAS);
+ *   score     one perplexity chunk in one pass (see alrd_gpu_score).
+ *
+ * Built only when nvcc is found (ALRD_CUDA); without it, or without a GPU,
+ * alrd_gpu_available() is 0 and callers use the CPU path. Not thread safe. */
+#ifndef ALRD_GPU_H
+#define ALRD_GPU_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum { ALRD_GPU_ATTN_FUSED = 0, ALRD_GPU_ATTN_REF = 1 };
+
+typedef struct {
+    int max_ctx;                /* tokens per sequence */
+    int max_batch;              /* tokens per prefill / score call */
+    int n_seq;                  /* sequences decoded together, >= 1 */
+    const int *k_bits, *v_bits; /* [n_layers]: 2, 3, 4, 8 or 16 */
+    int group_size, residual, use_kivi;
+    int attn;                   /* ALRD_GPU_ATTN_FUSED or _REF (decode attention) */
+    int graph;                  /* replay fused decode steps as a CUDA graph */
+    int score;                  /* allocate the buffers of alrd_gpu_score */
+} alrd_gpu_opts;
+
+typedef struct alrd_gpu alrd_gpu;
+
+/* 1 when this build has CUDA and a device is present (cudaGetDeviceCount). */
+int alrd_gpu_available(void);
+
+/* An engine for model m (weights converted to fp16 on the device). */
+int alrd_gpu_new(alrd_gpu **out, const alrd_model *m, const alrd_gpu_opts *o, alrd_error *err);
+
+/* An engine with random weights of the given shape, made on the device
+ * (benchmarks): cfg as a model's; group_heads KV heads per latent; k_rank /
+ * v_rank [n_layers] (NULL or 0 = full projection). */
+int alrd_gpu_new_synthetic(alrd_gpu **out, const alrd_config *cfg, int group_heads, const int *k_rank,
+                           const int *v_rank, const alrd_gpu_opts *o, uint64_t seed, alrd_error *err);
+void alrd_gpu_free(alrd_gpu *g);
+
+/* Empties sequence seq (-1: all). */
+void alrd_gpu_reset(alrd_gpu *g, int seq);
+int alrd_gpu_pos(const alrd_gpu *g, int seq);
+/* Exact cache bytes of sequence seq now (kv_cache_layer_bytes summed). */
+size_t alrd_gpu_cache_bytes(const alrd_gpu *g, int seq);
+
+/* T tokens of sequence seq at its position p0 (p0 + T <= max_ctx, T <=
+ * max_batch). logits (host, may be NULL): [T][vocab] if all_logits, else
+ * the last row. */
+int alrd_gpu_prefill(alrd_gpu *g, int seq, const int32_t *tokens, int T, float *logits, int all_logits,
+                     alrd_error *err);
+
+/* One decode step of all n_seq sequences: tokens[n_seq] (host); logits
+ * (host, may be NULL) [n_seq][vocab]. */
+int alrd_gpu_decode(alrd_gpu *g, const int32_t *tokens, float *logits, alrd_error *err);
+
+/* One perplexity chunk on sequence 0 (left empty afterwards):
+ * nll[j] = -log p(tokens[j+1] | tokens[0..j]) for j in [first, T-1), fp64.
+ * decode = 0: the model over T tokens in one prefill. decode = 1: what
+ * prefilling tokens [0, first) and then decoding tokens first..T-2 one at a
+ * time through the quantised cache computes, in one pass ("teacher
+ * forced"): row j >= first attends to key s through its dequantised value
+ * exactly when the cache after appending token j holds s quantised (keys:
+ * s < (j+1) - (j+1) % R per channel, or s < j+1-R per token; values:
+ * s < j+1-R), else at full precision. Needs opts.score. */
+int alrd_gpu_score(alrd_gpu *g, const int32_t *tokens, int T, int first, int decode, double *nll,
+                   alrd_error *err);
+
+/* Benchmarks: fills sequence seq's cache with n tokens of random content
+ * (valid codes, scales, zeros and residual) and sets its position to n. */
+int alrd_gpu_fill_random(alrd_gpu *g, int seq, int n, uint64_t seed, alrd_error *err);
+
+/* Switches the decode attention path (drops a captured graph). */
+void alrd_gpu_set_attn(alrd_gpu *g, int attn);
+/* 1 when the fused decode attention supports every layer of this engine. */
+int alrd_gpu_fused_ok(const alrd_gpu *g);
+/* Waits for the device; reports a pending error. */
+int alrd_gpu_sync(alrd_gpu *g, alrd_error *err);
+
+typedef struct {
+    char name[128];
+    double peak_bw;             /* bytes/s from the memory clock and bus width */
+    size_t total_mem, free_mem; /* device memory now */
+    size_t engine_bytes;        /* what this engine allocated */
+    size_t weight_bytes;        /* of which weights */
+    int sm_count;
+} alrd_gpu_info;
+int alrd_gpu_get_info(const alrd_gpu *g, alrd_gpu_info *out);
+
+/* Bytes one decode step must read from device memory at the current
+ * positions: weights (+ lm_head) once, plus every sequence's cache
+ * (cache_bytes) -- the numerator of the HBM roofline. */
+size_t alrd_gpu_step_bytes(const alrd_gpu *g);
+
+const alrd_config *alrd_gpu_config(const alrd_gpu *g);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
