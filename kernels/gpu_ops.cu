@@ -7,6 +7,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <math.h>
+#include <string.h>
 
 #include "gpu_common.cuh"
 
@@ -16,6 +17,39 @@
 static inline int cdiv(long a, long b) { return (int)((a + b - 1) / b); }
 
 /* ---- KIVI arithmetic (kernels/kivi.c) -------------------------------- */
+
+extern "C" void alrd_gpu_side_init(alrd_gpu_side *s, int d, int bits, int per_channel, int G, int R, int roped,
+                                   int max_ctx, size_t *units) {
+    memset(s, 0, sizeof *s);
+    s->d = d;
+    s->bits = bits;
+    s->per_channel = per_channel;
+    s->G = G;
+    s->R = R;
+    s->roped = roped;
+    *units = 0;
+    if (bits == 16) {
+        s->seq_rows = (size_t)max_ctx * d;
+        return;
+    }
+    s->cpw = 32 / bits;
+    if (per_channel) {
+        s->wpr = (R + s->cpw - 1) / s->cpw;
+        s->ng = (R + G - 1) / G;
+        s->unit_words = (size_t)d * s->wpr;
+        s->unit_groups = (size_t)d * s->ng;
+        *units = (size_t)(max_ctx / R);
+    } else {
+        s->wpr = (d + s->cpw - 1) / s->cpw;
+        s->ng = (d + G - 1) / G;
+        s->unit_words = s->wpr;
+        s->unit_groups = s->ng;
+        *units = (size_t)max_ctx;
+    }
+    s->seq_words = *units * s->unit_words;
+    s->seq_groups = *units * s->unit_groups;
+    s->seq_ring = (size_t)R * d;
+}
 
 __device__ __forceinline__ uint16_t h_round_down(float x) {
     if (!(x == x)) return 0;
@@ -482,6 +516,16 @@ __global__ void head_bias16_kernel(uint16_t *y, int ld, int n_heads, int per_kv,
 extern "C" int alrd_gpu_add_head_bias16(uint16_t *y, int T, int ld, int n_heads, int per_kv, int hd,
                                         const float *b, void *stream) {
     head_bias16_kernel<<<T, 256, 0, ST(stream)>>>(y, ld, n_heads, per_kv, hd, b);
+    return LAUNCHED();
+}
+
+__global__ void bias_f32_kernel(float *y, int n, const float *b) {
+    float *row = y + (size_t)blockIdx.x * n;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) row[i] += b[i];
+}
+
+extern "C" int alrd_gpu_add_bias_f32(float *y, int T, int n, const float *b, void *stream) {
+    bias_f32_kernel<<<T, 256, 0, ST(stream)>>>(y, n, b);
     return LAUNCHED();
 }
 

@@ -41,6 +41,12 @@ typedef struct {
     size_t seq_words, seq_groups, seq_ring, seq_rows;
 } alrd_gpu_side;
 
+/* Fills the layout fields of a side for one sequence of max_ctx tokens
+ * (pointers NULL, strides per sequence); *units = quantised units it holds.
+ * Arguments as kv_cache_config_check accepts them. */
+void alrd_gpu_side_init(alrd_gpu_side *s, int d, int bits, int per_channel, int G, int R, int roped,
+                        int max_ctx, size_t *units);
+
 /* Tokens of n that sit in the quantised part of a side (0 for bits 16). */
 int alrd_gpu_side_quantized(const alrd_gpu_side *s, int n);
 
@@ -116,6 +122,9 @@ int alrd_gpu_softmax(const float *S, const float *Sq, uint16_t *P, uint16_t *Pq,
 /* y[t][h*hd + i] += fp16(b[(h / per_kv)*hd + i]) for fp16 rows of width ld. */
 int alrd_gpu_add_head_bias16(uint16_t *y, int T, int ld, int n_heads, int per_kv, int hd,
                              const float *b, void *stream);
+
+/* y[t][i] += b[i] for fp32 rows of width n. */
+int alrd_gpu_add_bias_f32(float *y, int T, int n, const float *b, void *stream);
 
 /* nll[r] = logsumexp(logits[r]) - logits[r][target[r]] (fp32 exp, fp64
  * sums) for rows with target >= 0; rows of width nv. */

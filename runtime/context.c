@@ -8,6 +8,9 @@
 
 #include "../kernels/cpu_ops.h"
 #include "kv_cache.h"
+#if ALRD_CUDA
+#include "gpu.h"
+#endif
 
 struct alrd_ctx {
     const alrd_model *m;
@@ -26,7 +29,21 @@ struct alrd_ctx {
     float *u;             /* latent value mix [max_batch][max v rank] */
     float *cos_tab, *sin_tab; /* [max_ctx][hd/2] */
     int *kpos;            /* 0..max_ctx-1 */
+    int backend;          /* ALRD_BACKEND_CPU or _GPU */
+#if ALRD_CUDA
+    alrd_gpu *gpu;        /* the GPU engine (owned) when backend is GPU */
+#endif
 };
+
+int alrd_ctx_gpu_available(void) {
+#if ALRD_CUDA
+    return alrd_gpu_available();
+#else
+    return 0;
+#endif
+}
+
+int alrd_ctx_backend(const alrd_ctx *c) { return c->backend; }
 
 void alrd_cache_opts_default(const alrd_model *m, alrd_cache_opts *o) {
     memset(o, 0, sizeof *o);
@@ -71,6 +88,35 @@ int alrd_ctx_new(alrd_ctx **out, const alrd_model *m, int max_ctx, int max_batch
         vb[l] = x->opts.v_bits ? x->opts.v_bits : m->lowrank.v_bits[l];
     }
     int rc = -1;
+    x->backend = ALRD_BACKEND_CPU;
+    if (x->opts.backend == ALRD_BACKEND_GPU || (x->opts.backend == ALRD_BACKEND_AUTO && alrd_ctx_gpu_available()))
+        x->backend = ALRD_BACKEND_GPU;
+#if ALRD_CUDA
+    if (x->backend == ALRD_BACKEND_GPU && dk && dv && kb && vb) {
+        alrd_gpu_opts go = {.max_ctx = max_ctx, .max_batch = max_batch, .n_seq = 1, .k_bits = kb, .v_bits = vb,
+                            .group_size = x->opts.group_size, .residual = x->opts.residual,
+                            .use_kivi = x->opts.use_kivi,
+                            .attn = (x->opts.gpu_flags & ALRD_GPU_REF_ATTN) ? ALRD_GPU_ATTN_REF : ALRD_GPU_ATTN_FUSED,
+                            .graph = !(x->opts.gpu_flags & ALRD_GPU_NO_GRAPH), .score = 1};
+        rc = alrd_gpu_new(&x->gpu, m, &go, err);
+        free(dk); free(dv); free(kb); free(vb);
+        if (rc) { alrd_ctx_free(x); return -1; }
+        size_t B = max_batch;
+        x->x = malloc(sizeof(float) * B * c->hidden); /* host rows for alrd_ctx_embed / alrd_ctx_logits */
+        x->xn = malloc(sizeof(float) * B * c->hidden);
+        if (!x->x || !x->xn) {
+            alrd_ctx_free(x);
+            return alrd_errf(err, "%s: out of memory", m->path);
+        }
+        *out = x;
+        return 0;
+    }
+#endif
+    if (x->backend == ALRD_BACKEND_GPU) {
+        free(dk); free(dv); free(kb); free(vb);
+        alrd_ctx_free(x);
+        return alrd_errf(err, "%s: no GPU backend (this build has no CUDA, or no device is present)", m->path);
+    }
     if (dk && dv && kb && vb) {
         alrd_kv_cache_config kc = {.n_layers = L, .dk = dk, .dv = dv, .k_bits = kb, .v_bits = vb,
                                    .group_size = x->opts.group_size, .residual_length = x->opts.residual,
@@ -115,6 +161,9 @@ int alrd_ctx_new(alrd_ctx **out, const alrd_model *m, int max_ctx, int max_batch
 
 void alrd_ctx_free(alrd_ctx *x) {
     if (!x) return;
+#if ALRD_CUDA
+    if (x->gpu) alrd_gpu_free(x->gpu);
+#endif
     if (x->cache) alrd_kv_cache_free(x->cache);
     float *p[] = {x->x, x->xn, x->q, x->lk, x->lv, x->att, x->gate, x->up,
                   x->kf, x->scores, x->u, x->cos_tab, x->sin_tab};
@@ -125,7 +174,10 @@ void alrd_ctx_free(alrd_ctx *x) {
 }
 
 void alrd_ctx_reset(alrd_ctx *x) {
-    alrd_kv_cache_reset(x->cache);
+#if ALRD_CUDA
+    if (x->gpu) alrd_gpu_reset(x->gpu, 0);
+#endif
+    if (x->cache) alrd_kv_cache_reset(x->cache);
     x->pos = 0;
 }
 
@@ -140,7 +192,28 @@ int alrd_ctx_is_quantized(const alrd_ctx *x) {
     }
     return 0;
 }
-size_t alrd_ctx_cache_bytes(const alrd_ctx *x) { return alrd_kv_cache_bytes(x->cache); }
+size_t alrd_ctx_cache_bytes(const alrd_ctx *x) {
+#if ALRD_CUDA
+    if (x->gpu) return alrd_gpu_cache_bytes(x->gpu, 0);
+#endif
+    return alrd_kv_cache_bytes(x->cache);
+}
+
+int alrd_ctx_can_score(const alrd_ctx *x) {
+    return x->backend == ALRD_BACKEND_GPU && !(x->opts.gpu_flags & ALRD_GPU_STEPWISE);
+}
+
+int alrd_ctx_score(alrd_ctx *x, const int32_t *tokens, int T, int first, int decode, double *nll,
+                   alrd_error *err) {
+#if ALRD_CUDA
+    if (x->gpu && alrd_ctx_can_score(x)) {
+        x->pos = 0;
+        return alrd_gpu_score(x->gpu, tokens, T, first, decode, nll, err);
+    }
+#endif
+    (void)tokens; (void)T; (void)first; (void)decode; (void)nll;
+    return alrd_errf(err, "%s: one-pass scoring needs the GPU backend", x->m->path);
+}
 
 void alrd_ctx_set_attn_hook(alrd_ctx *x, alrd_attn_input_fn fn, void *user) {
     x->hook = fn;
@@ -253,6 +326,7 @@ void alrd_ctx_embed(alrd_ctx *x, const int32_t *tokens, int T, float *h) {
 }
 
 int alrd_ctx_layer_prefill(alrd_ctx *x, int layer, float *h, int T, alrd_error *err) {
+    if (x->backend != ALRD_BACKEND_CPU) return alrd_errf(err, "%s: layer access needs a CPU context", x->m->path);
     if (T > x->max_batch) return alrd_errf(err, "%s: %d tokens exceed the batch of %d", x->m->path, T, x->max_batch);
     return layer_forward(x, layer, h, T, PREFILL_NOCACHE, err);
 }
@@ -275,6 +349,23 @@ int alrd_ctx_forward(alrd_ctx *x, const int32_t *tokens, int T, float *logits, i
     for (int t = 0; t < T; t++)
         if (tokens[t] < 0 || tokens[t] >= c->vocab_size)
             return alrd_errf(err, "%s: token id %d out of range [0, %d)", x->m->path, tokens[t], c->vocab_size);
+#if ALRD_CUDA
+    if (x->gpu) { /* same contract: a prefill at position 0, else decode steps */
+        if (x->pos == 0 && T > 1) {
+            if (T > x->max_batch)
+                return alrd_errf(err, "%s: prefill of %d tokens exceeds the batch of %d", x->m->path, T, x->max_batch);
+            if (alrd_gpu_prefill(x->gpu, 0, tokens, T, logits, all_logits, err)) return -1;
+            x->pos = T;
+            return 0;
+        }
+        for (int t = 0; t < T; t++) {
+            float *lg = logits && (all_logits || t == T - 1) ? logits + (all_logits ? (size_t)t * c->vocab_size : 0) : NULL;
+            if (alrd_gpu_decode(x->gpu, tokens + t, lg, err)) return -1;
+            x->pos++;
+        }
+        return 0;
+    }
+#endif
     if (x->pos == 0 && T > 1) {
         if (T > x->max_batch)
             return alrd_errf(err, "%s: prefill of %d tokens exceeds the batch of %d", x->m->path, T, x->max_batch);

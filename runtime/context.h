@@ -6,12 +6,24 @@
 
 #include "model.h"
 
+/* Where a context runs. AUTO: the GPU when this build has CUDA and a device
+ * is present, else the CPU (silently). */
+enum { ALRD_BACKEND_CPU = 0, ALRD_BACKEND_GPU = 1, ALRD_BACKEND_AUTO = 2 };
+/* GPU options (bits of gpu_flags) */
+enum {
+    ALRD_GPU_REF_ATTN = 1,  /* decode attention by materialising K/V (cuBLAS), not the fused kernels */
+    ALRD_GPU_STEPWISE = 2,  /* perplexity through real decode steps, not the one-pass scoring */
+    ALRD_GPU_NO_GRAPH = 4   /* no CUDA graph for decode steps */
+};
+
 /* Cache settings of a context (defaults come from the .alrd file). */
 typedef struct {
     int k_bits, v_bits;   /* 16 = unquantized; 0 = take the file's per-layer bits */
     int group_size;       /* KIVI G */
     int residual;         /* KIVI R */
     int use_kivi;
+    int backend;          /* ALRD_BACKEND_*; the default is the CPU */
+    int gpu_flags;        /* ALRD_GPU_* */
 } alrd_cache_opts;
 
 /* Fills opts with the model's defaults (the file's, or 16-bit for plain models). */
@@ -40,12 +52,26 @@ size_t alrd_ctx_cache_bytes(const alrd_ctx *c);
 int alrd_ctx_forward(alrd_ctx *c, const int32_t *tokens, int T, float *logits, int all_logits,
                      alrd_error *err);
 
-/* Calibration hook: called with the attention-normed input of every layer
+/* The backend a context runs on (ALRD_BACKEND_CPU or _GPU). */
+int alrd_ctx_backend(const alrd_ctx *c);
+/* 1 when contexts can run on a GPU (CUDA build and a device present). */
+int alrd_ctx_gpu_available(void);
+/* One perplexity chunk in one call, where the backend has such a path (GPU
+ * without ALRD_GPU_STEPWISE; see alrd_gpu_score in gpu.h): nll[j] =
+ * -log p(tokens[j+1]) for j in [first, T-1), what alrd_perplexity_tokens
+ * computes from the logits of a prefill of T tokens (decode = 0) or of a
+ * prefill of `first` tokens and decode steps (decode = 1). The cache is
+ * left empty. alrd_ctx_can_score says whether the path exists. */
+int alrd_ctx_can_score(const alrd_ctx *c);
+int alrd_ctx_score(alrd_ctx *c, const int32_t *tokens, int T, int first, int decode, double *nll,
+                   alrd_error *err);
+
+/* Calibration hook (CPU contexts only): called with the attention-normed input of every layer
  * (the shared input of k_proj and v_proj), [T][hidden]. */
 typedef void (*alrd_attn_input_fn)(void *user, int layer, const float *xn, int T);
 void alrd_ctx_set_attn_hook(alrd_ctx *c, alrd_attn_input_fn fn, void *user);
 
-/* Layer-level access for calibration: x is [T][hidden] hidden states of one
+/* Layer-level access for calibration (CPU contexts only): x is [T][hidden] hidden states of one
  * sequence starting at position 0, run through one layer in place as a
  * prefill that leaves the cache untouched. */
 void alrd_ctx_embed(alrd_ctx *c, const int32_t *tokens, int T, float *x);

@@ -58,8 +58,11 @@ int alrd_perplexity_tokens(alrd_ctx *c, alrd_ctx *ref, const int32_t *tokens, si
     float *lg = malloc(sizeof(float) * (size_t)n_ctx * nv);
     float *lr = ref ? malloc(sizeof(float) * (size_t)n_ctx * nv) : NULL;
     int32_t *chunk = malloc(sizeof(int32_t) * n_ctx);
-    if (!lg || !chunk || (ref && !lr)) {
-        free(lg); free(lr); free(chunk);
+    /* a backend with one-pass scoring (the GPU) returns the nll itself */
+    const int fast = !ref && alrd_ctx_can_score(c);
+    double *nllv = fast ? malloc(sizeof(double) * n_ctx) : NULL;
+    if (!lg || !chunk || (ref && !lr) || (fast && !nllv)) {
+        free(lg); free(lr); free(chunk); free(nllv);
         return alrd_errf(err, "perplexity: out of memory for %d x %d logits", n_ctx, nv);
     }
     double t0 = alrd_now(), nll = 0, nll2 = 0, kl = 0, kl2 = 0;
@@ -69,7 +72,9 @@ int alrd_perplexity_tokens(alrd_ctx *c, alrd_ctx *ref, const int32_t *tokens, si
         memcpy(chunk, tokens + (size_t)ch * n_ctx, sizeof(int32_t) * n_ctx);
         if (add_bos) chunk[0] = bos;
         alrd_ctx_reset(c);
-        if (decode) {
+        if (fast) {
+            rc = alrd_ctx_score(c, chunk, n_ctx, first, decode, nllv, err);
+        } else if (decode) {
             /* prefill the first half, then one token at a time: logits row j
              * is the distribution after token j, j = first .. n_ctx-2 */
             rc = alrd_ctx_forward(c, chunk, first, NULL, 0, err);
@@ -85,7 +90,7 @@ int alrd_perplexity_tokens(alrd_ctx *c, alrd_ctx *ref, const int32_t *tokens, si
         if (rc) break;
         for (int j = first; j < n_ctx - 1; j++) {
             const float *row = lg + (size_t)j * nv;
-            double v = -log_prob(row, nv, chunk[j + 1]);
+            double v = fast ? nllv[j] : -log_prob(row, nv, chunk[j + 1]);
             nll += v;
             nll2 += v * v;
             if (ref) {
@@ -102,7 +107,7 @@ int alrd_perplexity_tokens(alrd_ctx *c, alrd_ctx *ref, const int32_t *tokens, si
             if (ch + 1 == n_chunks) fputc('\n', stderr);
         }
     }
-    free(lg); free(lr); free(chunk);
+    free(lg); free(lr); free(chunk); free(nllv);
     if (rc) return -1;
     double mean = nll / count, var = nll2 / count - mean * mean;
     r->nll = mean;

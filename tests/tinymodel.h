@@ -15,12 +15,13 @@
 typedef struct {
     int n_layers, hidden, n_heads, n_kv_heads, ffn, ctx;
     const char *poison_tensor; /* GGUF tensor name, or NULL */
-    long poison_index;         /* element replaced in it */
+    long poison_index;         /* first element replaced in it */
+    long poison_count;         /* how many consecutive elements (0: one) */
     float poison_value;
 } tiny_opts;
 
 static inline tiny_opts tiny_defaults(void) {
-    tiny_opts o = {2, 64, 4, 2, 128, 512, NULL, 0, 0};
+    tiny_opts o = {2, 64, 4, 2, 128, 512, NULL, 0, 0, 0};
     return o;
 }
 
@@ -170,7 +171,8 @@ static inline int tiny_model_write(const char *path, const tiny_opts *o) {
         float scale = norm ? 0 : 1.7f / sqrtf((float)shapes[i][1]);
         for (uint64_t k = 0; k < numel; k++) {
             float v = norm ? 1.0f : ((float)(tiny_lcg(&seed) % 20001) / 10000.0f - 1.0f) * scale;
-            if (o->poison_tensor && !strcmp(o->poison_tensor, names[i]) && (long)k == o->poison_index)
+            if (o->poison_tensor && !strcmp(o->poison_tensor, names[i]) && (long)k >= o->poison_index &&
+                (long)k < o->poison_index + (o->poison_count > 0 ? o->poison_count : 1))
                 v = o->poison_value;
             tb_put(&b, &v, 4);
         }

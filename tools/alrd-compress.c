@@ -1,6 +1,7 @@
 /* alrd-compress: calibrate, factor K/V projections with a whitened SVD,
  * choose ranks under a budget and write a packed .alrd file. */
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,10 +9,13 @@
 #include <unistd.h>
 
 #include "../calib/compress.h"
+#include "../calib/qerr.h"
 #include "../calib/ranks.h"
 #include "../formats/alrd_file.h"
+#include "../runtime/context.h"
 #include "../runtime/kv_cache.h"
 #include "../runtime/model.h"
+#include "../runtime/perplexity.h"
 
 static void usage(void) {
     fprintf(stderr,
@@ -29,6 +33,11 @@ static void usage(void) {
             "  --kv-bits B, --k-bits B, --v-bits B   cache defaults (default 16)\n"
             "  --group-size G, --residual R, --no-kivi   KIVI defaults (32, 128, on)\n"
             "  --report FILE         compression report as JSON\n"
+            "  --kv-bits-per-token B joint rank + bits allocation under a KV cache budget of B bits per\n"
+            "                        token (all layers, K + V: codes, scales, zeros and the residual\n"
+            "                        window amortised over --amortize-ctx); writes per-layer bits\n"
+            "  --amortize-ctx N      context for the byte budget and the report (default 4096)\n"
+            "  --rank-step S         rank grid of the joint allocation (default max(8, group size))\n"
             "The chosen ranks are always written next to OUT as OUT.ranks.json.\n");
 }
 
@@ -37,6 +46,43 @@ static void on_signal(int sig) {
     if (tmp) unlink(tmp); /* never leave a partial file behind */
     signal(sig, SIG_DFL);
     raise(sig);
+}
+
+/* A NaN or Inf weight would only surface later, as a non-finite Gram or
+ * SVD of some other module; name the tensor instead. */
+static int check_finite(const alrd_model *m, alrd_error *err) {
+    const alrd_config *c = &m->cfg;
+    const size_t H = c->hidden, Q = (size_t)c->n_heads * c->head_dim, KV = (size_t)c->n_kv_heads * c->head_dim,
+                 F = c->ffn, V = c->vocab_size;
+    for (int l = -1; l < c->n_layers; l++) {
+        const alrd_layer *L = l >= 0 ? &m->layers[l] : NULL;
+        struct { const float *p; size_t rows, cols; const char *name; } t[13] = {
+            {m->embed, V, H, "model.embed_tokens.weight"}, {m->final_norm, 1, H, "model.norm.weight"},
+            {m->lm_head != m->embed ? m->lm_head : NULL, V, H, "lm_head.weight"}};
+        if (L) {
+            const struct { const float *p; size_t rows, cols; const char *name; } lt[13] = {
+                {L->attn_norm, 1, H, "input_layernorm.weight"}, {L->ffn_norm, 1, H, "post_attention_layernorm.weight"},
+                {L->wq, Q, H, "self_attn.q_proj.weight"}, {L->bq, 1, Q, "self_attn.q_proj.bias"},
+                {L->wk, KV, H, "self_attn.k_proj.weight"}, {L->bk, 1, KV, "self_attn.k_proj.bias"},
+                {L->wv, KV, H, "self_attn.v_proj.weight"}, {L->bv, 1, KV, "self_attn.v_proj.bias"},
+                {L->wo, H, Q, "self_attn.o_proj.weight"}, {L->bo, 1, H, "self_attn.o_proj.bias"},
+                {L->w_gate, F, H, "mlp.gate_proj.weight"}, {L->w_up, F, H, "mlp.up_proj.weight"},
+                {L->w_down, H, F, "mlp.down_proj.weight"}};
+            memcpy(t, lt, sizeof t);
+        }
+        for (int i = 0; i < 13; i++) {
+            if (!t[i].p) continue;
+            for (size_t k = 0, n = t[i].rows * t[i].cols; k < n; k++)
+                if (!isfinite(t[i].p[k])) {
+                    char nm[160];
+                    if (l >= 0) snprintf(nm, sizeof nm, "model.layers.%d.%s", l, t[i].name);
+                    else snprintf(nm, sizeof nm, "%s", t[i].name);
+                    return alrd_errf(err, "%s: %s: weight is %s at [%zu, %zu]", m->path, nm,
+                                     isnan(t[i].p[k]) ? "NaN" : "Inf", k / t[i].cols, k % t[i].cols);
+                }
+        }
+    }
+    return 0;
 }
 
 static int die(const char *msg) {
@@ -56,15 +102,151 @@ static int32_t *pick_samples(const int32_t *ids, size_t n, int *n_samples, int l
     return out;
 }
 
+/* kb/vb: per-layer bits, or NULL for kb1/vb1 in every layer */
 static double kv_bytes_per_token(const alrd_model *m, const int *k_rank, const int *v_rank, int n_groups,
-                                 int kb, int vb, int G, int R, int kivi, int ctx) {
+                                 const int *kb, const int *vb, int kb1, int vb1, int G, int R, int kivi, int ctx) {
     double b = 0;
     int full = m->cfg.n_kv_heads * m->cfg.head_dim;
     for (int l = 0; l < m->cfg.n_layers; l++) {
         int dk = k_rank ? n_groups * k_rank[l] : full, dv = v_rank ? n_groups * v_rank[l] : full;
-        b += alrd_kv_cache_bytes_per_token(dk, dv, kb, vb, G, R, kivi, ctx);
+        b += alrd_kv_cache_bytes_per_token(dk, dv, kb ? kb[l] : kb1, vb ? vb[l] : vb1, G, R, kivi, ctx);
     }
     return b;
+}
+
+/* What the joint allocation adds to the report. */
+typedef struct {
+    double budget_bits, pred_trunc, pred_quant;   /* prediction at the allocation (qerr x residual fraction at ctx) */
+    double probe_pred_quant;                      /* the quantisation part with the probe's residual fraction */
+    double probe_kl, probe_kl_stderr, probe_top1; /* measured: the written file, decode path, probe tokens */
+    size_t probe_scored;
+    double t_qerr, t_probe;
+    int32_t *probe_ids;                           /* [n_seq * seq_len] */
+    int n_seq, seq_len;
+} joint_report;
+
+/* The staged pipeline with alrd_qerr_allocate instead of a rank ratio; fills
+ * r as alrd_compress_run does and the per-layer bits. */
+static int run_joint(alrd_model *m, const int32_t *samples, int n_samples, int calib_len, const alrd_compress_opts *o,
+                     int ctx_amort, int G, int R, int kivi, int step, alrd_compress_result *r, int *kbits, int *vbits,
+                     joint_report *jr, alrd_error *err) {
+    const alrd_config *cf = &m->cfg;
+    const int L = cf->n_layers;
+    memset(r, 0, sizeof *r);
+    double t0 = alrd_now();
+    alrd_calib *c = NULL;
+    alrd_decomp *d = NULL;
+    alrd_qerr *q = NULL;
+    int rc = -1;
+    static const int bits[] = {2, 3, 4, 8, 16};
+    if (alrd_calib_new(&c, m, samples, n_samples, calib_len, o->probe_tokens, 1, o->progress, err)) goto done;
+    r->t_stats = alrd_now() - t0;
+    double t1 = alrd_now();
+    if (alrd_decomp_new(&d, c, 1, o->group_heads, err)) goto done;
+    r->t_svd = alrd_now() - t1;
+    int gh = alrd_decomp_full_rank(d);
+    if (step < 1 || step > gh) { alrd_errf(err, "--rank-step %d: expected 1..%d", step, gh); goto done; }
+    r->n_layers = L;
+    r->group_heads = alrd_decomp_group_heads(d);
+    r->n_groups = alrd_decomp_n_groups(d);
+    r->head_dim = cf->head_dim;
+    r->hidden = cf->hidden;
+    r->calib_tokens = (size_t)n_samples * calib_len;
+    r->n_modules = 2 * L;
+    r->modules = calloc(2 * L, sizeof *r->modules);
+    r->k_rank = calloc(L, sizeof(int));
+    r->v_rank = calloc(L, sizeof(int));
+    r->kA = calloc(L, sizeof(float *)); r->kB = calloc(L, sizeof(float *));
+    r->vA = calloc(L, sizeof(float *)); r->vB = calloc(L, sizeof(float *));
+    if (!r->modules || !r->k_rank || !r->v_rank || !r->kA || !r->kB || !r->vA || !r->vB) {
+        alrd_errf(err, "compress: out of memory");
+        goto done;
+    }
+    double t2 = alrd_now();
+    int pr = (gh / 16) * 8 > 0 ? (gh / 16) * 8 : 8; /* sensitivities probed at half rank */
+    if (alrd_decomp_sensitivities(d, pr, err)) goto done;
+    r->t_sens = alrd_now() - t2;
+    double t3 = alrd_now();
+    alrd_qerr_opts qo = {.group_size = G, .use_kivi = kivi, .hadamard = o->hadamard, .seed = o->seed, .step = step,
+                         .bits = bits, .n_bits = 5, .progress = o->progress};
+    if (alrd_qerr_new(&q, c, d, &qo, err)) goto done;
+    jr->t_qerr = alrd_now() - t3;
+    alrd_joint_opts jo = {.budget_bytes = jr->budget_bits / 8, .ctx = ctx_amort, .group_size = G, .residual = R,
+                          .use_kivi = kivi, .step = step, .bits = bits, .n_bits = 5,
+                          .frac_k = alrd_qerr_quantized_fraction(0, R, kivi, 1, ctx_amort),
+                          .frac_v = alrd_qerr_quantized_fraction(1, R, kivi, 1, ctx_amort)};
+    if (alrd_qerr_allocate(q, d, &jo, r->k_rank, r->v_rank, kbits, vbits, &jr->pred_trunc, &jr->pred_quant, err))
+        goto done;
+    if (alrd_decomp_factors(d, r->k_rank, r->v_rank, o->hadamard, o->seed, r->kA, r->kB, r->vA, r->vB, err)) goto done;
+    const int32_t *ids = alrd_calib_probe_ids(c, &jr->n_seq, &jr->seq_len);
+    int sl = jr->seq_len;
+    double pfk = alrd_qerr_quantized_fraction(0, R, kivi, sl / 2 + 1, sl - 1);
+    double pfv = alrd_qerr_quantized_fraction(1, R, kivi, sl / 2 + 1, sl - 1);
+    jr->probe_pred_quant = 0;
+    for (int i = 0; i < 2 * L; i++) {
+        alrd_module_report *mr = &r->modules[i];
+        const double *tail = alrd_decomp_tail(d, i);
+        double total = alrd_decomp_total(d, i);
+        mr->layer = i / 2;
+        mr->is_v = i % 2;
+        mr->full = gh;
+        snprintf(mr->name, sizeof mr->name, "model.layers.%d.self_attn.%s_proj", mr->layer, mr->is_v ? "v" : "k");
+        mr->rank = mr->is_v ? r->v_rank[mr->layer] : r->k_rank[mr->layer];
+        int b = mr->is_v ? vbits[mr->layer] : kbits[mr->layer];
+        double qe = alrd_qerr_get(q, i, mr->rank, b);
+        mr->kept_energy = total > 0 ? 1 - tail[mr->rank] / total : 1;
+        mr->rel_error = total > 0 ? sqrt(tail[mr->rank] / total) : 0;
+        mr->sensitivity = alrd_decomp_sensitivity(d, i);
+        mr->probe_kl = alrd_decomp_probe_kl(d, i);
+        mr->probe_rank = alrd_decomp_probe_rank(d);
+        mr->predicted = mr->sensitivity * (tail[mr->rank] + (mr->is_v ? jo.frac_v : jo.frac_k) * qe);
+        r->predicted_kl += mr->predicted;
+        jr->probe_pred_quant += mr->sensitivity * (mr->is_v ? pfv : pfk) * qe;
+    }
+    jr->probe_ids = malloc(sizeof(int32_t) * (size_t)jr->n_seq * sl);
+    if (!jr->probe_ids) { alrd_errf(err, "compress: out of memory"); goto done; }
+    memcpy(jr->probe_ids, ids, sizeof(int32_t) * (size_t)jr->n_seq * sl);
+    if (alrd_decomp_measure(d, r->k_rank, r->v_rank, &r->measured_kl, &r->compressed_ce, err)) goto done;
+    r->base_ce = alrd_calib_base_ce(c);
+    r->t_total = alrd_now() - t0;
+    rc = 0;
+done:
+    alrd_qerr_free(q);
+    alrd_decomp_free(d);
+    alrd_calib_free(c);
+    if (rc) alrd_compress_result_free(r);
+    return rc;
+}
+
+/* KL of the written file (its per-layer bits, decode path) against the
+ * uncompressed model on the probe sequences: the second half of each. */
+static int measure_probe(alrd_model *base, const char *path, joint_report *jr, alrd_error *err) {
+    double t0 = alrd_now();
+    alrd_model mc;
+    if (alrd_model_open(&mc, path, err)) return -1;
+    alrd_ctx *c = NULL, *ref = NULL;
+    alrd_cache_opts co, plain;
+    alrd_cache_opts_default(&mc, &co);
+    alrd_cache_opts_default(base, &plain);
+    plain.k_bits = plain.v_bits = 16;
+    int rc = -1;
+    if (!alrd_ctx_new(&c, &mc, jr->seq_len, jr->seq_len, &co, err) &&
+        !alrd_ctx_new(&ref, base, jr->seq_len, jr->seq_len, &plain, err)) {
+        alrd_ppl_opts po = {.ctx = jr->seq_len, .force_decode = 1};
+        alrd_ppl_result pr;
+        rc = alrd_perplexity_tokens(c, ref, jr->probe_ids, (size_t)jr->n_seq * jr->seq_len, 0, 0, &po, &pr, err);
+        if (!rc) {
+            jr->probe_kl = pr.kl;
+            jr->probe_kl_stderr = pr.kl_stderr;
+            jr->probe_top1 = pr.top1;
+            jr->probe_scored = pr.n_scored;
+        }
+    }
+    alrd_ctx_free(c);
+    alrd_ctx_free(ref);
+    alrd_model_free(&mc);
+    jr->t_probe = alrd_now() - t0;
+    return rc;
 }
 
 int main(int argc, char **argv) {
@@ -74,6 +256,9 @@ int main(int argc, char **argv) {
     alrd_compress_opts_default(&o);
     o.progress = 1;
     int n_samples = 64, calib_len = 512, kb = 16, vb = 16, G = 32, R = 128, kivi = 1;
+    int ctx_amort = 4096, rank_step = 0;
+    joint_report jr;
+    memset(&jr, 0, sizeof jr);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int takes = 1;
@@ -98,6 +283,9 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--v-bits")) vb = atoi(v);
         else if (!strcmp(a, "--group-size")) G = atoi(v);
         else if (!strcmp(a, "--residual")) R = atoi(v);
+        else if (!strcmp(a, "--kv-bits-per-token")) jr.budget_bits = atof(v);
+        else if (!strcmp(a, "--amortize-ctx")) ctx_amort = atoi(v);
+        else if (!strcmp(a, "--rank-step")) rank_step = atoi(v);
         else if (a[0] == '-') { fprintf(stderr, "alrd-compress: unknown option %s (see --help)\n", a); return 2; }
         else { model = a; takes = 0; }
         i += takes;
@@ -113,14 +301,30 @@ int main(int argc, char **argv) {
         int x = b ? vb : kb;
         if (x != 2 && x != 3 && x != 4 && x != 8 && x != 16) return die("cache bits must be 2, 3, 4, 8 or 16");
     }
+    const int joint = jr.budget_bits != 0;
+    if (joint && !(jr.budget_bits > 0)) return die("--kv-bits-per-token: expected a positive number of bits");
+    if (joint && (ranks_path || o.uniform || !o.whiten))
+        return die("--kv-bits-per-token allocates ranks itself: not with --ranks, --uniform or --no-whiten");
+    if (ctx_amort < 1 || ctx_amort > (1 << 24)) return die("--amortize-ctx: expected 1..16777216");
+    if (G < 1 || R < 0 || (G && R % G) || (kivi && R < G))
+        return die("--group-size/--residual: expected G >= 1 and R a multiple of G (R >= G with KIVI)");
+    if (!rank_step) rank_step = G > 8 ? G : 8;
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
+    signal(SIGHUP, on_signal);
+    { /* an unwritable output fails now, not after the calibration */
+        alrd_outfile probe;
+        alrd_error perr;
+        if (alrd_outfile_open(&probe, out, &perr)) return die(perr.msg);
+        alrd_outfile_abort(&probe);
+    }
 
     alrd_error err;
     alrd_source src;
     alrd_model m;
     if (alrd_source_open(&src, model, &err)) return die(err.msg);
     if (alrd_model_load(&m, &src, &err)) { alrd_source_close(&src); return die(err.msg); }
+    if (check_finite(&m, &err)) return die(err.msg);
     const alrd_config *c = &m.cfg;
     int gheads = o.group_heads ? o.group_heads : c->n_kv_heads;
     if (gheads <= 0 || c->n_kv_heads % gheads) return die("--group-heads must divide the number of KV heads");
@@ -157,62 +361,26 @@ int main(int argc, char **argv) {
     fprintf(stderr, "alrd-compress: %s: %d layers, %d KV heads in %d group(s), calibration %d x %d tokens of %s\n",
             model, c->n_layers, c->n_kv_heads, n_groups, n_samples, calib_len, calib);
     alrd_compress_result r;
-    if (alrd_compress_run(&m, samples, n_samples, calib_len, &o, &r, &err)) return die(err.msg);
-    free(samples);
-
-    /* tensors: everything of the source but the decomposed k/v weights, plus factors */
-    int n_out = 0, cap = src.n_tensors + 4 * c->n_layers;
-    alrd_tensor *tens = calloc(cap, sizeof *tens);
-    void **bufs = calloc(cap, sizeof(void *));
-    if (!tens || !bufs) return die("out of memory");
-    for (int i = 0; i < src.n_tensors; i++) {
-        const alrd_tensor *t = &src.tensors[i];
-        int layer, decomposed = 0;
-        char proj;
-        if (sscanf(t->name, "model.layers.%d.self_attn.%c_proj.weight", &layer, &proj) == 2 && layer >= 0 &&
-            layer < c->n_layers && (proj == 'k' || proj == 'v'))
-            decomposed = (proj == 'k' ? r.k_rank : r.v_rank)[layer] > 0;
-        if (decomposed) continue;
-        size_t n = (size_t)alrd_tensor_numel(t);
-        float *f = malloc(sizeof(float) * n);
-        alrd_dtype dt = t->n_dims == 1 ? ALRD_F32 : wdt; /* norms and biases stay f32 */
-        void *b = malloc(n * (dt == ALRD_F32 ? 4 : 2));
-        if (!f || !b) return die("out of memory");
-        if (alrd_tensor_to_f32(t, f, &err) || alrd_file_convert_f32(f, n, dt, b, &err)) return die(err.msg);
-        free(f);
-        tens[n_out] = *t;
-        tens[n_out].dtype = dt;
-        tens[n_out].data = b;
-        tens[n_out].nbytes = n * (dt == ALRD_F32 ? 4 : 2);
-        tens[n_out].unpermute_heads = 0;
-        bufs[n_out++] = b;
-    }
-    for (int l = 0; l < c->n_layers; l++)
-        for (int v = 0; v < 2; v++)
-            for (int ab = 0; ab < 2; ab++) {
-                int rk = v ? r.v_rank[l] : r.k_rank[l];
-                if (rk == 0) continue;
-                const float *f = ab ? (v ? r.vB[l] : r.kB[l]) : (v ? r.vA[l] : r.kA[l]);
-                alrd_tensor *t = &tens[n_out];
-                snprintf(t->name, sizeof t->name, "model.layers.%d.self_attn.%s_proj.%s", l, v ? "v" : "k", ab ? "B" : "A");
-                t->n_dims = 3;
-                t->shape[0] = n_groups;
-                t->shape[1] = ab ? rk : gh;
-                t->shape[2] = ab ? c->hidden : rk;
-                size_t n = (size_t)n_groups * t->shape[1] * t->shape[2];
-                t->dtype = wdt;
-                void *b = malloc(n * (wdt == ALRD_F32 ? 4 : 2));
-                if (!b) return die("out of memory");
-                if (alrd_file_convert_f32(f, n, wdt, b, &err)) return die(err.msg);
-                t->data = b;
-                t->nbytes = n * (wdt == ALRD_F32 ? 4 : 2);
-                bufs[n_out++] = b;
-            }
-    alrd_lowrank lr = {.n_layers = c->n_layers, .group_heads = gheads, .k_rank = r.k_rank, .v_rank = r.v_rank,
-                       .use_kivi = kivi, .group_size = G, .residual_length = R, .hadamard = o.hadamard, .whitened = o.whiten};
     int *kbits = malloc(sizeof(int) * c->n_layers), *vbits = malloc(sizeof(int) * c->n_layers);
     if (!kbits || !vbits) return die("out of memory");
     for (int l = 0; l < c->n_layers; l++) { kbits[l] = kb; vbits[l] = vb; }
+    if (joint) {
+        if (run_joint(&m, samples, n_samples, calib_len, &o, ctx_amort, G, R, kivi, rank_step, &r, kbits, vbits, &jr,
+                      &err))
+            return die(err.msg);
+    } else if (alrd_compress_run(&m, samples, n_samples, calib_len, &o, &r, &err)) {
+        return die(err.msg);
+    }
+    free(samples);
+
+    /* tensors: everything of the source but the decomposed k/v weights, plus factors */
+    alrd_packed packed_src, packed;
+    if (alrd_compress_pack_source(&packed_src, &src, wdt, &err) ||
+        alrd_compress_pack_factors(&packed, &packed_src, c->n_layers, n_groups, gh, c->hidden, r.k_rank, r.v_rank, r.kA,
+                                   r.kB, r.vA, r.vB, wdt, &err))
+        return die(err.msg);
+    alrd_lowrank lr = {.n_layers = c->n_layers, .group_heads = gheads, .k_rank = r.k_rank, .v_rank = r.v_rank,
+                       .use_kivi = kivi, .group_size = G, .residual_length = R, .hadamard = o.hadamard, .whitened = o.whiten};
     lr.k_bits = kbits;
     lr.v_bits = vbits;
 
@@ -226,31 +394,49 @@ int main(int argc, char **argv) {
     cJSON_AddBoolToObject(meta, "whitened", o.whiten);
     cJSON_AddNumberToObject(meta, "group_heads", gheads);
     cJSON_AddBoolToObject(meta, "hadamard", o.hadamard);
+
+    if (joint) cJSON_AddNumberToObject(meta, "kv_bits_per_token", jr.budget_bits);
     char *meta_s = cJSON_PrintUnformatted(meta);
     cJSON_Delete(meta);
     if (!meta_s) return die("out of memory");
 
-    if (alrd_file_write(out, c, &lr, &m.vocab, tens, n_out, meta_s, &err)) return die(err.msg);
+    if (alrd_file_write(out, c, &lr, &m.vocab, packed.tensors, packed.n, meta_s, &err)) return die(err.msg);
+    alrd_compress_packed_free(&packed);
+    alrd_compress_packed_free(&packed_src);
     char ranks_out[1100];
     snprintf(ranks_out, sizeof ranks_out, "%s.ranks.json", out);
     if (alrd_ranks_json_write(ranks_out, c->n_layers, r.k_rank, r.v_rank, &err)) return die(err.msg);
 
+    if (joint && measure_probe(&m, out, &jr, &err)) return die(err.msg);
+
     /* report: table on stderr, JSON on request */
-    int ctx_amort = 4096;
-    double before = kv_bytes_per_token(&m, NULL, NULL, n_groups, 16, 16, G, R, kivi, ctx_amort);
+    double before = kv_bytes_per_token(&m, NULL, NULL, n_groups, NULL, NULL, 16, 16, G, R, kivi, ctx_amort);
     for (int l = 0; l < c->n_layers; l++) { /* rank 0 = full width in the cache */
         if (!r.k_rank[l]) r.k_rank[l] = gheads * c->head_dim;
         if (!r.v_rank[l]) r.v_rank[l] = gheads * c->head_dim;
     }
-    double after = kv_bytes_per_token(&m, r.k_rank, r.v_rank, n_groups, kb, vb, G, R, kivi, ctx_amort);
-    fprintf(stderr, "%-34s %5s %5s %8s %8s %10s %10s\n", "module", "rank", "full", "kept", "relerr", "sens", "pred");
+    double after = kv_bytes_per_token(&m, r.k_rank, r.v_rank, n_groups, kbits, vbits, kb, vb, G, R, kivi, ctx_amort);
+    fprintf(stderr, "%-34s %5s %5s %4s %8s %8s %10s %10s\n", "module", "rank", "full", "bits", "kept", "relerr", "sens",
+            "pred");
     for (int i = 0; i < r.n_modules; i++) {
         const alrd_module_report *mr = &r.modules[i];
-        fprintf(stderr, "%-34s %5d %5d %8.5f %8.5f %10.3g %10.3g\n", mr->name, mr->rank, mr->full, mr->kept_energy,
-                mr->rel_error, mr->sensitivity, mr->predicted);
+        fprintf(stderr, "%-34s %5d %5d %4d %8.5f %8.5f %10.3g %10.3g\n", mr->name, mr->rank, mr->full,
+                (mr->is_v ? vbits : kbits)[mr->layer], mr->kept_energy, mr->rel_error, mr->sensitivity, mr->predicted);
     }
-    fprintf(stderr, "calibration loss on %d probe tokens: predicted KL %.5f, measured KL %.5f; CE %.4f -> %.4f\n",
-            o.probe_tokens, r.predicted_kl, r.measured_kl, r.base_ce, r.compressed_ce);
+    if (joint)
+        fprintf(stderr, "calibration loss on %d probe tokens, truncation only (prefill): predicted KL %.5f, measured KL "
+                "%.5f; CE %.4f -> %.4f\n", o.probe_tokens, jr.pred_trunc, r.measured_kl, r.base_ce, r.compressed_ce);
+    else
+        fprintf(stderr, "calibration loss on %d probe tokens: predicted KL %.5f, measured KL %.5f; CE %.4f -> %.4f\n",
+                o.probe_tokens, r.predicted_kl, r.measured_kl, r.base_ce, r.compressed_ce);
+    if (joint) {
+        fprintf(stderr, "joint allocation under %.0f bits = %.1f bytes per token: predicted KL %.5f (truncation %.5f + "
+                "quantisation %.5f at a %d-token context)\n", jr.budget_bits, jr.budget_bits / 8, jr.pred_trunc +
+                jr.pred_quant, jr.pred_trunc, jr.pred_quant, ctx_amort);
+        fprintf(stderr, "probe, decode path over the written file (%zu scored tokens): predicted KL %.5f (%.5f + %.5f), "
+                "measured KL %.5f +/- %.5f, top-1 %.4f\n", jr.probe_scored, jr.pred_trunc + jr.probe_pred_quant,
+                jr.pred_trunc, jr.probe_pred_quant, jr.probe_kl, jr.probe_kl_stderr, jr.probe_top1);
+    }
     fprintf(stderr, "KV bytes per token (all layers, %d-token context): %.1f -> %.1f (%.2fx)\n", ctx_amort, before,
             after, before / after);
     fprintf(stderr, "time: statistics %.1f s, svd %.1f s, sensitivities %.1f s, total %.1f s\n", r.t_stats, r.t_svd,
@@ -263,6 +449,7 @@ int main(int argc, char **argv) {
             cJSON *e = cJSON_CreateObject();
             cJSON_AddStringToObject(e, "name", mr->name);
             cJSON_AddNumberToObject(e, "rank", mr->rank);
+            cJSON_AddNumberToObject(e, "bits", (mr->is_v ? vbits : kbits)[mr->layer]);
             cJSON_AddNumberToObject(e, "full", mr->full);
             cJSON_AddNumberToObject(e, "kept_energy", mr->kept_energy);
             cJSON_AddNumberToObject(e, "rel_error", mr->rel_error);
@@ -281,6 +468,21 @@ int main(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "kv_amortized_context", ctx_amort);
         cJSON_AddNumberToObject(j, "calib_tokens", (double)r.calib_tokens);
         cJSON_AddNumberToObject(j, "seconds_total", r.t_total);
+        if (joint) {
+            cJSON *jj = cJSON_AddObjectToObject(j, "joint");
+            cJSON_AddNumberToObject(jj, "kv_bits_per_token_budget", jr.budget_bits);
+            cJSON_AddNumberToObject(jj, "kv_bits_per_token", after * 8);
+            cJSON_AddNumberToObject(jj, "rank_step", rank_step);
+            cJSON_AddNumberToObject(jj, "predicted_kl_truncation", jr.pred_trunc);
+            cJSON_AddNumberToObject(jj, "predicted_kl_quantisation", jr.pred_quant);
+            cJSON_AddNumberToObject(jj, "probe_predicted_kl", jr.pred_trunc + jr.probe_pred_quant);
+            cJSON_AddNumberToObject(jj, "probe_measured_kl", jr.probe_kl);
+            cJSON_AddNumberToObject(jj, "probe_measured_kl_stderr", jr.probe_kl_stderr);
+            cJSON_AddNumberToObject(jj, "probe_top1", jr.probe_top1);
+            cJSON_AddNumberToObject(jj, "probe_scored_tokens", (double)jr.probe_scored);
+            cJSON_AddNumberToObject(jj, "seconds_qerr", jr.t_qerr);
+            cJSON_AddNumberToObject(jj, "seconds_probe", jr.t_probe);
+        }
         char *s = cJSON_Print(j);
         cJSON_Delete(j);
         alrd_outfile of;
@@ -291,8 +493,7 @@ int main(int argc, char **argv) {
         }
         free(s);
     }
-    for (int i = 0; i < n_out; i++) free(bufs[i]);
-    free(bufs); free(tens); free(kbits); free(vbits); free(fk); free(fv); free(meta_s);
+    free(kbits); free(vbits); free(fk); free(fv); free(meta_s); free(jr.probe_ids);
     alrd_compress_result_free(&r);
     alrd_model_free(&m);
     alrd_source_close(&src);

@@ -1,5 +1,5 @@
 /* alrd-run: generate text or measure perplexity with a model (GGUF, HF
- * directory or .alrd), on the CPU. */
+ * directory or .alrd), on the GPU when one is present, else on the CPU. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +28,10 @@ static void usage(void) {
             "  --group-size G        KIVI group size;  --residual R  full-precision window\n"
             "  --no-kivi             quantize both caches per token\n"
             "  --decode-path         force the decode path in --ppl (default: when quantized)\n"
-            "  --cpu                 run on the CPU (the only backend in this build)\n"
+            "  --cpu                 run on the CPU even when a GPU is present\n"
+            "  --gpu-ref-attn        GPU decode attention by materialising K/V (reference path)\n"
+            "  --gpu-stepwise        GPU perplexity through real decode steps (not one pass)\n"
+            "  --no-graph            no CUDA graph for GPU decode steps\n"
             "  --logits-out FILE     write the last prompt position's logits (raw float32)\n"
             "  --tokens-out FILE     with --ppl: write the token ids of the text (raw int32)\n");
 }
@@ -93,6 +96,8 @@ static int run_ppl(alrd_model *m, const alrd_cache_opts *co, const char *file, i
     alrd_cache_opts plain;
     alrd_cache_opts_default(m, &plain);
     plain.k_bits = plain.v_bits = 16;
+    plain.backend = co->backend;
+    plain.gpu_flags = co->gpu_flags;
     if (alrd_ctx_new(&c, m, n_ctx, n_ctx, co, &err) ||
         (with_kl && alrd_ctx_new(&ref, m, n_ctx, n_ctx, &plain, &err))) {
         fprintf(stderr, "alrd-run: %s\n", err.msg);
@@ -100,6 +105,7 @@ static int run_ppl(alrd_model *m, const alrd_cache_opts *co, const char *file, i
         free(ids);
         return 1;
     }
+    fprintf(stderr, "alrd-run: backend %s\n", alrd_ctx_backend(c) == ALRD_BACKEND_GPU ? "gpu" : "cpu");
     alrd_ppl_opts po = {.ctx = n_ctx, .max_chunks = chunks, .force_decode = force_decode, .progress = 1};
     alrd_ppl_result r;
     int rc = alrd_perplexity_tokens(c, ref, ids, n, alrd_tokenizer_add_bos(m->tok), alrd_tokenizer_bos(m->tok),
@@ -176,8 +182,8 @@ static int run_generate(alrd_model *m, const alrd_cache_opts *co, const char *pr
     putchar('\n');
     if (rc && err.msg[0]) fprintf(stderr, "alrd-run: %s\n", err.msg);
     else if (!rc)
-        fprintf(stderr, "alrd-run: prompt %zu tokens in %.2f s (%.1f tok/s), generated %d tokens in %.2f s (%.1f tok/s), cache %zu bytes\n",
-                n, t1 - t0, n / (t1 - t0), produced, t2 - t1, produced / (t2 - t1 > 0 ? t2 - t1 : 1),
+        fprintf(stderr, "alrd-run: %s: prompt %zu tokens in %.2f s (%.1f tok/s), generated %d tokens in %.2f s (%.1f tok/s), cache %zu bytes\n",
+                alrd_ctx_backend(c) == ALRD_BACKEND_GPU ? "gpu" : "cpu", n, t1 - t0, n / (t1 - t0), produced, t2 - t1, produced / (t2 - t1 > 0 ? t2 - t1 : 1),
                 alrd_ctx_cache_bytes(c));
     alrd_sampler_free(&smp);
     free(logits);
@@ -189,7 +195,7 @@ static int run_generate(alrd_model *m, const alrd_cache_opts *co, const char *pr
 int main(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL, *ppl = NULL, *system = NULL, *logits_out = NULL, *tokens_out = NULL;
     int n_gen = 128, n_ctx = 512, chunks = 0, chat = 0, with_kl = 0, force_decode = 0, top_k = 40;
-    int kb = -1, vb = -1, gs = -1, res = -1, no_kivi = 0, seed = 42;
+    int kb = -1, vb = -1, gs = -1, res = -1, no_kivi = 0, seed = 42, cpu = 0, gpu_flags = 0;
     float temp = 0, top_p = 0.95f;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -216,7 +222,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--chat")) chat = 1;
         else if (!strcmp(a, "--kl")) with_kl = 1;
         else if (!strcmp(a, "--decode-path")) force_decode = 1;
-        else if (!strcmp(a, "--cpu")) {}
+        else if (!strcmp(a, "--cpu")) cpu = 1;
+        else if (!strcmp(a, "--gpu-ref-attn")) gpu_flags |= ALRD_GPU_REF_ATTN;
+        else if (!strcmp(a, "--gpu-stepwise")) gpu_flags |= ALRD_GPU_STEPWISE;
+        else if (!strcmp(a, "--no-graph")) gpu_flags |= ALRD_GPU_NO_GRAPH;
         else if (a[0] == '-') { fprintf(stderr, "alrd-run: unknown option %s (see --help)\n", a); return 2; }
         else if (!model) model = a;
         else { fprintf(stderr, "alrd-run: unexpected argument %s\n", a); return 2; }
@@ -249,6 +258,8 @@ int main(int argc, char **argv) {
     if (gs != -1) co.group_size = gs;
     if (res != -1) co.residual = res;
     if (no_kivi) co.use_kivi = 0;
+    co.backend = cpu ? ALRD_BACKEND_CPU : ALRD_BACKEND_AUTO;
+    co.gpu_flags = gpu_flags;
     int rc = ppl ? run_ppl(&m, &co, ppl, n_ctx, chunks, with_kl, force_decode, tokens_out)
                  : run_generate(&m, &co, prompt, chat, system, n_gen, n_ctx, temp, top_k, temp > 0 ? top_p : 1.0f,
                                 (uint64_t)seed, logits_out);

@@ -97,10 +97,13 @@ def main():
         d = float(np.abs(ref - ours_l).max())
         worst = max(worst, d)
         res["logits"].append({"prompt": p, "n_tokens": len(ids), "max_abs_diff": d,
+                              "hf_logits_at": {str(i): float(ref[i]) for i in (7042, 253, 260, 1)},
                               "argmax_alrd": int(ours_l.argmax()), "argmax_hf": int(ref.argmax())})
     res["logits_max_abs_diff"] = worst
 
     # 3. perplexity on the whole file, same tokens, same chunks
+    ppl2, err2, count2, _ = hf_ppl(model, ours[:2 * a.ctx], a.ctx, dev)
+    res["hf_ppl_first_2_chunks"] = {"ppl": ppl2, "stderr": err2, "scored": count2}
     ppl, err, count, n_chunks = hf_ppl(model, ours, a.ctx, dev)
     res["hf_ppl"] = {"ppl": ppl, "stderr": err, "scored": count, "chunks": n_chunks, "ctx": a.ctx}
     if a.alrd_ppl_log:

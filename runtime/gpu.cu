@@ -1,0 +1,811 @@
+/* gpu: the CUDA engine (see gpu.h). */
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+extern "C" {
+#include "gpu.h"
+#include "kv_cache.h"
+#include "../kernels/kivi.h"
+#include "../kernels/gpu_ops.h"
+#include "../kernels/gpu_attn.h"
+}
+
+namespace {
+
+struct glayer {
+    int kr, vr, dk, dv, kb, vb, kmode, nqkv;
+    uint16_t *w_qkv, *wo, *w_gu, *w_down, *kA, *vA;
+    float *bq, *bk_full, *bv_full, *bk_lat, *bv_lat, *bo;
+    float *attn_norm, *ffn_norm;
+    alrd_gpu_side ks, vs;
+    alrd_gpu_attn_layer al;
+    int fused_ok;
+};
+
+} // namespace
+
+struct alrd_gpu {
+    alrd_config cfg;
+    int L, H, hd, nh, nkv, per_kv, qd, kvd, ffn, nv, group_heads, n_groups, gh;
+    alrd_gpu_opts o;
+    int *k_bits, *v_bits;
+    int MR;
+    glayer *ly;
+    uint16_t *embed, *lm_head;
+    float *final_norm;
+    float *cos_tab, *sin_tab;
+    float *h, *qkv, *gu, *logits;
+    uint16_t *xn16, *act16, *q16, *att16;
+    int *d_tok, *d_pos, *d_tgt;
+    double *d_nll;
+    uint16_t *Lk16, *Vm16, *Km16, *Lkq16, *Vmq16, *Kmq16, *P, *Pq, *U16;
+    float *Kpre, *S, *Sq;
+    int dk_max, dv_max, vr_max, nqkv_max, vw_max, any_latent_k;
+    float *attn_work;
+    int nsplit, fused_all;
+    int *pos;
+    cudaStream_t st;
+    cublasHandle_t cb;
+    void *cb_ws;
+    cudaGraphExec_t gexec;
+    int graph_state; /* 0: no decode yet, 1: ran once (warm), 2: captured */
+    size_t dev_bytes, weight_bytes;
+    void **allocs;
+    int n_allocs, cap_allocs;
+    int attn;
+    int fail; /* first failing line */
+    int sm_count;
+    size_t smem_optin;
+};
+
+#define FAILS(g, x)                                                                                       \
+    do {                                                                                                  \
+        if ((x) != 0 && !(g)->fail) (g)->fail = __LINE__;                                                \
+    } while (0)
+
+static int cuerr(alrd_error *err, const char *what, cudaError_t e) {
+    return alrd_errf(err, "gpu: %s: %s", what, cudaGetErrorString(e));
+}
+
+static int dalloc(alrd_gpu *g, void *pp, size_t bytes, alrd_error *err, const char *what) {
+    void **p = (void **)pp;
+    *p = NULL;
+    if (!bytes) return 0;
+    if (g->n_allocs == g->cap_allocs) {
+        int cap = g->cap_allocs ? 2 * g->cap_allocs : 64;
+        void **a = (void **)realloc(g->allocs, sizeof(void *) * cap);
+        if (!a) return alrd_errf(err, "gpu: out of host memory");
+        g->allocs = a;
+        g->cap_allocs = cap;
+    }
+    cudaError_t e = cudaMalloc(p, bytes);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return alrd_errf(err, "gpu: %s: cudaMalloc of %zu bytes failed (%s; engine holds %zu bytes)", what, bytes,
+                         cudaGetErrorString(e), g->dev_bytes);
+    }
+    g->allocs[g->n_allocs++] = *p;
+    g->dev_bytes += bytes;
+    e = cudaMemsetAsync(*p, 0, bytes, g->st);
+    if (e != cudaSuccess) return cuerr(err, what, e);
+    return 0;
+}
+
+/* C[M][N] (fp32, ldc) = A[M][K] (fp16, lda) . W[N][K]^T (fp16) + beta * C */
+static int lin(alrd_gpu *g, int M, int N, int K, const uint16_t *A, int lda, const uint16_t *W, float *C, int ldc,
+               float beta) {
+    float alpha = 1.0f;
+    return cublasGemmEx(g->cb, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &alpha, W, CUDA_R_16F, K, A, CUDA_R_16F, lda, &beta,
+                        C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT) != CUBLAS_STATUS_SUCCESS;
+}
+
+/* Column-major strided-batched product with fp16 operands, fp32 accumulation. */
+static int gsb(alrd_gpu *g, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float alpha,
+               const void *A, int lda, long long sa, const void *B, int ldb, long long sb, float beta, void *C,
+               cudaDataType ct, int ldc, long long sc, int batch) {
+    return cublasGemmStridedBatchedEx(g->cb, ta, tb, m, n, k, &alpha, A, CUDA_R_16F, lda, sa, B, CUDA_R_16F, ldb, sb,
+                                      &beta, C, ct, ldc, sc, batch, CUBLAS_COMPUTE_32F,
+                                      CUBLAS_GEMM_DEFAULT) != CUBLAS_STATUS_SUCCESS;
+}
+
+extern "C" int alrd_gpu_available(void) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return n > 0;
+}
+
+/* ---- construction ------------------------------------------------------ */
+
+static int side_alloc(alrd_gpu *g, alrd_gpu_side *s, alrd_error *err) {
+    size_t B = (size_t)g->o.n_seq;
+    if (s->bits == 16) return dalloc(g, &s->rows, 2 * B * s->seq_rows, err, "fp16 cache");
+    if (dalloc(g, &s->codes, 4 * B * s->seq_words, err, "cache codes") ||
+        dalloc(g, &s->scales, 2 * B * s->seq_groups, err, "cache scales") ||
+        dalloc(g, &s->zeros, 2 * B * s->seq_groups, err, "cache zeros") ||
+        dalloc(g, &s->ring, 2 * B * s->seq_ring, err, "cache residual"))
+        return -1;
+    return 0;
+}
+
+/* Everything but the weights' values. k_rank/v_rank may be NULL. */
+static int engine_init(alrd_gpu *g, const alrd_config *cfg, int group_heads, const int *k_rank, const int *v_rank,
+                       const float *inv_freq, const alrd_gpu_opts *o, alrd_error *err) {
+    g->cfg = *cfg;
+    g->o = *o;
+    g->L = cfg->n_layers;
+    g->H = cfg->hidden;
+    g->hd = cfg->head_dim;
+    g->nh = cfg->n_heads;
+    g->nkv = cfg->n_kv_heads;
+    g->per_kv = g->nh / g->nkv;
+    g->qd = g->nh * g->hd;
+    g->kvd = g->nkv * g->hd;
+    g->ffn = cfg->ffn;
+    g->nv = cfg->vocab_size;
+    g->group_heads = group_heads > 0 ? group_heads : g->nkv;
+    g->n_groups = g->nkv / g->group_heads;
+    g->gh = g->group_heads * g->hd;
+    g->attn = o->attn;
+    if (o->max_ctx < 1 || o->max_batch < 1 || o->n_seq < 1 || o->max_batch > o->max_ctx || o->max_ctx > (1 << 22) ||
+        o->n_seq > 4096 || !o->k_bits || !o->v_bits)
+        return alrd_errf(err, "gpu: options: max_ctx %d, max_batch %d, n_seq %d out of range", o->max_ctx,
+                         o->max_batch, o->n_seq);
+    if (g->hd % 2 || g->nh % g->nkv || g->nkv % g->group_heads)
+        return alrd_errf(err, "gpu: config: heads %d / kv heads %d / group %d do not fit", g->nh, g->nkv, g->group_heads);
+
+    cudaError_t e = cudaStreamCreateWithFlags(&g->st, cudaStreamNonBlocking);
+    if (e != cudaSuccess) return cuerr(err, "stream", e);
+    if (cublasCreate(&g->cb) != CUBLAS_STATUS_SUCCESS) return alrd_errf(err, "gpu: cublasCreate failed");
+    cublasSetStream(g->cb, g->st);
+    int dev = 0;
+    cudaGetDevice(&dev);
+    cudaDeviceGetAttribute(&g->sm_count, cudaDevAttrMultiProcessorCount, dev);
+    int optin = 0;
+    cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+    g->smem_optin = (size_t)optin;
+    size_t ws = (size_t)32 << 20; /* fixed workspace: no allocation inside graph capture */
+    if (dalloc(g, &g->cb_ws, ws, err, "cublas workspace")) return -1;
+    cublasSetWorkspace(g->cb, g->cb_ws, ws);
+
+    g->k_bits = (int *)calloc(g->L, sizeof(int));
+    g->v_bits = (int *)calloc(g->L, sizeof(int));
+    g->pos = (int *)calloc(o->n_seq, sizeof(int));
+    g->ly = (glayer *)calloc(g->L, sizeof(glayer));
+    if (!g->k_bits || !g->v_bits || !g->pos || !g->ly) return alrd_errf(err, "gpu: out of host memory");
+    int *dk = (int *)calloc(g->L, sizeof(int)), *dv = (int *)calloc(g->L, sizeof(int));
+    if (!dk || !dv) {
+        free(dk);
+        free(dv);
+        return alrd_errf(err, "gpu: out of host memory");
+    }
+    g->dk_max = g->dv_max = g->kvd;
+    g->vr_max = 1;
+    g->vw_max = g->hd;
+    for (int l = 0; l < g->L; l++) {
+        glayer *y = &g->ly[l];
+        y->kr = k_rank ? k_rank[l] : 0;
+        y->vr = v_rank ? v_rank[l] : 0;
+        y->dk = dk[l] = y->kr ? g->n_groups * y->kr : g->kvd;
+        y->dv = dv[l] = y->vr ? g->n_groups * y->vr : g->kvd;
+        y->kb = g->k_bits[l] = o->k_bits[l];
+        y->vb = g->v_bits[l] = o->v_bits[l];
+        y->kmode = y->kr ? ALRD_GPU_K_LATENT : (y->kb == 16 ? ALRD_GPU_K_ROPED : ALRD_GPU_K_FULL);
+        y->nqkv = g->qd + y->dk + y->dv;
+        if (y->dk > g->dk_max) g->dk_max = y->dk;
+        if (y->dv > g->dv_max) g->dv_max = y->dv;
+        if (y->vr > g->vr_max) g->vr_max = y->vr;
+        if (y->vr > g->vw_max) g->vw_max = y->vr;
+        if (y->kr) g->any_latent_k = 1;
+        if (y->nqkv > g->nqkv_max) g->nqkv_max = y->nqkv;
+    }
+    alrd_kv_cache_config kc = {g->L, dk, dv, g->k_bits, g->v_bits, o->group_size, o->residual, o->use_kivi, o->max_ctx};
+    int rc = alrd_kv_cache_config_check(&kc, err);
+    free(dk);
+    free(dv);
+    if (rc) return -1;
+
+    /* caches */
+    for (int l = 0; l < g->L; l++) {
+        glayer *y = &g->ly[l];
+        size_t units;
+        alrd_gpu_side_init(&y->ks, y->dk, y->kb, o->use_kivi, o->group_size, o->residual, y->kmode == ALRD_GPU_K_ROPED,
+                  o->max_ctx, &units);
+        alrd_gpu_side_init(&y->vs, y->dv, y->vb, 0, o->group_size, o->residual, 0, o->max_ctx, &units);
+        if (side_alloc(g, &y->ks, err) || side_alloc(g, &y->vs, err)) return -1;
+    }
+
+    /* RoPE tables, computed as the CPU path does (fp32 angle, cosf/sinf) */
+    size_t half = (size_t)g->hd / 2, nt = (size_t)o->max_ctx * half;
+    float *ct = (float *)malloc(sizeof(float) * nt), *stb = (float *)malloc(sizeof(float) * nt);
+    if (!ct || !stb) {
+        free(ct);
+        free(stb);
+        return alrd_errf(err, "gpu: out of host memory for RoPE tables");
+    }
+    for (int p = 0; p < o->max_ctx; p++)
+        for (size_t i = 0; i < half; i++) {
+            float a = (float)p * inv_freq[i];
+            ct[p * half + i] = cosf(a);
+            stb[p * half + i] = sinf(a);
+        }
+    rc = dalloc(g, &g->cos_tab, sizeof(float) * nt, err, "rope") || dalloc(g, &g->sin_tab, sizeof(float) * nt, err, "rope");
+    if (!rc) {
+        cudaMemcpyAsync(g->cos_tab, ct, sizeof(float) * nt, cudaMemcpyHostToDevice, g->st);
+        cudaMemcpyAsync(g->sin_tab, stb, sizeof(float) * nt, cudaMemcpyHostToDevice, g->st);
+        cudaStreamSynchronize(g->st);
+    }
+    free(ct);
+    free(stb);
+    if (rc) return -1;
+
+    /* activations */
+    size_t MR = (size_t)(o->max_batch > o->n_seq ? o->max_batch : o->n_seq);
+    g->MR = (int)MR;
+    size_t N = (size_t)o->max_ctx, TB = (size_t)o->max_batch;
+    if (dalloc(g, &g->h, 4 * MR * g->H, err, "activations") ||
+        dalloc(g, &g->qkv, 4 * MR * g->nqkv_max, err, "activations") ||
+        dalloc(g, &g->gu, 4 * MR * 2 * g->ffn, err, "activations") ||
+        dalloc(g, &g->logits, 4 * MR * g->nv, err, "logits") ||
+        dalloc(g, &g->xn16, 2 * MR * g->H, err, "activations") ||
+        dalloc(g, &g->act16, 2 * MR * g->ffn, err, "activations") ||
+        dalloc(g, &g->q16, 2 * MR * g->qd, err, "activations") ||
+        dalloc(g, &g->att16, 2 * MR * g->qd, err, "activations") ||
+        dalloc(g, &g->d_tok, 4 * MR, err, "tokens") || dalloc(g, &g->d_tgt, 4 * MR, err, "targets") ||
+        dalloc(g, &g->d_nll, 8 * MR, err, "nll") || dalloc(g, &g->d_pos, 4 * (size_t)o->n_seq, err, "positions"))
+        return -1;
+    /* prefill / reference attention: materialised K/V and score matrices */
+    if (dalloc(g, &g->Lk16, 2 * N * g->dk_max, err, "K materialisation") ||
+        dalloc(g, &g->Vm16, 2 * N * g->dv_max, err, "V materialisation") ||
+        dalloc(g, &g->Km16, 2 * N * g->kvd, err, "K materialisation") ||
+        (g->any_latent_k && dalloc(g, &g->Kpre, 4 * N * g->kvd, err, "K reconstruction")) ||
+        dalloc(g, &g->S, 4 * (size_t)g->nh * TB * N, err, "attention scores") ||
+        dalloc(g, &g->P, 2 * (size_t)g->nh * TB * N, err, "attention probabilities") ||
+        dalloc(g, &g->U16, 2 * TB * g->nh * g->vr_max, err, "latent mix"))
+        return -1;
+    if (o->score && (dalloc(g, &g->Lkq16, 2 * N * g->dk_max, err, "score") ||
+                     dalloc(g, &g->Vmq16, 2 * N * g->dv_max, err, "score") ||
+                     dalloc(g, &g->Kmq16, 2 * N * g->kvd, err, "score") ||
+                     dalloc(g, &g->Sq, 4 * (size_t)g->nh * TB * N, err, "score") ||
+                     dalloc(g, &g->Pq, 2 * (size_t)g->nh * TB * N, err, "score")))
+        return -1;
+
+    /* fused decode: enough splits to fill the machine */
+    int gmin = g->nkv;
+    for (int l = 0; l < g->L; l++)
+        if (g->ly[l].kmode == ALRD_GPU_K_LATENT && g->n_groups < gmin) gmin = g->n_groups;
+    int want = (2 * g->sm_count + gmin * o->n_seq - 1) / (gmin * o->n_seq);
+    int cap = o->max_ctx / 64 > 1 ? o->max_ctx / 64 : 1;
+    g->nsplit = want < 1 ? 1 : (want > cap ? cap : want);
+    if (g->nsplit > 128) g->nsplit = 128;
+    if (dalloc(g, &g->attn_work, 4 * alrd_gpu_attn_work_floats(g->nh, o->n_seq, g->nsplit, g->vw_max), err,
+               "attention work"))
+        return -1;
+    return 0;
+}
+
+/* After the weights: the fused attention descriptors. */
+static int engine_finish(alrd_gpu *g, alrd_error *err) {
+    size_t smax = 0;
+    g->fused_all = 1;
+    for (int l = 0; l < g->L; l++) {
+        glayer *y = &g->ly[l];
+        alrd_gpu_attn_layer *a = &y->al;
+        memset(a, 0, sizeof *a);
+        a->n_heads = g->nh;
+        a->n_kv = g->nkv;
+        a->hd = g->hd;
+        a->group_heads = g->group_heads;
+        a->kmode = y->kmode;
+        a->kr = y->kr;
+        a->vr = y->vr;
+        a->kA = y->kA;
+        a->vA = y->vA;
+        a->bk = y->bk_lat;
+        a->bv = y->bv_lat;
+        a->ks = y->ks;
+        a->vs = y->vs;
+        a->cos_tab = g->cos_tab;
+        a->sin_tab = g->sin_tab;
+        a->scale = 1.0f / sqrtf((float)g->hd);
+        size_t sm = alrd_gpu_attn_smem(a, g->smem_optin);
+        y->fused_ok = sm > 0;
+        if (!sm) g->fused_all = 0;
+        if (sm > smax) smax = sm;
+    }
+    if (smax > 0) {
+        int e = alrd_gpu_attn_prepare(smax);
+        if (e) return cuerr(err, "fused attention shared memory", (cudaError_t)e);
+    }
+    cudaError_t e = cudaStreamSynchronize(g->st);
+    if (e == cudaSuccess) e = cudaGetLastError();
+    if (e != cudaSuccess) return cuerr(err, "engine setup", e);
+    return 0;
+}
+
+static int upload_f16(alrd_gpu *g, uint16_t *dst, const float *src, size_t n, float *staging) {
+    if (cudaMemcpyAsync(staging, src, 4 * n, cudaMemcpyHostToDevice, g->st) != cudaSuccess) return -1;
+    return alrd_gpu_f32_to_f16(staging, dst, n, g->st);
+}
+
+static int upload_f32(alrd_gpu *g, float **dst, const float *src, size_t n, alrd_error *err) {
+    *dst = NULL;
+    if (!src) return 0;
+    if (dalloc(g, dst, 4 * n, err, "weights")) return -1;
+    g->weight_bytes += 4 * n;
+    return cudaMemcpyAsync(*dst, src, 4 * n, cudaMemcpyHostToDevice, g->st) != cudaSuccess
+               ? alrd_errf(err, "gpu: weight upload failed")
+               : 0;
+}
+
+static int walloc16(alrd_gpu *g, uint16_t **p, size_t n, alrd_error *err) {
+    if (dalloc(g, p, 2 * n, err, "weights")) return -1;
+    g->weight_bytes += 2 * n;
+    return 0;
+}
+
+extern "C" int alrd_gpu_new(alrd_gpu **out, const alrd_model *m, const alrd_gpu_opts *o, alrd_error *err) {
+    *out = NULL;
+    if (!alrd_gpu_available()) return alrd_errf(err, "gpu: no CUDA device");
+    alrd_gpu *g = (alrd_gpu *)calloc(1, sizeof *g);
+    if (!g) return alrd_errf(err, "gpu: out of host memory");
+    const alrd_config *c = &m->cfg;
+    int *kr = (int *)calloc(c->n_layers, sizeof(int)), *vr = (int *)calloc(c->n_layers, sizeof(int));
+    if (!kr || !vr) {
+        free(kr);
+        free(vr);
+        free(g);
+        return alrd_errf(err, "gpu: out of host memory");
+    }
+    for (int l = 0; l < c->n_layers; l++) kr[l] = m->layers[l].k_rank, vr[l] = m->layers[l].v_rank;
+    int rc = engine_init(g, c, m->group_heads, kr, vr, m->inv_freq, o, err);
+    free(kr);
+    free(vr);
+    if (rc) {
+        alrd_gpu_free(g);
+        return -1;
+    }
+    /* weights, fp16; staged through one fp32 buffer */
+    size_t H = g->H, qd = g->qd, ffn = g->ffn, gh = g->gh, stage = (size_t)g->nv * H;
+    for (int l = 0; l < g->L; l++) {
+        size_t a = (size_t)g->ly[l].nqkv * H;
+        if (a > stage) stage = a;
+        if (2 * ffn * H > stage) stage = 2 * ffn * H;
+    }
+    float *staging = NULL;
+    if (dalloc(g, &staging, 4 * stage, err, "staging")) goto fail;
+    if (walloc16(g, &g->embed, (size_t)g->nv * H, err) || upload_f16(g, g->embed, m->embed, (size_t)g->nv * H, staging))
+        goto upfail;
+    if (m->lm_head == m->embed) g->lm_head = g->embed;
+    else if (walloc16(g, &g->lm_head, (size_t)g->nv * H, err) ||
+             upload_f16(g, g->lm_head, m->lm_head, (size_t)g->nv * H, staging))
+        goto upfail;
+    if (upload_f32(g, &g->final_norm, m->final_norm, H, err)) goto fail;
+    for (int l = 0; l < g->L; l++) {
+        glayer *y = &g->ly[l];
+        const alrd_layer *S = &m->layers[l];
+        if (walloc16(g, &y->w_qkv, (size_t)y->nqkv * H, err) || walloc16(g, &y->wo, H * qd, err) ||
+            walloc16(g, &y->w_gu, 2 * ffn * H, err) || walloc16(g, &y->w_down, H * ffn, err))
+            goto fail;
+        if (upload_f16(g, y->w_qkv, S->wq, qd * H, staging) ||
+            upload_f16(g, y->w_qkv + qd * H, y->kr ? S->kB : S->wk, (size_t)y->dk * H, staging) ||
+            upload_f16(g, y->w_qkv + (qd + y->dk) * H, y->vr ? S->vB : S->wv, (size_t)y->dv * H, staging) ||
+            upload_f16(g, y->wo, S->wo, H * qd, staging) || upload_f16(g, y->w_gu, S->w_gate, ffn * H, staging) ||
+            upload_f16(g, y->w_gu + ffn * H, S->w_up, ffn * H, staging) ||
+            upload_f16(g, y->w_down, S->w_down, H * ffn, staging))
+            goto upfail;
+        if (y->kr && (walloc16(g, &y->kA, (size_t)g->n_groups * gh * y->kr, err) ||
+                      upload_f16(g, y->kA, S->kA, (size_t)g->n_groups * gh * y->kr, staging)))
+            goto upfail;
+        if (y->vr && (walloc16(g, &y->vA, (size_t)g->n_groups * gh * y->vr, err) ||
+                      upload_f16(g, y->vA, S->vA, (size_t)g->n_groups * gh * y->vr, staging)))
+            goto upfail;
+        if (upload_f32(g, &y->attn_norm, S->attn_norm, H, err) || upload_f32(g, &y->ffn_norm, S->ffn_norm, H, err) ||
+            upload_f32(g, &y->bq, S->bq, qd, err) || upload_f32(g, &y->bo, S->bo, H, err))
+            goto fail;
+        if (upload_f32(g, y->kr ? &y->bk_lat : &y->bk_full, S->bk, g->kvd, err) ||
+            upload_f32(g, y->vr ? &y->bv_lat : &y->bv_full, S->bv, g->kvd, err))
+            goto fail;
+        cudaStreamSynchronize(g->st); /* staging is reused */
+    }
+    if (engine_finish(g, err)) goto fail;
+    *out = g;
+    return 0;
+upfail:
+    alrd_errf(err, "gpu: weight upload failed");
+fail:
+    alrd_gpu_free(g);
+    return -1;
+}
+
+extern "C" int alrd_gpu_new_synthetic(alrd_gpu **out, const alrd_config *cfg, int group_heads, const int *k_rank,
+                                      const int *v_rank, const alrd_gpu_opts *o, uint64_t seed, alrd_error *err) {
+    *out = NULL;
+    if (!alrd_gpu_available()) return alrd_errf(err, "gpu: no CUDA device");
+    if (cfg->head_dim < 2 || cfg->head_dim > 1024) return alrd_errf(err, "gpu: synthetic: head_dim %d", cfg->head_dim);
+    alrd_gpu *g = (alrd_gpu *)calloc(1, sizeof *g);
+    if (!g) return alrd_errf(err, "gpu: out of host memory");
+    float inv_freq[512];
+    for (int i = 0; i < cfg->head_dim / 2; i++)
+        inv_freq[i] = (float)(1.0 / pow((double)cfg->rope_theta, (2.0 * i) / cfg->head_dim));
+    if (engine_init(g, cfg, group_heads, k_rank, v_rank, inv_freq, o, err)) {
+        alrd_gpu_free(g);
+        return -1;
+    }
+    size_t H = g->H, qd = g->qd, ffn = g->ffn, gh = g->gh;
+    uint64_t sd = seed;
+    float sH = sqrtf(3.0f / H), sQ = sqrtf(3.0f / qd), sF = sqrtf(3.0f / ffn);
+#define RF16(p, n, sc) (walloc16(g, &(p), (n), err) || alrd_gpu_fill_f16((p), (n), (sc), 0.0f, ++sd, g->st))
+#define ONES(p, n) (dalloc(g, &(p), 4 * (n), err, "weights") || alrd_gpu_fill_f32((p), (n), 0.0f, 1.0f, 0, g->st))
+    if (RF16(g->embed, (size_t)g->nv * H, 1.0f) || ONES(g->final_norm, H)) goto fail;
+    g->lm_head = g->embed;
+    for (int l = 0; l < g->L; l++) {
+        glayer *y = &g->ly[l];
+        if (RF16(y->w_qkv, (size_t)y->nqkv * H, sH) || RF16(y->wo, H * qd, sQ) || RF16(y->w_gu, 2 * ffn * H, sH) ||
+            RF16(y->w_down, H * ffn, sF) || ONES(y->attn_norm, H) || ONES(y->ffn_norm, H))
+            goto fail;
+        if (y->kr && RF16(y->kA, (size_t)g->n_groups * gh * y->kr, sqrtf(3.0f / y->kr))) goto fail;
+        if (y->vr && RF16(y->vA, (size_t)g->n_groups * gh * y->vr, sqrtf(3.0f / y->vr))) goto fail;
+    }
+#undef RF16
+#undef ONES
+    if (engine_finish(g, err)) goto fail;
+    *out = g;
+    return 0;
+fail:
+    alrd_gpu_free(g);
+    return -1;
+}
+
+extern "C" void alrd_gpu_free(alrd_gpu *g) {
+    if (!g) return;
+    if (g->st) cudaStreamSynchronize(g->st);
+    if (g->gexec) cudaGraphExecDestroy(g->gexec);
+    for (int i = 0; i < g->n_allocs; i++) cudaFree(g->allocs[i]);
+    free(g->allocs);
+    if (g->cb) cublasDestroy(g->cb);
+    if (g->st) cudaStreamDestroy(g->st);
+    free(g->k_bits);
+    free(g->v_bits);
+    free(g->pos);
+    free(g->ly);
+    free(g);
+}
+
+/* ---- state ------------------------------------------------------------- */
+
+static void upload_pos(alrd_gpu *g) {
+    FAILS(g, cudaMemcpyAsync(g->d_pos, g->pos, sizeof(int) * g->o.n_seq, cudaMemcpyHostToDevice, g->st));
+}
+
+extern "C" void alrd_gpu_reset(alrd_gpu *g, int seq) {
+    for (int b = 0; b < g->o.n_seq; b++)
+        if (seq < 0 || b == seq) g->pos[b] = 0;
+    upload_pos(g);
+    cudaStreamSynchronize(g->st);
+}
+
+extern "C" int alrd_gpu_pos(const alrd_gpu *g, int seq) { return seq >= 0 && seq < g->o.n_seq ? g->pos[seq] : -1; }
+
+extern "C" size_t alrd_gpu_cache_bytes(const alrd_gpu *g, int seq) {
+    if (seq < 0 || seq >= g->o.n_seq) return 0;
+    size_t t = 0;
+    for (int l = 0; l < g->L; l++)
+        t += alrd_kv_cache_layer_bytes(g->ly[l].dk, g->ly[l].dv, g->ly[l].kb, g->ly[l].vb, g->o.group_size,
+                                       g->o.residual, g->o.use_kivi, g->pos[seq]);
+    return t;
+}
+
+extern "C" const alrd_config *alrd_gpu_config(const alrd_gpu *g) { return &g->cfg; }
+
+extern "C" void alrd_gpu_set_attn(alrd_gpu *g, int attn) {
+    g->attn = attn;
+    if (g->gexec) cudaGraphExecDestroy(g->gexec);
+    g->gexec = NULL;
+    g->graph_state = 0;
+}
+
+extern "C" int alrd_gpu_fused_ok(const alrd_gpu *g) { return g->fused_all; }
+
+extern "C" int alrd_gpu_sync(alrd_gpu *g, alrd_error *err) {
+    cudaError_t e = cudaStreamSynchronize(g->st);
+    if (e == cudaSuccess) e = cudaGetLastError();
+    if (e != cudaSuccess) return cuerr(err, "device", e);
+    if (g->fail) {
+        int line = g->fail;
+        g->fail = 0;
+        return alrd_errf(err, "gpu: a launch or cuBLAS call failed (runtime/gpu.cu:%d)", line);
+    }
+    return 0;
+}
+
+/* ---- forward pieces ----------------------------------------------------- */
+
+/* Keys at full width for attention: rows [r0, nk) of dst (fp16, RoPE'd) from
+ * latent / pre-RoPE rows of src. */
+static void build_keys(alrd_gpu *g, glayer *y, const uint16_t *src, uint16_t *dst, int r0, int nk) {
+    if (nk <= r0) return;
+    if (y->kmode == ALRD_GPU_K_LATENT) {
+        FAILS(g, gsb(g, CUBLAS_OP_T, CUBLAS_OP_N, g->gh, nk, y->kr, 1.0f, y->kA, y->kr, (long long)g->gh * y->kr, src,
+                     y->dk, y->kr, 0.0f, g->Kpre, CUDA_R_32F, g->kvd, g->gh, g->n_groups));
+        FAILS(g, alrd_gpu_rope_rows(g->Kpre, NULL, g->kvd, y->bk_lat, r0, nk, g->nkv, g->hd, g->cos_tab, g->sin_tab,
+                                    dst, g->kvd, g->st));
+    } else {
+        FAILS(g, alrd_gpu_rope_rows(NULL, src, y->dk, NULL, r0, nk, g->nkv, g->hd, g->cos_tab, g->sin_tab, dst,
+                                    g->kvd, g->st));
+    }
+}
+
+/* Attention of T query rows (positions p0..) over nk keys of Km16 / Vm16
+ * (and the quantised alternatives Kq/Vq on the scoring path). */
+static void attn_core(alrd_gpu *g, glayer *y, int T, int nk, int p0, const uint16_t *q16, uint16_t *att16,
+                      const uint16_t *Kq, const uint16_t *Vq, int first, int k_mode, int v_mode) {
+    const int hd = g->hd, qd = g->qd, kvd = g->kvd, per = g->per_kv;
+    const long long hs = (long long)T * nk;
+    const float scale = 1.0f / sqrtf((float)hd);
+    for (int k = 0; k < g->nkv; k++) {
+        int h0 = k * per;
+        FAILS(g, gsb(g, CUBLAS_OP_T, CUBLAS_OP_N, nk, T, hd, scale, g->Km16 + (size_t)k * hd, kvd, 0,
+                     q16 + (size_t)h0 * hd, qd, hd, 0.0f, g->S + h0 * hs, CUDA_R_32F, nk, hs, per));
+        if (Kq)
+            FAILS(g, gsb(g, CUBLAS_OP_T, CUBLAS_OP_N, nk, T, hd, scale, Kq + (size_t)k * hd, kvd, 0,
+                         q16 + (size_t)h0 * hd, qd, hd, 0.0f, g->Sq + h0 * hs, CUDA_R_32F, nk, hs, per));
+    }
+    FAILS(g, alrd_gpu_softmax(g->S, Kq ? g->Sq : NULL, g->P, Vq ? g->Pq : NULL, g->nh, (size_t)hs, T, nk, p0, 1.0f,
+                              first, g->o.residual, k_mode, v_mode, g->st));
+    for (int k = 0; k < g->nkv; k++) {
+        int h0 = k * per;
+        if (y->vr) {
+            int gg = k / g->group_heads, j = k % g->group_heads, vr = y->vr;
+            FAILS(g, gsb(g, CUBLAS_OP_N, CUBLAS_OP_N, vr, T, nk, 1.0f, g->Vm16 + (size_t)gg * vr, y->dv, 0,
+                         g->P + h0 * hs, nk, hs, 0.0f, g->U16 + (size_t)h0 * vr, CUDA_R_16F, g->nh * vr, vr, per));
+            if (Vq)
+                FAILS(g, gsb(g, CUBLAS_OP_N, CUBLAS_OP_N, vr, T, nk, 1.0f, Vq + (size_t)gg * vr, y->dv, 0,
+                             g->Pq + h0 * hs, nk, hs, 1.0f, g->U16 + (size_t)h0 * vr, CUDA_R_16F, g->nh * vr, vr, per));
+            FAILS(g, gsb(g, CUBLAS_OP_T, CUBLAS_OP_N, hd, T, vr, 1.0f, y->vA + ((size_t)gg * g->gh + (size_t)j * hd) * vr,
+                         vr, 0, g->U16 + (size_t)h0 * vr, g->nh * vr, vr, 0.0f, att16 + (size_t)h0 * hd, CUDA_R_16F, qd,
+                         hd, per));
+        } else {
+            FAILS(g, gsb(g, CUBLAS_OP_N, CUBLAS_OP_N, hd, T, nk, 1.0f, g->Vm16 + (size_t)k * hd, y->dv, 0,
+                         g->P + h0 * hs, nk, hs, 0.0f, att16 + (size_t)h0 * hd, CUDA_R_16F, qd, hd, per));
+            if (Vq)
+                FAILS(g, gsb(g, CUBLAS_OP_N, CUBLAS_OP_N, hd, T, nk, 1.0f, Vq + (size_t)k * hd, y->dv, 0,
+                             g->Pq + h0 * hs, nk, hs, 1.0f, att16 + (size_t)h0 * hd, CUDA_R_16F, qd, hd, per));
+        }
+    }
+    if (y->bv_lat) FAILS(g, alrd_gpu_add_head_bias16(att16, T, qd, g->nh, per, hd, y->bv_lat, g->st));
+}
+
+/* o_proj (+ residual), then the MLP (+ residual), for T rows. */
+static void post_attn(alrd_gpu *g, glayer *y, int T) {
+    const int H = g->H, ffn = g->ffn;
+    FAILS(g, lin(g, T, H, g->qd, g->att16, g->qd, y->wo, g->h, H, 1.0f));
+    if (y->bo) FAILS(g, alrd_gpu_add_bias_f32(g->h, T, H, y->bo, g->st));
+    FAILS(g, alrd_gpu_rmsnorm(g->h, y->ffn_norm, T, H, g->cfg.rms_eps, g->xn16, g->st));
+    FAILS(g, lin(g, T, 2 * ffn, H, g->xn16, H, y->w_gu, g->gu, 2 * ffn, 0.0f));
+    FAILS(g, alrd_gpu_silu_mul(g->gu, T, ffn, g->act16, g->st));
+    FAILS(g, lin(g, T, H, ffn, g->act16, ffn, y->w_down, g->h, H, 1.0f));
+}
+
+enum { MODE_PREFILL = 0, MODE_SCORE = 1, MODE_SCORE_DECODE = 2 };
+
+/* One layer over T rows of sequence b at positions p0..: attention over the
+ * cache's first p0 tokens and the new ones at full precision. */
+static void layer_prefill(alrd_gpu *g, int l, int b, int T, int p0, int mode, int first) {
+    glayer *y = &g->ly[l];
+    const int H = g->H, qd = g->qd, nk = p0 + T;
+    FAILS(g, alrd_gpu_rmsnorm(g->h, y->attn_norm, T, H, g->cfg.rms_eps, g->xn16, g->st));
+    FAILS(g, lin(g, T, y->nqkv, H, g->xn16, H, y->w_qkv, g->qkv, y->nqkv, 0.0f));
+    FAILS(g, alrd_gpu_qkv_post(g->qkv, T, y->nqkv, g->nh, g->hd, y->dk, y->dv, y->bq, y->bk_full, y->bv_full, NULL, p0,
+                               g->cos_tab, g->sin_tab, g->q16, g->Lk16, g->Vm16, y->dk, y->dv, g->st));
+    if (p0 > 0) {
+        if (y->kmode == ALRD_GPU_K_ROPED) FAILS(g, alrd_gpu_materialize(&y->ks, b, p0, p0, g->Km16, g->kvd, g->st));
+        else FAILS(g, alrd_gpu_materialize(&y->ks, b, p0, p0, g->Lk16, y->dk, g->st));
+        FAILS(g, alrd_gpu_materialize(&y->vs, b, p0, p0, g->Vm16, y->dv, g->st));
+    }
+    build_keys(g, y, g->Lk16, g->Km16, y->kmode == ALRD_GPU_K_ROPED ? p0 : 0, nk);
+    const uint16_t *Kq = NULL, *Vq = NULL;
+    int k_mode = 0, v_mode = 0;
+    if (mode == MODE_SCORE_DECODE) {
+        if (y->kb < 16) {
+            FAILS(g, alrd_gpu_fake_quant(&y->ks, 0, g->qkv, y->nqkv, qd, T, g->Lkq16, y->dk, g->st));
+            build_keys(g, y, g->Lkq16, g->Kmq16, 0, nk);
+            Kq = g->Kmq16;
+            k_mode = g->o.use_kivi ? 1 : 2;
+        }
+        if (y->vb < 16) {
+            FAILS(g, alrd_gpu_fake_quant(&y->vs, 0, g->qkv, y->nqkv, qd + y->dk, T, g->Vmq16, y->dv, g->st));
+            Vq = g->Vmq16;
+            v_mode = 2;
+        }
+    }
+    attn_core(g, y, T, nk, p0, g->q16, g->att16, Kq, Vq, first, k_mode, v_mode);
+    if (mode == MODE_PREFILL) {
+        FAILS(g, alrd_gpu_append_prefill(&y->ks, b, g->qkv, y->nqkv, qd, p0, T, g->hd, g->cos_tab, g->sin_tab, NULL, 0,
+                                         g->st));
+        FAILS(g, alrd_gpu_append_prefill(&y->vs, b, g->qkv, y->nqkv, qd + y->dk, p0, T, g->hd, g->cos_tab, g->sin_tab,
+                                         NULL, 0, g->st));
+    }
+    post_attn(g, y, T);
+}
+
+/* One decode layer for all n_seq rows (the cache append included). */
+static void layer_decode(alrd_gpu *g, int l) {
+    glayer *y = &g->ly[l];
+    const int H = g->H, qd = g->qd, B = g->o.n_seq;
+    FAILS(g, alrd_gpu_rmsnorm(g->h, y->attn_norm, B, H, g->cfg.rms_eps, g->xn16, g->st));
+    FAILS(g, lin(g, B, y->nqkv, H, g->xn16, H, y->w_qkv, g->qkv, y->nqkv, 0.0f));
+    FAILS(g, alrd_gpu_qkv_post(g->qkv, B, y->nqkv, g->nh, g->hd, y->dk, y->dv, y->bq, y->bk_full, y->bv_full, g->d_pos,
+                               0, g->cos_tab, g->sin_tab, g->q16, NULL, NULL, 0, 0, g->st));
+    FAILS(g, alrd_gpu_append_decode(&y->ks, &y->vs, g->qkv, y->nqkv, qd, qd + y->dk, B, g->d_pos, g->hd, g->cos_tab,
+                                    g->sin_tab, g->st));
+    if (g->attn == ALRD_GPU_ATTN_FUSED && y->fused_ok) {
+        FAILS(g, alrd_gpu_attn_decode(&y->al, g->q16, g->d_pos, B, g->nsplit, g->vw_max, g->attn_work, g->att16, g->st));
+    } else {
+        for (int b = 0; b < B; b++) { /* reference path: materialise this sequence's cache */
+            int n = g->pos[b] + 1;
+            if (y->kmode == ALRD_GPU_K_ROPED) FAILS(g, alrd_gpu_materialize(&y->ks, b, n, n, g->Km16, g->kvd, g->st));
+            else {
+                FAILS(g, alrd_gpu_materialize(&y->ks, b, n, n, g->Lk16, y->dk, g->st));
+                build_keys(g, y, g->Lk16, g->Km16, 0, n);
+            }
+            FAILS(g, alrd_gpu_materialize(&y->vs, b, n, n, g->Vm16, y->dv, g->st));
+            attn_core(g, y, 1, n, n - 1, g->q16 + (size_t)b * qd, g->att16 + (size_t)b * qd, NULL, NULL, 0, 0, 0);
+        }
+    }
+    post_attn(g, y, B);
+}
+
+/* Final norm + lm_head of `rows` rows of h starting at row r0 into logits. */
+static void head(alrd_gpu *g, int r0, int rows) {
+    FAILS(g, alrd_gpu_rmsnorm(g->h + (size_t)r0 * g->H, g->final_norm, rows, g->H, g->cfg.rms_eps, g->xn16, g->st));
+    FAILS(g, lin(g, rows, g->nv, g->H, g->xn16, g->H, g->lm_head, g->logits, g->nv, 0.0f));
+}
+
+static int check_tokens(const alrd_gpu *g, const int32_t *tokens, int n, alrd_error *err) {
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= g->nv)
+            return alrd_errf(err, "gpu: token id %d out of range [0, %d)", tokens[i], g->nv);
+    return 0;
+}
+
+extern "C" int alrd_gpu_prefill(alrd_gpu *g, int seq, const int32_t *tokens, int T, float *logits, int all_logits,
+                                alrd_error *err) {
+    if (seq < 0 || seq >= g->o.n_seq) return alrd_errf(err, "gpu: sequence %d out of range", seq);
+    int p0 = g->pos[seq];
+    if (T <= 0 || T > g->o.max_batch || p0 + T > g->o.max_ctx)
+        return alrd_errf(err, "gpu: prefill of %d tokens at %d exceeds batch %d / context %d", T, p0, g->o.max_batch,
+                         g->o.max_ctx);
+    if (check_tokens(g, tokens, T, err)) return -1;
+    FAILS(g, cudaMemcpyAsync(g->d_tok, tokens, sizeof(int32_t) * T, cudaMemcpyHostToDevice, g->st));
+    FAILS(g, alrd_gpu_embed(g->embed, g->d_tok, T, g->H, g->h, g->st));
+    for (int l = 0; l < g->L; l++) layer_prefill(g, l, seq, T, p0, MODE_PREFILL, 0);
+    if (logits) {
+        int rows = all_logits ? T : 1;
+        head(g, all_logits ? 0 : T - 1, rows);
+        FAILS(g, cudaMemcpyAsync(logits, g->logits, sizeof(float) * rows * g->nv, cudaMemcpyDeviceToHost, g->st));
+    }
+    g->pos[seq] = p0 + T;
+    upload_pos(g);
+    return alrd_gpu_sync(g, err);
+}
+
+static void decode_body(alrd_gpu *g) {
+    const int B = g->o.n_seq;
+    FAILS(g, alrd_gpu_embed(g->embed, g->d_tok, B, g->H, g->h, g->st));
+    for (int l = 0; l < g->L; l++) layer_decode(g, l);
+    head(g, 0, B);
+    FAILS(g, alrd_gpu_pos_advance(g->d_pos, B, g->st));
+}
+
+extern "C" int alrd_gpu_decode(alrd_gpu *g, const int32_t *tokens, float *logits, alrd_error *err) {
+    const int B = g->o.n_seq;
+    for (int b = 0; b < B; b++)
+        if (g->pos[b] + 1 > g->o.max_ctx)
+            return alrd_errf(err, "gpu: sequence %d: context full (%d tokens)", b, g->o.max_ctx);
+    if (check_tokens(g, tokens, B, err)) return -1;
+    FAILS(g, cudaMemcpyAsync(g->d_tok, tokens, sizeof(int32_t) * B, cudaMemcpyHostToDevice, g->st));
+    int graphable = g->o.graph && g->attn == ALRD_GPU_ATTN_FUSED && g->fused_all;
+    if (graphable && g->graph_state == 1 && !g->fail) { /* capture the second step; the first warmed cuBLAS up */
+        cudaGraph_t graph = NULL;
+        cudaError_t e = cudaStreamBeginCapture(g->st, cudaStreamCaptureModeThreadLocal);
+        if (e == cudaSuccess) {
+            decode_body(g);
+            e = cudaStreamEndCapture(g->st, &graph);
+        }
+        if (e == cudaSuccess && !g->fail) e = cudaGraphInstantiate(&g->gexec, graph, 0);
+        if (graph) cudaGraphDestroy(graph);
+        if (e != cudaSuccess || g->fail) return cuerr(err, "decode graph capture", e != cudaSuccess ? e : cudaErrorUnknown);
+        g->graph_state = 2;
+    }
+    if (graphable && g->graph_state == 2) {
+        FAILS(g, cudaGraphLaunch(g->gexec, g->st));
+    } else {
+        decode_body(g);
+        if (graphable) g->graph_state = 1;
+    }
+    if (logits) FAILS(g, cudaMemcpyAsync(logits, g->logits, sizeof(float) * B * g->nv, cudaMemcpyDeviceToHost, g->st));
+    for (int b = 0; b < B; b++) g->pos[b]++;
+    return alrd_gpu_sync(g, err);
+}
+
+extern "C" int alrd_gpu_score(alrd_gpu *g, const int32_t *tokens, int T, int first, int decode, double *nll,
+                              alrd_error *err) {
+    if (!g->o.score) return alrd_errf(err, "gpu: engine made without score buffers");
+    if (T < 2 || T > g->o.max_batch || first < 0 || first >= T - 1)
+        return alrd_errf(err, "gpu: score: %d tokens (first %d) out of range (batch %d)", T, first, g->o.max_batch);
+    if (check_tokens(g, tokens, T, err)) return -1;
+    g->pos[0] = 0;
+    upload_pos(g);
+    FAILS(g, cudaMemcpyAsync(g->d_tok, tokens, sizeof(int32_t) * T, cudaMemcpyHostToDevice, g->st));
+    FAILS(g, alrd_gpu_embed(g->embed, g->d_tok, T, g->H, g->h, g->st));
+    for (int l = 0; l < g->L; l++) layer_prefill(g, l, 0, T, 0, decode ? MODE_SCORE_DECODE : MODE_SCORE, first);
+    int rows = T - 1 - first;
+    head(g, first, rows);
+    FAILS(g, cudaMemcpyAsync(g->d_tgt, tokens + first + 1, sizeof(int32_t) * rows, cudaMemcpyHostToDevice, g->st));
+    FAILS(g, alrd_gpu_nll(g->logits, g->d_tgt, rows, g->nv, g->d_nll, g->st));
+    FAILS(g, cudaMemcpyAsync(nll + first, g->d_nll, sizeof(double) * rows, cudaMemcpyDeviceToHost, g->st));
+    return alrd_gpu_sync(g, err);
+}
+
+extern "C" int alrd_gpu_fill_random(alrd_gpu *g, int seq, int n, uint64_t seed, alrd_error *err) {
+    if (seq < 0 || seq >= g->o.n_seq || n < 0 || n > g->o.max_ctx)
+        return alrd_errf(err, "gpu: fill: sequence %d / %d tokens out of range", seq, n);
+    uint64_t sd = seed * 1000003u + (uint64_t)seq;
+    for (int l = 0; l < g->L; l++) {
+        alrd_gpu_side *ss[2] = {&g->ly[l].ks, &g->ly[l].vs};
+        for (int i = 0; i < 2; i++) {
+            alrd_gpu_side *s = ss[i];
+            if (s->bits == 16) {
+                FAILS(g, alrd_gpu_fill_f16(s->rows + (size_t)seq * s->seq_rows, s->seq_rows, 1.0f, 0.0f, ++sd, g->st));
+                continue;
+            }
+            FAILS(g, alrd_gpu_fill_u32(s->codes + (size_t)seq * s->seq_words, s->seq_words, ++sd, g->st));
+            FAILS(g, alrd_gpu_fill_f16(s->scales + (size_t)seq * s->seq_groups, s->seq_groups, 0.01f, 0.02f, ++sd, g->st));
+            FAILS(g, alrd_gpu_fill_f16(s->zeros + (size_t)seq * s->seq_groups, s->seq_groups, 0.25f, -0.25f, ++sd, g->st));
+            FAILS(g, alrd_gpu_fill_f16(s->ring + (size_t)seq * s->seq_ring, s->seq_ring, 1.0f, 0.0f, ++sd, g->st));
+        }
+    }
+    g->pos[seq] = n;
+    upload_pos(g);
+    return alrd_gpu_sync(g, err);
+}
+
+extern "C" int alrd_gpu_get_info(const alrd_gpu *g, alrd_gpu_info *out) {
+    memset(out, 0, sizeof *out);
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess) return -1;
+    cudaDeviceProp p;
+    if (cudaGetDeviceProperties(&p, dev) != cudaSuccess) return -1;
+    snprintf(out->name, sizeof out->name, "%.127s", p.name);
+    int clk = 0, bus = 0;
+    cudaDeviceGetAttribute(&clk, cudaDevAttrMemoryClockRate, dev);
+    cudaDeviceGetAttribute(&bus, cudaDevAttrGlobalMemoryBusWidth, dev);
+    out->peak_bw = 2.0 * clk * 1000.0 * bus / 8.0;
+    cudaMemGetInfo(&out->free_mem, &out->total_mem);
+    out->sm_count = p.multiProcessorCount;
+    if (g) {
+        out->engine_bytes = g->dev_bytes;
+        out->weight_bytes = g->weight_bytes;
+    }
+    return 0;
+}
+
+extern "C" size_t alrd_gpu_step_bytes(const alrd_gpu *g) {
+    size_t w = 0, H = g->H;
+    for (int l = 0; l < g->L; l++) {
+        const glayer *y = &g->ly[l];
+        w += 2 * ((size_t)y->nqkv * H + H * g->qd + 3 * (size_t)g->ffn * H);
+        if (y->kr) w += 2 * (size_t)g->n_groups * g->gh * y->kr;
+        if (y->vr) w += 2 * (size_t)g->n_groups * g->gh * y->vr;
+    }
+    w += 2 * (size_t)g->nv * H; /* lm_head */
+    for (int b = 0; b < g->o.n_seq; b++) w += alrd_gpu_cache_bytes(g, b);
+    return w;
+}

@@ -1,0 +1,394 @@
+/* test_gpu_units: GPU kernels against their references, no model file needed.
+ *   1. the GPU latent cache (prefill, chunked prefill, decode appends) holds
+ *      bit for bit the packed codes/scales/zeros of runtime/kv_cache.c fed the
+ *      same (fp16-exact) inputs, and materialises its mirror;
+ *   2. on small random-weight models of several shapes and cache settings,
+ *      the fused decode attention gives the logits of the reference path
+ *      (materialised K/V through cuBLAS), B sequences at different positions;
+ *      the CUDA graph replay is bit-identical to direct launches;
+ *   3. the one-pass scoring equals prefill + decode steps.
+ * Plain C (the device has no cmocka): prints one line per check, exits 1 on
+ * any failure. --small: fewer configurations (for compute-sanitizer). */
+#include <cuda_runtime_api.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../formats/tensor.h"
+#include "../../kernels/gpu_ops.h"
+#include "../../kernels/kivi.h"
+#include "../../runtime/gpu.h"
+#include "../../runtime/kv_cache.h"
+
+static int n_fail, n_pass;
+
+#define CHECK(cond, ...)                                                                                      \
+    do {                                                                                                      \
+        if (cond) n_pass++;                                                                                   \
+        else {                                                                                                \
+            n_fail++;                                                                                         \
+            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                                       \
+            printf(__VA_ARGS__);                                                                              \
+            printf("\n");                                                                                     \
+        }                                                                                                     \
+    } while (0)
+
+#define CU(x)                                                                                                 \
+    do {                                                                                                      \
+        cudaError_t e_ = (x);                                                                                 \
+        if (e_ != cudaSuccess) {                                                                              \
+            printf("FAIL %s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_));                   \
+            exit(1);                                                                                          \
+        }                                                                                                     \
+    } while (0)
+
+static uint64_t rng = 88172645463325252ull;
+static double urand(void) { /* [0, 1) */
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (double)(rng >> 11) / 9007199254740992.0;
+}
+/* random value exactly representable in fp16, so that the GPU's fp16 residual
+ * ring is lossless and the quantiser sees the CPU's inputs */
+static float rnd16(float scale) { return alrd_f16_to_f32(alrd_f32_to_f16((float)(urand() * 2 - 1) * scale)); }
+
+static void *dmalloc(size_t n) {
+    void *p = NULL;
+    CU(cudaMalloc(&p, n ? n : 4));
+    CU(cudaMemset(p, 0, n ? n : 4));
+    return p;
+}
+
+static void side_alloc(alrd_gpu_side *s) {
+    if (s->bits == 16) {
+        s->rows = dmalloc(2 * s->seq_rows);
+        return;
+    }
+    s->codes = dmalloc(4 * s->seq_words);
+    s->scales = dmalloc(2 * s->seq_groups);
+    s->zeros = dmalloc(2 * s->seq_groups);
+    s->ring = dmalloc(2 * s->seq_ring);
+}
+
+static void side_free(alrd_gpu_side *s) {
+    cudaFree(s->rows);
+    cudaFree(s->codes);
+    cudaFree(s->scales);
+    cudaFree(s->zeros);
+    cudaFree(s->ring);
+}
+
+/* Compares the GPU side's quantised part with the CPU cache's (bitwise) and
+ * the materialised rows with fp16(mirror). */
+static int compare_side(const alrd_gpu_side *s, const alrd_kv_cache *c, int key, int n, const char *what) {
+    alrd_kv_layer_view v;
+    alrd_kv_cache_layer_view(c, 0, &v);
+    int bad = 0;
+    if (s->bits != 16) {
+        int units = key ? v.k_units : v.v_units;
+        size_t uw = key ? v.k_unit_words : v.v_unit_words, ug = key ? v.k_unit_groups : v.v_unit_groups;
+        const uint32_t *cc = key ? v.k_codes : v.v_codes;
+        const uint16_t *cs = key ? v.k_scales : v.v_scales, *cz = key ? v.k_zeros : v.v_zeros;
+        size_t nw = (size_t)units * uw, ng = (size_t)units * ug;
+        uint32_t *gw = malloc(4 * (nw + 1));
+        uint16_t *gs = malloc(2 * (ng + 1)), *gz = malloc(2 * (ng + 1));
+        CU(cudaMemcpy(gw, s->codes, 4 * nw, cudaMemcpyDeviceToHost));
+        CU(cudaMemcpy(gs, s->scales, 2 * ng, cudaMemcpyDeviceToHost));
+        CU(cudaMemcpy(gz, s->zeros, 2 * ng, cudaMemcpyDeviceToHost));
+        CHECK(uw == s->unit_words && ug == s->unit_groups, "%s: unit sizes %zu/%zu vs %zu/%zu", what, uw, ug,
+              s->unit_words, s->unit_groups);
+        size_t dw = 0, dg = 0;
+        for (size_t i = 0; i < nw; i++) dw += gw[i] != cc[i];
+        for (size_t i = 0; i < ng; i++) dg += gs[i] != cs[i] || gz[i] != cz[i];
+        CHECK(dw == 0 && dg == 0, "%s: %zu of %zu code words, %zu of %zu scale/zero pairs differ (%d units)", what, dw,
+              nw, dg, ng, units);
+        bad += dw != 0 || dg != 0;
+        free(gw);
+        free(gs);
+        free(gz);
+    }
+    int d = s->d;
+    uint16_t *dm = dmalloc(2 * (size_t)n * d), *hm = malloc(2 * (size_t)n * d);
+    float *mir = malloc(4 * (size_t)n * d);
+    CU((cudaError_t)alrd_gpu_materialize(s, 0, n, n, dm, d, NULL));
+    CU(cudaMemcpy(hm, dm, 2 * (size_t)n * d, cudaMemcpyDeviceToHost));
+    if (key) alrd_kv_cache_keys(c, 0, mir);
+    else alrd_kv_cache_values(c, 0, mir);
+    size_t dd = 0;
+    for (size_t i = 0; i < (size_t)n * d; i++) dd += hm[i] != alrd_f32_to_f16(mir[i]);
+    CHECK(dd == 0, "%s: %zu of %zu materialised values differ from fp16(CPU mirror)", what, dd, (size_t)n * d);
+    cudaFree(dm);
+    free(hm);
+    free(mir);
+    return bad;
+}
+
+/* One cache configuration: prefill L0, chunked prefill L1, then `steps`
+ * decode appends; GPU and CPU compared after each phase. */
+static void test_cache(int d, int kb, int vb, int G, int R, int use_kivi, int L0, int L1, int steps) {
+    char what[160];
+    int max_ctx = L0 + L1 + steps + 3;
+    int dk = d, dv = d + 8;
+    alrd_kv_cache_config cfg = {1, &dk, &dv, &kb, &vb, G, R, use_kivi, max_ctx};
+    alrd_kv_cache *c = NULL;
+    alrd_error err;
+    if (alrd_kv_cache_create(&c, &cfg, &err)) {
+        printf("FAIL cache config: %s\n", err.msg);
+        n_fail++;
+        return;
+    }
+    alrd_gpu_side ks, vs;
+    size_t units;
+    alrd_gpu_side_init(&ks, dk, kb, use_kivi, G, R, 0, max_ctx, &units);
+    alrd_gpu_side_init(&vs, dv, vb, 0, G, R, 0, max_ctx, &units);
+    side_alloc(&ks);
+    side_alloc(&vs);
+    int W = dk + dv, total = L0 + L1 + steps;
+    float *x = malloc(sizeof(float) * (size_t)total * W);
+    for (int t = 0; t < total; t++)
+        for (int i = 0; i < W; i++) /* channels of different ranges, some constant groups */
+            x[(size_t)t * W + i] = (i % 7 == 3) ? 0.5f : rnd16(0.5f + (float)(i % 5));
+    float *dx = dmalloc(sizeof(float) * (size_t)total * W);
+    int *dpos = dmalloc(sizeof(int));
+    CU(cudaMemcpy(dx, x, sizeof(float) * (size_t)total * W, cudaMemcpyHostToDevice));
+    float *kk = malloc(sizeof(float) * (size_t)total * dk), *vv = malloc(sizeof(float) * (size_t)total * dv);
+    for (int t = 0; t < total; t++) {
+        memcpy(kk + (size_t)t * dk, x + (size_t)t * W, sizeof(float) * dk);
+        memcpy(vv + (size_t)t * dv, x + (size_t)t * W + dk, sizeof(float) * dv);
+    }
+    /* prefill L0 at 0, then L1 at L0 */
+    int p = 0;
+    for (int ph = 0; ph < 2; ph++) {
+        int T = ph ? L1 : L0;
+        if (!T) continue;
+        alrd_kv_cache_prefill(c, 0, kk + (size_t)p * dk, vv + (size_t)p * dv, T, &err);
+        CU((cudaError_t)alrd_gpu_append_prefill(&ks, 0, dx + (size_t)p * W, W, 0, p, T, 64, NULL, NULL, NULL, 0, NULL));
+        CU((cudaError_t)alrd_gpu_append_prefill(&vs, 0, dx + (size_t)p * W, W, dk, p, T, 64, NULL, NULL, NULL, 0, NULL));
+        p += T;
+    }
+    CU(cudaDeviceSynchronize());
+    snprintf(what, sizeof what, "cache d=%d kb=%d vb=%d G=%d R=%d kivi=%d after prefill %d+%d", d, kb, vb, G, R,
+             use_kivi, L0, L1);
+    compare_side(&ks, c, 1, p, what);
+    compare_side(&vs, c, 0, p, what);
+    for (int s = 0; s < steps; s++, p++) {
+        alrd_kv_cache_append(c, 0, kk + (size_t)p * dk, vv + (size_t)p * dv, &err);
+        CU(cudaMemcpy(dpos, &p, sizeof(int), cudaMemcpyHostToDevice));
+        CU((cudaError_t)alrd_gpu_append_decode(&ks, &vs, dx + (size_t)p * W, W, 0, dk, 1, dpos, 64, NULL, NULL, NULL));
+    }
+    CU(cudaDeviceSynchronize());
+    snprintf(what, sizeof what, "cache d=%d kb=%d vb=%d G=%d R=%d kivi=%d after %d decode steps", d, kb, vb, G, R,
+             use_kivi, steps);
+    compare_side(&ks, c, 1, p, what);
+    compare_side(&vs, c, 0, p, what);
+    side_free(&ks);
+    side_free(&vs);
+    cudaFree(dx);
+    cudaFree(dpos);
+    free(x);
+    free(kk);
+    free(vv);
+    alrd_kv_cache_free(c);
+}
+
+/* ---- engines with random weights ---------------------------------------- */
+
+typedef struct {
+    const char *name;
+    int layers, hidden, heads, kv, hd, ffn, vocab;
+    int group_heads, kr, vr;
+    int kb, vb, G, R, kivi;
+} engine_case;
+
+static alrd_gpu *make_engine(const engine_case *e, int n_seq, int max_ctx, int max_batch, int attn, int graph,
+                             int score) {
+    alrd_config c;
+    memset(&c, 0, sizeof c);
+    c.n_layers = e->layers;
+    c.hidden = e->hidden;
+    c.n_heads = e->heads;
+    c.n_kv_heads = e->kv;
+    c.head_dim = e->hd;
+    c.ffn = e->ffn;
+    c.vocab_size = e->vocab;
+    c.rms_eps = 1e-5f;
+    c.rope_theta = 10000.0f;
+    int kr[64], vr[64], kb[64], vb[64];
+    for (int l = 0; l < e->layers; l++) {
+        /* alternate: every third layer keeps a full projection, as files may */
+        kr[l] = (l % 3 == 2) ? 0 : e->kr;
+        vr[l] = (l % 3 == 2) ? 0 : e->vr;
+        kb[l] = e->kb;
+        vb[l] = e->vb;
+    }
+    alrd_gpu_opts o = {.max_ctx = max_ctx, .max_batch = max_batch, .n_seq = n_seq, .k_bits = kb, .v_bits = vb,
+                       .group_size = e->G, .residual = e->R, .use_kivi = e->kivi, .attn = attn, .graph = graph,
+                       .score = score};
+    alrd_gpu *g = NULL;
+    alrd_error err;
+    if (alrd_gpu_new_synthetic(&g, &c, e->group_heads, kr, vr, &o, 1234, &err)) {
+        printf("FAIL %s: engine: %s\n", e->name, err.msg);
+        n_fail++;
+        return NULL;
+    }
+    return g;
+}
+
+static double rel_l2(const float *a, const float *b, size_t n, double *maxabs) {
+    double num = 0, den = 0, m = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)a[i] - b[i];
+        num += d * d;
+        den += (double)b[i] * b[i];
+        if (fabs(d) > m || d != d) m = d != d ? INFINITY : fabs(d);
+    }
+    if (maxabs) *maxabs = m;
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+static void test_engine(const engine_case *e, int steps) {
+    const int B = 3, max_ctx = 400, nv = e->vocab;
+    const int plen[3] = {150, 60, 1};
+    alrd_gpu *gf = make_engine(e, B, max_ctx, 160, ALRD_GPU_ATTN_FUSED, 0, 0);
+    alrd_gpu *gr = make_engine(e, B, max_ctx, 160, ALRD_GPU_ATTN_REF, 0, 0);
+    alrd_gpu *gg = make_engine(e, B, max_ctx, 160, ALRD_GPU_ATTN_FUSED, 1, 0);
+    if (!gf || !gr || !gg) {
+        alrd_gpu_free(gf);
+        alrd_gpu_free(gr);
+        alrd_gpu_free(gg);
+        return;
+    }
+    CHECK(alrd_gpu_fused_ok(gf), "%s: fused attention does not cover every layer", e->name);
+    alrd_error err;
+    int32_t *tok = malloc(sizeof(int32_t) * 200);
+    float *lf = malloc(sizeof(float) * B * nv), *lr = malloc(sizeof(float) * B * nv), *lg = malloc(sizeof(float) * B * nv);
+    int ok = 1;
+    for (int b = 0; b < B; b++) {
+        for (int i = 0; i < plen[b]; i++) tok[i] = (int32_t)(urand() * nv);
+        if (plen[b] > 0) {
+            ok &= !alrd_gpu_prefill(gf, b, tok, plen[b], lf, 0, &err);
+            ok &= !alrd_gpu_prefill(gr, b, tok, plen[b], lr, 0, &err);
+            ok &= !alrd_gpu_prefill(gg, b, tok, plen[b], lg, 0, &err);
+        }
+    }
+    CHECK(ok, "%s: prefill failed: %s", e->name, err.msg);
+    double worst = 0, worst_abs = 0;
+    int graph_same = 1, argmax_same = 0, argmax_n = 0;
+    for (int s = 0; s < steps && ok; s++) {
+        int32_t t3[3];
+        for (int b = 0; b < B; b++) t3[b] = (int32_t)(urand() * nv);
+        ok &= !alrd_gpu_decode(gf, t3, lf, &err);
+        ok &= !alrd_gpu_decode(gr, t3, lr, &err);
+        ok &= !alrd_gpu_decode(gg, t3, lg, &err);
+        if (!ok) break;
+        double ma, r = rel_l2(lf, lr, (size_t)B * nv, &ma);
+        if (r > worst || r != r) worst = r;
+        if (ma > worst_abs) worst_abs = ma;
+        graph_same &= !memcmp(lf, lg, sizeof(float) * B * nv);
+        for (int b = 0; b < B; b++) {
+            int af = 0, ar = 0;
+            for (int i = 1; i < nv; i++) {
+                if (lf[b * nv + i] > lf[b * nv + af]) af = i;
+                if (lr[b * nv + i] > lr[b * nv + ar]) ar = i;
+            }
+            argmax_same += af == ar;
+            argmax_n++;
+        }
+    }
+    CHECK(ok, "%s: decode failed: %s", e->name, err.msg);
+    printf("  %-34s fused vs reference: rel L2 %.2e, max |d| %.2e, argmax %d/%d; graph %s\n", e->name, worst, worst_abs,
+           argmax_same, argmax_n, graph_same ? "bit-identical" : "DIFFERS");
+    CHECK(worst < 1e-2, "%s: fused vs reference logits rel L2 %.3e", e->name, worst);
+    CHECK(graph_same, "%s: graph replay differs from direct launches", e->name);
+    free(tok);
+    free(lf);
+    free(lr);
+    free(lg);
+    alrd_gpu_free(gf);
+    alrd_gpu_free(gr);
+    alrd_gpu_free(gg);
+}
+
+/* One-pass scoring vs prefill(first) + decode steps (reference attention). */
+static void test_score(const engine_case *e) {
+    const int T = 192, first = 96, nv = e->vocab;
+    alrd_gpu *gs = make_engine(e, 1, T, T, ALRD_GPU_ATTN_FUSED, 0, 1);
+    alrd_gpu *gd = make_engine(e, 1, T, T, ALRD_GPU_ATTN_REF, 0, 0);
+    if (!gs || !gd) {
+        alrd_gpu_free(gs);
+        alrd_gpu_free(gd);
+        return;
+    }
+    alrd_error err;
+    int32_t tok[192];
+    for (int i = 0; i < T; i++) tok[i] = (int32_t)(urand() * nv);
+    double nll[192], ref[192], sum = 0, sumr = 0, worst = 0;
+    int ok = !alrd_gpu_score(gs, tok, T, first, 1, nll, &err);
+    float *lg = malloc(sizeof(float) * nv);
+    ok = ok && !alrd_gpu_prefill(gd, 0, tok, first, NULL, 0, &err);
+    for (int j = first; j < T - 1 && ok; j++) {
+        ok = !alrd_gpu_decode(gd, tok + j, lg, &err);
+        float mx = lg[0];
+        for (int i = 1; i < nv; i++) mx = lg[i] > mx ? lg[i] : mx;
+        double se = 0;
+        for (int i = 0; i < nv; i++) se += exp((double)lg[i] - mx);
+        ref[j] = mx + log(se) - lg[tok[j + 1]];
+    }
+    CHECK(ok, "%s: score failed: %s", e->name, err.msg);
+    for (int j = first; j < T - 1 && ok; j++) {
+        sum += nll[j];
+        sumr += ref[j];
+        double d = fabs(nll[j] - ref[j]);
+        if (d > worst || d != d) worst = d;
+    }
+    printf("  %-34s one-pass score vs decode steps: mean nll %.5f vs %.5f, max |d| %.2e\n", e->name,
+           sum / (T - 1 - first), sumr / (T - 1 - first), worst);
+    CHECK(ok && fabs(sum - sumr) / (T - 1 - first) < 2e-3 && worst < 5e-2, "%s: score vs decode: mean %.5f vs %.5f",
+          e->name, sum / (T - 1 - first), sumr / (T - 1 - first));
+    free(lg);
+    alrd_gpu_free(gs);
+    alrd_gpu_free(gd);
+}
+
+int main(int argc, char **argv) {
+    int small = argc > 1 && !strcmp(argv[1], "--small");
+    if (!alrd_gpu_available()) {
+        printf("test_gpu_units: no CUDA device, nothing run\n");
+        return 1;
+    }
+    printf("== latent cache: GPU vs runtime/kv_cache.c (bit for bit)\n");
+    int before = n_fail;
+    test_cache(40, 2, 2, 32, 64, 1, 150, 37, 140);
+    test_cache(40, 3, 4, 8, 32, 1, 5, 100, 70);
+    if (!small) {
+        test_cache(96, 4, 8, 32, 128, 1, 300, 1, 200);
+        test_cache(50, 2, 3, 16, 32, 0, 77, 20, 60);
+        test_cache(33, 8, 2, 32, 0, 0, 10, 10, 20);
+        test_cache(64, 16, 2, 32, 64, 1, 65, 0, 70);
+    }
+    printf("  %s\n", n_fail == before ? "ok" : "FAILED");
+
+    printf("== fused decode attention vs reference path (3 sequences)\n");
+    engine_case cases[] = {
+        {"fp16 cache (RoPE'd K), GQA 8/2", 3, 256, 8, 2, 64, 512, 1000, 2, 0, 0, 16, 16, 32, 128, 1},
+        {"full K/V quantised k4 v2", 3, 256, 8, 2, 64, 512, 1000, 2, 0, 0, 4, 2, 32, 64, 1},
+        {"latent 1 group kr40 vr48 k2 v2", 3, 256, 8, 2, 64, 512, 1000, 2, 40, 48, 2, 2, 32, 64, 1},
+        {"latent per head kr32 vr64 k4 v4 tok", 3, 256, 8, 2, 64, 512, 1000, 1, 32, 64, 4, 4, 16, 32, 0},
+        {"latent rank only (16 bit)", 3, 256, 8, 2, 64, 512, 1000, 2, 56, 72, 16, 16, 32, 128, 1},
+        {"hd128 latent kr64 vr64 k3 v8", 3, 512, 8, 4, 128, 512, 1000, 2, 64, 64, 3, 8, 32, 64, 1},
+        {"MHA hd128 fp16", 2, 512, 4, 4, 128, 512, 1000, 4, 0, 0, 16, 16, 32, 128, 1},
+    };
+    int nc = (int)(sizeof cases / sizeof cases[0]);
+    for (int i = 0; i < nc; i++)
+        if (!small || i == 2 || i == 0) test_engine(&cases[i], small ? 24 : 140);
+    printf("== one-pass scoring vs decode steps\n");
+    test_score(&cases[2]);
+    if (!small) {
+        test_score(&cases[3]);
+        test_score(&cases[1]);
+    }
+    printf("%d passed, %d failed\n", n_pass, n_fail);
+    return n_fail ? 1 : 0;
+}

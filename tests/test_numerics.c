@@ -1,0 +1,212 @@
+/* numerics: non-finite numbers and degenerate calibration, end to end
+ * through the real tools (BUILD/alrd-compress, BUILD/alrd-run).
+ *
+ * - A NaN or Inf weight in a model is refused by alrd-compress before any
+ *   calibration, with the tensor's HF name and element in the message.
+ * - Finite weights that overflow the forward pass (activations become
+ *   Inf/NaN) are refused by the Gram accumulation (calib/gram.c), naming the
+ *   layer whose input went non-finite.
+ * - A weight finite in f32 that overflows f16 storage is refused.
+ * - Degenerate calibration (one sample of one repeated word, "the the the
+ *   ..."): the Gram matrices are rank one, yet the factors come out finite,
+ *   the file loads, and alrd-run gives a finite perplexity and generates.
+ * - Calibration text that is too short, empty or not UTF-8 is an error.
+ * Models are the tiny synthetic one of tests/tinymodel.h (milliseconds), and
+ * the real SmolLM2 model for the degenerate case when present (its sensitivity
+ * search is skipped under ALRD_TEST_QUICK=1, e.g. for sanitizer builds). */
+#include "testutil.h"
+
+#include <math.h>
+
+#include "../formats/alrd_file.h"
+#include "tinymodel.h"
+#include "toolrun.h"
+
+static char g_dir[512], g_calib[600], g_the[600], g_ranks[600];
+
+static int setup(void **state) {
+    (void)state;
+    snprintf(g_dir, sizeof g_dir, "%s/numerics", alrd_test_tmpdir());
+    mkdir(g_dir, 0755);
+    snprintf(g_calib, sizeof g_calib, "%s/calib.txt", g_dir);
+    snprintf(g_the, sizeof g_the, "%s/the.txt", g_dir);
+    snprintf(g_ranks, sizeof g_ranks, "%s/ranks.json", g_dir);
+    write_calib(g_calib);
+    FILE *f = fopen(g_the, "w");
+    if (!f) return -1;
+    for (int i = 0; i < 400; i++) fputs(i ? " the" : "the", f);
+    fputc('\n', f);
+    if (fclose(f)) return -1;
+    /* fixed ranks for the real model (30 layers, 3 KV heads x 64) */
+    if (!(f = fopen(g_ranks, "w"))) return -1;
+    fprintf(f, "{");
+    for (int l = 0; l < 30; l++)
+        fprintf(f, "%s\"model.layers.%d.self_attn.k_proj\": 64, \"model.layers.%d.self_attn.v_proj\": 128",
+                l ? ", " : "", l, l);
+    fprintf(f, "}\n");
+    return fclose(f) ? -1 : 0;
+}
+
+/* A tiny model with count elements of tensor (GGUF name) from index set to
+ * value, written to DIR/name. */
+static void poisoned(char *out, size_t cap, const char *name, const char *tensor, long index, long count,
+                     float value) {
+    snprintf(out, cap, "%s/%s", g_dir, name);
+    tiny_opts o = tiny_defaults();
+    o.poison_tensor = tensor;
+    o.poison_index = index;
+    o.poison_count = count;
+    o.poison_value = value;
+    assert_int_equal(tiny_model_write(out, &o), 0);
+}
+
+/* alrd-compress on model must fail naming a and b, writing nothing. */
+static void compress_fails(const char *model, const char *calib, const char *a, const char *b) {
+    char d[700], out[800], log[800];
+    snprintf(d, sizeof d, "%s/out-fail", g_dir);
+    char cmd[800];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(mkdir(d, 0755), 0);
+    snprintf(out, sizeof out, "%s/m.alrd", d);
+    snprintf(log, sizeof log, "%s.log", d);
+    const char *args[] = {model, "-o", out, "--calib", calib, "--calib-samples", "2", "--calib-len", "64",
+                          "--probe-tokens", "64", NULL};
+    expect_failure("alrd-compress", args, 0, log, a, b);
+    expect_listing(d, "");
+}
+
+static void test_nonfinite_weights_named(void **state) {
+    (void)state;
+    char m[700];
+    /* ffn_up is not row-permuted: element 70 of [128, 64] is row 1, col 6 */
+    poisoned(m, sizeof m, "nan-up.gguf", "blk.1.ffn_up.weight", 70, 1, NAN);
+    compress_fails(m, g_calib, "model.layers.1.mlp.up_proj.weight: weight is NaN at [1, 6]", NULL);
+    poisoned(m, sizeof m, "inf-embed.gguf", "token_embd.weight", 3 * 64 + 5, 1, -INFINITY);
+    compress_fails(m, g_calib, "model.embed_tokens.weight: weight is Inf at [3, 5]", NULL);
+    /* attn_k rows are unpermuted on read: the column survives, the row moves */
+    poisoned(m, sizeof m, "nan-k.gguf", "blk.0.attn_k.weight", 2 * 64 + 9, 1, NAN);
+    compress_fails(m, g_calib, "model.layers.0.self_attn.k_proj.weight: weight is NaN at [", ", 9]");
+    poisoned(m, sizeof m, "nan-norm.gguf", "output_norm.weight", 0, 1, NAN);
+    compress_fails(m, g_calib, "model.norm.weight: weight is NaN at [0, 0]", NULL);
+}
+
+static void test_overflowing_activations_named(void **state) {
+    (void)state;
+    char m[700];
+    /* a whole row of ffn_down at 3e38: finite weights, but layer 0's MLP
+     * output overflows, so layer 1's attention input is non-finite */
+    poisoned(m, sizeof m, "huge-down.gguf", "blk.0.ffn_down.weight", 0, 128, 3e38f);
+    compress_fails(m, g_calib, "model.layers.1 attention input: calibration activation is", "at row");
+}
+
+static void test_f16_overflow_refused(void **state) {
+    (void)state;
+    char m[700];
+    /* 1e5 is finite in f32 but past f16's 65504: storing it as f16 would
+     * turn it into Inf */
+    poisoned(m, sizeof m, "f16-overflow.gguf", "blk.0.ffn_up.weight", 3, 1, 1e5f);
+    compress_fails(m, g_calib, "overflows F16", NULL);
+}
+
+static void test_bad_calibration_text(void **state) {
+    (void)state;
+    char m[700], p[700];
+    snprintf(m, sizeof m, "%s/tiny.gguf", g_dir);
+    tiny_opts o = tiny_defaults();
+    assert_int_equal(tiny_model_write(m, &o), 0);
+    snprintf(p, sizeof p, "%s/short.txt", g_dir);
+    put_text(p, "the and the and\n"); /* 5 tokens */
+    compress_fails(m, p, "only 5 tokens of calibration text", NULL);
+    put_text(p, "");
+    compress_fails(m, p, "only 0 tokens of calibration text", NULL);
+    put_text(p, "the river \xff\xfe and the city");
+    compress_fails(m, p, "invalid UTF-8 at byte offset 10", NULL);
+    compress_fails(m, "/nonexistent/calib.txt", "/nonexistent/calib.txt", "cannot open");
+}
+
+/* Every tensor of the .alrd file converts to finite fp32. */
+static void expect_finite_file(const char *path) {
+    alrd_file f;
+    alrd_error err = {{0}};
+    if (alrd_file_open(&f, path, &err)) fail_msg("%s", err.msg);
+    assert_non_null(f.lowrank);
+    int factors = 0;
+    for (int i = 0; i < f.n_tensors; i++) {
+        const alrd_tensor *t = &f.tensors[i];
+        size_t n = (size_t)alrd_tensor_numel(t);
+        float *x = malloc(n * sizeof *x);
+        assert_non_null(x);
+        if (alrd_tensor_to_f32(t, x, &err)) fail_msg("%s", err.msg);
+        for (size_t k = 0; k < n; k++)
+            if (!isfinite(x[k])) fail_msg("%s: %s[%zu] = %g", path, t->name, k, (double)x[k]);
+        free(x);
+        size_t len = strlen(t->name);
+        factors += len > 2 && (!strcmp(t->name + len - 2, ".A") || !strcmp(t->name + len - 2, ".B"));
+    }
+    alrd_file_close(&f);
+    assert_true(factors > 0);
+}
+
+/* alrd-run MODEL --ppl TEXT: the perplexity it prints (NAN if none). */
+static double run_ppl(const char *model, const char *text, const char *log) {
+    const char *args[] = {model, "--ppl", text, "--ctx", "64", "--chunks", "2", NULL};
+    int code = run_tool("alrd-run", args, 0, log);
+    char *s = get_text(log);
+    assert_non_null(s);
+    if (code != 0) fail_msg("alrd-run exited %d:\n%s", code, s);
+    const char *p = strstr(s, "PPL = ");
+    double ppl = NAN;
+    if (!p || sscanf(p + 6, "%lf", &ppl) != 1) fail_msg("no PPL line:\n%s", s);
+    free(s);
+    return ppl;
+}
+
+static void degenerate_case(const char *model, const char *tag, int vocab, const char *ranks) {
+    char out[700], log[700];
+    snprintf(out, sizeof out, "%s/%s-the.alrd", g_dir, tag);
+    snprintf(log, sizeof log, "%s/%s-the.log", g_dir, tag);
+    /* one sample, one repeated word: every Gram matrix has rank one */
+    const char *args[] = {model, "-o", out, "--calib", g_the, "--calib-samples", "1", "--calib-len", "64",
+                          "--probe-tokens", "64", ranks ? "--ranks" : NULL, ranks, NULL};
+    int code = run_tool("alrd-compress", args, 0, log);
+    if (code != 0) {
+        char *s = get_text(log);
+        fail_msg("alrd-compress on degenerate calibration exited %d:\n%s", code, s ? s : "");
+    }
+    expect_finite_file(out);
+    double ppl = run_ppl(out, g_calib, log);
+    print_message("%s: PPL with degenerate calibration %.2f (vocab %d)\n", tag, ppl, vocab);
+    assert_true(isfinite(ppl));
+    assert_true(ppl > 1 && ppl < vocab); /* better than uniform guessing */
+    /* and it generates */
+    const char *gen[] = {out, "-p", "the river", "-n", "8", NULL};
+    assert_int_equal(run_tool("alrd-run", gen, 0, log), 0);
+}
+
+static void test_degenerate_calibration_tiny(void **state) {
+    (void)state;
+    char m[700];
+    snprintf(m, sizeof m, "%s/tiny.gguf", g_dir);
+    tiny_opts o = tiny_defaults();
+    assert_int_equal(tiny_model_write(m, &o), 0);
+    degenerate_case(m, "tiny", TINY_VOCAB, NULL);
+}
+
+static void test_degenerate_calibration_real(void **state) {
+    (void)state;
+    ALRD_MODEL_OR_SKIP();
+    degenerate_case(ALRD_TEST_MODEL, "smollm2", 49152, quick() ? g_ranks : NULL);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_nonfinite_weights_named),
+        cmocka_unit_test(test_overflowing_activations_named),
+        cmocka_unit_test(test_f16_overflow_refused),
+        cmocka_unit_test(test_bad_calibration_text),
+        cmocka_unit_test(test_degenerate_calibration_tiny),
+        cmocka_unit_test(test_degenerate_calibration_real),
+    };
+    return cmocka_run_group_tests(tests, setup, NULL);
+}
