@@ -531,6 +531,17 @@ const int32_t *alrd_calib_probe_ids(const alrd_calib *c, int *n_seq, int *seq_le
 }
 
 alrd_calib *alrd_decomp_calib(const alrd_decomp *d) { return d->c; }
+
+int32_t *alrd_calib_pick_samples(const int32_t *ids, size_t n, int *n_samples, int len) {
+    if (len < 1 || (size_t)len > n || *n_samples < 1) return NULL;
+    size_t fit = n / len;
+    if ((size_t)*n_samples > fit) *n_samples = (int)fit;
+    int32_t *out = malloc(sizeof(int32_t) * (size_t)*n_samples * len);
+    if (!out) return NULL;
+    size_t stride = *n_samples > 1 ? (n - len) / (*n_samples - 1) : 0;
+    for (int s = 0; s < *n_samples; s++) memcpy(out + (size_t)s * len, ids + s * stride, sizeof(int32_t) * len);
+    return out;
+}
 int alrd_decomp_whitened(const alrd_decomp *d) { return d->whiten; }
 
 /* ---- packing ----------------------------------------------------------- */

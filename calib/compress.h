@@ -131,6 +131,10 @@ size_t alrd_calib_rows(const alrd_calib *c);
  * rows of alrd_calib_probe_inputs are these tokens in this order). */
 const int32_t *alrd_calib_probe_ids(const alrd_calib *c, int *n_seq, int *seq_len);
 alrd_calib *alrd_decomp_calib(const alrd_decomp *d);
+/* Evenly spaced, non-overlapping samples of len tokens from ids (*n_samples
+ * is lowered to what fits); malloc'd [*n_samples * len], NULL if len > n or
+ * out of memory. */
+int32_t *alrd_calib_pick_samples(const int32_t *ids, size_t n, int *n_samples, int len);
 int alrd_decomp_whitened(const alrd_decomp *d);
 
 /* ---- packing a compressed checkpoint (alrd-compress, alrd-sweep) ------- */

@@ -500,7 +500,7 @@ __global__ void softmax_kernel(const float *S, const float *Sq, uint16_t *P, uin
 extern "C" int alrd_gpu_softmax(const float *S, const float *Sq, uint16_t *P, uint16_t *Pq, int n_heads,
                                 size_t hs, int T, int nk, int p0, float scale, int first, int R, int k_mode,
                                 int v_mode, void *stream) {
-    softmax_kernel<<<dim3(T, n_heads), 256, 0, ST(stream)>>>(S, Sq, P, Pq, hs, nk, p0, scale, first, R > 0 ? R : 1,
+    softmax_kernel<<<dim3(T, n_heads), 256, 0, ST(stream)>>>(S, Sq, P, Pq, hs, nk, p0, scale, first, R,
                                                              k_mode, v_mode);
     return LAUNCHED();
 }

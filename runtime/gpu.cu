@@ -377,7 +377,10 @@ extern "C" int alrd_gpu_new(alrd_gpu **out, const alrd_model *m, const alrd_gpu_
         size_t a = (size_t)g->ly[l].nqkv * H;
         if (a > stage) stage = a;
         if (2 * ffn * H > stage) stage = 2 * ffn * H;
+        size_t f = (size_t)g->n_groups * gh * (g->ly[l].kr > g->ly[l].vr ? g->ly[l].kr : g->ly[l].vr);
+        if (f > stage) stage = f;
     }
+    if (H * qd > stage) stage = H * qd;
     float *staging = NULL;
     if (dalloc(g, &staging, 4 * stage, err, "staging")) goto fail;
     if (walloc16(g, &g->embed, (size_t)g->nv * H, err) || upload_f16(g, g->embed, m->embed, (size_t)g->nv * H, staging))

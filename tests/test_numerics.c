@@ -175,10 +175,13 @@ static void degenerate_case(const char *model, const char *tag, int vocab, const
         fail_msg("alrd-compress on degenerate calibration exited %d:\n%s", code, s ? s : "");
     }
     expect_finite_file(out);
-    double ppl = run_ppl(out, g_calib, log);
-    print_message("%s: PPL with degenerate calibration %.2f (vocab %d)\n", tag, ppl, vocab);
-    assert_true(isfinite(ppl));
-    assert_true(ppl > 1 && ppl < vocab); /* better than uniform guessing */
+    double base = run_ppl(model, g_calib, log), ppl = run_ppl(out, g_calib, log);
+    print_message("%s: PPL %.2f uncompressed, %.2f after degenerate calibration (vocab %d)\n", tag, base,
+                  ppl, vocab);
+    assert_true(isfinite(base) && isfinite(ppl));
+    /* worse (rank-one statistics say little), but a model, not noise: broken
+     * factors land at the vocabulary size or beyond */
+    assert_true(ppl > 1 && ppl < 20 * base && ppl < vocab);
     /* and it generates */
     const char *gen[] = {out, "-p", "the river", "-n", "8", NULL};
     assert_int_equal(run_tool("alrd-run", gen, 0, log), 0);
@@ -190,7 +193,7 @@ static void test_degenerate_calibration_tiny(void **state) {
     snprintf(m, sizeof m, "%s/tiny.gguf", g_dir);
     tiny_opts o = tiny_defaults();
     assert_int_equal(tiny_model_write(m, &o), 0);
-    degenerate_case(m, "tiny", TINY_VOCAB, NULL);
+    degenerate_case(m, "tiny", 1 << 30, NULL); /* random weights: no better than uniform anyway */
 }
 
 static void test_degenerate_calibration_real(void **state) {

@@ -90,18 +90,6 @@ static int die(const char *msg) {
     return 1;
 }
 
-/* Evenly spaced, non-overlapping samples of len tokens from ids. */
-static int32_t *pick_samples(const int32_t *ids, size_t n, int *n_samples, int len) {
-    if ((size_t)len > n) return NULL;
-    size_t fit = n / len;
-    if ((size_t)*n_samples > fit) *n_samples = (int)fit;
-    int32_t *out = malloc(sizeof(int32_t) * (size_t)*n_samples * len);
-    if (!out) return NULL;
-    size_t stride = *n_samples > 1 ? (n - len) / (*n_samples - 1) : 0;
-    for (int s = 0; s < *n_samples; s++) memcpy(out + (size_t)s * len, ids + s * stride, sizeof(int32_t) * len);
-    return out;
-}
-
 /* kb/vb: per-layer bits, or NULL for kb1/vb1 in every layer */
 static double kv_bytes_per_token(const alrd_model *m, const int *k_rank, const int *v_rank, int n_groups,
                                  const int *kb, const int *vb, int kb1, int vb1, int G, int R, int kivi, int ctx) {
@@ -345,7 +333,7 @@ int main(int argc, char **argv) {
     free(text);
     if (n_ids < (size_t)calib_len) calib_len = (int)n_ids;
     if (calib_len < 16) { fprintf(stderr, "alrd-compress: %s: only %zu tokens of calibration text\n", calib, n_ids); return 1; }
-    int32_t *samples = pick_samples(ids, n_ids, &n_samples, calib_len);
+    int32_t *samples = alrd_calib_pick_samples(ids, n_ids, &n_samples, calib_len);
     free(ids);
     if (!samples) return die("out of memory");
 

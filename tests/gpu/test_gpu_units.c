@@ -276,6 +276,7 @@ static void test_engine(const engine_case *e, int steps) {
     CHECK(ok, "%s: prefill failed: %s", e->name, err.msg);
     double worst = 0, worst_abs = 0;
     int graph_same = 1, argmax_same = 0, argmax_n = 0;
+    double graph_worst = 0;
     for (int s = 0; s < steps && ok; s++) {
         int32_t t3[3];
         for (int b = 0; b < B; b++) t3[b] = (int32_t)(urand() * nv);
@@ -286,7 +287,11 @@ static void test_engine(const engine_case *e, int steps) {
         double ma, r = rel_l2(lf, lr, (size_t)B * nv, &ma);
         if (r > worst || r != r) worst = r;
         if (ma > worst_abs) worst_abs = ma;
-        graph_same &= !memcmp(lf, lg, sizeof(float) * B * nv);
+        if (memcmp(lf, lg, sizeof(float) * B * nv)) {
+            graph_same = 0;
+            double gr = rel_l2(lg, lf, (size_t)B * nv, NULL);
+            if (gr > graph_worst || gr != gr) graph_worst = gr;
+        }
         for (int b = 0; b < B; b++) {
             int af = 0, ar = 0;
             for (int i = 1; i < nv; i++) {
@@ -298,10 +303,10 @@ static void test_engine(const engine_case *e, int steps) {
         }
     }
     CHECK(ok, "%s: decode failed: %s", e->name, err.msg);
-    printf("  %-34s fused vs reference: rel L2 %.2e, max |d| %.2e, argmax %d/%d; graph %s\n", e->name, worst, worst_abs,
-           argmax_same, argmax_n, graph_same ? "bit-identical" : "DIFFERS");
+    printf("  %-34s fused vs reference: rel L2 %.2e, max |d| %.2e, argmax %d/%d; graph replay %s (rel L2 %.1e)\n",
+           e->name, worst, worst_abs, argmax_same, argmax_n, graph_same ? "bit-identical" : "differs", graph_worst);
     CHECK(worst < 1e-2, "%s: fused vs reference logits rel L2 %.3e", e->name, worst);
-    CHECK(graph_same, "%s: graph replay differs from direct launches", e->name);
+    CHECK(graph_worst < 1e-4, "%s: graph replay differs from direct launches (rel L2 %.3e)", e->name, graph_worst);
     free(tok);
     free(lf);
     free(lr);

@@ -1,0 +1,44 @@
+#!/bin/sh
+# tests/gpu/device.sh A|B: the GPU checks as run on the device machine
+# (DESIGN 7). A carries .devcarry/p1 + debs: builds, runs the unit tests and
+# a synthetic benchmark, keeps the first model part in /tmp/model. B (same
+# machine, right after A) carries p2 + debs + data: joins the model, makes a
+# .alrd, and compares GPU with CPU on both. Logs go to $OUT.
+set -u
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+deps() { mkdir -p /tmp/deps; for f in .devcarry/debs/*.deb; do dpkg -x "$f" /tmp/deps; done; }
+build() {
+    make -j16 DEPS_PREFIX=/tmp/deps/usr build/libalrd.a build/alrd-run build/alrd-compress build/alrd-bench \
+        build/tests/gpu/test_gpu_units build/tests/gpu/test_gpu_model \
+        > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+}
+M=/tmp/model/m.gguf
+D=.devcarry/data/wiki.test.raw
+case "${1:-}" in
+A)
+    mkdir -p /tmp/model && cp .devcarry/p1/part_aa /tmp/model/ &
+    deps
+    nvidia-smi --query-gpu=name,memory.total,clocks.max.memory --format=csv,noheader
+    build
+    wait
+    timeout 240 build/tests/gpu/test_gpu_units 2>&1 | tee "$OUT/units.log"
+    timeout 150 build/alrd-bench --synthetic llama2-7b -d 0,4096 -b 1,8 -p 512 -n 32 -r 1 \
+        -v name=fp16 -v r=0.5,gh=1,k=2,v=2,name=r0.5-k2v2 -o "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
+    ;;
+B)
+    cat /tmp/model/part_aa .devcarry/p2/part_ab .devcarry/p2/part_ac > $M || exit 1
+    sha256sum $M
+    deps
+    build
+    build/alrd-compress $M -o /tmp/x.alrd --calib .devcarry/data/wiki.valid.tokens --rank-ratio 0.5 \
+        --calib-samples 8 --probe-tokens 128 --kv-bits 2 > "$OUT/compress.log" 2>&1 &
+    timeout 240 build/tests/gpu/test_gpu_model $M $D --kv-bits 4 --chunks 4 --full 2>&1 | tee "$OUT/model.log"
+    wait
+    tail -3 "$OUT/compress.log"
+    timeout 200 build/tests/gpu/test_gpu_model /tmp/x.alrd $D --kv-bits 4 --chunks 4 --full 2>&1 | tee "$OUT/alrd.log"
+    build/alrd-run $M -p "The capital of France is" -n 24 2>&1 | tee "$OUT/gen.log"
+    ;;
+*)
+    echo "usage: tests/gpu/device.sh A|B"; exit 2 ;;
+esac

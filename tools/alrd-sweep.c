@@ -1,0 +1,1087 @@
+/* alrd-sweep: a grid of KV-cache compressions (rank ratio x cache bits x
+ * head grouping x Hadamard, joint byte budgets, and the fp16 / plain KIVI
+ * baselines) from ONE calibration pass, each evaluated for perplexity, KL
+ * and top-1 agreement against the uncompressed model, written as
+ * PREFIX.csv, PREFIX.json and PREFIX.svg. Each finished configuration is
+ * appended to PREFIX.jsonl and skipped on a rerun with the same settings. */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../calib/compress.h"
+#include "../calib/qerr.h"
+#include "../calib/ranks.h"
+#include "../formats/alrd_file.h"
+#include "../runtime/context.h"
+#include "../runtime/kv_cache.h"
+#include "../runtime/perplexity.h"
+
+static void usage(void) {
+    fprintf(stderr,
+            "usage: alrd-sweep MODEL --calib TEXT --eval TEXT [options]\n"
+            "  --rank-ratios LIST    kept fractions of K/V dims (default 1,0.75,0.5,0.25; 1 = not decomposed)\n"
+            "  --kv-bits LIST        cache bits for K and V (default 16,8,4,3,2)\n"
+            "  --k-bits LIST, --v-bits LIST   separate lists (every pair is a configuration)\n"
+            "  --group-size G        KIVI group size (default 32);  --residual R  window (default 128)\n"
+            "  --no-kivi             quantise keys per token too\n"
+            "  --hadamard LIST       off, on or off,on (default off)\n"
+            "  --group-heads LIST    KV heads per latent, 0 = all of a layer (default 0)\n"
+            "  --value-only          decompose V only (keys full width, quantised)\n"
+            "  --kv-bits-per-token LIST   joint rank + bits allocations under these budgets (bits per\n"
+            "                        token, all layers, K + V, residual amortised over --amortize-ctx)\n"
+            "  --ctx N               evaluation chunk length (default 512)\n"
+            "  --max-eval-tokens N   evaluate at most N tokens (whole chunks; default all)\n"
+            "  --calib-samples N     calibration sequences (default 16);  --calib-len L (default 512)\n"
+            "  --probe-tokens N      tokens for sensitivities and quantisation error (default 256)\n"
+            "  --amortize-ctx N      context for bytes per token and budgets (default 4096)\n"
+            "  --weights f32|f16     dtype of the temporary compressed models (default f32)\n"
+            "  -o PREFIX             output prefix (default sweep): PREFIX.csv .json .svg .jsonl\n");
+}
+
+enum { K_FP16, K_KIVI, K_LOWRANK, K_JOINT };
+static const char *KIND_NAME[] = {"fp16", "kivi", "lowrank", "joint"};
+
+typedef struct {
+    char id[64], label[48];
+    int kind;
+    double ratio;           /* K_LOWRANK */
+    int kb, vb;             /* K_KIVI, K_LOWRANK */
+    int gheads;             /* as given: 0 = all KV heads of a layer */
+    int hadamard, value_only;
+    double budget_bits;     /* K_JOINT */
+    int done;
+} config;
+
+typedef struct {
+    const char *model, *calib, *eval, *prefix, *weights;
+    double ratios[16];
+    int n_ratios;
+    int kbits[8], vbits[8], n_kbits, n_vbits, kv_list;
+    int hadamard[2], n_hadamard;
+    int gheads[4], n_gheads;
+    double budgets[16];
+    int n_budgets;
+    int value_only, G, R, kivi, ctx, max_eval, calib_samples, calib_len, probe_tokens, amortize;
+} sweep_opts;
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static void on_signal(int sig) {
+    const char *tmp = alrd_outfile_active_tmp();
+    if (tmp) unlink(tmp);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static int die(const char *msg) {
+    fprintf(stderr, "alrd-sweep: %s\n", msg);
+    return 1;
+}
+
+static void status(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void status(const char *fmt, ...) {
+    if (!isatty(2)) return;
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("\r\033[K", stderr);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+}
+
+static int parse_doubles(const char *flag, const char *v, double *out, int max, int *n) {
+    *n = 0;
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s", v);
+    for (char *save, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        char *end;
+        double x = strtod(t, &end);
+        if (*end || !(x > 0) || *n == max) {
+            fprintf(stderr, "alrd-sweep: %s: expected up to %d positive numbers, got '%s'\n", flag, max, v);
+            return -1;
+        }
+        out[(*n)++] = x;
+    }
+    if (!*n) fprintf(stderr, "alrd-sweep: %s: empty list\n", flag);
+    return *n ? 0 : -1;
+}
+
+static int parse_ints(const char *flag, const char *v, int *out, int max, int *n, int is_bits) {
+    double d[16];
+    int nd;
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s", v);
+    if (!is_bits) { /* group heads: 0 allowed */
+        *n = 0;
+        for (char *save, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+            char *end;
+            long x = strtol(t, &end, 10);
+            if (*end || x < 0 || x > 1024 || *n == max) {
+                fprintf(stderr, "alrd-sweep: %s: expected up to %d integers >= 0, got '%s'\n", flag, max, v);
+                return -1;
+            }
+            out[(*n)++] = (int)x;
+        }
+        return *n ? 0 : -1;
+    }
+    if (parse_doubles(flag, v, d, max, &nd)) return -1;
+    for (int i = 0; i < nd; i++) {
+        int b = (int)d[i];
+        if (b != d[i] || (b != 2 && b != 3 && b != 4 && b != 8 && b != 16)) {
+            fprintf(stderr, "alrd-sweep: %s: bits must be 2, 3, 4, 8 or 16, got '%s'\n", flag, v);
+            return -1;
+        }
+        out[i] = b;
+    }
+    *n = nd;
+    return 0;
+}
+
+static int read_text(const char *path, alrd_tokenizer *tok, int add_special, int32_t **ids, size_t *n, char sha[65],
+                     alrd_error *err) {
+    char *text;
+    size_t len;
+    if (alrd_read_file(path, (size_t)1 << 31, &text, &len, err)) return -1;
+    alrd_sha256_hex(text, len, sha);
+    int rc = alrd_tokenizer_encode(tok, text, len, add_special, 0, ids, n, err);
+    free(text);
+    if (rc) { /* name the file */
+        alrd_error e = *err;
+        alrd_errf(err, "%s: %s", path, e.msg);
+    }
+    return rc;
+}
+
+/* ---- the grid ----------------------------------------------------------- */
+
+static int add_config(config **cs, int *n, int *cap, const config *c) {
+    for (int i = 0; i < *n; i++)
+        if (!strcmp((*cs)[i].id, c->id)) return 0; /* the same point twice (e.g. fp16 under each grouping) */
+    if (*n == *cap) {
+        *cap = *cap ? 2 * *cap : 32;
+        config *x = realloc(*cs, sizeof *x * *cap);
+        if (!x) return -1;
+        *cs = x;
+    }
+    (*cs)[(*n)++] = *c;
+    return 0;
+}
+
+static void bits_label(char *out, size_t n, int kb, int vb) {
+    if (kb == vb) snprintf(out, n, "%d", kb);
+    else snprintf(out, n, "k%dv%d", kb, vb);
+}
+
+static int build_grid(const sweep_opts *o, config **out, int *n_out) {
+    config *cs = NULL;
+    int n = 0, cap = 0;
+    int npairs = o->kv_list ? o->n_kbits : o->n_kbits * o->n_vbits;
+    config c;
+    memset(&c, 0, sizeof c);
+    c.kind = K_FP16;
+    c.kb = c.vb = 16;
+    c.ratio = 1;
+    snprintf(c.id, sizeof c.id, "fp16");
+    snprintf(c.label, sizeof c.label, "fp16");
+    if (add_config(&cs, &n, &cap, &c)) return -1;
+    for (int ri = 0; ri < o->n_ratios; ri++)
+        for (int p = 0; p < npairs; p++) {
+            int kb = o->kbits[o->kv_list ? p : p / o->n_vbits], vb = o->kv_list ? o->vbits[p] : o->vbits[p % o->n_vbits];
+            char bl[16];
+            bits_label(bl, sizeof bl, kb, vb);
+            double r = o->ratios[ri];
+            if (r >= 1) { /* full rank: the baselines, no decomposition */
+                memset(&c, 0, sizeof c);
+                c.kind = kb == 16 && vb == 16 ? K_FP16 : K_KIVI;
+                c.kb = kb; c.vb = vb; c.ratio = 1;
+                if (c.kind == K_FP16) continue;
+                snprintf(c.id, sizeof c.id, "kivi-k%dv%d", kb, vb);
+                snprintf(c.label, sizeof c.label, "KIVI %s", bl);
+                if (add_config(&cs, &n, &cap, &c)) return -1;
+                continue;
+            }
+            for (int g = 0; g < o->n_gheads; g++)
+                for (int h = 0; h < o->n_hadamard; h++) {
+                    /* a rotation changes nothing without quantisation */
+                    if (o->hadamard[h] && kb == 16 && vb == 16) continue;
+                    memset(&c, 0, sizeof c);
+                    c.kind = K_LOWRANK;
+                    c.ratio = r; c.kb = kb; c.vb = vb;
+                    c.gheads = o->gheads[g]; c.hadamard = o->hadamard[h]; c.value_only = o->value_only;
+                    snprintf(c.id, sizeof c.id, "%s%.4g-k%dv%d-g%d-h%d", c.value_only ? "vo" : "lr", r, kb, vb,
+                             c.gheads, c.hadamard);
+                    snprintf(c.label, sizeof c.label, "%s%.2g/%s%s%s", c.value_only ? "V" : "", r, bl,
+                             c.hadamard ? " H" : "", c.gheads ? (c.gheads == 1 ? " g1" : " g") : "");
+                    if (add_config(&cs, &n, &cap, &c)) return -1;
+                }
+        }
+    for (int b = 0; b < o->n_budgets; b++)
+        for (int g = 0; g < o->n_gheads; g++)
+            for (int h = 0; h < o->n_hadamard; h++) {
+                memset(&c, 0, sizeof c);
+                c.kind = K_JOINT;
+                c.budget_bits = o->budgets[b];
+                c.gheads = o->gheads[g]; c.hadamard = o->hadamard[h];
+                snprintf(c.id, sizeof c.id, "joint%.0f-g%d-h%d", c.budget_bits, c.gheads, c.hadamard);
+                snprintf(c.label, sizeof c.label, "J%.3gk%s%s", c.budget_bits / 1000, c.hadamard ? " H" : "",
+                         c.gheads ? (c.gheads == 1 ? " g1" : " g") : "");
+                if (add_config(&cs, &n, &cap, &c)) return -1;
+            }
+    *out = cs;
+    *n_out = n;
+    return 0;
+}
+
+/* ---- calibration state, built lazily ------------------------------------ */
+
+typedef struct {
+    int gheads;              /* as given */
+    alrd_decomp *d;
+    alrd_qerr *q[2];         /* by hadamard */
+} decomp_slot;
+
+typedef struct {
+    alrd_model *m;
+    const sweep_opts *o;
+    int32_t *samples;
+    int n_samples, sample_len;
+    alrd_calib *c;
+    decomp_slot slots[4];
+    int n_slots;
+    int bits[5], n_bits;     /* every bits option of the tables */
+    double t_calib, t_decomp, t_sens, t_qerr;
+} calib_state;
+
+static int need_calib(calib_state *s, alrd_error *err) {
+    if (s->c) return 0;
+    double t0 = alrd_now();
+    status("calibration: %d x %d tokens\n", s->n_samples, s->sample_len);
+    if (alrd_calib_new(&s->c, s->m, s->samples, s->n_samples, s->sample_len, s->o->probe_tokens, 1, isatty(2), err))
+        return -1;
+    s->t_calib = alrd_now() - t0;
+    return 0;
+}
+
+static decomp_slot *need_decomp(calib_state *s, int gheads, int hadamard, alrd_error *err) {
+    if (need_calib(s, err)) return NULL;
+    decomp_slot *sl = NULL;
+    for (int i = 0; i < s->n_slots; i++)
+        if (s->slots[i].gheads == gheads) sl = &s->slots[i];
+    if (!sl) {
+        sl = &s->slots[s->n_slots++];
+        memset(sl, 0, sizeof *sl);
+        sl->gheads = gheads;
+        double t0 = alrd_now();
+        if (alrd_decomp_new(&sl->d, s->c, 1, gheads, err)) return NULL;
+        double t1 = alrd_now();
+        int gh = alrd_decomp_full_rank(sl->d);
+        if (alrd_decomp_sensitivities(sl->d, (gh / 16) * 8 > 0 ? (gh / 16) * 8 : 8, err)) return NULL;
+        s->t_decomp += t1 - t0;
+        s->t_sens += alrd_now() - t1;
+    }
+    if (!sl->q[hadamard]) {
+        double t0 = alrd_now();
+        alrd_qerr_opts qo = {.group_size = s->o->G, .use_kivi = s->o->kivi, .hadamard = hadamard, .seed = 0x5eed,
+                             .step = 8, .bits = s->bits, .n_bits = s->n_bits, .progress = isatty(2)};
+        if (alrd_qerr_new(&sl->q[hadamard], s->c, sl->d, &qo, err)) return NULL;
+        s->t_qerr += alrd_now() - t0;
+    }
+    return sl;
+}
+
+static void calib_state_free(calib_state *s) {
+    for (int i = 0; i < s->n_slots; i++) {
+        alrd_qerr_free(s->slots[i].q[0]);
+        alrd_qerr_free(s->slots[i].q[1]);
+        alrd_decomp_free(s->slots[i].d);
+    }
+    alrd_calib_free(s->c);
+}
+
+/* ---- one configuration -------------------------------------------------- */
+
+typedef struct {
+    int n_layers, n_groups, full;   /* full = group_heads * head_dim of the decomposition */
+    int *k_rank, *v_rank, *k_bits, *v_bits;
+    double pred_trunc, pred_quant;
+    double bytes_ctx, bytes_amort, fp16_bytes;
+    alrd_ppl_result pr;
+    int decode, self_ref;
+    double t_build, t_eval;
+    char error[ALRD_ERR_MSG];
+} result;
+
+/* Fractions of the cache the scored positions see quantised (DESIGN 6:
+ * second half of each chunk, n = ctx/2 + 1 .. ctx - 1 cached tokens). */
+static double eval_frac(const sweep_opts *o, int is_v) {
+    return alrd_qerr_quantized_fraction(is_v, o->R, o->kivi, o->ctx / 2 + 1, o->ctx - 1);
+}
+
+static void layout_bytes(const sweep_opts *o, const alrd_model *m, result *r) {
+    int kvd = m->cfg.n_kv_heads * m->cfg.head_dim;
+    r->bytes_ctx = r->bytes_amort = 0;
+    r->fp16_bytes = 4.0 * kvd * m->cfg.n_layers;
+    for (int l = 0; l < r->n_layers; l++) {
+        int dk = r->k_rank[l] ? r->n_groups * r->k_rank[l] : kvd, dv = r->v_rank[l] ? r->n_groups * r->v_rank[l] : kvd;
+        r->bytes_ctx += alrd_kv_cache_bytes_per_token(dk, dv, r->k_bits[l], r->v_bits[l], o->G, o->R, o->kivi, o->ctx);
+        r->bytes_amort +=
+            alrd_kv_cache_bytes_per_token(dk, dv, r->k_bits[l], r->v_bits[l], o->G, o->R, o->kivi, o->amortize);
+    }
+}
+
+/* Ranks and bits of a configuration, and its prediction. */
+static int plan(calib_state *s, const config *c, result *r, decomp_slot **slot_out, alrd_error *err) {
+    const sweep_opts *o = s->o;
+    const alrd_config *cf = &s->m->cfg;
+    const int L = cf->n_layers;
+    *slot_out = NULL;
+    for (int l = 0; l < L; l++) {
+        r->k_rank[l] = r->v_rank[l] = 0;
+        r->k_bits[l] = c->kb ? c->kb : 16;
+        r->v_bits[l] = c->vb ? c->vb : 16;
+    }
+    r->n_groups = 1;
+    r->full = cf->n_kv_heads * cf->head_dim;
+    r->pred_trunc = r->pred_quant = 0;
+    if (c->kind == K_FP16) return 0;
+    decomp_slot *sl = need_decomp(s, c->kind == K_KIVI ? o->gheads[0] : c->gheads, c->hadamard, err);
+    if (!sl) return -1;
+    *slot_out = sl;
+    const alrd_decomp *d = sl->d;
+    const alrd_qerr *q = sl->q[c->hadamard];
+    if (c->kind == K_LOWRANK) {
+        if (!c->value_only) {
+            if (alrd_decomp_ranks(sl->d, c->ratio, 0, r->k_rank, r->v_rank, err)) return -1;
+        } else { /* the budget over the V modules alone */
+            alrd_rank_module rm[256];
+            int rk[256];
+            if (L > 256) return alrd_errf(err, "sweep: --value-only supports up to 256 layers");
+            for (int l = 0; l < L; l++) {
+                rm[l].tail = alrd_decomp_tail(d, 2 * l + 1);
+                rm[l].max_rank = alrd_decomp_full_rank(d);
+                rm[l].weight = alrd_decomp_sensitivity(d, 2 * l + 1);
+            }
+            if (alrd_ranks_allocate(rm, L, c->ratio, 8, rk, err)) return -1;
+            for (int l = 0; l < L; l++) r->v_rank[l] = rk[l];
+        }
+    } else if (c->kind == K_JOINT) {
+        alrd_joint_opts jo = {.budget_bytes = c->budget_bits / 8, .ctx = o->amortize, .group_size = o->G,
+                              .residual = o->R, .use_kivi = o->kivi, .step = o->G > 8 ? o->G : 8, .bits = s->bits,
+                              .n_bits = s->n_bits, .frac_k = alrd_qerr_quantized_fraction(0, o->R, o->kivi, 1, o->amortize),
+                              .frac_v = alrd_qerr_quantized_fraction(1, o->R, o->kivi, 1, o->amortize)};
+        if (alrd_qerr_allocate(q, d, &jo, r->k_rank, r->v_rank, r->k_bits, r->v_bits, NULL, NULL, err)) return -1;
+    }
+    if (c->kind != K_KIVI) {
+        r->n_groups = alrd_decomp_n_groups(d);
+        r->full = alrd_decomp_full_rank(d);
+    }
+    /* prediction at the evaluation's residual fractions */
+    for (int i = 0; i < 2 * L; i++) {
+        int l = i / 2, v = i % 2, rk = v ? r->v_rank[l] : r->k_rank[l], b = v ? r->v_bits[l] : r->k_bits[l];
+        double w = alrd_decomp_sensitivity(d, i), qe = alrd_qerr_get(q, i, rk, b);
+        if (isnan(qe)) return alrd_errf(err, "sweep: no quantisation error for module %d at rank %d, %d bits", i, rk, b);
+        if (rk) r->pred_trunc += w * alrd_decomp_tail(d, i)[rk];
+        r->pred_quant += w * eval_frac(o, v) * qe;
+    }
+    return 0;
+}
+
+typedef struct {
+    alrd_model *m;               /* the uncompressed model */
+    const alrd_source *src;
+    alrd_packed base;            /* src in the sweep's weights dtype, packed once */
+    int have_base;
+    alrd_ctx *ref;
+    const int32_t *eval_ids;
+    size_t n_eval;
+    int max_chunks;
+    char tmp_model[1100];
+    alrd_dtype wdt;
+} eval_state;
+
+static int build_and_eval(calib_state *s, eval_state *e, const config *c, result *r, alrd_error *err) {
+    const sweep_opts *o = s->o;
+    const alrd_config *cf = &e->m->cfg;
+    const int L = cf->n_layers;
+    decomp_slot *sl;
+    double t0 = alrd_now(), stages0 = s->t_calib + s->t_decomp + s->t_sens + s->t_qerr;
+    if (plan(s, c, r, &sl, err)) return -1;
+    t0 += s->t_calib + s->t_decomp + s->t_sens + s->t_qerr - stages0; /* shared stages are not this configuration's */
+    layout_bytes(o, e->m, r);
+    alrd_model mc, *em = e->m;
+    int own = 0, rc = -1;
+    alrd_cache_opts co;
+    alrd_cache_opts_default(e->m, &co);
+    co.k_bits = c->kind == K_KIVI ? c->kb : 16;
+    co.v_bits = c->kind == K_KIVI ? c->vb : 16;
+    co.group_size = o->G;
+    co.residual = o->R;
+    co.use_kivi = o->kivi;
+    if (c->kind == K_LOWRANK || c->kind == K_JOINT) {
+        if (!e->have_base) {
+            status("packing the model weights\n");
+            if (alrd_compress_pack_source(&e->base, e->src, e->wdt, err)) return -1;
+            e->have_base = 1;
+        }
+        float **fac = calloc(4 * (size_t)L, sizeof(float *));
+        if (!fac) return alrd_errf(err, "sweep: out of memory");
+        alrd_packed pk;
+        memset(&pk, 0, sizeof pk);
+        alrd_lowrank lr = {.n_layers = L, .group_heads = alrd_decomp_group_heads(sl->d), .k_rank = r->k_rank,
+                           .v_rank = r->v_rank, .k_bits = r->k_bits, .v_bits = r->v_bits, .use_kivi = o->kivi,
+                           .group_size = o->G, .residual_length = o->R, .hadamard = c->hadamard, .whitened = 1};
+        int brc = alrd_decomp_factors(sl->d, r->k_rank, r->v_rank, c->hadamard, 0x5eed, fac, fac + L, fac + 2 * L,
+                                      fac + 3 * L, err);
+        if (!brc)
+            brc = alrd_compress_pack_factors(&pk, &e->base, L, r->n_groups, r->full, cf->hidden, r->k_rank, r->v_rank,
+                                             fac, fac + L, fac + 2 * L, fac + 3 * L, e->wdt, err);
+        for (int i = 0; i < 4 * L; i++) free(fac[i]);
+        free(fac);
+        if (!brc) brc = alrd_file_write(e->tmp_model, cf, &lr, &e->m->vocab, pk.tensors, pk.n, NULL, err);
+        alrd_compress_packed_free(&pk);
+        if (!brc) brc = alrd_model_open(&mc, e->tmp_model, err);
+        unlink(e->tmp_model);
+        if (brc) return -1;
+        em = &mc;
+        own = 1;
+        alrd_cache_opts_default(&mc, &co); /* the file's per-layer bits, G, R */
+    }
+    r->t_build = alrd_now() - t0;
+    double t1 = alrd_now();
+    alrd_ctx *x = NULL;
+    if (!alrd_ctx_new(&x, em, o->ctx, o->ctx, &co, err)) {
+        r->decode = alrd_ctx_is_quantized(x);
+        r->self_ref = c->kind == K_FP16; /* the reference itself: KL 0, agreement 1 by construction */
+        alrd_ppl_opts po = {.ctx = o->ctx, .max_chunks = e->max_chunks, .progress = isatty(2)};
+        rc = alrd_perplexity_tokens(x, r->self_ref ? NULL : e->ref, e->eval_ids, e->n_eval,
+                                    alrd_tokenizer_add_bos(e->m->tok), alrd_tokenizer_bos(e->m->tok), &po, &r->pr, err);
+        if (!rc && r->self_ref) r->pr.top1 = 1;
+    }
+    alrd_ctx_free(x);
+    if (own) alrd_model_free(&mc);
+    r->t_eval = alrd_now() - t1;
+    return rc;
+}
+
+/* ---- rows --------------------------------------------------------------- */
+
+static cJSON *int_array(const int *x, int n) { return cJSON_CreateIntArray(x, n); }
+
+static cJSON *make_row(const char *settings_sha, const config *c, const result *r, const sweep_opts *o) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "settings_sha256", settings_sha);
+    cJSON_AddStringToObject(j, "id", c->id);
+    cJSON_AddStringToObject(j, "label", c->label);
+    cJSON_AddStringToObject(j, "kind", KIND_NAME[c->kind]);
+    if (r->error[0]) {
+        cJSON_AddStringToObject(j, "error", r->error);
+        return j;
+    }
+    cJSON_AddNumberToObject(j, "rank_ratio", c->kind == K_LOWRANK ? c->ratio : 1);
+    cJSON_AddNumberToObject(j, "group_heads", c->gheads);
+    cJSON_AddBoolToObject(j, "hadamard", c->hadamard);
+    cJSON_AddBoolToObject(j, "value_only", c->value_only);
+    cJSON_AddNumberToObject(j, "k_bits_config", c->kb);
+    cJSON_AddNumberToObject(j, "v_bits_config", c->vb);
+    if (c->kind == K_JOINT) cJSON_AddNumberToObject(j, "budget_bits_per_token", c->budget_bits);
+    cJSON_AddNumberToObject(j, "n_groups", r->n_groups);
+    cJSON_AddNumberToObject(j, "full_rank", r->full);
+    cJSON_AddItemToObject(j, "k_rank", int_array(r->k_rank, r->n_layers));
+    cJSON_AddItemToObject(j, "v_rank", int_array(r->v_rank, r->n_layers));
+    cJSON_AddItemToObject(j, "k_bits", int_array(r->k_bits, r->n_layers));
+    cJSON_AddItemToObject(j, "v_bits", int_array(r->v_bits, r->n_layers));
+    double kept = 0;
+    for (int l = 0; l < r->n_layers; l++)
+        kept += (r->k_rank[l] ? r->k_rank[l] : r->full) + (r->v_rank[l] ? r->v_rank[l] : r->full);
+    cJSON_AddNumberToObject(j, "kept_fraction", kept / (2.0 * r->n_layers * r->full));
+    cJSON_AddNumberToObject(j, "predicted_kl", r->pred_trunc + r->pred_quant);
+    cJSON_AddNumberToObject(j, "predicted_kl_truncation", r->pred_trunc);
+    cJSON_AddNumberToObject(j, "predicted_kl_quantisation", r->pred_quant);
+    cJSON_AddNumberToObject(j, "kv_bytes_per_token_ctx", r->bytes_ctx);
+    cJSON_AddNumberToObject(j, "kv_bytes_per_token", r->bytes_amort);
+    cJSON_AddNumberToObject(j, "kv_bits_per_token", 8 * r->bytes_amort);
+    cJSON_AddNumberToObject(j, "fp16_bytes_per_token", r->fp16_bytes);
+    cJSON_AddNumberToObject(j, "compression_ratio", r->fp16_bytes / r->bytes_amort);
+    cJSON_AddNumberToObject(j, "ppl", r->pr.ppl);
+    cJSON_AddNumberToObject(j, "ppl_stderr", r->pr.ppl_stderr);
+    cJSON_AddNumberToObject(j, "nll", r->pr.nll);
+    cJSON_AddNumberToObject(j, "kl", r->pr.kl);
+    cJSON_AddNumberToObject(j, "kl_stderr", r->pr.kl_stderr);
+    cJSON_AddNumberToObject(j, "top1", r->pr.top1);
+    cJSON_AddNumberToObject(j, "n_scored", (double)r->pr.n_scored);
+    cJSON_AddNumberToObject(j, "n_chunks", r->pr.n_chunks);
+    cJSON_AddBoolToObject(j, "decode_path", r->decode);
+    cJSON_AddStringToObject(j, "reference", r->self_ref ? "self" : "uncompressed model, 16-bit cache");
+    cJSON_AddNumberToObject(j, "seconds_build", r->t_build);
+    cJSON_AddNumberToObject(j, "seconds_eval", r->t_eval);
+    (void)o;
+    return j;
+}
+
+/* ---- outputs ------------------------------------------------------------ */
+
+static int write_file(const char *path, const char *s, alrd_error *err) {
+    alrd_outfile of;
+    if (alrd_outfile_open(&of, path, err)) return -1;
+    if (alrd_outfile_write(&of, s, strlen(s), err)) { alrd_outfile_abort(&of); return -1; }
+    return alrd_outfile_commit(&of, err);
+}
+
+static double num(const cJSON *row, const char *k) {
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(row, k);
+    return cJSON_IsNumber(x) ? x->valuedouble : NAN;
+}
+static const char *str(const cJSON *row, const char *k) {
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(row, k);
+    return cJSON_IsString(x) ? x->valuestring : "";
+}
+
+/* growing string */
+typedef struct { char *p; size_t n, cap; int oom; } sbuf;
+static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(sbuf *b, const char *fmt, ...) {
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int k = vsnprintf(b->p ? b->p + b->n : NULL, b->p ? b->cap - b->n : 0, fmt, ap);
+        va_end(ap);
+        if (k < 0) { b->oom = 1; return; }
+        if (b->p && b->n + (size_t)k < b->cap) { b->n += (size_t)k; return; }
+        size_t nc = (b->cap + (size_t)k + 1) * 2;
+        char *np = realloc(b->p, nc);
+        if (!np) { b->oom = 1; return; }
+        b->p = np;
+        b->cap = nc;
+    }
+}
+static void sb_xml(sbuf *b, const char *s) { /* text content escaped */
+    for (; *s; s++) {
+        if (*s == '<') sb_printf(b, "&lt;");
+        else if (*s == '>') sb_printf(b, "&gt;");
+        else if (*s == '&') sb_printf(b, "&amp;");
+        else sb_printf(b, "%c", *s);
+    }
+}
+
+static const char *CSV_COLS[] = {"id", "label", "kind", "rank_ratio", "group_heads", "hadamard", "value_only",
+                                 "k_bits_config", "v_bits_config", "budget_bits_per_token", "kept_fraction",
+                                 "predicted_kl", "predicted_kl_truncation", "predicted_kl_quantisation",
+                                 "kv_bytes_per_token_ctx", "kv_bytes_per_token", "kv_bits_per_token",
+                                 "compression_ratio", "ppl", "ppl_stderr", "kl", "kl_stderr", "top1", "n_scored",
+                                 "decode_path", "seconds_build", "seconds_eval", "error"};
+
+static char *format_csv(cJSON *rows) {
+    sbuf b = {0};
+    size_t nc = sizeof CSV_COLS / sizeof *CSV_COLS;
+    for (size_t i = 0; i < nc; i++) sb_printf(&b, "%s%s", i ? "," : "", CSV_COLS[i]);
+    sb_printf(&b, "\n");
+    const cJSON *row;
+    cJSON_ArrayForEach(row, rows) {
+        for (size_t i = 0; i < nc; i++) {
+            const cJSON *x = cJSON_GetObjectItemCaseSensitive(row, CSV_COLS[i]);
+            if (i) sb_printf(&b, ",");
+            if (cJSON_IsString(x)) { /* quoted, quotes doubled */
+                sb_printf(&b, "\"");
+                for (const char *s = x->valuestring; *s; s++) sb_printf(&b, *s == '"' ? "\"\"" : "%c", *s);
+                sb_printf(&b, "\"");
+            } else if (cJSON_IsBool(x)) {
+                sb_printf(&b, "%d", cJSON_IsTrue(x));
+            } else if (cJSON_IsNumber(x)) {
+                sb_printf(&b, "%.10g", x->valuedouble);
+            }
+        }
+        sb_printf(&b, "\n");
+    }
+    if (b.oom) { free(b.p); return NULL; }
+    return b.p;
+}
+
+/* -- the plot: PPL vs KV bytes per token (log x), Pareto front -- */
+
+typedef struct { double x, y, err; const char *label; int fam, pareto; } pt;
+
+static int family(const cJSON *row) {
+    const char *k = str(row, "kind");
+    if (!strcmp(k, "fp16")) return 0;
+    if (!strcmp(k, "kivi")) return 1;
+    if (!strcmp(k, "joint")) return 5;
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(row, "value_only"))) return 4;
+    return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(row, "hadamard")) ? 3 : 2;
+}
+static const char *FAM_NAME[] = {"fp16 cache (original model)", "KIVI, full rank", "low rank + KIVI",
+                                 "low rank + KIVI, Hadamard", "value-only low rank", "joint rank+bits budget"};
+static const char *FAM_COLOR[] = {"#000000", "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#d62728"};
+
+static double nice_step(double range, int target) {
+    double raw = range / target, p = pow(10, floor(log10(raw))), m = raw / p;
+    return (m < 1.5 ? 1 : m < 3.5 ? 2 : m < 7.5 ? 5 : 10) * p;
+}
+
+typedef struct { double x0, y0, x1, y1; } box;
+static int overlaps(const box *a, const box *b) { return a->x0 < b->x1 && b->x0 < a->x1 && a->y0 < b->y1 && b->y0 < a->y1; }
+
+static char *format_svg(cJSON *rows, const char *title, const char *subtitle) {
+    pt p[512];
+    int n = 0;
+    const cJSON *row;
+    cJSON_ArrayForEach(row, rows) {
+        double x = num(row, "kv_bytes_per_token"), y = num(row, "ppl");
+        if (n == 512 || !(x > 0) || !(y > 0) || !isfinite(y)) continue;
+        p[n] = (pt){x, y, num(row, "ppl_stderr"), str(row, "label"), family(row), 0};
+        n++;
+    }
+    /* Pareto: no other point with <= bytes and < ppl (or < bytes and <= ppl) */
+    for (int i = 0; i < n; i++) {
+        p[i].pareto = 1;
+        for (int j = 0; j < n && p[i].pareto; j++)
+            if (j != i && p[j].x <= p[i].x && p[j].y <= p[i].y && (p[j].x < p[i].x || p[j].y < p[i].y)) p[i].pareto = 0;
+    }
+    const double W = 1000, H = 620, ml = 80, mr = 250, mt = 60, mb = 60, pw = W - ml - mr, ph = H - mt - mb;
+    double xmin = 1e300, xmax = 0, ymin = 1e300, ymax = 0;
+    for (int i = 0; i < n; i++) {
+        xmin = fmin(xmin, p[i].x); xmax = fmax(xmax, p[i].x);
+        ymin = fmin(ymin, p[i].y); ymax = fmax(ymax, p[i].y);
+    }
+    if (!n) { xmin = 100; xmax = 10000; ymin = 1; ymax = 10; }
+    double lx0 = log10(xmin) - 0.08, lx1 = log10(xmax) + 0.08;
+    if (lx1 - lx0 < 0.5) { double c = (lx0 + lx1) / 2; lx0 = c - 0.25; lx1 = c + 0.25; }
+    int ylog = ymax / ymin > 4;
+    double y0 = ylog ? log10(ymin) : ymin, y1 = ylog ? log10(ymax) : ymax;
+    double pad = (y1 - y0) * 0.08;
+    if (pad <= 0) pad = ylog ? 0.05 : fmax(0.05 * y0, 0.01);
+    y0 -= pad; y1 += pad;
+#define SX(v) (ml + (log10(v) - lx0) / (lx1 - lx0) * pw)
+#define SY(v) (mt + ph - ((ylog ? log10(v) : (v)) - y0) / (y1 - y0) * ph)
+    sbuf b = {0};
+    sb_printf(&b, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" "
+              "font-family=\"DejaVu Sans, Arial, sans-serif\">\n", W, H, W, H);
+    sb_printf(&b, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
+    sb_printf(&b, "<text x=\"%.0f\" y=\"24\" font-size=\"16\" font-weight=\"bold\">", ml);
+    sb_xml(&b, title);
+    sb_printf(&b, "</text>\n<text x=\"%.0f\" y=\"44\" font-size=\"12\" fill=\"#444\">", ml);
+    sb_xml(&b, subtitle);
+    sb_printf(&b, "</text>\n");
+    sb_printf(&b, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" stroke=\"#333\"/>\n", ml, mt, pw, ph);
+    /* x ticks: 1, 2, 5 x 10^k */
+    for (int e = (int)floor(lx0); e <= (int)ceil(lx1); e++)
+        for (int m = 1; m <= 9; m++) {
+            double v = m * pow(10, e), lv = log10(v);
+            if (lv < lx0 || lv > lx1) continue;
+            double x = SX(v);
+            int major = m == 1 || m == 2 || m == 5 || lx1 - lx0 < 1.1; /* a short range: label every tick */
+            sb_printf(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\"/>\n", x, mt, x, mt + ph,
+                      major ? "#ddd" : "#f2f2f2");
+            if (major)
+                sb_printf(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#333\"/>"
+                          "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"middle\">%g</text>\n",
+                          x, mt + ph, x, mt + ph + 5, x, mt + ph + 18, v);
+        }
+    /* y ticks */
+    if (ylog) {
+        for (int e = (int)floor(y0); e <= (int)ceil(y1); e++)
+            for (int m = 1; m <= 9; m++) {
+                double v = m * pow(10, e), lv = log10(v);
+                if (lv < y0 || lv > y1) continue;
+                double y = SY(v);
+                int major = m == 1 || m == 2 || m == 5 || (y1 - y0 < 1.2 && (m == 3 || m == 4 || m == 7));
+                sb_printf(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\"/>\n", ml, y, ml + pw,
+                          y, major ? "#ddd" : "#f2f2f2");
+                if (major)
+                    sb_printf(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#333\"/>"
+                              "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\">%g</text>\n",
+                              ml - 5, y, ml, y, ml - 8, y + 4, v);
+            }
+    } else {
+        double st = nice_step(y1 - y0, 6);
+        for (double v = ceil(y0 / st) * st; v <= y1 + 1e-12; v += st) {
+            double y = SY(v);
+            sb_printf(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>"
+                      "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#333\"/>"
+                      "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\">%g</text>\n",
+                      ml, y, ml + pw, y, ml - 5, y, ml, y, ml - 8, y + 4, fabs(v) < 1e-12 ? 0 : v);
+        }
+    }
+    sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"13\" text-anchor=\"middle\">KV cache bytes per token, all "
+              "layers (log scale)</text>\n", ml + pw / 2, H - 18);
+    sb_printf(&b, "<text transform=\"translate(22 %.1f) rotate(-90)\" font-size=\"13\" text-anchor=\"middle\">"
+              "perplexity%s (lower is better)</text>\n", mt + ph / 2, ylog ? " (log scale)" : "");
+    /* Pareto front, in x order */
+    int order[512], no = 0;
+    for (int i = 0; i < n; i++)
+        if (p[i].pareto) order[no++] = i;
+    for (int i = 1; i < no; i++)
+        for (int j = i; j > 0 && p[order[j]].x < p[order[j - 1]].x; j--) {
+            int t = order[j]; order[j] = order[j - 1]; order[j - 1] = t;
+        }
+    if (no > 1) {
+        sb_printf(&b, "<polyline fill=\"none\" stroke=\"#555\" stroke-width=\"1.5\" stroke-dasharray=\"5,3\" points=\"");
+        for (int i = 0; i < no; i++) sb_printf(&b, "%.1f,%.1f ", SX(p[order[i]].x), SY(p[order[i]].y));
+        sb_printf(&b, "\"/>\n");
+    }
+    /* error bars, points, labels placed to avoid each other and the points */
+    box used[1024];
+    int nu = 0;
+    for (int i = 0; i < n; i++) {
+        double x = SX(p[i].x), y = SY(p[i].y);
+        used[nu++] = (box){x - 5, y - 5, x + 5, y + 5};
+        if (p[i].err > 0 && p[i].y - p[i].err > 0) {
+            double ya = SY(p[i].y + p[i].err), yb = SY(p[i].y - p[i].err);
+            ya = fmax(ya, mt); yb = fmin(yb, mt + ph);
+            sb_printf(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" stroke-opacity=\"0.35\"/>\n",
+                      x, ya, x, yb, FAM_COLOR[p[i].fam]);
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        double x = SX(p[i].x), y = SY(p[i].y);
+        if (p[i].pareto)
+            sb_printf(&b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"8\" fill=\"none\" stroke=\"#000\" stroke-width=\"1.5\"/>\n", x, y);
+        sb_printf(&b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"4.5\" fill=\"%s\"/>\n", x, y, FAM_COLOR[p[i].fam]);
+    }
+    for (int i = 0; i < n; i++) {
+        double x = SX(p[i].x), y = SY(p[i].y), w = 6.4 * strlen(p[i].label) + 2, h = 13;
+        const double cand[][2] = {{10, -2}, {10, 12}, {-10 - w, -2}, {-10 - w, 12}, {-w / 2, -12}, {-w / 2, 22},
+                                  {10, -14}, {10, 24}, {-10 - w, -14}, {-10 - w, 24}, {-w / 2, -24}, {-w / 2, 34}};
+        int best = 0, best_hits = 1 << 30;
+        for (int k = 0; k < 12; k++) {
+            box bx = {x + cand[k][0], y + cand[k][1] - h + 3, x + cand[k][0] + w, y + cand[k][1] + 3};
+            int hits = 0;
+            if (bx.x0 < ml || bx.x1 > ml + pw || bx.y0 < mt || bx.y1 > mt + ph) hits += 2;
+            for (int u = 0; u < nu; u++) hits += overlaps(&bx, &used[u]);
+            if (hits < best_hits) { best_hits = hits; best = k; }
+            if (!hits) break;
+        }
+        box bx = {x + cand[best][0], y + cand[best][1] - h + 3, x + cand[best][0] + w, y + cand[best][1] + 3};
+        if (nu < 1024) used[nu++] = bx;
+        sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" fill=\"%s\">", bx.x0 + 1, y + cand[best][1],
+                  FAM_COLOR[p[i].fam]);
+        sb_xml(&b, p[i].label);
+        sb_printf(&b, "</text>\n");
+    }
+    /* legend */
+    double lx = ml + pw + 20, ly = mt + 10;
+    sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"12\" font-weight=\"bold\">legend</text>\n", lx, ly);
+    ly += 20;
+    for (int f = 0; f < 6; f++) {
+        int present = 0;
+        for (int i = 0; i < n; i++) present |= p[i].fam == f;
+        if (!present) continue;
+        sb_printf(&b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"4.5\" fill=\"%s\"/><text x=\"%.1f\" y=\"%.1f\" "
+                  "font-size=\"11\">%s</text>\n", lx + 6, ly - 4, FAM_COLOR[f], lx + 18, ly, FAM_NAME[f]);
+        ly += 18;
+    }
+    sb_printf(&b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"8\" fill=\"none\" stroke=\"#000\" stroke-width=\"1.5\"/>"
+              "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#555\" stroke-width=\"1.5\" "
+              "stroke-dasharray=\"5,3\"/><text x=\"%.1f\" y=\"%.1f\" font-size=\"11\">Pareto front</text>\n",
+              lx + 6, ly - 4, lx - 4, ly - 4, lx + 16, ly - 4, lx + 22, ly);
+    ly += 18;
+    sb_printf(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#888\"/><text x=\"%.1f\" y=\"%.1f\" "
+              "font-size=\"11\">PPL +/- stderr</text>\n", lx + 6, ly - 10, lx + 6, ly + 2, lx + 18, ly);
+    ly += 26;
+    const char *keys[] = {"labels: ratio/bits", "  KIVI b: full rank, b bits", "  0.5/4: half the dims, 4 bits",
+                          "  k4v2: 4-bit K, 2-bit V", "  H: Hadamard-rotated latent", "  V: values only low rank",
+                          "  g1: one latent per KV head", "  J30k: 30k-bit budget", "x: amortised over the stated",
+                          "  context (residual window)"};
+    for (size_t k = 0; k < sizeof keys / sizeof *keys; k++) {
+        sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"10.5\" fill=\"#444\" xml:space=\"preserve\">", lx, ly);
+        sb_xml(&b, keys[k]);
+        sb_printf(&b, "</text>\n");
+        ly += 15;
+    }
+    sb_printf(&b, "</svg>\n");
+#undef SX
+#undef SY
+    if (b.oom) { free(b.p); return NULL; }
+    return b.p;
+}
+
+/* Rows of the current settings from PREFIX.jsonl, in grid order. */
+static cJSON *collect_rows(cJSON *all, const config *cs, int n) {
+    cJSON *rows = cJSON_CreateArray();
+    for (int i = 0; i < n; i++) {
+        const cJSON *row, *found = NULL;
+        cJSON_ArrayForEach(row, all) if (!strcmp(str(row, "id"), cs[i].id)) found = row; /* last wins */
+        if (found) cJSON_AddItemToArray(rows, cJSON_Duplicate(found, 1));
+    }
+    return rows;
+}
+
+static int write_outputs(const sweep_opts *o, cJSON *settings, const char *sha, cJSON *all, const config *cs, int n,
+                         cJSON *run, const char *model_name, alrd_error *err) {
+    char path[1100];
+    cJSON *rows = collect_rows(all, cs, n);
+    cJSON *doc = cJSON_CreateObject();
+    cJSON_AddItemToObject(doc, "settings", cJSON_Duplicate(settings, 1));
+    cJSON_AddStringToObject(doc, "settings_sha256", sha);
+    cJSON_AddItemToObject(doc, "run", cJSON_Duplicate(run, 1));
+    cJSON_AddItemToObject(doc, "results", rows);
+    char *js = cJSON_Print(doc), *csv = format_csv(rows);
+    char title[256], sub[512];
+    snprintf(title, sizeof title, "alrd-sweep: %s, perplexity vs KV cache size", model_name);
+    const cJSON *fr = rows->child;
+    snprintf(sub, sizeof sub, "eval %s: %d chunk(s) x %d tokens (%g scored); KIVI G=%d R=%d; bytes amortised at %d tokens",
+             o->eval, fr ? (int)num(fr, "n_chunks") : 0, o->ctx, fr ? num(fr, "n_scored") : 0, o->G, o->R, o->amortize);
+    char *svg = format_svg(rows, title, sub);
+    int rc = 0;
+    if (!js || !csv || !svg) rc = alrd_errf(err, "sweep: out of memory formatting the outputs");
+    if (!rc) { snprintf(path, sizeof path, "%s.json", o->prefix); rc = write_file(path, js, err); }
+    if (!rc) { snprintf(path, sizeof path, "%s.csv", o->prefix); rc = write_file(path, csv, err); }
+    if (!rc) { snprintf(path, sizeof path, "%s.svg", o->prefix); rc = write_file(path, svg, err); }
+    free(js); free(csv); free(svg);
+    cJSON_Delete(doc);
+    return rc;
+}
+
+/* Appends one line to PREFIX.jsonl and syncs it (a crash loses at most the
+ * configuration in progress). */
+static int append_jsonl(const char *path, cJSON *row, alrd_error *err) {
+    char *s = cJSON_PrintUnformatted(row);
+    if (!s) return alrd_errf(err, "%s: out of memory", path);
+    FILE *f = fopen(path, "a");
+    int rc = !f || fprintf(f, "%s\n", s) < 0 || fflush(f) || fsync(fileno(f)) ? -1 : 0;
+    if (f && fclose(f)) rc = -1;
+    free(s);
+    return rc ? alrd_errf(err, "%s: cannot append", path) : 0;
+}
+
+/* Every row of PREFIX.jsonl with these settings (a torn last line is ignored). */
+static cJSON *read_jsonl(const char *path, const char *sha) {
+    cJSON *all = cJSON_CreateArray();
+    FILE *f = fopen(path, "r");
+    if (!f) return all;
+    char *line = NULL;
+    size_t cap = 0;
+    while (getline(&line, &cap, f) > 0) {
+        cJSON *row = cJSON_Parse(line);
+        if (row && !strcmp(str(row, "settings_sha256"), sha) && str(row, "id")[0]) cJSON_AddItemToArray(all, row);
+        else cJSON_Delete(row);
+    }
+    free(line);
+    fclose(f);
+    return all;
+}
+
+/* ---- main --------------------------------------------------------------- */
+
+int main(int argc, char **argv) {
+    sweep_opts o = {.prefix = "sweep", .weights = "f32", .ratios = {1, 0.75, 0.5, 0.25}, .n_ratios = 4,
+                    .kbits = {16, 8, 4, 3, 2}, .vbits = {16, 8, 4, 3, 2}, .n_kbits = 5, .n_vbits = 5, .kv_list = 1,
+                    .hadamard = {0}, .n_hadamard = 1, .gheads = {0}, .n_gheads = 1, .G = 32, .R = 128, .kivi = 1,
+                    .ctx = 512, .calib_samples = 16, .calib_len = 512, .probe_tokens = 256, .amortize = 4096};
+    int kset = 0, vset = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int takes = 1, bad = 0;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(); return 0; }
+        else if (!strcmp(a, "--value-only")) { o.value_only = 1; takes = 0; }
+        else if (!strcmp(a, "--no-kivi")) { o.kivi = 0; takes = 0; }
+        else if (a[0] == '-' && !v) { fprintf(stderr, "alrd-sweep: %s needs a value\n", a); return 2; }
+        else if (!strcmp(a, "-o")) o.prefix = v;
+        else if (!strcmp(a, "--calib")) o.calib = v;
+        else if (!strcmp(a, "--eval")) o.eval = v;
+        else if (!strcmp(a, "--weights")) o.weights = v;
+        else if (!strcmp(a, "--rank-ratios")) bad = parse_doubles(a, v, o.ratios, 16, &o.n_ratios);
+        else if (!strcmp(a, "--kv-bits")) {
+            bad = parse_ints(a, v, o.kbits, 8, &o.n_kbits, 1);
+            memcpy(o.vbits, o.kbits, sizeof o.kbits);
+            o.n_vbits = o.n_kbits;
+            o.kv_list = 1;
+        }
+        else if (!strcmp(a, "--k-bits")) { bad = parse_ints(a, v, o.kbits, 8, &o.n_kbits, 1); kset = 1; }
+        else if (!strcmp(a, "--v-bits")) { bad = parse_ints(a, v, o.vbits, 8, &o.n_vbits, 1); vset = 1; }
+        else if (!strcmp(a, "--group-heads")) bad = parse_ints(a, v, o.gheads, 4, &o.n_gheads, 0);
+        else if (!strcmp(a, "--kv-bits-per-token")) bad = parse_doubles(a, v, o.budgets, 16, &o.n_budgets);
+        else if (!strcmp(a, "--hadamard")) {
+            o.n_hadamard = 0;
+            char buf[64];
+            snprintf(buf, sizeof buf, "%s", v);
+            for (char *save, *t = strtok_r(buf, ",", &save); t && !bad; t = strtok_r(NULL, ",", &save)) {
+                int h = !strcmp(t, "on") || !strcmp(t, "1") ? 1 : !strcmp(t, "off") || !strcmp(t, "0") ? 0 : -1;
+                if (h < 0 || o.n_hadamard == 2) { fprintf(stderr, "alrd-sweep: --hadamard: expected off, on or off,on\n"); bad = 1; }
+                else o.hadamard[o.n_hadamard++] = h;
+            }
+            if (!o.n_hadamard) bad = 1;
+        }
+        else if (!strcmp(a, "--group-size")) o.G = atoi(v);
+        else if (!strcmp(a, "--residual")) o.R = atoi(v);
+        else if (!strcmp(a, "--ctx")) o.ctx = atoi(v);
+        else if (!strcmp(a, "--max-eval-tokens")) o.max_eval = atoi(v);
+        else if (!strcmp(a, "--calib-samples")) o.calib_samples = atoi(v);
+        else if (!strcmp(a, "--calib-len")) o.calib_len = atoi(v);
+        else if (!strcmp(a, "--probe-tokens")) o.probe_tokens = atoi(v);
+        else if (!strcmp(a, "--amortize-ctx")) o.amortize = atoi(v);
+        else if (a[0] == '-') { fprintf(stderr, "alrd-sweep: unknown option %s (see --help)\n", a); return 2; }
+        else if (!o.model) { o.model = a; takes = 0; }
+        else { fprintf(stderr, "alrd-sweep: unexpected argument %s\n", a); return 2; }
+        if (bad) return 2;
+        i += takes;
+    }
+    if (!o.model || !o.calib || !o.eval) { usage(); return 2; }
+    if (kset || vset) { /* --k-bits / --v-bits: every pair */
+        if (!kset) { o.kbits[0] = 16; o.n_kbits = 1; }
+        if (!vset) { o.vbits[0] = 16; o.n_vbits = 1; }
+        o.kv_list = 0;
+    }
+    if (o.G < 1 || o.R < 0 || o.R % o.G || (o.kivi && o.R < o.G))
+        return die("--group-size/--residual: expected G >= 1 and R a multiple of G (R >= G with KIVI)");
+    if (o.ctx < 16 || o.ctx > (1 << 20)) return die("--ctx: expected 16..1048576");
+    if (o.max_eval < 0) return die("--max-eval-tokens: expected a positive number");
+    if (o.calib_samples < 1 || o.calib_len < 16 || o.calib_len > 65536) return die("--calib-samples/--calib-len out of range");
+    if (o.probe_tokens < 16) return die("--probe-tokens: expected at least 16");
+    if (o.amortize < 1) return die("--amortize-ctx: expected a positive number");
+    for (int i = 0; i < o.n_ratios; i++)
+        if (o.ratios[i] > 1) return die("--rank-ratios: expected numbers in (0, 1]");
+    alrd_dtype wdt = !strcmp(o.weights, "f16") ? ALRD_F16 : !strcmp(o.weights, "f32") ? ALRD_F32 : ALRD_DTYPE_COUNT;
+    if (wdt == ALRD_DTYPE_COUNT) return die("--weights: expected f32 or f16");
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    double t_start = alrd_now();
+
+    alrd_error err;
+    alrd_source src;
+    alrd_model m;
+    if (alrd_source_open(&src, o.model, &err)) return die(err.msg);
+    if (alrd_model_load(&m, &src, &err)) return die(err.msg);
+    if (m.has_lowrank) return die("MODEL must be uncompressed (a GGUF or HF checkpoint, not a .alrd file)");
+    for (int g = 0; g < o.n_gheads; g++)
+        if (o.gheads[g] && m.cfg.n_kv_heads % o.gheads[g]) return die("--group-heads must divide the number of KV heads");
+    int32_t *cids = NULL, *eids = NULL;
+    size_t n_cids = 0, n_eids = 0;
+    char csha[65], esha[65];
+    if (read_text(o.calib, m.tok, 0, &cids, &n_cids, csha, &err) || read_text(o.eval, m.tok, 1, &eids, &n_eids, esha, &err))
+        return die(err.msg);
+    if (n_eids < (size_t)o.ctx) return die("--eval: fewer tokens than one chunk of --ctx");
+    int max_chunks = o.max_eval ? o.max_eval / o.ctx : 0;
+    if (o.max_eval && max_chunks < 1) return die("--max-eval-tokens: less than one chunk of --ctx");
+    int n_chunks = (int)(n_eids / o.ctx);
+    if (max_chunks && max_chunks < n_chunks) n_chunks = max_chunks;
+
+    /* settings: everything a result depends on besides its configuration */
+    const char *mbase = strrchr(o.model, '/');
+    mbase = mbase && mbase[1] ? mbase + 1 : o.model;
+    struct stat st;
+    cJSON *settings = cJSON_CreateObject();
+    cJSON_AddStringToObject(settings, "tool", "alrd-sweep 1");
+    cJSON_AddStringToObject(settings, "model", mbase);
+    cJSON_AddNumberToObject(settings, "model_bytes", stat(o.model, &st) == 0 ? (double)st.st_size : 0);
+    cJSON_AddStringToObject(settings, "calib_sha256", csha);
+    cJSON_AddNumberToObject(settings, "calib_samples", o.calib_samples);
+    cJSON_AddNumberToObject(settings, "calib_len", o.calib_len);
+    cJSON_AddNumberToObject(settings, "probe_tokens", o.probe_tokens);
+    cJSON_AddStringToObject(settings, "eval_sha256", esha);
+    cJSON_AddNumberToObject(settings, "ctx", o.ctx);
+    cJSON_AddNumberToObject(settings, "eval_chunks", n_chunks);
+    cJSON_AddNumberToObject(settings, "group_size", o.G);
+    cJSON_AddNumberToObject(settings, "residual", o.R);
+    cJSON_AddBoolToObject(settings, "kivi", o.kivi);
+    cJSON_AddNumberToObject(settings, "amortize_ctx", o.amortize);
+    cJSON_AddStringToObject(settings, "weights", o.weights);
+    cJSON_AddBoolToObject(settings, "whitened", 1);
+    cJSON_AddNumberToObject(settings, "seed", 0x5eed);
+    char *ss = cJSON_PrintUnformatted(settings), sha[65];
+    if (!ss) return die("out of memory");
+    alrd_sha256_hex(ss, strlen(ss), sha);
+    free(ss);
+
+    config *cs;
+    int n_cfg;
+    if (build_grid(&o, &cs, &n_cfg)) return die("out of memory");
+    char jsonl[1100];
+    snprintf(jsonl, sizeof jsonl, "%s.jsonl", o.prefix);
+    cJSON *all = read_jsonl(jsonl, sha);
+    int todo = 0;
+    for (int i = 0; i < n_cfg; i++) {
+        const cJSON *row;
+        cJSON_ArrayForEach(row, all) if (!strcmp(str(row, "id"), cs[i].id)) cs[i].done = 1;
+        todo += !cs[i].done;
+    }
+
+    calib_state cal;
+    memset(&cal, 0, sizeof cal);
+    cal.m = &m;
+    cal.o = &o;
+    cal.n_samples = o.calib_samples;
+    cal.sample_len = n_cids < (size_t)o.calib_len ? (int)n_cids : o.calib_len;
+    const int all_bits[] = {2, 3, 4, 8, 16};
+    memcpy(cal.bits, all_bits, sizeof all_bits);
+    cal.n_bits = 5;
+    eval_state ev;
+    memset(&ev, 0, sizeof ev);
+    ev.m = &m;
+    ev.src = &src;
+    ev.eval_ids = eids;
+    ev.n_eval = n_eids;
+    ev.max_chunks = max_chunks;
+    ev.wdt = wdt;
+    snprintf(ev.tmp_model, sizeof ev.tmp_model, "%s.model-tmp.alrd", o.prefix);
+    int evaluated = 0, failed = 0;
+    if (todo) {
+        if (cal.sample_len < 16) return die("--calib: fewer than 16 tokens");
+        cal.samples = alrd_calib_pick_samples(cids, n_cids, &cal.n_samples, cal.sample_len);
+        alrd_cache_opts plain;
+        alrd_cache_opts_default(&m, &plain);
+        plain.k_bits = plain.v_bits = 16;
+        if (!cal.samples) return die("out of memory");
+        if (alrd_ctx_new(&ev.ref, &m, o.ctx, o.ctx, &plain, &err)) return die(err.msg);
+    }
+    cJSON *run = cJSON_CreateObject();
+    int L = m.cfg.n_layers;
+    result r;
+    memset(&r, 0, sizeof r);
+    r.n_layers = L;
+    r.k_rank = calloc(L, sizeof(int)); r.v_rank = calloc(L, sizeof(int));
+    r.k_bits = calloc(L, sizeof(int)); r.v_bits = calloc(L, sizeof(int));
+    if (!r.k_rank || !r.v_rank || !r.k_bits || !r.v_bits) return die("out of memory");
+    int k = 0;
+    for (int i = 0; i < n_cfg; i++) {
+        if (cs[i].done) continue;
+        k++;
+        status("[%d/%d] %s\n", k, todo, cs[i].id);
+        r.error[0] = 0;
+        memset(&r.pr, 0, sizeof r.pr);
+        if (build_and_eval(&cal, &ev, &cs[i], &r, &err)) {
+            /* a configuration that cannot be built (e.g. a budget below the
+             * minimum) is recorded and the sweep goes on; calibration
+             * failures end it */
+            if (!cal.c && cs[i].kind != K_FP16) return die(err.msg);
+            snprintf(r.error, sizeof r.error, "%s", err.msg);
+            failed++;
+            if (isatty(2)) fprintf(stderr, "\nalrd-sweep: %s: %s\n", cs[i].id, err.msg);
+        }
+        cJSON *row = make_row(sha, &cs[i], &r, &o);
+        if (append_jsonl(jsonl, row, &err)) return die(err.msg);
+        cJSON_AddItemToArray(all, row);
+        evaluated++;
+        cJSON_DeleteItemFromObject(run, "evaluated");
+        cJSON_AddNumberToObject(run, "evaluated", evaluated);
+        if (write_outputs(&o, settings, sha, all, cs, n_cfg, run, mbase, &err)) return die(err.msg);
+    }
+    cJSON_Delete(run);
+    run = cJSON_CreateObject();
+    cJSON_AddNumberToObject(run, "configurations", n_cfg);
+    cJSON_AddNumberToObject(run, "evaluated", evaluated);
+    cJSON_AddNumberToObject(run, "skipped", n_cfg - todo);
+    cJSON_AddNumberToObject(run, "failed", failed);
+    cJSON_AddNumberToObject(run, "seconds_total", alrd_now() - t_start);
+    cJSON_AddNumberToObject(run, "seconds_calibration", cal.t_calib);
+    cJSON_AddNumberToObject(run, "seconds_svd", cal.t_decomp);
+    cJSON_AddNumberToObject(run, "seconds_sensitivities", cal.t_sens);
+    cJSON_AddNumberToObject(run, "seconds_qerr", cal.t_qerr);
+    if (write_outputs(&o, settings, sha, all, cs, n_cfg, run, mbase, &err)) return die(err.msg);
+    status("done: %d evaluated, %d skipped, %.0f s\n", evaluated, n_cfg - todo, alrd_now() - t_start);
+    cJSON_Delete(run);
+    cJSON_Delete(all);
+    cJSON_Delete(settings);
+    calib_state_free(&cal);
+    if (ev.have_base) alrd_compress_packed_free(&ev.base);
+    alrd_ctx_free(ev.ref);
+    free(cal.samples); free(cids); free(eids); free(cs);
+    free(r.k_rank); free(r.v_rank); free(r.k_bits); free(r.v_bits);
+    alrd_model_free(&m);
+    alrd_source_close(&src);
+    return 0;
+}
