@@ -117,6 +117,18 @@ static void print_vocab(const alrd_vocab *v) {
            v->chat_template ? "yes" : "no");
 }
 
+/* The decomposition and cache defaults of a .alrd file. */
+static void print_lowrank(const alrd_lowrank *l, const alrd_config *c) {
+    if (!l) return;
+    printf("\nlow-rank K/V: %s SVD%s, %d KV head(s) per latent\n", l->whitened ? "whitened" : "plain",
+           l->hadamard ? " + Hadamard rotation" : "", l->group_heads);
+    printf("cache defaults: kivi %s, group size %d, residual %d\n", l->use_kivi ? "on" : "off", l->group_size,
+           l->residual_length);
+    printf("  layer  k_rank  v_rank  k_bits  v_bits   (full rank %d)\n", l->group_heads * c->head_dim);
+    for (int i = 0; i < l->n_layers; i++)
+        printf("  %5d  %6d  %6d  %6d  %6d\n", i, l->k_rank[i], l->v_rank[i], l->k_bits[i], l->v_bits[i]);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2 || argv[1][0] == '-') {
         fprintf(stderr, "usage: alrd-inspect FILE (a .gguf, .alrd or Hugging Face model directory)\n");
@@ -159,6 +171,7 @@ int main(int argc, char **argv) {
     }
     print_config(&s.config);
     print_vocab(&s.vocab);
+    print_lowrank(s.lowrank, &s.config);
     print_tensors(s.tensors, (size_t)s.n_tensors);
     alrd_source_close(&s);
     if (fflush(stdout) != 0) {

@@ -274,7 +274,11 @@ static void test_engine(const engine_case *e, int steps) {
         }
     }
     CHECK(ok, "%s: prefill failed: %s", e->name, err.msg);
-    double worst = 0, worst_abs = 0;
+    /* The first step sees bit-identical caches (prefill does not depend on the
+     * attention path): it measures the fused kernel's rounding alone. Later
+     * steps add divergence that quantisation amplifies (a code flips when two
+     * paths' keys differ by an ulp), so they get a looser bound. */
+    double first = -1, worst = 0, worst_abs = 0;
     int graph_same = 1, argmax_same = 0, argmax_n = 0;
     double graph_worst = 0;
     for (int s = 0; s < steps && ok; s++) {
@@ -285,6 +289,7 @@ static void test_engine(const engine_case *e, int steps) {
         ok &= !alrd_gpu_decode(gg, t3, lg, &err);
         if (!ok) break;
         double ma, r = rel_l2(lf, lr, (size_t)B * nv, &ma);
+        if (first < 0) first = r;
         if (r > worst || r != r) worst = r;
         if (ma > worst_abs) worst_abs = ma;
         if (memcmp(lf, lg, sizeof(float) * B * nv)) {
@@ -303,9 +308,12 @@ static void test_engine(const engine_case *e, int steps) {
         }
     }
     CHECK(ok, "%s: decode failed: %s", e->name, err.msg);
-    printf("  %-34s fused vs reference: rel L2 %.2e, max |d| %.2e, argmax %d/%d; graph replay %s (rel L2 %.1e)\n",
-           e->name, worst, worst_abs, argmax_same, argmax_n, graph_same ? "bit-identical" : "differs", graph_worst);
-    CHECK(worst < 1e-2, "%s: fused vs reference logits rel L2 %.3e", e->name, worst);
+    printf("  %-34s fused vs reference: first step rel L2 %.2e, all steps %.2e (max |d| %.2e), argmax %d/%d; "
+           "graph replay %s (rel L2 %.1e)\n",
+           e->name, first, worst, worst_abs, argmax_same, argmax_n, graph_same ? "bit-identical" : "differs", graph_worst);
+    CHECK(first >= 0 && first < 3e-3, "%s: fused vs reference logits at the first step: rel L2 %.3e", e->name, first);
+    CHECK(worst < 5e-2, "%s: fused vs reference logits rel L2 %.3e", e->name, worst);
+    CHECK(argmax_same >= argmax_n * 95 / 100, "%s: argmax agrees %d/%d", e->name, argmax_same, argmax_n);
     CHECK(graph_worst < 1e-4, "%s: graph replay differs from direct launches (rel L2 %.3e)", e->name, graph_worst);
     free(tok);
     free(lf);
@@ -350,8 +358,10 @@ static void test_score(const engine_case *e) {
     }
     printf("  %-34s one-pass score vs decode steps: mean nll %.5f vs %.5f, max |d| %.2e\n", e->name,
            sum / (T - 1 - first), sumr / (T - 1 - first), worst);
-    CHECK(ok && fabs(sum - sumr) / (T - 1 - first) < 2e-3 && worst < 5e-2, "%s: score vs decode: mean %.5f vs %.5f",
-          e->name, sum / (T - 1 - first), sumr / (T - 1 - first));
+    /* relative: random weights give nll ~ 70 per token */
+    CHECK(ok && fabs(sum - sumr) / fabs(sumr) < 1e-3 && worst < 2e-2 * fabs(sumr) / (T - 1 - first),
+          "%s: score vs decode: mean %.5f vs %.5f, max |d| %.3e", e->name, sum / (T - 1 - first),
+          sumr / (T - 1 - first), worst);
     free(lg);
     alrd_gpu_free(gs);
     alrd_gpu_free(gd);
