@@ -519,6 +519,65 @@ extern "C" int alrd_gpu_add_head_bias16(uint16_t *y, int T, int ld, int n_heads,
     return LAUNCHED();
 }
 
+/* ---- decode products ------------------------------------------------- */
+
+template <int MB>
+__global__ void __launch_bounds__(256) gemv_kernel(const uint4 *W, const uint16_t *X, int ldx, float *Y, int ldy, int N,
+                                                   int K8, float beta) {
+    const int lane = threadIdx.x & 31;
+    const int n = blockIdx.x * 8 + (threadIdx.x >> 5);
+    if (n >= N) return;
+    const uint4 *w = W + (size_t)n * K8;
+    float acc[MB];
+#pragma unroll
+    for (int m = 0; m < MB; m++) acc[m] = 0.0f;
+    for (int k0 = lane; k0 < K8; k0 += 32 * 4) {
+        uint4 wv[4];
+#pragma unroll
+        for (int u = 0; u < 4; u++) /* four 16-byte loads in flight */
+            wv[u] = k0 + 32 * u < K8 ? __ldg(w + k0 + 32 * u) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            int k = k0 + 32 * u;
+            if (k >= K8) break;
+            const __half2 *wh = reinterpret_cast<const __half2 *>(&wv[u]);
+#pragma unroll
+            for (int m = 0; m < MB; m++) {
+                uint4 xv = *reinterpret_cast<const uint4 *>(X + (size_t)m * ldx + (size_t)k * 8);
+                const __half2 *xh = reinterpret_cast<const __half2 *>(&xv);
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    float2 a = __half22float2(wh[e]), x = __half22float2(xh[e]);
+                    acc[m] += a.x * x.x + a.y * x.y;
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int m = 0; m < MB; m++) {
+        float v = acc[m];
+        for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+        if (lane == 0) {
+            float *y = Y + (size_t)m * ldy + n;
+            *y = beta != 0.0f ? v + beta * *y : v;
+        }
+    }
+}
+
+extern "C" int alrd_gpu_gemv(const uint16_t *W, const uint16_t *X, int ldx, float *Y, int ldy, int M, int N, int K,
+                             float beta, void *stream) {
+    dim3 grid((N + 7) / 8);
+    const uint4 *w = reinterpret_cast<const uint4 *>(W);
+    switch (M) {
+    case 1: gemv_kernel<1><<<grid, 256, 0, ST(stream)>>>(w, X, ldx, Y, ldy, N, K / 8, beta); break;
+    case 2: gemv_kernel<2><<<grid, 256, 0, ST(stream)>>>(w, X, ldx, Y, ldy, N, K / 8, beta); break;
+    case 3: gemv_kernel<3><<<grid, 256, 0, ST(stream)>>>(w, X, ldx, Y, ldy, N, K / 8, beta); break;
+    case 4: gemv_kernel<4><<<grid, 256, 0, ST(stream)>>>(w, X, ldx, Y, ldy, N, K / 8, beta); break;
+    default: return (int)cudaErrorInvalidValue;
+    }
+    return LAUNCHED();
+}
+
 __global__ void bias_f32_kernel(float *y, int n, const float *b) {
     float *row = y + (size_t)blockIdx.x * n;
     for (int i = threadIdx.x; i < n; i += blockDim.x) row[i] += b[i];

@@ -123,6 +123,12 @@ int alrd_gpu_softmax(const float *S, const float *Sq, uint16_t *P, uint16_t *Pq,
 int alrd_gpu_add_head_bias16(uint16_t *y, int T, int ld, int n_heads, int per_kv, int hd,
                              const float *b, void *stream);
 
+/* Y[m][n] (fp32, ldy) = X[m][:] . W[n][:] + beta * Y[m][n] for m < M <= 4:
+ * the decode-step product (memory-bound; 16-byte loads, a warp per row).
+ * K % 8 == 0, X rows (ldx) and W 16-byte aligned. */
+int alrd_gpu_gemv(const uint16_t *W, const uint16_t *X, int ldx, float *Y, int ldy, int M, int N, int K,
+                  float beta, void *stream);
+
 /* y[t][i] += b[i] for fp32 rows of width n. */
 int alrd_gpu_add_bias_f32(float *y, int T, int n, const float *b, void *stream);
 

@@ -98,6 +98,8 @@ static int dalloc(alrd_gpu *g, void *pp, size_t bytes, alrd_error *err, const ch
 /* C[M][N] (fp32, ldc) = A[M][K] (fp16, lda) . W[N][K]^T (fp16) + beta * C */
 static int lin(alrd_gpu *g, int M, int N, int K, const uint16_t *A, int lda, const uint16_t *W, float *C, int ldc,
                float beta) {
+    if (M <= 4 && K % 8 == 0 && lda % 8 == 0) /* decode: a bandwidth-bound product of our own */
+        return alrd_gpu_gemv(W, A, lda, C, ldc, M, N, K, beta, g->st);
     float alpha = 1.0f;
     return cublasGemmEx(g->cb, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &alpha, W, CUDA_R_16F, K, A, CUDA_R_16F, lda, &beta,
                         C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT) != CUBLAS_STATUS_SUCCESS;
@@ -280,10 +282,10 @@ static int engine_init(alrd_gpu *g, const alrd_config *cfg, int group_heads, con
     int gmin = g->nkv;
     for (int l = 0; l < g->L; l++)
         if (g->ly[l].kmode == ALRD_GPU_K_LATENT && g->n_groups < gmin) gmin = g->n_groups;
-    int want = (2 * g->sm_count + gmin * o->n_seq - 1) / (gmin * o->n_seq);
+    int want = (8 * g->sm_count + gmin * o->n_seq - 1) / (gmin * o->n_seq); /* several blocks per SM */
     int cap = o->max_ctx / 64 > 1 ? o->max_ctx / 64 : 1;
     g->nsplit = want < 1 ? 1 : (want > cap ? cap : want);
-    if (g->nsplit > 128) g->nsplit = 128;
+    if (g->nsplit > 256) g->nsplit = 256;
     if (dalloc(g, &g->attn_work, 4 * alrd_gpu_attn_work_floats(g->nh, o->n_seq, g->nsplit, g->vw_max), err,
                "attention work"))
         return -1;

@@ -41,7 +41,9 @@ static void usage(void) {
             "  --probe-tokens N      tokens for sensitivities and quantisation error (default 256)\n"
             "  --amortize-ctx N      context for bytes per token and budgets (default 4096)\n"
             "  --weights f32|f16     dtype of the temporary compressed models (default f32)\n"
-            "  -o PREFIX             output prefix (default sweep): PREFIX.csv .json .svg .jsonl\n");
+            "  -o PREFIX             output prefix (default sweep): PREFIX.csv .json .svg .jsonl\n"
+            "Every finished configuration is appended to PREFIX.jsonl; a rerun with the same settings\n"
+            "skips it (delete PREFIX.jsonl to start over). Outputs list the current grid's rows.\n");
 }
 
 enum { K_FP16, K_KIVI, K_LOWRANK, K_JOINT };
@@ -207,12 +209,12 @@ static int build_grid(const sweep_opts *o, config **out, int *n_out) {
             }
             for (int g = 0; g < o->n_gheads; g++)
                 for (int h = 0; h < o->n_hadamard; h++) {
-                    /* a rotation changes nothing without quantisation */
-                    if (o->hadamard[h] && kb == 16 && vb == 16) continue;
                     memset(&c, 0, sizeof c);
                     c.kind = K_LOWRANK;
                     c.ratio = r; c.kb = kb; c.vb = vb;
-                    c.gheads = o->gheads[g]; c.hadamard = o->hadamard[h]; c.value_only = o->value_only;
+                    /* a rotation changes nothing without quantisation: one unrotated point */
+                    c.gheads = o->gheads[g]; c.hadamard = kb == 16 && vb == 16 ? 0 : o->hadamard[h];
+                    c.value_only = o->value_only;
                     snprintf(c.id, sizeof c.id, "%s%.4g-k%dv%d-g%d-h%d", c.value_only ? "vo" : "lr", r, kb, vb,
                              c.gheads, c.hadamard);
                     snprintf(c.label, sizeof c.label, "%s%.2g/%s%s%s", c.value_only ? "V" : "", r, bl,

@@ -22,9 +22,9 @@ A)
     nvidia-smi --query-gpu=name,memory.total,clocks.max.memory --format=csv,noheader
     build
     wait
-    timeout 240 build/tests/gpu/test_gpu_units 2>&1 | tee "$OUT/units.log"
-    timeout 150 build/alrd-bench --synthetic llama2-7b -d 0,4096 -b 1,8 -p 512 -n 32 -r 1 \
-        -v name=fp16 -v r=0.5,gh=1,k=2,v=2,name=r0.5-k2v2 -o "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
+    timeout 200 build/tests/gpu/test_gpu_units 2>&1 | tee "$OUT/units.log"
+    timeout 300 build/alrd-bench --synthetic llama2-7b -d 0,4096,32768 -b 1,16 -p 512 -n 64 -r 2 \
+        -v name=fp16 -v r=0.5,gh=1,k=2,v=2,name=r0.5-k2v2 -o "$OUT/bench-llama2.json" 2>&1 | tee "$OUT/bench.log"
     ;;
 B)
     cat /tmp/model/part_aa .devcarry/p2/part_ab .devcarry/p2/part_ac > $M || exit 1
@@ -33,12 +33,22 @@ B)
     build
     build/alrd-compress $M -o /tmp/x.alrd --calib .devcarry/data/wiki.valid.tokens --rank-ratio 0.5 \
         --calib-samples 8 --probe-tokens 128 --kv-bits 2 > "$OUT/compress.log" 2>&1 &
-    timeout 240 build/tests/gpu/test_gpu_model $M $D --kv-bits 4 --chunks 4 --full 2>&1 | tee "$OUT/model.log"
+    timeout 240 build/tests/gpu/test_gpu_model $M $D --kv-bits 4 --chunks ${CHUNKS:-4} --full 2>&1 | tee "$OUT/model.log"
     wait
     tail -3 "$OUT/compress.log"
-    timeout 200 build/tests/gpu/test_gpu_model /tmp/x.alrd $D --kv-bits 4 --chunks 4 --full 2>&1 | tee "$OUT/alrd.log"
+    timeout 200 build/tests/gpu/test_gpu_model /tmp/x.alrd $D --kv-bits 4 --chunks ${CHUNKS:-4} --full 2>&1 | tee "$OUT/alrd.log"
     build/alrd-run $M -p "The capital of France is" -n 24 2>&1 | tee "$OUT/gen.log"
     ;;
+C)
+    for tool in memcheck racecheck; do
+        mode=--small; [ $tool = racecheck ] && mode=--race
+        timeout 200 compute-sanitizer --tool $tool --error-exitcode 3 build/tests/gpu/test_gpu_units $mode \
+            > "$OUT/$tool.log" 2>&1
+        echo "compute-sanitizer $tool: rc $?: $(grep -h 'ERROR SUMMARY\|RACECHECK SUMMARY\|passed' "$OUT/$tool.log" | tail -2 | tr '\n' ' ')"
+    done
+    timeout 200 build/alrd-bench --synthetic llama3-8b -d 0,32768 -b 1,16 -p 512 -n 64 -r 2 \
+        -v name=fp16 -v r=0.5,gh=1,k=2,v=2,name=r0.5-k2v2 -o "$OUT/bench-llama3.json" 2>&1 | tee "$OUT/bench3.log"
+    ;;
 *)
-    echo "usage: tests/gpu/device.sh A|B"; exit 2 ;;
+    echo "usage: tests/gpu/device.sh A|B|C"; exit 2 ;;
 esac

@@ -9,7 +9,8 @@ echo "== $T/test_gpu_units"
 $T/test_gpu_units || fail=1
 if command -v compute-sanitizer >/dev/null 2>&1; then
     for tool in memcheck racecheck; do
-        if compute-sanitizer --tool $tool --error-exitcode 3 $T/test_gpu_units --small > $T/$tool.log 2>&1; then
+        mode=--small; [ $tool = racecheck ] && mode=--race
+        if compute-sanitizer --tool $tool --error-exitcode 3 $T/test_gpu_units $mode > $T/$tool.log 2>&1; then
             echo "compute-sanitizer $tool: $(grep -h 'ERROR SUMMARY\|RACECHECK SUMMARY' $T/$tool.log | tail -1)"
         else
             fail=1
