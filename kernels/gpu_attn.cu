@@ -276,17 +276,17 @@ __global__ void __launch_bounds__(NTHREADS) attn_decode_kernel(alrd_gpu_attn_lay
 
 
 /* ==== v2: QK^T and PV on the tensor cores, vectorised and division-free tile
- * loads, the value tile stored transposed for the PV fragments. Used when
+ * loads. Used when
  * the group has <= 16 query heads (<= 8 per KV head) and a value width
- * <= 256 that is a multiple of 8; v1 above covers the rest. ============ */
+ * <= 256 that is a multiple of 8; v1 above covers the rest. The value tile
+ * is row-major; the PV product reads it with ldmatrix.trans. ========== */
 
 #define QHP 16          /* query rows of the PV product */
 #define SCS 72          /* score row stride (floats): conflict-free fragment reads */
-#define VTS (TILE + 8)  /* transposed value tile row stride (halves) */
 #define MAXNT2 8        /* PV n-tiles per warp: value width <= 4 * 8 * 8 */
 
 typedef struct {
-    int nkh, QH, vw, kstr, rpad;
+    int nkh, QH, vw, kstr, vstr, rpad;
     size_t q, sc, corr, mrun, lrun, as, kt, vt, total;
 } plan2_t;
 
@@ -297,6 +297,7 @@ static void make_plan2(const alrd_gpu_attn_layer *L, plan2_t *p) {
     p->vw = L->vr > 0 ? L->vr : L->hd;
     p->rpad = L->kmode == ALRD_GPU_K_LATENT ? ceil16(L->kr) : L->hd;
     p->kstr = p->rpad + 8;
+    p->vstr = ceil16(p->vw) + 8; /* (vstr/2) % 8 == 4: conflict-free ldmatrix rows */
     size_t o = 0;
     p->q = o;    o = al16(o + 2 * (size_t)QHP * (L->hd + 8));
     p->sc = o;   o = al16(o + 4 * (size_t)QHP * SCS);
@@ -306,7 +307,7 @@ static void make_plan2(const alrd_gpu_attn_layer *L, plan2_t *p) {
     p->as = o;
     if (L->kmode == ALRD_GPU_K_LATENT) o = al16(o + 2 * (size_t)p->nkh * L->hd * p->kstr);
     p->kt = o;   o = al16(o + 2 * (size_t)TILE * p->kstr);
-    p->vt = o;   o = al16(o + 2 * (size_t)p->vw * VTS);
+    p->vt = o;   o = al16(o + 2 * (size_t)TILE * p->vstr);
     p->total = o;
 }
 
@@ -315,6 +316,13 @@ static int v2_ok(const alrd_gpu_attn_layer *L) {
     make_plan2(L, &p);
     int per_kv = L->n_heads / L->n_kv;
     return p.QH <= QHP && per_kv <= 8 && p.vw <= 4 * 8 * MAXNT2 && p.vw % 8 == 0 && !(p.nkh > 1 && L->vr == 0);
+}
+
+/* B fragments of m16n8k16 (k = 16 tokens, n = 8 channels) from a row-major
+ * [token][channel] tile: two transposed 8x8 matrices, rows given by lanes 0-15. */
+__device__ __forceinline__ void ldsm_x2_trans(uint32_t &b0, uint32_t &b1, const uint16_t *p) {
+    unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];\n" : "=r"(b0), "=r"(b1) : "r"(a));
 }
 
 __device__ __forceinline__ uint32_t pack2(float a, float b) {
@@ -384,7 +392,7 @@ __device__ void load_tile(const alrd_gpu_side &sd, int b, int q, long ts, int nv
             uint16_t hs[LB], hz[LB];
 #pragma unroll
             for (int u = 0; u < LB; u++) {
-                int i = j0 + u * NTHREADS, c = i / wpt, w = i % wpt, ii = i0 + w * cpw;
+                int i = j0 + u * NTHREADS, c = i % W, w = i / W, ii = i0 + w * cpw;
                 wd[u] = 0, hs[u] = hz[u] = 0;
                 if (i < total) {
                     size_t go = g0 + (size_t)(c0 + c) * sd.ng + ii / sd.G;
@@ -395,7 +403,7 @@ __device__ void load_tile(const alrd_gpu_side &sd, int b, int q, long ts, int nv
             }
 #pragma unroll
             for (int u = 0; u < LB; u++) {
-                int i = j0 + u * NTHREADS, c = i / wpt, w = i % wpt;
+                int i = j0 + u * NTHREADS, c = i % W, w = i / W;
                 if (i >= total) break;
                 float sc = h2f(hs[u]), z = h2f(hz[u]);
                 for (int e = 0; e < cpw; e++) {
@@ -488,9 +496,29 @@ __global__ void __launch_bounds__(NTHREADS) attn_v2_kernel(alrd_gpu_attn_layer L
     if (KMODE == ALRD_GPU_K_LATENT) {
         const int kr = L.kr, rpad = P.rpad, gh = L.group_heads * HD;
         const uint16_t *A = L.kA + (size_t)grp * gh * kr;
-        for (int i = tid; i < nkh * HD * rpad; i += NTHREADS) {
-            int r = i / rpad, c = i % rpad;
-            As[r * kstr + c] = c < kr ? A[(size_t)r * kr + c] : (uint16_t)0;
+        if (kr % 8 == 0) { /* 16-byte loads, several in flight */
+            const int nch = kr / 8, total = nkh * HD * nch;
+            for (int i0 = tid; i0 < total; i0 += LB * NTHREADS) {
+                uint4 v[LB];
+#pragma unroll
+                for (int u = 0; u < LB; u++) {
+                    int i = i0 + u * NTHREADS;
+                    v[u] = i < total ? *reinterpret_cast<const uint4 *>(A + (size_t)(i / nch) * kr + (i % nch) * 8)
+                                     : make_uint4(0, 0, 0, 0);
+                }
+#pragma unroll
+                for (int u = 0; u < LB; u++) {
+                    int i = i0 + u * NTHREADS;
+                    if (i < total) *reinterpret_cast<uint4 *>(As + (i / nch) * kstr + (i % nch) * 8) = v[u];
+                }
+            }
+            for (int i = tid; i < nkh * HD * (rpad - kr); i += NTHREADS)
+                As[(i / (rpad - kr)) * kstr + kr + i % (rpad - kr)] = 0;
+        } else {
+            for (int i = tid; i < nkh * HD * rpad; i += NTHREADS) {
+                int r = i / rpad, c = i % rpad;
+                As[r * kstr + c] = c < kr ? A[(size_t)r * kr + c] : (uint16_t)0;
+            }
         }
         for (int i = tid; i < TILE * (rpad - kr); i += NTHREADS)
             Kt[(i / (rpad - kr)) * kstr + kr + i % (rpad - kr)] = 0;
@@ -507,7 +535,7 @@ __global__ void __launch_bounds__(NTHREADS) attn_v2_kernel(alrd_gpu_attn_layer L
         const int nv = min(TILE, t1 - ts);
         if (KMODE == ALRD_GPU_K_LATENT) load_tile<false>(L.ks, b, kq, ts, nv, grp * L.kr, L.kr, Kt, kstr);
         else load_tile<false>(L.ks, b, kq, ts, nv, kh0 * HD, HD, Kt, kstr);
-        load_tile<true>(L.vs, b, vq, ts, nv, vbase, vw, Vt, VTS);
+        load_tile<false>(L.vs, b, vq, ts, nv, vbase, vw, Vt, P.vstr);
         __syncthreads();
         if (KMODE == ALRD_GPU_K_FULL) { /* pre-RoPE keys: rotate in place */
             for (int i = tid; i < TILE * (HD / 2); i += NTHREADS) {
@@ -543,7 +571,9 @@ __global__ void __launch_bounds__(NTHREADS) attn_v2_kernel(alrd_gpu_attn_layer L
                             mma16816(c[nt], a0, a1, a2, a3, ld32(br), ld32(br + 8));
                         }
                     }
-                    const long p0 = ts + min(r0, nv - 1), p1 = ts + min(r1, nv - 1);
+                    /* bias, then RoPE from the tables (the CPU's cos/sin values): columns
+                     * d and d + HD/2 are n-tiles nt and nt + NT/2 of this thread */
+                    const long p0 = ts + min(r0, nv - 1), p1 = ts + min(r1, nv - 1); /* clamped: in range */
                     const float *cs0 = L.cos_tab + p0 * (HD / 2), *sn0 = L.sin_tab + p0 * (HD / 2);
                     const float *cs1 = L.cos_tab + p1 * (HD / 2), *sn1 = L.sin_tab + p1 * (HD / 2);
 #pragma unroll
@@ -611,7 +641,7 @@ __global__ void __launch_bounds__(NTHREADS) attn_v2_kernel(alrd_gpu_attn_layer L
         }
         __syncthreads();
 
-        /* ---- PV: acc[qh][c] = acc * corr + P[qh][:] . V[:][c], the value tile transposed */
+        /* ---- PV: acc[qh][c] = acc * corr + P[qh][:] . V[:][c] */
         {
             const float clo = corr[gid], chi = corr[gid + 8];
 #pragma unroll
@@ -631,9 +661,10 @@ __global__ void __launch_bounds__(NTHREADS) attn_v2_kernel(alrd_gpu_attn_layer L
 #pragma unroll
                 for (int i = 0; i < MAXNT2; i++) {
                     int nt = warp + 4 * i;
-                    if (nt < nvt) {
-                        const uint16_t *vb = Vt + (size_t)(nt * 8 + gid) * VTS + kk * 16 + 2 * t4;
-                        mma16816(pv[i], a0, a1, a2, a3, ld32(vb), ld32(vb + 8));
+                    if (nt < nvt) { /* warp-uniform */
+                        uint32_t b0, b1;
+                        ldsm_x2_trans(b0, b1, Vt + (size_t)(kk * 16 + (lane & 15)) * P.vstr + nt * 8);
+                        mma16816(pv[i], a0, a1, a2, a3, b0, b1);
                     }
                 }
             }

@@ -4,11 +4,13 @@
  * layout formula, the fp16 row's PPL equal to alrd-run's on the same chunk,
  * and a rerun that does no work. */
 #include "testutil.h"
+#include "tinymodel.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <sys/stat.h>
 
+#include "../formats/alrd_file.h"
 #include "../runtime/kv_cache.h"
 
 #define CALIB "wikitext-2/wiki.valid.tokens"
@@ -182,8 +184,68 @@ static void test_sweep_end_to_end(void **state) {
     free(csv); free(js); free(svg); free(jl); free(jl2); free(csv2); free(js2);
 }
 
+/* alrd-compress --kv-bits-per-token on the tiny model: the file's per-layer
+ * ranks and bits fit the budget by the layout formula, and the report says
+ * the same bits and bytes. */
+static void test_compress_joint_budget(void **state) {
+    (void)state;
+    char model[512], text[512], out[512], rep[512], cmd[3000], p[512];
+    snprintf(p, sizeof p, "%s/alrd-compress", build_dir());
+    if (access(p, X_OK) != 0) { print_message("skip: %s absent (run make)\n", p); skip(); }
+    tiny_opts to = tiny_defaults();
+    snprintf(model, sizeof model, "%s/joint-tiny.gguf", alrd_test_tmpdir());
+    snprintf(text, sizeof text, "%s/joint-calib.txt", alrd_test_tmpdir());
+    snprintf(out, sizeof out, "%s/joint.alrd", alrd_test_tmpdir());
+    snprintf(rep, sizeof rep, "%s/joint.json", alrd_test_tmpdir());
+    assert_int_equal(tiny_model_write(model, &to), 0);
+    FILE *f = fopen(text, "w");
+    assert_non_null(f);
+    for (int i = 0; i < 200; i++) fprintf(f, "the cat and the dog %d sat on the mat and then %d more. ", i, i * 7 % 13);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "%s %s -o %s --calib %s --calib-samples 4 --calib-len 64 --probe-tokens 64 "
+             "--group-size 8 --residual 16 --hadamard --kv-bits-per-token 1000 --report %s 2>/dev/null",
+             p, model, out, text, rep);
+    assert_int_equal(system(cmd), 0);
+    alrd_file af;
+    alrd_error err;
+    if (alrd_file_open(&af, out, &err)) fail_msg("%s", err.msg);
+    const alrd_lowrank *lr = af.lowrank;
+    assert_non_null(lr);
+    assert_int_equal(lr->n_layers, 2);
+    assert_int_equal(lr->group_size, 8);
+    assert_int_equal(lr->residual_length, 16);
+    assert_int_equal(lr->hadamard, 1);
+    double bytes = 0;
+    int quantised = 0;
+    for (int l = 0; l < 2; l++) {
+        int ng = 2 / lr->group_heads, dk = ng * lr->k_rank[l], dv = ng * lr->v_rank[l];
+        assert_true(lr->k_rank[l] % 8 == 0 && lr->k_rank[l] >= 8 && lr->v_rank[l] % 8 == 0 && lr->v_rank[l] >= 8);
+        bytes += alrd_kv_cache_bytes_per_token(dk, dv, lr->k_bits[l], lr->v_bits[l], 8, 16, 1, 4096);
+        quantised += lr->k_bits[l] < 16 || lr->v_bits[l] < 16;
+    }
+    assert_true(bytes <= 1000 / 8.0);
+    assert_true(quantised > 0); /* 125 bytes cannot hold 16-bit caches of the 256-byte layer pair */
+    char *js;
+    size_t n;
+    assert_int_equal(alrd_read_file(rep, 1 << 20, &js, &n, &err), 0);
+    cJSON *j = cJSON_Parse(js), *mods = cJSON_GetObjectItem(j, "modules"), *joint = cJSON_GetObjectItem(j, "joint");
+    assert_non_null(joint);
+    assert_true(fabs(num(joint, "kv_bits_per_token") - 8 * bytes) < 1e-9);
+    assert_true(num(joint, "kv_bits_per_token_budget") == 1000);
+    for (int i = 0; i < 4; i++) {
+        cJSON *m = cJSON_GetArrayItem(mods, i);
+        assert_int_equal((int)num(m, "bits"), i % 2 ? lr->v_bits[i / 2] : lr->k_bits[i / 2]);
+        assert_int_equal((int)num(m, "rank"), i % 2 ? lr->v_rank[i / 2] : lr->k_rank[i / 2]);
+    }
+    assert_true(num(joint, "probe_measured_kl") >= 0 && num(joint, "probe_predicted_kl") > 0);
+    cJSON_Delete(j);
+    free(js);
+    alrd_file_close(&af);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_compress_joint_budget),
         cmocka_unit_test(test_sweep_end_to_end),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -8,7 +8,7 @@ set -euo pipefail
 out=${1:-out/rank-table}; par=${2:-1}; chunks=${3:-0}
 B=${BUILD:-build}; M=${MODEL:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
 D=${ALRD_DATA:-../shared/data}
-C=$D/wikitext-2/wiki.valid.tokens; T=$D/wikitext-2-raw/wiki.test.raw
+C=${CALIB:-$D/wikitext-2/wiki.valid.tokens}; T=${EVAL:-$D/wikitext-2-raw/wiki.test.raw}
 mkdir -p "$out"
 configs=("r1.00-search:--rank-ratio 1.0")
 for r in 0.75 0.5 0.375 0.25; do

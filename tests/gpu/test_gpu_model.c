@@ -8,8 +8,9 @@
  *      GPU decode steps (fused attention, CUDA graph) and GPU decode steps
  *      with the reference attention path;
  *   3. --full: GPU perplexity of the whole file (one-pass), with its time.
- * Exits 1 when a tolerance is missed (logits rel L2 > 2e-2, ppl more than
- * 0.5% apart). */
+ * Exits 1 when a tolerance is missed: prefill logits rel L2 > 2e-3; decode
+ * logits > 2e-2 (fp16 cache) or 5e-2 (quantised); argmax agreement < 90%;
+ * perplexity more than 0.5% apart (>= 4 bits) or 1.5% (2-3 bits). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,6 +38,25 @@ static int argmax(const float *x, int n) {
     for (int i = 1; i < n; i++) b = x[i] > x[b] ? i : b;
     return b;
 }
+
+/* Lowest cache bits of any layer under co. */
+static int min_bits(const alrd_model *m, const alrd_cache_opts *co) {
+    int mb = 16;
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        int kb = co->k_bits ? co->k_bits : m->lowrank.k_bits[l], vb = co->v_bits ? co->v_bits : m->lowrank.v_bits[l];
+        if (kb < mb) mb = kb;
+        if (vb < mb) mb = vb;
+    }
+    return mb;
+}
+
+/* Tolerances. A quantised cache amplifies the GPU's fp16 rounding: a group's
+ * min/max or a code at a rounding boundary moves by an ulp and a code flips,
+ * so decode-step logits and perplexity drift further at fewer bits (on the
+ * CPU alone, rounding the cached latents to fp16 moved a 2-bit cache's PPL
+ * on 2 chunks by 0.55%). The prefill logits and an fp16 cache stay tight. */
+static double tol_decode(int bits) { return bits >= 16 ? 2e-2 : 5e-2; }
+static double tol_ppl(int bits) { return bits >= 4 ? 5e-3 : 1.5e-2; }
 
 static void logits_check(alrd_model *m, const alrd_cache_opts *co, const int32_t *ids, const char *label) {
     const int P = 200, steps = 56, nv = m->cfg.vocab_size;
@@ -72,8 +92,10 @@ static void logits_check(alrd_model *m, const alrd_cache_opts *co, const int32_t
     printf("%s: logits GPU vs CPU: prefill(%d) rel L2 %.2e max |d| %.3f; %d decode steps worst rel L2 %.2e max |d| %.3f; "
            "argmax agrees %d/%d\n",
            label, P, first_r, first_a, steps, worst, worst_abs, agree, n);
-    if (worst > 2e-2) {
-        printf("FAIL %s: logits rel L2 %.3e > 2e-2\n", label, worst);
+    double tol = tol_decode(min_bits(m, co));
+    if (first_r > 2e-3 || worst > tol || agree < n * 9 / 10) {
+        printf("FAIL %s: logits rel L2 prefill %.3e (limit 2e-3), decode %.3e (limit %.0e), argmax %d/%d\n", label,
+               first_r, worst, tol, agree, n);
         n_fail++;
     }
     free(lc);
@@ -120,8 +142,9 @@ static void run_config(alrd_model *m, const alrd_cache_opts *co, const int32_t *
     double d1 = fabs(rs.ppl / rc.ppl - 1), d2 = fabs(rd.ppl / rc.ppl - 1);
     printf("%s: GPU/CPU - 1: one-pass %+.3f%%, decode steps %+.3f%%\n", label, 100 * (rs.ppl / rc.ppl - 1),
            100 * (rd.ppl / rc.ppl - 1));
-    if (d1 > 5e-3 || d2 > 5e-3) {
-        printf("FAIL %s: GPU ppl more than 0.5%% from the CPU's\n", label);
+    double tol = tol_ppl(min_bits(m, co));
+    if (d1 > tol || d2 > tol) {
+        printf("FAIL %s: GPU ppl more than %.1f%% from the CPU's\n", label, 100 * tol);
         n_fail++;
     }
     if (full) {
