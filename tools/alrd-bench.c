@@ -107,6 +107,7 @@ static int synthetic_config(const char *name, alrd_config *c) {
     return 0;
 }
 
+#if ALRD_CUDA
 static double median(double *x, int n) {
     for (int i = 1; i < n; i++)
         for (int j = i; j > 0 && x[j] < x[j - 1]; j--) {
@@ -116,6 +117,7 @@ static double median(double *x, int n) {
         }
     return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
 }
+#endif
 
 static uint64_t lcg = 12345;
 static int32_t rtok(int nv) {
