@@ -2,7 +2,9 @@
 #   make            library + tools (CUDA backend too when nvcc is found)
 #   make test       CPU test suite (ends with "N passed, N failed")
 #   make model      fetch the default model into models/
-#   make test SANITIZE=1   the same suite under ASan + UBSan
+#   make test SANITIZE=1   the same suite under ASan + UBSan (+ LeakSanitizer), with
+#                   ALRD_TEST_QUICK=1 set so slow tests may shrink their work
+#   make fuzz       libFuzzer targets (tests/fuzz/, clang), FUZZ_SECONDS each
 #   make test-gpu   GPU tests (tests/gpu/, needs nvcc and a GPU; MODEL=... ALRD=...
 #                   DATA=... add the real-model checks) + compute-sanitizer
 # DEPS_PREFIX=/path/usr adds a prefix for headers and libraries that are not
@@ -63,7 +65,7 @@ $(BUILD)/tests/%: tests/%.c tests/testutil.h $(BUILD)/libalrd.a
 	$(CC) $(CFLAGS) $< -o $@ $(LDFLAGS) $(BUILD)/libalrd.a -lcmocka $(LDLIBS)
 
 test: all $(TESTS)
-	@BUILD=$(BUILD) sh tests/run.sh $(TESTS)
+	@BUILD=$(BUILD) $(if $(SANITIZE),ALRD_TEST_QUICK=1) sh tests/run.sh $(TESTS)
 
 # GPU tests: plain C programs (the device has no cmocka) linked with cudart.
 GPU_TEST_SRC = $(wildcard tests/gpu/*.c)

@@ -77,7 +77,7 @@ static void init_inv_freq(alrd_model *m) {
     }
 }
 
-int alrd_model_load(alrd_model *m, const alrd_source *s, alrd_error *err) {
+static int model_load(alrd_model *m, const alrd_source *s, alrd_error *err) {
     memset(m, 0, sizeof *m);
     snprintf(m->path, sizeof m->path, "%s", s->path);
     m->cfg = s->config;
@@ -141,6 +141,13 @@ int alrd_model_load(alrd_model *m, const alrd_source *s, alrd_error *err) {
     if (alrd_vocab_copy(&m->vocab, &s->vocab)) return alrd_errf(err, "%s: out of memory", s->path);
     if (alrd_tokenizer_new(&m->tok, &m->vocab, err)) return -1;
     return 0;
+}
+
+/* A failed load frees what it had loaded, so callers only free on success. */
+int alrd_model_load(alrd_model *m, const alrd_source *s, alrd_error *err) {
+    int rc = model_load(m, s, err);
+    if (rc) alrd_model_free(m);
+    return rc;
 }
 
 int alrd_model_open(alrd_model *m, const char *path, alrd_error *err) {

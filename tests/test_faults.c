@@ -9,8 +9,9 @@
  * where a directory should be, a directory where the file should be), a
  * file-size limit (RLIMIT_FSIZE with SIGXFSZ ignored: writes fail with
  * EFBIG), a full disk (a 64 KiB tmpfs, when this process may mount one),
- * and SIGINT / SIGTERM during calibration and during the write of the real
- * model's .alrd file. Most runs use a tiny synthetic model written here
+ * SIGINT / SIGTERM / SIGHUP during calibration and SIGINT / SIGTERM during
+ * the write of the real model's .alrd file, and SIGTERM during alrd-convert's
+ * write of model.safetensors. Most runs use a tiny synthetic model written here
  * (tests/tinymodel.h); the signal tests need the real one (skipped when
  * absent). ALRD_TEST_QUICK=1 runs one signal-during-write case instead of
  * two (for sanitizer builds). */
@@ -111,6 +112,20 @@ static void test_convert_unwritable(void **state) {
     expect_failure("alrd-convert", a2, 0, log, file, "not a directory");
     expect_listing(d, "plainfile");
     expect_text(file, "not a directory\n");
+    /* one of the five output names is a directory in DIR: refused before
+     * any file is moved, so DIR keeps its old config.json (it once came out
+     * half replaced) */
+    char hf[600], cfg[800], st[800];
+    snprintf(hf, sizeof hf, "%s/hf", d);
+    snprintf(cfg, sizeof cfg, "%s/config.json", hf);
+    snprintf(st, sizeof st, "%s/model.safetensors", hf);
+    assert_int_equal(mkdir(hf, 0755), 0);
+    assert_int_equal(mkdir(st, 0755), 0);
+    put_text(cfg, "{\"old\": true}\n");
+    const char *a3[] = {g_tiny, "--to-hf", hf, NULL};
+    expect_failure("alrd-convert", a3, 0, log, st, "is a directory");
+    expect_listing(hf, "config.json,model.safetensors");
+    expect_text(cfg, "{\"old\": true}\n");
 }
 
 /* ---- a file-size limit: writes fail with EFBIG ------------------------- */
@@ -283,11 +298,58 @@ static void test_sigterm_during_calibration(void **state) {
     signal_case("faults-sigterm-calib", SIGTERM, 1.5);
 }
 
+static void test_sighup_during_calibration(void **state) {
+    (void)state;
+    ALRD_MODEL_OR_SKIP();
+    signal_case("faults-sighup-calib", SIGHUP, 1.5);
+}
+
 static void test_signals_during_write(void **state) {
     (void)state;
     ALRD_MODEL_OR_SKIP();
     signal_case("faults-sigterm-write", SIGTERM, -1);
     if (!quick()) signal_case("faults-sigint-write", SIGINT, -1);
+}
+
+/* alrd-convert of the real model into DIR (holding an old config.json),
+ * SIGTERM once model.safetensors is being written in its staging dir: the
+ * handler removes the staging dir and exits 1; DIR is as it was. */
+static void test_convert_sigterm_during_write(void **state) {
+    (void)state;
+    ALRD_MODEL_OR_SKIP();
+    char d[400], hf[600], cfg[800], log[600], stage[900] = "";
+    fresh_dir(d, sizeof d, "faults-convert-sigterm");
+    snprintf(log, sizeof log, "%s.log", d);
+    snprintf(hf, sizeof hf, "%s/hf", d);
+    snprintf(cfg, sizeof cfg, "%s/config.json", hf);
+    assert_int_equal(mkdir(hf, 0755), 0);
+    put_text(cfg, "{\"old\": true}\n");
+    const char *args[] = {ALRD_TEST_MODEL, "--to-hf", hf, "--dtype", "f16", NULL};
+    pid_t pid = spawn("alrd-convert", args, 0, log);
+    double t0 = now_s();
+    int sent = 0;
+    while (!sent && now_s() - t0 < 600) {
+        if (!stage[0]) {
+            DIR *dd = opendir(hf);
+            struct dirent *e;
+            while (dd && (e = readdir(dd)))
+                if (!strncmp(e->d_name, ".alrd-convert-", 14)) snprintf(stage, sizeof stage, "%s/%s", hf, e->d_name);
+            if (dd) closedir(dd);
+        } else if (has_prefix_entry(stage, "model.safetensors.tmp.")) {
+            sent = kill(pid, SIGTERM) == 0;
+            break;
+        }
+        if (waitpid(pid, NULL, WNOHANG) == pid) fail_msg("alrd-convert finished before its temp file was seen");
+        sleep_s(0.002);
+    }
+    int st = wait_for(pid);
+    char *s = get_text(log);
+    if (!sent || !WIFEXITED(st) || WEXITSTATUS(st) != 1)
+        fail_msg("alrd-convert: expected exit 1 after SIGTERM (sent %d), status 0x%x:\n%s", sent, st, s ? s : "");
+    free(s);
+    print_message("alrd-convert: SIGTERM after %.2f s\n", now_s() - t0);
+    expect_listing(hf, "config.json");
+    expect_text(cfg, "{\"old\": true}\n");
 }
 
 /* ---- crafted .alrd files: sizes claimed by the file -------------------- */
@@ -550,7 +612,9 @@ int main(void) {
         cmocka_unit_test(test_safetensors_index_bounds),
         cmocka_unit_test(test_sigint_during_calibration),
         cmocka_unit_test(test_sigterm_during_calibration),
+        cmocka_unit_test(test_sighup_during_calibration),
         cmocka_unit_test(test_signals_during_write),
+        cmocka_unit_test(test_convert_sigterm_during_write),
     };
     return cmocka_run_group_tests(tests, fixtures, NULL);
 }

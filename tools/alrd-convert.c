@@ -115,6 +115,15 @@ static int stage_open(const char *dir, alrd_error *err) {
 
 /* Moves the files marked in want[] from the staging dir into dir. */
 static int stage_commit(const char *dir, const int *want, alrd_error *err) {
+    /* rename() onto a directory fails: refuse before moving anything, so
+     * DIR is never left half old, half new. */
+    for (int i = 0; i < N_FILES; i++) {
+        char dst[1200];
+        struct stat st;
+        snprintf(dst, sizeof dst, "%s/%s", dir, FILES[i]);
+        if (want[i] && lstat(dst, &st) == 0 && S_ISDIR(st.st_mode))
+            return alrd_errf(err, "%s: is a directory (nothing was replaced)", dst);
+    }
     for (int i = 0; i < N_FILES; i++) {
         if (!want[i]) continue;
         char dst[1200];

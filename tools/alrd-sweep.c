@@ -30,6 +30,7 @@ static void usage(void) {
             "  --k-bits LIST, --v-bits LIST   separate lists (every pair is a configuration)\n"
             "  --group-size G        KIVI group size (default 32);  --residual R  window (default 128)\n"
             "  --no-kivi             quantise keys per token too\n"
+            "  --cpu                 evaluate on the CPU even when a GPU is present\n"
             "  --hadamard LIST       off, on or off,on (default off)\n"
             "  --group-heads LIST    KV heads per latent, 0 = all of a layer (default 0)\n"
             "  --value-only          decompose V only (keys full width, quantised)\n"
@@ -70,6 +71,7 @@ typedef struct {
     double budgets[16];
     int n_budgets;
     int value_only, G, R, kivi, ctx, max_eval, calib_samples, calib_len, probe_tokens, amortize;
+    int cpu;              /* evaluate on the CPU even when a GPU is present */
 } sweep_opts;
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -424,6 +426,7 @@ static int build_and_eval(calib_state *s, eval_state *e, const config *c, result
     co.group_size = o->G;
     co.residual = o->R;
     co.use_kivi = o->kivi;
+    co.backend = o->cpu ? ALRD_BACKEND_CPU : ALRD_BACKEND_AUTO;
     if (c->kind == K_LOWRANK || c->kind == K_JOINT) {
         if (!e->have_base) {
             status("packing the model weights\n");
@@ -452,6 +455,7 @@ static int build_and_eval(calib_state *s, eval_state *e, const config *c, result
         em = &mc;
         own = 1;
         alrd_cache_opts_default(&mc, &co); /* the file's per-layer bits, G, R */
+        co.backend = o->cpu ? ALRD_BACKEND_CPU : ALRD_BACKEND_AUTO;
     }
     r->t_build = alrd_now() - t0;
     double t1 = alrd_now();
@@ -881,6 +885,7 @@ int main(int argc, char **argv) {
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(); return 0; }
         else if (!strcmp(a, "--value-only")) { o.value_only = 1; takes = 0; }
         else if (!strcmp(a, "--no-kivi")) { o.kivi = 0; takes = 0; }
+        else if (!strcmp(a, "--cpu")) { o.cpu = 1; takes = 0; }
         else if (a[0] == '-' && !v) { fprintf(stderr, "alrd-sweep: %s needs a value\n", a); return 2; }
         else if (!strcmp(a, "-o")) o.prefix = v;
         else if (!strcmp(a, "--calib")) o.calib = v;
@@ -1027,6 +1032,7 @@ int main(int argc, char **argv) {
         alrd_cache_opts plain;
         alrd_cache_opts_default(&m, &plain);
         plain.k_bits = plain.v_bits = 16;
+        plain.backend = o.cpu ? ALRD_BACKEND_CPU : ALRD_BACKEND_AUTO;
         if (!cal.samples) return die("out of memory");
         if (alrd_ctx_new(&ev.ref, &m, o.ctx, o.ctx, &plain, &err)) return die(err.msg);
     }

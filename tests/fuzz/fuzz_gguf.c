@@ -70,6 +70,9 @@ int fuzz_gguf(const uint8_t *data, size_t size) {
     fuzz_check_error(rc, &err);
     if (rc == 0) {
         gguf_try_tokenizer(&v);
+        char *chat = alrd_chat_format(&v, NULL, "hi", &err);
+        if (!chat) fuzz_check_error(-1, &err);
+        free(chat);
         alrd_vocab_free(&v);
     }
     alrd_gguf_close(&g);

@@ -1,8 +1,9 @@
 /* fuzz_tokenizer_json: tokenizer.json (+ tokenizer_config.json) ->
  * alrd_vocab -> tokenizer, on arbitrary text. The input is tokenizer.json,
  * optionally followed by a line "#config" and the tokenizer_config.json.
- * What is accepted is encoded/decoded, written back with
- * alrd_hf_tokenizer_write and must read back with the same tokens. */
+ * What is accepted is encoded/decoded, formatted as a chat, written back
+ * with alrd_hf_tokenizer_write (must read back with the same tokens) and
+ * alrd_hf_tokenizer_config_write / alrd_hf_generation_config_write. */
 #include "fuzz_util.h"
 
 #include "../../formats/hf.h"
@@ -53,6 +54,9 @@ int fuzz_tokenizer_json(const uint8_t *data, size_t size) {
     FUZZ_CHECK(v.bos_id < v.n_tokens && v.eos_id < v.n_tokens && v.unk_id < v.n_tokens &&
                v.pad_id < v.n_tokens);
     tj_tokenize(&v);
+    char *chat = alrd_chat_format(&v, "sys", "hello", &err);
+    if (!chat) fuzz_check_error(-1, &err);
+    free(chat);
 
     /* written back, read back (no tokenizer_config.json: only the file) */
     char sub[300];
@@ -69,6 +73,11 @@ int fuzz_tokenizer_json(const uint8_t *data, size_t size) {
         FUZZ_CHECK(back.n_tokens == v.n_tokens);
         for (int32_t i = 0; i < v.n_tokens; i++) FUZZ_CHECK(!strcmp(back.tokens[i], v.tokens[i]));
         alrd_vocab_free(&back);
+        char cfgp[360]; /* not next to out: the read-back must see tokenizer.json alone */
+        snprintf(cfgp, sizeof cfgp, "%s/tokenizer_config.json", fuzz_dir());
+        fuzz_check_error(alrd_hf_tokenizer_config_write(&v, 2048, cfgp, &err), &err);
+        snprintf(cfgp, sizeof cfgp, "%s/generation_config.json", fuzz_dir());
+        fuzz_check_error(alrd_hf_generation_config_write(&v, cfgp, &err), &err);
     }
     alrd_vocab_free(&v);
     return 0;

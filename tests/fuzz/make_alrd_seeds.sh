@@ -14,4 +14,5 @@ O="--calib $T/calib.txt --calib-samples 2 --calib-len 32 --probe-tokens 32"
 printf '{"model.layers.0.self_attn.v_proj": 8}\n' > $T/ranks.json
 ./build/alrd-compress $M -o $D/micro-vonly.alrd $O --ranks $T/ranks.json --kv-bits 4 --group-size 4 --residual 8 2>/dev/null
 rm -f $D/*.ranks.json
+python3 tests/fuzz/alrd_inflate.py $D/micro.alrd $D/micro-raw.alrd
 rm -rf $T

@@ -1,9 +1,11 @@
 #!/bin/sh
-# tests/gpu/device.sh A|B: the GPU checks as run on the device machine
+# tests/gpu/device.sh A0|A|B|C: the GPU checks as run on the device machine
 # (DESIGN 7). A carries .devcarry/p1 + debs: builds, runs the unit tests and
-# a synthetic benchmark, keeps the first model part in /tmp/model. B (same
-# machine, right after A) carries p2 + debs + data: joins the model, makes a
-# .alrd, and compares GPU with CPU on both. Logs go to $OUT.
+# a synthetic llama2-7b benchmark, keeps the first model part in /tmp/model
+# (A0: only that and the build). B (same machine, within 30 s of A) carries
+# p2 + debs + data: joins the model, makes a .alrd, and compares GPU with
+# CPU on both (CHUNKS=K perplexity chunks). C: compute-sanitizer memcheck and
+# racecheck, and a synthetic llama3-8b benchmark. Logs go to $OUT.
 set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -16,6 +18,12 @@ build() {
 M=/tmp/model/m.gguf
 D=.devcarry/data/wiki.test.raw
 case "${1:-}" in
+A0) # only the first model part and the build, for a B that follows
+    mkdir -p /tmp/model && cp .devcarry/p1/part_aa /tmp/model/ &
+    deps
+    build
+    wait
+    ;;
 A)
     mkdir -p /tmp/model && cp .devcarry/p1/part_aa /tmp/model/ &
     deps
@@ -50,5 +58,5 @@ C)
         -v name=fp16 -v r=0.5,gh=1,k=2,v=2,name=r0.5-k2v2 -o "$OUT/bench-llama3.json" 2>&1 | tee "$OUT/bench3.log"
     ;;
 *)
-    echo "usage: tests/gpu/device.sh A|B|C"; exit 2 ;;
+    echo "usage: tests/gpu/device.sh A0|A|B|C"; exit 2 ;;
 esac
