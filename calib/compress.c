@@ -441,22 +441,7 @@ int alrd_compress_run(alrd_model *m, const int32_t *tokens, int n_samples, int s
     if (alrd_decomp_new(&d, c, o->whiten, o->group_heads, err)) goto done;
     r->t_svd = alrd_now() - t1;
     int gh = alrd_decomp_full_rank(d);
-    r->n_layers = L;
-    r->group_heads = alrd_decomp_group_heads(d);
-    r->n_groups = alrd_decomp_n_groups(d);
-    r->head_dim = cf->head_dim;
-    r->hidden = cf->hidden;
-    r->calib_tokens = (size_t)n_samples * sample_len;
-    r->n_modules = 2 * L;
-    r->modules = calloc(2 * L, sizeof *r->modules);
-    r->k_rank = calloc(L, sizeof(int));
-    r->v_rank = calloc(L, sizeof(int));
-    r->kA = calloc(L, sizeof(float *)); r->kB = calloc(L, sizeof(float *));
-    r->vA = calloc(L, sizeof(float *)); r->vB = calloc(L, sizeof(float *));
-    if (!r->modules || !r->k_rank || !r->v_rank || !r->kA || !r->kB || !r->vA || !r->vB) {
-        alrd_errf(err, "compress: out of memory");
-        goto done;
-    }
+    if (alrd_compress_result_alloc(r, d, (size_t)n_samples * sample_len, err)) goto done;
     double t2 = alrd_now();
     if (search) { /* probe at the rank the budget suggests, on the 8-grid */
         int pr = ((int)(o->rank_ratio * gh + 4) / 8) * 8;
@@ -478,24 +463,7 @@ int alrd_compress_run(alrd_model *m, const int32_t *tokens, int n_samples, int s
         goto done;
     }
     if (alrd_decomp_factors(d, r->k_rank, r->v_rank, o->hadamard, o->seed, r->kA, r->kB, r->vA, r->vB, err)) goto done;
-    for (int i = 0; i < 2 * L; i++) {
-        alrd_module_report *mr = &r->modules[i];
-        const double *tail = alrd_decomp_tail(d, i);
-        double total = alrd_decomp_total(d, i);
-        mr->layer = i / 2;
-        mr->is_v = i % 2;
-        mr->full = gh;
-        snprintf(mr->name, sizeof mr->name, "model.layers.%d.self_attn.%s_proj", mr->layer, mr->is_v ? "v" : "k");
-        mr->rank = mr->is_v ? r->v_rank[mr->layer] : r->k_rank[mr->layer];
-        int kept = mr->rank ? mr->rank : gh;
-        mr->kept_energy = total > 0 ? 1 - tail[kept] / total : 1;
-        mr->rel_error = total > 0 ? sqrt(tail[kept] / total) : 0;
-        mr->sensitivity = alrd_decomp_sensitivity(d, i);
-        mr->probe_kl = alrd_decomp_probe_kl(d, i);
-        mr->probe_rank = alrd_decomp_probe_rank(d);
-        mr->predicted = mr->sensitivity * tail[kept];
-        r->predicted_kl += mr->predicted;
-    }
+    alrd_compress_report_modules(r, d, NULL);
     if (alrd_decomp_measure(d, r->k_rank, r->v_rank, &r->measured_kl, &r->compressed_ce, err)) goto done;
     r->base_ce = alrd_calib_base_ce(c);
     r->t_total = alrd_now() - t0;
@@ -505,6 +473,49 @@ done:
     alrd_calib_free(c);
     if (rc) alrd_compress_result_free(r);
     return rc;
+}
+
+int alrd_compress_result_alloc(alrd_compress_result *r, const alrd_decomp *d, size_t calib_tokens,
+                               alrd_error *err) {
+    const alrd_config *cf = &d->c->m->cfg;
+    const int L = cf->n_layers;
+    r->n_layers = L;
+    r->group_heads = d->group_heads;
+    r->n_groups = d->n_groups;
+    r->head_dim = cf->head_dim;
+    r->hidden = cf->hidden;
+    r->calib_tokens = calib_tokens;
+    r->n_modules = 2 * L;
+    r->modules = calloc(2 * L, sizeof *r->modules);
+    r->k_rank = calloc(L, sizeof(int));
+    r->v_rank = calloc(L, sizeof(int));
+    r->kA = calloc(L, sizeof(float *)); r->kB = calloc(L, sizeof(float *));
+    r->vA = calloc(L, sizeof(float *)); r->vB = calloc(L, sizeof(float *));
+    if (!r->modules || !r->k_rank || !r->v_rank || !r->kA || !r->kB || !r->vA || !r->vB)
+        return alrd_errf(err, "compress: out of memory");
+    return 0;
+}
+
+void alrd_compress_report_modules(alrd_compress_result *r, const alrd_decomp *d, const double *extra) {
+    r->predicted_kl = 0;
+    for (int i = 0; i < r->n_modules; i++) {
+        alrd_module_report *mr = &r->modules[i];
+        const double *tail = d->ms[i].tail;
+        double total = d->ms[i].total;
+        mr->layer = i / 2;
+        mr->is_v = i % 2;
+        mr->full = d->gh;
+        snprintf(mr->name, sizeof mr->name, "model.layers.%d.self_attn.%s_proj", mr->layer, mr->is_v ? "v" : "k");
+        mr->rank = mr->is_v ? r->v_rank[mr->layer] : r->k_rank[mr->layer];
+        int kept = mr->rank ? mr->rank : d->gh;
+        mr->kept_energy = total > 0 ? 1 - tail[kept] / total : 1;
+        mr->rel_error = total > 0 ? sqrt(tail[kept] / total) : 0;
+        mr->sensitivity = d->ms[i].sensitivity;
+        mr->probe_kl = d->ms[i].probe_kl;
+        mr->probe_rank = d->probe_rank;
+        mr->predicted = mr->sensitivity * (tail[kept] + (extra ? extra[i] : 0));
+        r->predicted_kl += mr->predicted;
+    }
 }
 
 void alrd_compress_result_free(alrd_compress_result *r) {

@@ -118,6 +118,13 @@ typedef struct {
     double t_stats, t_svd, t_sens, t_total;
 } alrd_compress_result;
 
+/* Sizes r for d's model and allocates its arrays (zeroed). */
+int alrd_compress_result_alloc(alrd_compress_result *r, const alrd_decomp *d, size_t calib_tokens,
+                               alrd_error *err);
+/* Fills r->modules from d at r's ranks and sums r->predicted_kl. extra
+ * (may be NULL) adds a per-module loss in tail units, e.g. quantisation. */
+void alrd_compress_report_modules(alrd_compress_result *r, const alrd_decomp *d, const double *extra);
+
 int alrd_compress_run(alrd_model *m, const int32_t *tokens, int n_samples, int sample_len,
                       const alrd_compress_opts *o, alrd_compress_result *r, alrd_error *err);
 void alrd_compress_result_free(alrd_compress_result *r);

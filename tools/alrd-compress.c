@@ -134,22 +134,7 @@ static int run_joint(alrd_model *m, const int32_t *samples, int n_samples, int c
     r->t_svd = alrd_now() - t1;
     int gh = alrd_decomp_full_rank(d);
     if (step < 1 || step > gh) { alrd_errf(err, "--rank-step %d: expected 1..%d", step, gh); goto done; }
-    r->n_layers = L;
-    r->group_heads = alrd_decomp_group_heads(d);
-    r->n_groups = alrd_decomp_n_groups(d);
-    r->head_dim = cf->head_dim;
-    r->hidden = cf->hidden;
-    r->calib_tokens = (size_t)n_samples * calib_len;
-    r->n_modules = 2 * L;
-    r->modules = calloc(2 * L, sizeof *r->modules);
-    r->k_rank = calloc(L, sizeof(int));
-    r->v_rank = calloc(L, sizeof(int));
-    r->kA = calloc(L, sizeof(float *)); r->kB = calloc(L, sizeof(float *));
-    r->vA = calloc(L, sizeof(float *)); r->vB = calloc(L, sizeof(float *));
-    if (!r->modules || !r->k_rank || !r->v_rank || !r->kA || !r->kB || !r->vA || !r->vB) {
-        alrd_errf(err, "compress: out of memory");
-        goto done;
-    }
+    if (alrd_compress_result_alloc(r, d, (size_t)n_samples * calib_len, err)) goto done;
     double t2 = alrd_now();
     int pr = (gh / 16) * 8 > 0 ? (gh / 16) * 8 : 8; /* sensitivities probed at half rank */
     if (alrd_decomp_sensitivities(d, pr, err)) goto done;
@@ -170,27 +155,18 @@ static int run_joint(alrd_model *m, const int32_t *samples, int n_samples, int c
     int sl = jr->seq_len;
     double pfk = alrd_qerr_quantized_fraction(0, R, kivi, sl / 2 + 1, sl - 1);
     double pfv = alrd_qerr_quantized_fraction(1, R, kivi, sl / 2 + 1, sl - 1);
+    /* quantisation loss per module at the allocation's ctx (report) and at the probe's */
+    double *qx = malloc(sizeof(double) * 2 * L);
+    if (!qx) { alrd_errf(err, "compress: out of memory"); goto done; }
     jr->probe_pred_quant = 0;
     for (int i = 0; i < 2 * L; i++) {
-        alrd_module_report *mr = &r->modules[i];
-        const double *tail = alrd_decomp_tail(d, i);
-        double total = alrd_decomp_total(d, i);
-        mr->layer = i / 2;
-        mr->is_v = i % 2;
-        mr->full = gh;
-        snprintf(mr->name, sizeof mr->name, "model.layers.%d.self_attn.%s_proj", mr->layer, mr->is_v ? "v" : "k");
-        mr->rank = mr->is_v ? r->v_rank[mr->layer] : r->k_rank[mr->layer];
-        int b = mr->is_v ? vbits[mr->layer] : kbits[mr->layer];
-        double qe = alrd_qerr_get(q, i, mr->rank, b);
-        mr->kept_energy = total > 0 ? 1 - tail[mr->rank] / total : 1;
-        mr->rel_error = total > 0 ? sqrt(tail[mr->rank] / total) : 0;
-        mr->sensitivity = alrd_decomp_sensitivity(d, i);
-        mr->probe_kl = alrd_decomp_probe_kl(d, i);
-        mr->probe_rank = alrd_decomp_probe_rank(d);
-        mr->predicted = mr->sensitivity * (tail[mr->rank] + (mr->is_v ? jo.frac_v : jo.frac_k) * qe);
-        r->predicted_kl += mr->predicted;
-        jr->probe_pred_quant += mr->sensitivity * (mr->is_v ? pfv : pfk) * qe;
+        int l = i / 2, v = i % 2;
+        double qe = alrd_qerr_get(q, i, v ? r->v_rank[l] : r->k_rank[l], v ? vbits[l] : kbits[l]);
+        qx[i] = (v ? jo.frac_v : jo.frac_k) * qe;
+        jr->probe_pred_quant += alrd_decomp_sensitivity(d, i) * (v ? pfv : pfk) * qe;
     }
+    alrd_compress_report_modules(r, d, qx);
+    free(qx);
     jr->probe_ids = malloc(sizeof(int32_t) * (size_t)jr->n_seq * sl);
     if (!jr->probe_ids) { alrd_errf(err, "compress: out of memory"); goto done; }
     memcpy(jr->probe_ids, ids, sizeof(int32_t) * (size_t)jr->n_seq * sl);
