@@ -91,6 +91,17 @@ model: $(MODEL)
 $(MODEL):
 	@sh tools/fetch-model.sh $(MODEL) $(MODEL_SHA)
 
+# Debian packages (root); the README's set-up commands start with this.
+deps:
+	@sh tools/install-deps.sh
+
+# The main job on the default model: compress at rank ratio 0.5, then chat.
+DEMO = out/smollm2-r0.5.alrd
+demo: all model
+	@mkdir -p out
+	$(BUILD)/alrd-compress $(MODEL) -o $(DEMO) --calib ../shared/data/wikitext-2/wiki.valid.tokens --rank-ratio 0.5
+	$(BUILD)/alrd-run $(DEMO) --chat -p "What is the capital of France?" -n 64
+
 # make fuzz [FUZZ_SECONDS=60] [FUZZ_TARGETS="gguf alrd"]: each libFuzzer target
 # (tests/fuzz/fuzz_*.c, clang, ASan+UBSan) runs that long on its seeds;
 # crashes land in build-fuzz/TARGET-crash-*, logs in build-fuzz/TARGET.log.
@@ -119,5 +130,5 @@ fuzz: $(FUZZ_TARGETS:%=build-fuzz/fuzz_%)
 clean:
 	rm -rf build build-san build-fuzz
 
-.PHONY: all test test-gpu model clean fuzz
+.PHONY: all test test-gpu model deps demo clean fuzz
 -include $(LIB_OBJ:.o=.d) $(CU_OBJ:.o=.d) $(wildcard $(BUILD)/tests/*.d build-fuzz/*.d build-fuzz/*/*.d)
