@@ -72,6 +72,7 @@ static void setup_or_skip(void) {
  * perplexity within 0.1% (f16 weights included). */
 static void test_full_rank_reproduces(void **state) {
     (void)state;
+    ALRD_SKIP_IF_QUICK();
     setup_or_skip();
     assert_int_equal(compress("full.alrd", "--rank-ratio 1.0 " QUICK), 0);
     char path[512];
@@ -105,6 +106,7 @@ static void test_ranks_json_roundtrip(void **state) {
 /* Measured calibration loss: whitened < plain, searched < uniform. */
 static void test_whitening_and_search_help(void **state) {
     (void)state;
+    ALRD_SKIP_IF_QUICK();
     setup_or_skip();
     assert_int_equal(compress("u.alrd", "--rank-ratio 0.5 --uniform " QUICK), 0);
     assert_int_equal(compress("p.alrd", "--rank-ratio 0.5 --uniform --no-whiten " QUICK), 0);

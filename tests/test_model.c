@@ -154,6 +154,7 @@ static void test_ppl_two_chunks(void **state) {
  * KL against the 16-bit cache orders the same way. */
 static void test_kivi_cache_ppl(void **state) {
     (void)state;
+    ALRD_SKIP_IF_QUICK();
     alrd_model *m = model_or_skip();
     char p[512];
     ALRD_DATA_OR_SKIP(p, "wikitext-2-raw/wiki.test.raw");
@@ -191,6 +192,7 @@ static void test_kivi_cache_ppl(void **state) {
 /* The GGUF and its HF export give bit-identical logits. */
 static void test_gguf_and_hf_export_identical(void **state) {
     (void)state;
+    ALRD_SKIP_IF_QUICK(); /* test_hf's end-to-end export covers the sanitized path */
     alrd_model *m = model_or_skip();
     const char *build = getenv("BUILD") ? getenv("BUILD") : "build";
     char dir[512], cmd[1400];

@@ -38,6 +38,21 @@ static inline const char *alrd_test_data_dir(void) {
         }                                                                        \
     } while (0)
 
+/* ALRD_TEST_QUICK=1 (set by make test SANITIZE=1): slow end-to-end cases
+ * skip or shrink their work, the fast checks still run. */
+static inline int alrd_test_quick(void) {
+    const char *q = getenv("ALRD_TEST_QUICK");
+    return q && *q && *q != '0';
+}
+
+#define ALRD_SKIP_IF_QUICK()                                                     \
+    do {                                                                         \
+        if (alrd_test_quick()) {                                                 \
+            print_message("skip: ALRD_TEST_QUICK set\n");                       \
+            skip();                                                              \
+        }                                                                        \
+    } while (0)
+
 /* Scratch dir for files a test writes (created once per process). */
 static inline const char *alrd_test_tmpdir(void) {
     static char dir[256];
