@@ -1,5 +1,5 @@
 #!/bin/sh
-# make test-gpu: the GPU unit tests, compute-sanitizer (memcheck, racecheck)
+# make test-gpu: the GPU unit tests, compute-sanitizer (memcheck, racecheck, initcheck)
 # on a small run of them, and the real-model checks when MODEL / ALRD / DATA
 # name readable files. Logs go to $BUILD/tests/gpu/*.log.
 B=${BUILD:-build}
@@ -8,7 +8,7 @@ fail=0
 echo "== $T/test_gpu_units"
 $T/test_gpu_units || fail=1
 if command -v compute-sanitizer >/dev/null 2>&1; then
-    for tool in memcheck racecheck; do
+    for tool in memcheck racecheck initcheck; do
         mode=--small; [ $tool = racecheck ] && mode=--race
         if compute-sanitizer --tool $tool --error-exitcode 3 $T/test_gpu_units $mode > $T/$tool.log 2>&1; then
             echo "compute-sanitizer $tool: $(grep -h 'ERROR SUMMARY\|RACECHECK SUMMARY' $T/$tool.log | tail -1)"
