@@ -480,6 +480,52 @@ typedef struct {
     int32_t id, prev, next;
 } bsym;
 
+/* A binary min-heap of fixed-size items ordered by less(): BPE merges come
+ * out by rank, SPM merges by score. Grows by doubling; oom is sticky. */
+typedef struct {
+    unsigned char *v;
+    size_t n, cap, size;
+    int (*less)(const void *, const void *);
+    int oom;
+} pqueue;
+
+static void pq_push(pqueue *h, const void *item) {
+    if (h->n == h->cap) {
+        size_t cap = h->cap ? h->cap * 2 : 64;
+        unsigned char *nv = realloc(h->v, cap * h->size);
+        if (!nv) {
+            h->oom = 1;
+            return;
+        }
+        h->v = nv;
+        h->cap = cap;
+    }
+    size_t i = h->n++, sz = h->size;
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (!h->less(item, h->v + parent * sz)) break;
+        memcpy(h->v + i * sz, h->v + parent * sz, sz);
+        i = parent;
+    }
+    memcpy(h->v + i * sz, item, sz);
+}
+
+/* Removes the least item into out; h->n must be > 0. */
+static void pq_pop(pqueue *h, void *out) {
+    size_t sz = h->size, n = --h->n, i = 0;
+    const unsigned char *last = h->v + n * sz; /* sifting only writes below index n */
+    memcpy(out, h->v, sz);
+    for (;;) {
+        size_t l = 2 * i + 1;
+        if (l >= n) break;
+        size_t m = (l + 1 < n && h->less(h->v + (l + 1) * sz, h->v + l * sz)) ? l + 1 : l;
+        if (!h->less(h->v + m * sz, last)) break;
+        memcpy(h->v + i * sz, h->v + m * sz, sz);
+        i = m;
+    }
+    if (n > 0) memcpy(h->v + i * sz, last, sz);
+}
+
 typedef struct {
     int32_t rank, left, lid, rid, res;
 } bpair;
@@ -490,52 +536,15 @@ typedef struct {
     idvec *out;
     bsym *sym;
     size_t sym_cap;
-    bpair *heap;
-    size_t heap_n, heap_cap;
+    pqueue heap;           /* of bpair */
     char *enc; /* llama3 ignore_merges: the word as byte-level text */
     size_t enc_cap;
     int oom;
 } bpe_ctx;
 
-static int pair_less(const bpair *a, const bpair *b) {
+static int pair_less(const void *pa, const void *pb) {
+    const bpair *a = pa, *b = pb;
     return a->rank < b->rank || (a->rank == b->rank && a->left < b->left);
-}
-
-static void heap_push(bpe_ctx *c, bpair p) {
-    if (c->heap_n == c->heap_cap) {
-        size_t cap = c->heap_cap ? c->heap_cap * 2 : 64;
-        bpair *nh = realloc(c->heap, cap * sizeof *nh);
-        if (!nh) {
-            c->oom = 1;
-            return;
-        }
-        c->heap = nh;
-        c->heap_cap = cap;
-    }
-    size_t i = c->heap_n++;
-    while (i > 0) {
-        size_t parent = (i - 1) / 2;
-        if (!pair_less(&p, &c->heap[parent])) break;
-        c->heap[i] = c->heap[parent];
-        i = parent;
-    }
-    c->heap[i] = p;
-}
-
-static bpair heap_pop(bpe_ctx *c) {
-    bpair top = c->heap[0];
-    bpair last = c->heap[--c->heap_n];
-    size_t i = 0, n = c->heap_n;
-    for (;;) {
-        size_t l = 2 * i + 1;
-        if (l >= n) break;
-        size_t m = (l + 1 < n && pair_less(&c->heap[l + 1], &c->heap[l])) ? l + 1 : l;
-        if (!pair_less(&c->heap[m], &last)) break;
-        c->heap[i] = c->heap[m];
-        i = m;
-    }
-    if (n > 0) c->heap[i] = last;
-    return top;
 }
 
 static void try_pair(bpe_ctx *c, int32_t left, int32_t right) {
@@ -546,7 +555,7 @@ static void try_pair(bpe_ctx *c, int32_t left, int32_t right) {
     merge_find(c->t, lid, rid, &rank, &res);
     if (rank < 0) return;
     bpair p = {rank, left, lid, rid, res};
-    heap_push(c, p);
+    pq_push(&c->heap, &p);
 }
 
 /* Encodes one pre-token word (raw bytes) with byte-level BPE. */
@@ -589,10 +598,11 @@ static void bpe_word(bpe_ctx *c, const uint8_t *w, size_t n) {
         c->sym[i].prev = (int32_t)i - 1;
         c->sym[i].next = i + 1 < n ? (int32_t)i + 1 : -1;
     }
-    c->heap_n = 0;
+    c->heap.n = 0;
     for (size_t i = 1; i < n; i++) try_pair(c, (int32_t)i - 1, (int32_t)i);
-    while (c->heap_n > 0) {
-        bpair p = heap_pop(c);
+    while (c->heap.n > 0) {
+        bpair p;
+        pq_pop(&c->heap, &p);
         bsym *l = &c->sym[p.left];
         if (l->id != p.lid || l->next < 0) continue; /* stale */
         bsym *r = &c->sym[l->next];
@@ -829,7 +839,7 @@ static int bpe_fragment(bpe_ctx *c, const uint8_t *s, size_t n) {
     free(cp);
     free(fl);
     free(bo);
-    return c->oom || c->out->oom ? -1 : 0;
+    return c->oom || c->heap.oom || c->out->oom ? -1 : 0;
 }
 
 /* ---- SPM -------------------------------------------------------------- */
@@ -845,68 +855,26 @@ typedef struct {
     uint32_t size;
 } spair;
 
-static int spair_less(const spair *a, const spair *b) { /* "better" first */
+static int spair_less(const void *pa, const void *pb) { /* "better" first */
+    const spair *a = pa, *b = pb;
     return a->score > b->score || (a->score == b->score && a->left < b->left);
 }
 
-typedef struct {
-    spair *v;
-    size_t n, cap;
-    int oom;
-} sheap;
-
-static void sheap_push(sheap *h, spair p) {
-    if (h->n == h->cap) {
-        size_t cap = h->cap ? h->cap * 2 : 256;
-        spair *nv = realloc(h->v, cap * sizeof *nv);
-        if (!nv) {
-            h->oom = 1;
-            return;
-        }
-        h->v = nv;
-        h->cap = cap;
-    }
-    size_t i = h->n++;
-    while (i > 0) {
-        size_t parent = (i - 1) / 2;
-        if (!spair_less(&p, &h->v[parent])) break;
-        h->v[i] = h->v[parent];
-        i = parent;
-    }
-    h->v[i] = p;
-}
-
-static spair sheap_pop(sheap *h) {
-    spair top = h->v[0];
-    spair last = h->v[--h->n];
-    size_t i = 0, n = h->n;
-    for (;;) {
-        size_t l = 2 * i + 1;
-        if (l >= n) break;
-        size_t m = (l + 1 < n && spair_less(&h->v[l + 1], &h->v[l])) ? l + 1 : l;
-        if (!spair_less(&h->v[m], &last)) break;
-        h->v[i] = h->v[m];
-        i = m;
-    }
-    if (n > 0) h->v[i] = last;
-    return top;
-}
-
-static void spm_try(const alrd_tokenizer *t, const char *text, ssym *sym, sheap *h, int32_t l,
+static void spm_try(const alrd_tokenizer *t, const char *text, ssym *sym, pqueue *h, int32_t l,
                     int32_t r) {
     if (l < 0 || r < 0) return;
     uint32_t size = sym[l].n + sym[r].n;
     int32_t id = lookup(t, text + sym[l].off, size);
     if (id < 0) return;
     spair p = {t->scores[id], l, r, size};
-    sheap_push(h, p);
+    pq_push(h, &p);
 }
 
 /* scratch reused across the chunks of one encode call */
 typedef struct {
     ssym *sym;
     size_t cap;
-    sheap h;
+    pqueue h;              /* of spair */
 } spm_scratch;
 
 /* Encodes one escaped chunk (spaces already U+2581). */
@@ -920,7 +888,7 @@ static int spm_chunk(const alrd_tokenizer *t, const char *text, size_t n, idvec 
         sc->cap = n;
     }
     ssym *sym = sc->sym;
-    sheap *h = &sc->h;
+    pqueue *h = &sc->h;
     h->n = 0;
     size_t m = 0;
     for (size_t i = 0; i < n;) {
@@ -935,7 +903,8 @@ static int spm_chunk(const alrd_tokenizer *t, const char *text, size_t n, idvec 
     }
     for (size_t i = 1; i < m; i++) spm_try(t, text, sym, h, (int32_t)i - 1, (int32_t)i);
     while (h->n > 0 && !h->oom) {
-        spair p = sheap_pop(h);
+        spair p;
+        pq_pop(h, &p);
         ssym *l = &sym[p.left], *r = &sym[p.right];
         if (l->n == 0 || r->n == 0 || l->n + r->n != p.size) continue;
         l->n += r->n;
@@ -1032,8 +1001,8 @@ int alrd_tokenizer_encode(const alrd_tokenizer *t, const char *text, size_t len,
     if (len > 0x7FFFFFFF)
         return alrd_errf(err, "tokenizer: text: %zu bytes, at most 2 GiB per call", len);
     idvec out = {0};
-    bpe_ctx c = {0};
-    spm_scratch sc = {0};
+    bpe_ctx c = {.heap = {.size = sizeof(bpair), .less = pair_less}};
+    spm_scratch sc = {.h = {.size = sizeof(spair), .less = spair_less}};
     c.t = t;
     c.out = &out;
     if (add_bos && t->add_bos) idvec_push(&out, t->bos);
@@ -1064,11 +1033,11 @@ int alrd_tokenizer_encode(const alrd_tokenizer *t, const char *text, size_t len,
         frag = i;
     }
     free(c.sym);
-    free(c.heap);
+    free(c.heap.v);
     free(c.enc);
     free(sc.sym);
     free(sc.h.v);
-    if (rc != 0 || out.oom || c.oom) {
+    if (rc != 0 || out.oom || c.oom || c.heap.oom || sc.h.oom) {
         free(out.v);
         return alrd_errf(err, "tokenizer: text: out of memory encoding %zu bytes", len);
     }
