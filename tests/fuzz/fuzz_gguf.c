@@ -10,27 +10,8 @@
 
 /* Builds a tokenizer from v and runs a short text through it. */
 static void gguf_try_tokenizer(const alrd_vocab *v) {
-    alrd_tokenizer *t = NULL;
-    alrd_error err = {{0}};
-    int rc = alrd_tokenizer_new(&t, v, &err);
-    fuzz_check_error(rc, &err);
-    if (rc) return;
     static const char text[] = "Hello world <|im_start|> 12345 \xc3\xa9t\xc3\xa9 \xe2\x96\x81 <s>";
-    int32_t *ids = NULL;
-    size_t n = 0;
-    rc = alrd_tokenizer_encode(t, text, sizeof text - 1, 1, 1, &ids, &n, &err);
-    fuzz_check_error(rc, &err);
-    if (rc == 0) {
-        for (size_t i = 0; i < n; i++) FUZZ_CHECK(ids[i] >= 0 && ids[i] < v->n_tokens);
-        char *s = NULL;
-        rc = alrd_tokenizer_decode(t, ids, n, 1, &s, &err);
-        FUZZ_CHECK(rc == 0);
-        free(s);
-        char buf[64];
-        for (size_t i = 0; i < n; i++) alrd_tokenizer_piece(t, ids[i], 1, buf, sizeof buf);
-    }
-    free(ids);
-    alrd_tokenizer_free(t);
+    fuzz_run_tokenizer(v, text, sizeof text - 1);
 }
 
 /* Converts the first and last row of up to 16 tensors. */

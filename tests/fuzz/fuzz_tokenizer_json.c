@@ -10,24 +10,8 @@
 #include "../../runtime/tokenizer.h"
 
 static void tj_tokenize(const alrd_vocab *v) {
-    alrd_tokenizer *t = NULL;
-    alrd_error err = {{0}};
-    int rc = alrd_tokenizer_new(&t, v, &err);
-    fuzz_check_error(rc, &err);
-    if (rc) return;
     static const char text[] = "Hi there, 2024! <s> \xe4\xbd\xa0\xe5\xa5\xbd  tabs\tand\nlines";
-    int32_t *ids = NULL;
-    size_t n = 0;
-    rc = alrd_tokenizer_encode(t, text, sizeof text - 1, 1, 1, &ids, &n, &err);
-    fuzz_check_error(rc, &err);
-    if (rc == 0) {
-        for (size_t i = 0; i < n; i++) FUZZ_CHECK(ids[i] >= 0 && ids[i] < v->n_tokens);
-        char *s = NULL;
-        FUZZ_CHECK(alrd_tokenizer_decode(t, ids, n, 1, &s, &err) == 0);
-        free(s);
-    }
-    free(ids);
-    alrd_tokenizer_free(t);
+    fuzz_run_tokenizer(v, text, sizeof text - 1);
 }
 
 int fuzz_tokenizer_json(const uint8_t *data, size_t size) {

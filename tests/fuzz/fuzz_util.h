@@ -10,6 +10,7 @@
 #ifndef ALRD_FUZZ_UTIL_H
 #define ALRD_FUZZ_UTIL_H
 
+#include "../../runtime/tokenizer.h"
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,6 +94,30 @@ static inline char *fuzz_cstr(const uint8_t *data, size_t size) {
 static inline const char *fuzz_data_dir(void) {
     const char *d = getenv("ALRD_DATA");
     return d ? d : "../shared/data";
+}
+
+/* Builds a tokenizer from v and runs text through encode, decode and
+ * piece: every id stays in the vocabulary, every failure is one message. */
+static inline void fuzz_run_tokenizer(const alrd_vocab *v, const char *text, size_t len) {
+    alrd_tokenizer *t = NULL;
+    alrd_error err = {{0}};
+    int rc = alrd_tokenizer_new(&t, v, &err);
+    fuzz_check_error(rc, &err);
+    if (rc) return;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    rc = alrd_tokenizer_encode(t, text, len, 1, 1, &ids, &n, &err);
+    fuzz_check_error(rc, &err);
+    if (rc == 0) {
+        for (size_t i = 0; i < n; i++) FUZZ_CHECK(ids[i] >= 0 && ids[i] < v->n_tokens);
+        char *s = NULL;
+        FUZZ_CHECK(alrd_tokenizer_decode(t, ids, n, 1, &s, &err) == 0);
+        free(s);
+        char buf[64];
+        for (size_t i = 0; i < n; i++) alrd_tokenizer_piece(t, ids[i], 1, buf, sizeof buf);
+    }
+    free(ids);
+    alrd_tokenizer_free(t);
 }
 
 #endif
