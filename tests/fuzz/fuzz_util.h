@@ -10,7 +10,6 @@
 #ifndef ALRD_FUZZ_UTIL_H
 #define ALRD_FUZZ_UTIL_H
 
-#include "../../runtime/tokenizer.h"
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +19,7 @@
 #include <unistd.h>
 
 #include "../../formats/io.h"
+#include "../../runtime/tokenizer.h"
 
 /* An invariant of the code under test: a broken one is a finding, in the
  * fuzzer and in the regress test alike. */
