@@ -191,6 +191,17 @@ void alrd_calib_free(alrd_calib *c) {
     free(c);
 }
 
+void alrd_calib_dampen(alrd_calib *c, double damp) {
+    if (!c->grams || damp <= 0) return;
+    for (int l = 0; l < c->m->cfg.n_layers; l++) {
+        alrd_gram *g = &c->grams[l];
+        double tr = 0;
+        for (int i = 0; i < g->d; i++) tr += g->c[(size_t)i * g->d + i];
+        double add = damp * tr / g->d;
+        for (int i = 0; i < g->d; i++) g->c[(size_t)i * g->d + i] += add;
+    }
+}
+
 double alrd_calib_seconds(const alrd_calib *c) { return c->seconds; }
 double alrd_calib_base_ce(const alrd_calib *c) { return c->base_ce; }
 int alrd_calib_probe_tokens(const alrd_calib *c) { return c->n_seq * c->seq_len; }
@@ -437,6 +448,7 @@ int alrd_compress_run(alrd_model *m, const int32_t *tokens, int n_samples, int s
     int rc = -1, search = !o->k_rank && !o->uniform && o->rank_ratio < 1; /* ratio 1 keeps every rank full */
     if (alrd_calib_new(&c, m, tokens, n_samples, sample_len, o->probe_tokens, o->whiten, o->progress, err)) goto done;
     r->t_stats = alrd_now() - t0;
+    alrd_calib_dampen(c, o->damp);
     double t1 = alrd_now();
     if (alrd_decomp_new(&d, c, o->whiten, o->group_heads, err)) goto done;
     r->t_svd = alrd_now() - t1;

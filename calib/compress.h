@@ -30,6 +30,10 @@ int alrd_calib_new(alrd_calib **out, alrd_model *m, const int32_t *tokens, int n
                    int sample_len, int probe_tokens, int need_grams, int progress, alrd_error *err);
 void alrd_calib_free(alrd_calib *c);
 double alrd_calib_seconds(const alrd_calib *c);
+/* Dampens every Gram matrix: C += damp * mean(diag C) * I, so directions the
+ * calibration text never excites (e.g. chat control tokens when calibrating
+ * on prose) keep some weight in the whitened SVD. Call before decompositions. */
+void alrd_calib_dampen(alrd_calib *c, double damp);
 /* Next-token cross-entropy of the uncompressed model on the probe tokens. */
 double alrd_calib_base_ce(const alrd_calib *c);
 int alrd_calib_probe_tokens(const alrd_calib *c);
@@ -86,6 +90,7 @@ typedef struct {
     const int *k_rank;     /* fixed ranks per layer (ranks.json; 0 = keep full), or NULL */
     const int *v_rank;
     int probe_tokens;      /* tokens used to measure sensitivities (default 256) */
+    double damp;           /* Gram dampening (alrd_calib_dampen), 0 = none */
     int hadamard;          /* fold a rotation into the latents */
     uint64_t seed;
     int progress;          /* progress lines on stderr */

@@ -28,6 +28,8 @@ static void usage(void) {
             "  --calib-samples N     calibration sequences (default 64)\n"
             "  --calib-len L         tokens per sequence (default 512)\n"
             "  --probe-tokens N      tokens for the sensitivity probe (default 256)\n"
+            "  --damp F              Gram dampening: C += F * mean(diag C) * I (default 0); keeps\n"
+            "                        directions the calibration text never excites, e.g. chat tokens\n"
             "  --hadamard            rotate each latent (folded into A and B) before quantization\n"
             "  --weights f16|f32|bf16  dtype of the stored weights (default f16)\n"
             "  --kv-bits B, --k-bits B, --v-bits B   cache defaults (default 16)\n"
@@ -128,6 +130,7 @@ static int run_joint(alrd_model *m, const int32_t *samples, int n_samples, int c
     int rc = -1;
     static const int bits[] = {2, 3, 4, 8, 16};
     if (alrd_calib_new(&c, m, samples, n_samples, calib_len, o->probe_tokens, 1, o->progress, err)) goto done;
+    alrd_calib_dampen(c, o->damp);
     r->t_stats = alrd_now() - t0;
     double t1 = alrd_now();
     if (alrd_decomp_new(&d, c, 1, o->group_heads, err)) goto done;
@@ -242,6 +245,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--calib-samples")) n_samples = atoi(v);
         else if (!strcmp(a, "--calib-len")) calib_len = atoi(v);
         else if (!strcmp(a, "--probe-tokens")) o.probe_tokens = atoi(v);
+        else if (!strcmp(a, "--damp")) o.damp = atof(v);
         else if (!strcmp(a, "--kv-bits")) kb = vb = atoi(v);
         else if (!strcmp(a, "--k-bits")) kb = atoi(v);
         else if (!strcmp(a, "--v-bits")) vb = atoi(v);
@@ -358,6 +362,7 @@ int main(int argc, char **argv) {
     cJSON_AddBoolToObject(meta, "whitened", o.whiten);
     cJSON_AddNumberToObject(meta, "group_heads", gheads);
     cJSON_AddBoolToObject(meta, "hadamard", o.hadamard);
+    if (o.damp > 0) cJSON_AddNumberToObject(meta, "damp", o.damp);
 
     if (joint) cJSON_AddNumberToObject(meta, "kv_bits_per_token", jr.budget_bits);
     char *meta_s = cJSON_PrintUnformatted(meta);
