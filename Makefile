@@ -99,8 +99,8 @@ deps:
 DEMO = out/smollm2-r0.5.alrd
 demo: all model
 	@mkdir -p out
-	$(BUILD)/alrd-compress $(MODEL) -o $(DEMO) --calib ../shared/data/wikitext-2/wiki.valid.tokens --rank-ratio 0.5 --damp 0.01
-	$(BUILD)/alrd-run $(DEMO) --chat -p "What is the capital of France?" -n 64
+	$(BUILD)/alrd-compress $(MODEL) -o $(DEMO) --calib ../shared/data/wikitext-2/wiki.valid.tokens --rank-ratio 0.5
+	$(BUILD)/alrd-run $(DEMO) -p "The capital of France is" -n 48
 
 # make fuzz [FUZZ_SECONDS=60] [FUZZ_TARGETS="gguf alrd"]: each libFuzzer target
 # (tests/fuzz/fuzz_*.c, clang, ASan+UBSan) runs that long on its seeds;
