@@ -7,6 +7,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "sampler.h"
+
 /* log p(target) from one row of logits, in fp64. */
 static double log_prob(const float *logits, int n, int32_t target) {
     float mx = logits[0];
@@ -34,12 +36,6 @@ static double kl_div(const float *ref, const float *lg, int n) {
         kl += exp(lpr) * (lpr - (lg[i] - lzl));
     }
     return kl > 0 ? kl : 0;
-}
-
-static int argmax_f(const float *x, int n) {
-    int b = 0;
-    for (int i = 1; i < n; i++) b = x[i] > x[b] ? i : b;
-    return b;
 }
 
 int alrd_perplexity_tokens(alrd_ctx *c, alrd_ctx *ref, const int32_t *tokens, size_t n_tokens,
@@ -98,7 +94,7 @@ int alrd_perplexity_tokens(alrd_ctx *c, alrd_ctx *ref, const int32_t *tokens, si
                 double k = kl_div(rrow, row, nv);
                 kl += k;
                 kl2 += k * k;
-                agree += argmax_f(rrow, nv) == argmax_f(row, nv);
+                agree += alrd_argmax(rrow, nv) == alrd_argmax(row, nv);
             }
             count++;
         }

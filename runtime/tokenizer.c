@@ -641,6 +641,14 @@ static void emit(bpe_ctx *c, const cpts *x, size_t a, size_t b) {
 
 /* 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
  * over code points [ini, end), as unicode_regex_split_custom_gpt2. */
+/* The splitters' common tail at pos, after nws whitespace characters:
+ * \s+(?!\S) leaves the last one for the next word, \s+ at the end takes
+ * them all, anything else is one character. Returns the end of the piece. */
+static size_t ws_tail(size_t pos, size_t nws, size_t end) {
+    if (nws > 1 && pos + nws < end) return pos + nws - 1;
+    return pos + (nws > 0 ? nws : 1);
+}
+
 static void split_gpt2(bpe_ctx *c, const cpts *x, size_t ini, size_t end) {
     size_t pos = ini;
     while (pos < end) {
@@ -686,17 +694,7 @@ static void split_gpt2(bpe_ctx *c, const cpts *x, size_t ini, size_t end) {
         }
         size_t nws = 0;
         while (pos + nws < end && IS_WS(x->fl[pos + nws])) nws++;
-        if (nws > 1 && pos + nws < end) { /* \s+(?!\S): leave the last one */
-            pos += nws - 1;
-            emit(c, x, s, pos);
-            continue;
-        }
-        if (nws > 0) {
-            pos += nws;
-            emit(c, x, s, pos);
-            continue;
-        }
-        emit(c, x, s, ++pos);
+        emit(c, x, s, pos = ws_tail(pos, nws, end));
     }
 }
 
@@ -767,17 +765,7 @@ static void split_llama3(bpe_ctx *c, const cpts *x, size_t ini, size_t end, size
             emit(c, x, s, pos);
             continue;
         }
-        if (nws > 1 && pos + nws < end) {
-            pos += nws - 1;
-            emit(c, x, s, pos);
-            continue;
-        }
-        if (nws > 0) {
-            pos += nws;
-            emit(c, x, s, pos);
-            continue;
-        }
-        emit(c, x, s, ++pos);
+        emit(c, x, s, pos = ws_tail(pos, nws, end));
     }
 }
 
