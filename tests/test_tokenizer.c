@@ -172,6 +172,39 @@ static void test_spm_bos_and_bytes(void **state) {
     unload(&l);
 }
 
+/* A whole text file through the tokenizer: its ids' FNV-1a hash, the time,
+ * and decode(encode(text)) == text checked byte for byte. */
+typedef struct {
+    size_t len, n;
+    uint64_t fnv;
+    double seconds;
+} file_encoding;
+
+static file_encoding encode_file(const alrd_tokenizer *tok, const char *path, int add_bos,
+                                 int render_special) {
+    alrd_error err = {{0}};
+    file_encoding r = {0};
+    char *text;
+    if (alrd_read_file(path, 1 << 24, &text, &r.len, &err) != 0) fail_msg("%s", err.msg);
+    int32_t *ids;
+    double t0 = alrd_now();
+    assert_int_equal(alrd_tokenizer_encode(tok, text, r.len, add_bos, 0, &ids, &r.n, &err), 0);
+    r.seconds = alrd_now() - t0;
+    r.fnv = 1469598103934665603ull;
+    for (size_t i = 0; i < r.n; i++) {
+        r.fnv ^= (uint32_t)ids[i];
+        r.fnv *= 1099511628211ull;
+    }
+    char *back;
+    assert_int_equal(alrd_tokenizer_decode(tok, ids, r.n, render_special, &back, &err), 0);
+    assert_int_equal(strlen(back), r.len);
+    assert_memory_equal(back, text, r.len);
+    free(back);
+    free(ids);
+    free(text);
+    return r;
+}
+
 /* SPM over wiki.test.raw: encoding U+2581 run by run must give what one
  * pass over the whole text gives (llama.cpp's way). The count and checksum
  * were taken from this tokenizer with the run splitting switched off
@@ -183,31 +216,11 @@ static void test_spm_wiki(void **state) {
     ALRD_DATA_OR_SKIP(path, "wikitext-2-raw/wiki.test.raw");
     loaded l;
     load(&l, vpath);
-    alrd_error err = {{0}};
-    char *text;
-    size_t len;
-    if (alrd_read_file(path, 1 << 24, &text, &len, &err) != 0) fail_msg("%s", err.msg);
-    int32_t *ids;
-    size_t n;
-    double t0 = alrd_now();
-    assert_int_equal(alrd_tokenizer_encode(l.tok, text, len, 1, 0, &ids, &n, &err), 0);
-    double t1 = alrd_now();
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) {
-        h ^= (uint32_t)ids[i];
-        h *= 1099511628211ull;
-    }
-    print_message("spm wiki.test.raw: %zu tokens in %.3f s (fnv %016llx)\n", n, t1 - t0,
-                  (unsigned long long)h);
-    assert_int_equal(n, 332755);
-    assert_int_equal(h, 0x91c4929bd099fcc8ull);
-    char *back;
-    assert_int_equal(alrd_tokenizer_decode(l.tok, ids, n, 0, &back, &err), 0);
-    assert_int_equal(strlen(back), len);
-    assert_memory_equal(back, text, len);
-    free(back);
-    free(ids);
-    free(text);
+    file_encoding e = encode_file(l.tok, path, 1, 0);
+    print_message("spm wiki.test.raw: %zu tokens in %.3f s (fnv %016llx)\n", e.n, e.seconds,
+                  (unsigned long long)e.fnv);
+    assert_int_equal(e.n, 332755);
+    assert_int_equal(e.fnv, 0x91c4929bd099fcc8ull);
     unload(&l);
 }
 
@@ -406,32 +419,12 @@ static void test_smollm_wiki_speed(void **state) {
     ALRD_DATA_OR_SKIP(path, "wikitext-2-raw/wiki.test.raw");
     loaded l;
     load(&l, ALRD_TEST_MODEL);
-    alrd_error err = {{0}};
-    char *text;
-    size_t len;
-    if (alrd_read_file(path, 1 << 24, &text, &len, &err) != 0) fail_msg("%s", err.msg);
-    int32_t *ids;
-    size_t n;
-    double t0 = alrd_now();
-    assert_int_equal(alrd_tokenizer_encode(l.tok, text, len, 0, 0, &ids, &n, &err), 0);
-    double t1 = alrd_now();
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) {
-        h ^= (uint32_t)ids[i];
-        h *= 1099511628211ull;
-    }
-    print_message("wiki.test.raw: %zu bytes -> %zu tokens in %.3f s (fnv %016llx)\n", len, n,
-                  t1 - t0, (unsigned long long)h);
-    assert_int_equal(n, WIKI_TEST_N_TOKENS);
-    assert_int_equal(h, WIKI_TEST_FNV);
-    char *back;
-    assert_int_equal(alrd_tokenizer_decode(l.tok, ids, n, 1, &back, &err), 0);
-    assert_int_equal(strlen(back), len);
-    assert_memory_equal(back, text, len);
-    assert_true(t1 - t0 < 2.0);
-    free(back);
-    free(ids);
-    free(text);
+    file_encoding e = encode_file(l.tok, path, 0, 1);
+    print_message("wiki.test.raw: %zu bytes -> %zu tokens in %.3f s (fnv %016llx)\n", e.len, e.n,
+                  e.seconds, (unsigned long long)e.fnv);
+    assert_int_equal(e.n, WIKI_TEST_N_TOKENS);
+    assert_int_equal(e.fnv, WIKI_TEST_FNV);
+    assert_true(e.seconds < 2.0);
     unload(&l);
 }
 
