@@ -330,21 +330,28 @@ __device__ __forceinline__ uint32_t pack2(float a, float b) {
     return *reinterpret_cast<uint32_t *>(&h);
 }
 
+/* 16 bytes global -> shared without registers; src_bytes 0 writes zeros. */
+__device__ __forceinline__ void cp_async16(void *dst, const void *src, int src_bytes) {
+    unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+
 /* Columns [c0, c0+W) of tokens [ts, ts+nv) of a side (holding q quantised
- * tokens) into shared memory as fp16: dst[tok*ds + c] or, TRANS,
- * dst[c*ds + tok]; rows tok >= nv (up to TILE) are zero. */
-/* Global loads are issued LB tasks at a time before any shared-memory store,
- * so that each thread has several requests in flight (the compiler cannot
- * move a global load above a store through a generic pointer itself). */
+ * tokens) into shared memory as fp16, dst[tok*ds + c]; rows tok >= nv (up
+ * to TILE) are zero. Global loads are issued LB tasks at a time before any
+ * shared-memory store, so that each thread has several requests in flight
+ * (the compiler cannot move a global load above a store through a generic
+ * pointer itself). */
 #define LB 4
 
-template <bool TRANS>
 __device__ void load_tile(const alrd_gpu_side &sd, int b, int q, long ts, int nv, int c0, int W, uint16_t *dst, int ds) {
     const int tid = threadIdx.x;
-#define PUT(tok, c, v) (dst[TRANS ? (size_t)(c) * ds + (tok) : (size_t)(tok) * ds + (c)] = (v))
+#define PUT(tok, c, v) (dst[(size_t)(tok) * ds + (c)] = (v))
     if (sd.bits == 16 || ts >= q) { /* fp16 rows or the residual ring only */
         const uint16_t *base = sd.bits == 16 ? sd.rows + (size_t)b * sd.seq_rows : sd.ring + (size_t)b * sd.seq_ring;
-        if (W % 8 == 0 && c0 % 8 == 0 && sd.d % 8 == 0) {
+        if (W % 8 == 0 && c0 % 8 == 0 && sd.d % 8 == 0) { /* 16-byte loads, LB in flight per thread */
             const int nch = W / 8, total = TILE * nch;
             for (int i0 = tid; i0 < total; i0 += LB * NTHREADS) {
                 uint4 v[LB];
@@ -359,15 +366,8 @@ __device__ void load_tile(const alrd_gpu_side &sd, int b, int q, long ts, int nv
                 }
 #pragma unroll
                 for (int u = 0; u < LB; u++) {
-                    int i = i0 + u * NTHREADS, tok = i / nch, ch = i % nch;
-                    if (i >= total) break;
-                    if (!TRANS) {
-                        *reinterpret_cast<uint4 *>(dst + (size_t)tok * ds + ch * 8) = v[u];
-                    } else {
-                        const uint16_t *h = reinterpret_cast<const uint16_t *>(&v[u]);
-#pragma unroll
-                        for (int e = 0; e < 8; e++) PUT(tok, ch * 8 + e, h[e]);
-                    }
+                    int i = i0 + u * NTHREADS;
+                    if (i < total) *reinterpret_cast<uint4 *>(dst + (size_t)(i / nch) * ds + (i % nch) * 8) = v[u];
                 }
             }
         } else {
@@ -496,22 +496,11 @@ __global__ void __launch_bounds__(NTHREADS) attn_v2_kernel(alrd_gpu_attn_layer L
     if (KMODE == ALRD_GPU_K_LATENT) {
         const int kr = L.kr, rpad = P.rpad, gh = L.group_heads * HD;
         const uint16_t *A = L.kA + (size_t)grp * gh * kr;
-        if (kr % 8 == 0) { /* 16-byte loads, several in flight */
+        if (kr % 8 == 0) { /* all in flight at once, landing while the first tile loads */
             const int nch = kr / 8, total = nkh * HD * nch;
-            for (int i0 = tid; i0 < total; i0 += LB * NTHREADS) {
-                uint4 v[LB];
-#pragma unroll
-                for (int u = 0; u < LB; u++) {
-                    int i = i0 + u * NTHREADS;
-                    v[u] = i < total ? *reinterpret_cast<const uint4 *>(A + (size_t)(i / nch) * kr + (i % nch) * 8)
-                                     : make_uint4(0, 0, 0, 0);
-                }
-#pragma unroll
-                for (int u = 0; u < LB; u++) {
-                    int i = i0 + u * NTHREADS;
-                    if (i < total) *reinterpret_cast<uint4 *>(As + (i / nch) * kstr + (i % nch) * 8) = v[u];
-                }
-            }
+            for (int i = tid; i < total; i += NTHREADS)
+                cp_async16(As + (i / nch) * kstr + (i % nch) * 8, A + (size_t)(i / nch) * kr + (i % nch) * 8, 16);
+            cp_async_commit();
             for (int i = tid; i < nkh * HD * (rpad - kr); i += NTHREADS)
                 As[(i / (rpad - kr)) * kstr + kr + i % (rpad - kr)] = 0;
         } else {
@@ -520,10 +509,9 @@ __global__ void __launch_bounds__(NTHREADS) attn_v2_kernel(alrd_gpu_attn_layer L
                 As[r * kstr + c] = c < kr ? A[(size_t)r * kr + c] : (uint16_t)0;
             }
         }
-        for (int i = tid; i < TILE * (rpad - kr); i += NTHREADS)
+        for (int i = tid; i < TILE * (rpad - kr); i += NTHREADS) /* padding columns of the latent tile */
             Kt[(i / (rpad - kr)) * kstr + kr + i % (rpad - kr)] = 0;
     }
-    __syncthreads();
 
     const int warp = tid >> 5, lane = tid & 31, gid = lane >> 2, t4 = lane & 3;
     const int nvt = vw / 8;
@@ -533,9 +521,10 @@ __global__ void __launch_bounds__(NTHREADS) attn_v2_kernel(alrd_gpu_attn_layer L
 
     for (int ts = t0; ts < t1; ts += TILE) {
         const int nv = min(TILE, t1 - ts);
-        if (KMODE == ALRD_GPU_K_LATENT) load_tile<false>(L.ks, b, kq, ts, nv, grp * L.kr, L.kr, Kt, kstr);
-        else load_tile<false>(L.ks, b, kq, ts, nv, kh0 * HD, HD, Kt, kstr);
-        load_tile<false>(L.vs, b, vq, ts, nv, vbase, vw, Vt, P.vstr);
+        if (KMODE == ALRD_GPU_K_LATENT) load_tile(L.ks, b, kq, ts, nv, grp * L.kr, L.kr, Kt, kstr);
+        else load_tile(L.ks, b, kq, ts, nv, kh0 * HD, HD, Kt, kstr);
+        load_tile(L.vs, b, vq, ts, nv, vbase, vw, Vt, P.vstr);
+        cp_async_wait_all(); /* A_k (first tile) */
         __syncthreads();
         if (KMODE == ALRD_GPU_K_FULL) { /* pre-RoPE keys: rotate in place */
             for (int i = tid; i < TILE * (HD / 2); i += NTHREADS) {
@@ -689,39 +678,77 @@ __global__ void __launch_bounds__(NTHREADS) attn_v2_kernel(alrd_gpu_attn_layer L
     }
 }
 
-/* Reduces the splits of one (query head, sequence) and lifts the latent mix. */
-__global__ void attn_combine_kernel(alrd_gpu_attn_layer L, int nsplit, int vw_max, const float *work, uint16_t *att16) {
-    extern __shared__ float u[];
-    const int h = blockIdx.x, b = blockIdx.y, hd = L.hd;
+/* Reduces the splits of one (query head, sequence) and lifts the latent mix.
+ * Every step is spread over the block: the split weights in parallel, the
+ * columns as (column, part of the splits) threads reading coalesced rows,
+ * the lift as a warp per output row. */
+#define CMB_THREADS 256
+__device__ __forceinline__ float block_reduce(float x, float *red, bool is_max) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    for (int o = 16; o; o >>= 1) {
+        float y = __shfl_xor_sync(0xffffffffu, x, o);
+        x = is_max ? fmaxf(x, y) : x + y;
+    }
+    __syncthreads(); /* red may still be read by a previous reduction */
+    if (lane == 0) red[warp] = x;
+    __syncthreads();
+    x = red[0];
+    for (int i = 1; i < CMB_THREADS / 32; i++) x = is_max ? fmaxf(x, red[i]) : x + red[i];
+    return x;
+}
+
+__global__ void __launch_bounds__(CMB_THREADS) attn_combine_kernel(alrd_gpu_attn_layer L, int nsplit, int vw_max,
+                                                                   const float *work, uint16_t *att16) {
+    extern __shared__ float u[]; /* [vw] mix | [nsplit] weights | [CMB_THREADS] partial sums | [8] reduction */
+    const int h = blockIdx.x, b = blockIdx.y, hd = L.hd, tid = threadIdx.x;
     const int per_kv = L.n_heads / L.n_kv, kvh = h / per_kv;
     const int vw = L.vr > 0 ? L.vr : hd;
+    float *w = u + vw, *part = w + nsplit, *red = part + CMB_THREADS;
     const float *ml = work + ((size_t)b * L.n_heads + h) * nsplit * 2;
     const float *ac = work + (size_t)gridDim.y * L.n_heads * nsplit * 2 + ((size_t)b * L.n_heads + h) * nsplit * vw_max;
     float M = -INFINITY;
-    for (int i = 0; i < nsplit; i++) M = fmaxf(M, ml[2 * i]);
+    for (int i = tid; i < nsplit; i += CMB_THREADS) M = fmaxf(M, ml[2 * i]);
+    M = block_reduce(M, red, true);
     float den = 0.0f;
-    for (int i = 0; i < nsplit; i++)
-        if (ml[2 * i] > -INFINITY) den += ml[2 * i + 1] * expf(ml[2 * i] - M);
-    for (int c = threadIdx.x; c < vw; c += blockDim.x) {
-        float a = 0.0f;
-        for (int i = 0; i < nsplit; i++)
-            if (ml[2 * i] > -INFINITY) a += ac[(size_t)i * vw_max + c] * expf(ml[2 * i] - M);
-        u[c] = a / den;
+    for (int i = tid; i < nsplit; i += CMB_THREADS) {
+        float m = ml[2 * i], wi = m > -INFINITY ? expf(m - M) : 0.0f;
+        w[i] = wi;
+        den += wi * ml[2 * i + 1];
     }
-    __syncthreads();
+    den = block_reduce(den, red, false); /* its barriers also publish w */
+    const int nparts = vw < CMB_THREADS ? CMB_THREADS / vw : 1;
+    for (int c0 = 0; c0 < vw; c0 += CMB_THREADS) {
+        const int c = c0 + tid % (vw < CMB_THREADS ? vw : CMB_THREADS), p = tid / (vw < CMB_THREADS ? vw : CMB_THREADS);
+        float a = 0.0f;
+        if (p < nparts && c < vw) {
+#pragma unroll 4
+            for (int i = p; i < nsplit; i += nparts) {
+                float wi = w[i], x = ac[(size_t)i * vw_max + c];
+                a += wi != 0.0f ? wi * x : 0.0f; /* empty splits hold no values */
+            }
+        }
+        part[tid] = a;
+        __syncthreads();
+        if (p == 0 && c < vw) {
+            for (int q = 1; q < nparts; q++) a += part[q * (vw < CMB_THREADS ? vw : CMB_THREADS) + tid];
+            u[c] = a / den;
+        }
+        __syncthreads();
+    }
     uint16_t *o = att16 + (size_t)b * L.n_heads * hd + (size_t)h * hd;
     if (L.vr > 0) {
         const int gh = L.group_heads * hd, g = kvh / L.group_heads, j = kvh % L.group_heads;
         const uint16_t *A = L.vA + ((size_t)g * gh + (size_t)j * hd) * L.vr;
-        for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+        const int lane = tid & 31, warp = tid >> 5;
+        for (int d = warp; d < hd; d += CMB_THREADS / 32) {
             const uint16_t *ar = A + (size_t)d * L.vr;
             float a = 0.0f;
-            for (int c = 0; c < L.vr; c++) a += h2f(ar[c]) * u[c];
-            if (L.bv) a += L.bv[kvh * hd + d];
-            o[d] = f2h(a);
+            for (int c = lane; c < L.vr; c += 32) a += h2f(ar[c]) * u[c];
+            for (int off = 16; off; off >>= 1) a += __shfl_xor_sync(0xffffffffu, a, off);
+            if (lane == 0) o[d] = f2h(a + (L.bv ? L.bv[kvh * hd + d] : 0.0f));
         }
     } else {
-        for (int d = threadIdx.x; d < hd; d += blockDim.x) o[d] = f2h(u[d]);
+        for (int d = tid; d < hd; d += CMB_THREADS) o[d] = f2h(u[d]);
     }
 }
 
@@ -799,6 +826,7 @@ extern "C" int alrd_gpu_attn_decode(const alrd_gpu_attn_layer *L, const uint16_t
                                                                                          vw_max, work);
     }
     int vw = L->vr > 0 ? L->vr : L->hd;
-    attn_combine_kernel<<<dim3(L->n_heads, B), 128, sizeof(float) * vw, st>>>(*L, nsplit, vw_max, work, att16);
+    attn_combine_kernel<<<dim3(L->n_heads, B), CMB_THREADS, sizeof(float) * (vw + nsplit + CMB_THREADS + 32), st>>>(
+        *L, nsplit, vw_max, work, att16);
     return (int)cudaGetLastError();
 }

@@ -655,6 +655,11 @@ __global__ void f32_to_f16_kernel(const float *in, uint16_t *out, size_t n) {
         out[i] = f2h(in[i]);
 }
 
+__global__ void f16_to_f64_kernel(const uint16_t *in, double *out, size_t n) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        out[i] = (double)h2f(in[i]);
+}
+
 static unsigned fill_blocks(size_t n) {
     size_t b = (n + 255) / 256;
     return (unsigned)(b > 65536 ? 65536 : (b ? b : 1));
@@ -670,6 +675,10 @@ extern "C" int alrd_gpu_fill_f32(float *p, size_t n, float scale, float offset, 
 }
 extern "C" int alrd_gpu_fill_u32(uint32_t *p, size_t n, uint64_t seed, void *stream) {
     fill_u32_kernel<<<fill_blocks(n), 256, 0, ST(stream)>>>(p, n, seed);
+    return LAUNCHED();
+}
+extern "C" int alrd_gpu_f16_to_f64(const uint16_t *in, double *out, size_t n, void *stream) {
+    f16_to_f64_kernel<<<fill_blocks(n), 256, 0, ST(stream)>>>(in, out, n);
     return LAUNCHED();
 }
 extern "C" int alrd_gpu_f32_to_f16(const float *in, uint16_t *out, size_t n, void *stream) {

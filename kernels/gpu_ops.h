@@ -145,6 +145,7 @@ int alrd_gpu_fill_f16(uint16_t *p, size_t n, float scale, float offset, uint64_t
 int alrd_gpu_fill_f32(float *p, size_t n, float scale, float offset, uint64_t seed, void *stream);
 int alrd_gpu_fill_u32(uint32_t *p, size_t n, uint64_t seed, void *stream);
 int alrd_gpu_f32_to_f16(const float *in, uint16_t *out, size_t n, void *stream);
+int alrd_gpu_f16_to_f64(const uint16_t *in, double *out, size_t n, void *stream);
 
 #ifdef __cplusplus
 }

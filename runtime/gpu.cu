@@ -47,6 +47,8 @@ struct alrd_gpu {
     int dk_max, dv_max, vr_max, nqkv_max, vw_max, any_latent_k;
     float *attn_work;
     int nsplit, fused_all;
+    double *d_gram, *x64;       /* calibration: [L][H][H] Gram sums, [max_batch][H] scratch */
+    long long gram_rows;
     int *pos;
     cudaStream_t st;
     cublasHandle_t cb;
@@ -606,6 +608,12 @@ static void layer_prefill(alrd_gpu *g, int l, int b, int T, int p0, int mode, in
     glayer *y = &g->ly[l];
     const int H = g->H, qd = g->qd, nk = p0 + T;
     FAILS(g, alrd_gpu_rmsnorm(g->h, y->attn_norm, T, H, g->cfg.rms_eps, g->xn16, g->st));
+    if (g->d_gram && mode == MODE_PREFILL) { /* calibration: Gram += xn^T xn in fp64 (lower = row-major upper) */
+        const double one = 1.0;
+        FAILS(g, alrd_gpu_f16_to_f64(g->xn16, g->x64, (size_t)T * H, g->st));
+        FAILS(g, cublasDsyrk(g->cb, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, H, T, &one, g->x64, H, &one,
+                             g->d_gram + (size_t)l * H * H, H) != CUBLAS_STATUS_SUCCESS);
+    }
     FAILS(g, lin(g, T, y->nqkv, H, g->xn16, H, y->w_qkv, g->qkv, y->nqkv, 0.0f));
     FAILS(g, alrd_gpu_qkv_post(g->qkv, T, y->nqkv, g->nh, g->hd, y->dk, y->dv, y->bq, y->bk_full, y->bv_full, NULL, p0,
                                g->cos_tab, g->sin_tab, g->q16, g->Lk16, g->Vm16, y->dk, y->dv, g->st));
@@ -691,6 +699,7 @@ extern "C" int alrd_gpu_prefill(alrd_gpu *g, int seq, const int32_t *tokens, int
     FAILS(g, cudaMemcpyAsync(g->d_tok, tokens, sizeof(int32_t) * T, cudaMemcpyHostToDevice, g->st));
     FAILS(g, alrd_gpu_embed(g->embed, g->d_tok, T, g->H, g->h, g->st));
     for (int l = 0; l < g->L; l++) layer_prefill(g, l, seq, T, p0, MODE_PREFILL, 0);
+    if (g->d_gram) g->gram_rows += T;
     if (logits) {
         int rows = all_logits ? T : 1;
         head(g, all_logits ? 0 : T - 1, rows);
@@ -698,6 +707,25 @@ extern "C" int alrd_gpu_prefill(alrd_gpu *g, int seq, const int32_t *tokens, int
     }
     g->pos[seq] = p0 + T;
     upload_pos(g);
+    return alrd_gpu_sync(g, err);
+}
+
+extern "C" int alrd_gpu_gram_enable(alrd_gpu *g, alrd_error *err) {
+    if (g->d_gram) return 0;
+    size_t HH = (size_t)g->H * g->H;
+    if (dalloc(g, &g->d_gram, sizeof(double) * HH * g->L, err, "calibration statistics") ||
+        dalloc(g, &g->x64, sizeof(double) * g->o.max_batch * g->H, err, "calibration statistics"))
+        return -1;
+    g->gram_rows = 0;
+    return alrd_gpu_sync(g, err);
+}
+
+extern "C" int alrd_gpu_gram_read(alrd_gpu *g, int layer, double *out, long long *n_rows, alrd_error *err) {
+    if (!g->d_gram) return alrd_errf(err, "gpu: calibration statistics are not enabled");
+    if (layer < 0 || layer >= g->L) return alrd_errf(err, "gpu: layer %d out of range", layer);
+    size_t HH = (size_t)g->H * g->H;
+    FAILS(g, cudaMemcpyAsync(out, g->d_gram + (size_t)layer * HH, sizeof(double) * HH, cudaMemcpyDeviceToHost, g->st));
+    if (n_rows) *n_rows = g->gram_rows;
     return alrd_gpu_sync(g, err);
 }
 

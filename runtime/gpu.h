@@ -87,6 +87,15 @@ int alrd_gpu_score(alrd_gpu *g, const int32_t *tokens, int T, int first, int dec
  * (valid codes, scales, zeros and residual) and sets its position to n. */
 int alrd_gpu_fill_random(alrd_gpu *g, int seq, int n, uint64_t seed, alrd_error *err);
 
+/* Calibration statistics (alrd-compress on the GPU): from the call on,
+ * every prefill adds each layer's attention-normed input rows (fp16, what
+ * the k/v products read) to that layer's Gram sum x^T x, kept in fp64 on the
+ * device (cublasDsyrk). alrd_gpu_gram_read copies layer's sum to out
+ * ([H*H] row-major, upper triangle; the lower one is undefined) and the rows
+ * summed so far to *n_rows. */
+int alrd_gpu_gram_enable(alrd_gpu *g, alrd_error *err);
+int alrd_gpu_gram_read(alrd_gpu *g, int layer, double *out, long long *n_rows, alrd_error *err);
+
 /* Switches the decode attention path (drops a captured graph). */
 void alrd_gpu_set_attn(alrd_gpu *g, int attn);
 /* 1 when the fused decode attention supports every layer of this engine. */

@@ -4,8 +4,12 @@
  * and the fraction of the HBM roofline (bytes one decode step must read /
  * step time / peak bandwidth). JSON with -o.
  *
- *   alrd-bench MODEL|--synthetic llama2-7b|llama3-8b [-d 0,4096] [-b 1,16]
- *              [-p 512] [-n 128] [-v SPEC]... [-r REPS] [-o out.json]
+ *   alrd-bench MODEL|--synthetic llama2-7b|llama3-8b|smollm2-135m [-d 0,4096] [-b 1,16]
+ *              [-p 512] [-n 128] [-v SPEC]... [-r REPS] [-o out.json] [--max-fit MAXCTX]
+ *
+ * --max-fit: instead of speed, the largest context (a multiple of 1024, at
+ * most MAXCTX) that each batch size fits in GPU memory, found by creating
+ * engines (weights, caches, work space) and running a decode step.
  *
  * A variant SPEC is a comma list: r=RATIO (synthetic: latent rank as a
  * fraction of the group's width; 1 = full projections), gh=N (synthetic: KV
@@ -96,6 +100,16 @@ static int synthetic_config(const char *name, alrd_config *c) {
         c->ffn = 11008;
         c->vocab_size = 32000;
         c->rope_theta = 10000.0f;
+    } else if (!strcmp(name, "smollm2-135m")) { /* SmolLM2-135M's shape */
+        c->n_layers = 30;
+        c->hidden = 576;
+        c->n_heads = 9;
+        c->n_kv_heads = 3;
+        c->head_dim = 64;
+        c->ffn = 1536;
+        c->vocab_size = 49152;
+        c->rope_theta = 100000.0f;
+        c->tie_embeddings = 1;
     } else if (!strcmp(name, "llama3-8b")) {
         c->n_kv_heads = 8;
         c->ffn = 14336;
@@ -135,12 +149,17 @@ static cJSON *result(const variant *v, int d, int b, const char *test) {
 }
 
 #if ALRD_CUDA
-/* One (variant, depth, batch) on the GPU: pp and tg rows appended to arr. */
-static void bench_gpu(const alrd_model *m, const alrd_config *syn, const variant *v, int d, int b, int p, int n, int reps,
-                      cJSON *arr) {
+/* An engine for variant v: b sequences of max_ctx tokens, prefill batch p. */
+static int new_engine(const alrd_model *m, const alrd_config *syn, const variant *v, int max_ctx, int b, int p,
+                      alrd_gpu **g, alrd_error *err) {
     const alrd_config *cfg = m ? &m->cfg : syn;
-    int L = cfg->n_layers, nv = cfg->vocab_size;
+    int L = cfg->n_layers;
     int *kb = malloc(sizeof(int) * L), *vb = malloc(sizeof(int) * L), *kr = NULL, *vr = NULL;
+    if (!kb || !vb) {
+        free(kb);
+        free(vb);
+        return alrd_errf(err, "out of memory");
+    }
     alrd_cache_opts co;
     if (m) alrd_cache_opts_default(m, &co);
     else memset(&co, 0, sizeof co), co.k_bits = co.v_bits = 16, co.group_size = 32, co.residual = 128, co.use_kivi = 1;
@@ -154,20 +173,54 @@ static void bench_gpu(const alrd_model *m, const alrd_config *syn, const variant
         vr = malloc(sizeof(int) * L);
         int r = (int)lround(v->r * gh * cfg->head_dim / 8.0) * 8;
         if (r < 8) r = 8;
-        for (int l = 0; l < L; l++) kr[l] = vr[l] = r;
+        for (int l = 0; l < L && kr && vr; l++) kr[l] = vr[l] = r;
     }
-    int maxn = p > n ? p : n;
-    alrd_gpu_opts o = {.max_ctx = d + maxn, .max_batch = p, .n_seq = b, .k_bits = kb, .v_bits = vb,
+    alrd_gpu_opts o = {.max_ctx = max_ctx, .max_batch = p, .n_seq = b, .k_bits = kb, .v_bits = vb,
                        .group_size = v->G > 0 ? v->G : co.group_size, .residual = v->R >= 0 ? v->R : co.residual,
                        .use_kivi = v->kivi >= 0 ? v->kivi : co.use_kivi,
                        .attn = v->attn ? ALRD_GPU_ATTN_REF : ALRD_GPU_ATTN_FUSED, .graph = v->graph, .score = 0};
-    alrd_gpu *g = NULL;
-    alrd_error err;
-    int rc = m ? alrd_gpu_new(&g, m, &o, &err) : alrd_gpu_new_synthetic(&g, syn, gh, kr, vr, &o, 7, &err);
+    int rc = !m && v->r < 1 && (!kr || !vr) ? alrd_errf(err, "out of memory")
+             : m                            ? alrd_gpu_new(g, m, &o, err)
+                                            : alrd_gpu_new_synthetic(g, syn, gh, kr, vr, &o, 7, err);
     free(kb);
     free(vb);
     free(kr);
     free(vr);
+    return rc;
+}
+
+/* The largest context (a multiple of 1024) whose engine for b sequences
+ * fits in GPU memory with a 512-token prefill batch and a decode step that
+ * runs; 0 when not even 1024 fits. Bisection over real allocations. */
+static int max_fit(const alrd_model *m, const alrd_config *syn, const variant *v, int b, int limit) {
+    int lo = 0, hi = limit / 1024;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        alrd_gpu *g = NULL;
+        alrd_error err;
+        int ok = !new_engine(m, syn, v, mid * 1024, b, 512, &g, &err);
+        if (ok) {
+            int32_t *tok = calloc(b, sizeof(int32_t));
+            for (int s = 0; s < b && ok; s++) ok = !alrd_gpu_fill_random(g, s, mid * 1024 - 1, 5, &err);
+            ok = ok && tok && !alrd_gpu_decode(g, tok, NULL, &err);
+            free(tok);
+        }
+        alrd_gpu_free(g);
+        if (ok) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo * 1024;
+}
+
+/* One (variant, depth, batch) on the GPU: pp and tg rows appended to arr. */
+static void bench_gpu(const alrd_model *m, const alrd_config *syn, const variant *v, int d, int b, int p, int n, int reps,
+                      cJSON *arr) {
+    const alrd_config *cfg = m ? &m->cfg : syn;
+    int nv = cfg->vocab_size;
+    int maxn = p > n ? p : n;
+    alrd_gpu *g = NULL;
+    alrd_error err;
+    int rc = new_engine(m, syn, v, d + maxn, b, p, &g, &err);
     if (rc) {
         cJSON *r = result(v, d, b, "pp+tg");
         cJSON_AddStringToObject(r, "error", err.msg);
@@ -307,14 +360,15 @@ static void bench_cpu(alrd_model *m, const variant *v, int d, int b, int p, int 
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: alrd-bench MODEL|--synthetic llama2-7b|llama3-8b [-d 0,4096,32768] [-b 1,16] [-p 512]\n"
-                    "                  [-n 128] [-v SPEC]... [-r REPS] [-o out.json] [--cpu]\n"
+    fprintf(stderr, "usage: alrd-bench MODEL|--synthetic llama2-7b|llama3-8b|smollm2-135m [-d 0,4096,32768] [-b 1,16] [-p 512]\n"
+                    "                  [-n 128] [-v SPEC]... [-r REPS] [-o out.json] [--cpu] [--max-fit MAXCTX]\n"
+                    "  --max-fit: instead of speed, the largest context (<= MAXCTX) each batch size fits in GPU memory\n"
                     "  SPEC: comma list of r=RATIO gh=N k=BITS v=BITS G=N R=N kivi=0|1 attn=fused|ref graph=0|1 name=X\n");
 }
 
 int main(int argc, char **argv) {
     const char *model = NULL, *synth = NULL, *out = NULL;
-    int depths[MAXL] = {0}, nd = 1, batches[MAXL] = {1}, nb = 1, p = 512, n = 128, reps = 3, cpu = 0, nvar = 0;
+    int depths[MAXL] = {0}, nd = 1, batches[MAXL] = {1}, nb = 1, p = 512, n = 128, reps = 3, cpu = 0, nvar = 0, fit = 0;
     variant vars[MAXV];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -330,6 +384,7 @@ int main(int argc, char **argv) {
             if (nvar >= MAXV || parse_variant(val, &vars[nvar])) goto bad;
             nvar++, i++;
         } else if (!strcmp(a, "--cpu")) cpu = 1;
+        else if (!strcmp(a, "--max-fit") && val) { if ((fit = atoi(val)) < 1024) goto bad; i++; }
         else if (a[0] == '-') goto bad;
         else if (!model) model = a;
         else goto bad;
@@ -358,7 +413,7 @@ int main(int argc, char **argv) {
     int have_model = 0;
     if (synth) {
         if (synthetic_config(synth, &syn)) {
-            fprintf(stderr, "alrd-bench: --synthetic: unknown shape %s (llama2-7b or llama3-8b)\n", synth);
+            fprintf(stderr, "alrd-bench: --synthetic: unknown shape %s (llama2-7b, llama3-8b or smollm2-135m)\n", synth);
             return 2;
         }
     } else {
@@ -390,6 +445,21 @@ int main(int argc, char **argv) {
 #endif
     cJSON_AddNumberToObject(root, "pp_tokens", p);
     cJSON_AddNumberToObject(root, "tg_tokens", n);
+#if ALRD_CUDA
+    if (gpu && fit) { /* capacity instead of speed: the largest context per (variant, batch) */
+        for (int vi = 0; vi < nvar; vi++)
+            for (int bi = 0; bi < nb; bi++) {
+                int c = max_fit(have_model ? &m : NULL, &syn, &vars[vi], batches[bi], fit);
+                cJSON *r = result(&vars[vi], c, batches[bi], "max-fit");
+                cJSON_AddNumberToObject(r, "max_context", c);
+                cJSON_AddItemToArray(arr, r);
+                printf("%-28s b=%-4d largest context that fits: %d tokens (%.2f M tokens in all)\n", vars[vi].name,
+                       batches[bi], c, (double)c * batches[bi] / 1e6);
+                fflush(stdout);
+            }
+        nd = 0; /* no speed runs */
+    }
+#endif
     for (int vi = 0; vi < nvar; vi++)
         for (int di = 0; di < nd; di++)
             for (int bi = 0; bi < nb; bi++) {

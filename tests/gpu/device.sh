@@ -1,5 +1,5 @@
 #!/bin/sh
-# tests/gpu/device.sh A0|A|B|C: the GPU checks as run on the device machine
+# tests/gpu/device.sh A0|A|B|C|P: the GPU checks as run on the device machine
 # (DESIGN 7). A carries .devcarry/p1 + debs: builds, runs the unit tests and
 # a synthetic llama2-7b benchmark, keeps the first model part in /tmp/model
 # (A0: only that and the build). B (same machine, within 30 s of A) carries
@@ -12,7 +12,7 @@ mkdir -p "$OUT"
 deps() { mkdir -p /tmp/deps; for f in .devcarry/debs/*.deb; do dpkg -x "$f" /tmp/deps; done; }
 build() {
     make -j16 DEPS_PREFIX=/tmp/deps/usr build/libalrd.a build/alrd-run build/alrd-compress build/alrd-bench \
-        build/tests/gpu/test_gpu_units build/tests/gpu/test_gpu_model \
+        build/tests/gpu/test_gpu_units build/tests/gpu/test_gpu_model build/tests/gpu/test_gpu_calib \
         > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
 }
 M=/tmp/model/m.gguf
@@ -42,6 +42,7 @@ B)
     build/alrd-compress $M -o /tmp/x.alrd --calib .devcarry/data/wiki.valid.tokens --rank-ratio 0.5 \
         --calib-samples 8 --probe-tokens 128 --kv-bits 2 > "$OUT/compress.log" 2>&1 &
     timeout 240 build/tests/gpu/test_gpu_model $M $D --kv-bits 4 --chunks ${CHUNKS:-4} --full 2>&1 | tee "$OUT/model.log"
+    timeout 120 build/tests/gpu/test_gpu_calib $M .devcarry/data/wiki.valid.tokens 2>&1 | tee "$OUT/calib.log"
     wait
     tail -3 "$OUT/compress.log"
     timeout 200 build/tests/gpu/test_gpu_model /tmp/x.alrd $D --kv-bits 4 --chunks ${CHUNKS:-4} --full 2>&1 | tee "$OUT/alrd.log"
@@ -57,6 +58,37 @@ C)
     timeout 200 build/alrd-bench --synthetic llama3-8b -d 0,32768 -b 1,16 -p 512 -n 64 -r 2 \
         -v name=fp16 -v r=0.5,gh=1,k=2,v=2,name=r0.5-k2v2 -o "$OUT/bench-llama3.json" 2>&1 | tee "$OUT/bench3.log"
     ;;
+P) # units, SmolLM2-shaped speed (fp16 cache vs rank 0.5 2-bit latents), an ncu look at both attention
+   # kernels (NCU_SRC=1: the latent kernel's top stall lines); keeps the first model part for a B
+    mkdir -p /tmp/model && cp .devcarry/p1/part_aa /tmp/model/ 2>/dev/null &
+    deps
+    nvidia-smi --query-gpu=name,memory.total,clocks.max.memory --format=csv,noheader
+    build
+    wait
+    timeout 200 build/tests/gpu/test_gpu_units > "$OUT/units.txt" 2>&1; tail -3 "$OUT/units.txt"
+    S=smollm2-135m
+    timeout 240 build/alrd-bench --synthetic $S -d ${DEPTHS:-0,512,32768} -b 1,16 -p 512 -n 64 -r 2 \
+        -v name=fp16 -v r=0.5,gh=3,k=2,v=2,name=r0.5-k2v2 -o "$OUT/bench-smollm2.json" 2>&1 | grep tg | tee "$OUT/bench-smollm2.log"
+    for v in name=fp16 r=0.5,gh=3,k=2,v=2,name=r0.5-k2v2; do
+        timeout 120 ncu --kernel-name regex:attn_ --launch-skip 60 --launch-count 2 --section SpeedOfLight \
+            --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy --section LaunchStats \
+            --section SchedulerStats build/alrd-bench --synthetic $S -d 32768 -b ${NCU_B:-1} -p 16 -n 4 -r 1 -v $v \
+            > "$OUT/ncu-${v##*=}.log" 2>&1
+        grep -E "  [a-z_]+kernel|Duration|DRAM Throughput|Achieved Occupancy|Registers Per|Issued Warp|Grid Size" "$OUT/ncu-${v##*=}.log" | head -30
+    done
+    if [ -n "${FIT:-}" ]; then # the largest batch x context that fits, fp16 cache against rank 0.5 2-bit latents
+        timeout 200 build/alrd-bench --synthetic smollm2-135m -b 1,16,64 --max-fit 16777216 -v name=fp16 \
+            -v r=0.5,gh=3,k=2,v=2,name=r0.5-k2v2 -o "$OUT/fit-smollm2.json" | tee "$OUT/fit.log"
+        timeout 200 build/alrd-bench --synthetic llama2-7b -b 1,16,64 --max-fit 16777216 -v name=fp16 \
+            -v r=0.5,gh=1,k=2,v=2,name=r0.5-k2v2 -o "$OUT/fit-llama2.json" | tee -a "$OUT/fit.log"
+    fi
+    if [ -n "${NCU_SRC:-}" ]; then
+        timeout 150 ncu --kernel-name regex:attn_v2 --launch-skip 60 --launch-count 1 --set full --import-source yes \
+            -o "$OUT/latent" build/alrd-bench --synthetic $S -d 32768 -b 1 -p 16 -n 4 -r 1 -v r=0.5,gh=3,k=2,v=2 > /dev/null 2>&1
+        ncu -i "$OUT/latent.ncu-rep" --page source --csv --print-source sass 2>/dev/null > "$OUT/latent-src.csv"
+        ls -la "$OUT"
+    fi
+    ;;
 *)
-    echo "usage: tests/gpu/device.sh A0|A|B|C"; exit 2 ;;
+    echo "usage: tests/gpu/device.sh A0|A|B|C|P"; exit 2 ;;
 esac
