@@ -678,6 +678,201 @@ __global__ void __launch_bounds__(NTHREADS) attn_v2_kernel(alrd_gpu_attn_layer L
     }
 }
 
+/* ==== v3: the fp16 cache (RoPE'd keys, fp16 values), flash-decoding with
+ * warps that never wait for each other. Each of the block's NW3 warps takes
+ * every NW3-th 16-token tile of the split and keeps its own online softmax:
+ * S^T = Q K^T (query heads as the 16 rows of the mma, tokens as columns)
+ * then O += P V with P straight from the score registers (the accumulator
+ * layout of m16n8k16 is its A layout). Keys and values stream through a
+ * ST3-stage cp.async ring per warp, so each warp has ST3-1 tiles in flight
+ * while it computes one. The warps' states merge once at the end. Used for
+ * layers whose cache is fp16 with <= 16 query heads per KV head. ====== */
+
+#ifndef ALRD_NW3
+#define ALRD_NW3 4 /* warps per block */
+#endif
+#ifndef ALRD_ST3
+#define ALRD_ST3 3 /* ring stages per warp */
+#endif
+#define NW3 ALRD_NW3
+#define ST3 ALRD_ST3
+#define T3 16
+
+template <int HD> struct v3_shape {
+    static constexpr int RS = HD + 8;                   /* row stride (halves): conflict-free fragment reads */
+    static constexpr int STAGE = 2 * T3 * RS;           /* K then V of one tile, halves */
+    static constexpr int WARP = ST3 * STAGE;            /* one warp's ring, halves */
+    static constexpr size_t SMEM = (size_t)2 * NW3 * WARP;
+};
+
+static size_t v3_smem(int hd) { return hd == 64 ? v3_shape<64>::SMEM : v3_shape<128>::SMEM; }
+
+static int v3_ok(const alrd_gpu_attn_layer *L) {
+    return L->kmode == ALRD_GPU_K_ROPED && L->vr == 0 && L->ks.bits == 16 && L->vs.bits == 16 &&
+           L->n_heads / L->n_kv <= 16 && L->ks.d % 8 == 0 && L->vs.d % 8 == 0;
+}
+
+template <int HD>
+__global__ void __launch_bounds__(NW3 * 32) attn_fp16_kernel(alrd_gpu_attn_layer L, const uint16_t *q16, const int *pos,
+                                                              int nsplit, int vw_max, float *work) {
+    typedef v3_shape<HD> S;
+    constexpr int NT = HD / 8, KS = HD / 16;
+    extern __shared__ __align__(16) unsigned char smem[];
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gid = lane >> 2, t4 = lane & 3;
+    const int sp = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z;
+    const int per_kv = L.n_heads / L.n_kv, h0 = kvh * per_kv;
+    const int n = pos[b] + 1;
+    int len = (n + nsplit - 1) / nsplit;
+    len = (len + TILE - 1) / TILE * TILE; /* the same splits as the other kernels */
+    const int t0 = sp * len, t1 = min(n, t0 + len);
+    float *wml = work + ((size_t)b * L.n_heads + h0) * nsplit * 2;
+    float *wacc = work + (size_t)gridDim.z * L.n_heads * nsplit * 2 + ((size_t)b * L.n_heads + h0) * nsplit * vw_max;
+    if (t0 >= t1) {
+        for (int qh = tid; qh < per_kv; qh += NW3 * 32) {
+            wml[((size_t)qh * nsplit + sp) * 2] = -INFINITY;
+            wml[((size_t)qh * nsplit + sp) * 2 + 1] = 0.0f;
+        }
+        return;
+    }
+    uint16_t *ring = reinterpret_cast<uint16_t *>(smem) + warp * S::WARP;
+    const uint16_t *kbase = L.ks.rows + (size_t)b * L.ks.seq_rows + (size_t)kvh * HD;
+    const uint16_t *vbase = L.vs.rows + (size_t)b * L.vs.seq_rows + (size_t)kvh * HD;
+    const int ntiles = (t1 - t0 + T3 - 1) / T3;
+
+    /* tile i of this warp (split tile warp + NW3*i) into its ring slot: 2*T3*HD/8 chunks of 16 bytes */
+    auto issue = [&](int i) {
+        const int tile = warp + NW3 * i;
+        if (tile < ntiles) {
+            const int ts = t0 + tile * T3;
+            uint16_t *st = ring + (i % ST3) * S::STAGE;
+            constexpr int CH = HD / 8;
+#pragma unroll
+            for (int c = lane; c < 2 * T3 * CH; c += 32) {
+                const int side = c / (T3 * CH), r = (c / CH) % T3, ch = c % CH;
+                const bool ok = ts + r < t1;
+                const uint16_t *src = (side ? vbase : kbase) + (size_t)(ok ? ts + r : t0) * (side ? L.vs.d : L.ks.d) + ch * 8;
+                cp_async16(st + side * T3 * S::RS + r * S::RS + ch * 8, src, ok ? 16 : 0);
+            }
+        }
+        cp_async_commit(); /* an empty group keeps the wait count uniform */
+    };
+
+    /* Q as the A operand: rows = query heads (zero beyond per_kv), k = channels */
+    uint32_t qa[KS][4];
+    {
+        const uint16_t *qb = q16 + (size_t)b * L.n_heads * HD + (size_t)h0 * HD;
+#pragma unroll
+        for (int kk = 0; kk < KS; kk++) {
+            const int c = kk * 16 + 2 * t4;
+            qa[kk][0] = gid < per_kv ? ld32(qb + gid * HD + c) : 0u;
+            qa[kk][1] = gid + 8 < per_kv ? ld32(qb + (gid + 8) * HD + c) : 0u;
+            qa[kk][2] = gid < per_kv ? ld32(qb + gid * HD + c + 8) : 0u;
+            qa[kk][3] = gid + 8 < per_kv ? ld32(qb + (gid + 8) * HD + c + 8) : 0u;
+        }
+    }
+    float o[NT][4];
+#pragma unroll
+    for (int i = 0; i < NT; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f; /* rows gid, gid + 8; l partial over this lane */
+
+#pragma unroll
+    for (int i = 0; i < ST3 - 1; i++) issue(i);
+    const int mine = ntiles > warp ? (ntiles - warp + NW3 - 1) / NW3 : 0;
+    for (int i = 0; i < mine; i++) {
+        issue(i + ST3 - 1);
+        asm volatile("cp.async.wait_group %0;\n" ::"n"(ST3 - 1) : "memory");
+        __syncwarp();
+        const uint16_t *Kt = ring + (i % ST3) * S::STAGE, *Vt = Kt + T3 * S::RS;
+        const int ts = t0 + (warp + NW3 * i) * T3;
+        float s[2][4];
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++) {
+            s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+            const uint16_t *kr = Kt + (nt * 8 + gid) * S::RS + 2 * t4;
+#pragma unroll
+            for (int kk = 0; kk < KS; kk++)
+                mma16816(s[nt], qa[kk][0], qa[kk][1], qa[kk][2], qa[kk][3], ld32(kr + kk * 16), ld32(kr + kk * 16 + 8));
+        }
+        float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                const bool ok = ts + nt * 8 + 2 * t4 + e < t1;
+                s[nt][e] = ok ? s[nt][e] * L.scale : -INFINITY;
+                s[nt][2 + e] = ok ? s[nt][2 + e] * L.scale : -INFINITY;
+                mx0 = fmaxf(mx0, s[nt][e]);
+                mx1 = fmaxf(mx1, s[nt][2 + e]);
+            }
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+        const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1); /* finite: every tile has a valid token */
+        const float c0 = expf(m0 - mn0), c1 = expf(m1 - mn1);
+        m0 = mn0, m1 = mn1;
+        l0 *= c0, l1 *= c1;
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                s[nt][e] = expf(s[nt][e] - mn0);
+                s[nt][2 + e] = expf(s[nt][2 + e] - mn1);
+                l0 += s[nt][e], l1 += s[nt][2 + e];
+            }
+#pragma unroll
+        for (int i2 = 0; i2 < NT; i2++) o[i2][0] *= c0, o[i2][1] *= c0, o[i2][2] *= c1, o[i2][3] *= c1;
+        const uint32_t a0 = pack2(s[0][0], s[0][1]), a1 = pack2(s[0][2], s[0][3]);
+        const uint32_t a2 = pack2(s[1][0], s[1][1]), a3 = pack2(s[1][2], s[1][3]);
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) {
+            uint32_t b0, b1;
+            ldsm_x2_trans(b0, b1, Vt + (lane & 15) * S::RS + nt * 8);
+            mma16816(o[nt], a0, a1, a2, a3, b0, b1);
+        }
+        __syncwarp(); /* the slot is refilled by the next iteration's issue */
+    }
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    __syncthreads(); /* every ring is drained: reuse shared memory for the merge */
+    float *mw = reinterpret_cast<float *>(smem);               /* [NW3][16] max */
+    float *lw = mw + NW3 * 16;                                 /* [NW3][16] sum */
+    float *ow = lw + NW3 * 16;                                 /* [NW3][16][HD] */
+    if (t4 == 0) {
+        mw[warp * 16 + gid] = m0, mw[warp * 16 + gid + 8] = m1;
+        lw[warp * 16 + gid] = l0, lw[warp * 16 + gid + 8] = l1;
+    }
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            ow[(warp * 16 + gid) * HD + nt * 8 + 2 * t4 + e] = o[nt][e];
+            ow[(warp * 16 + gid + 8) * HD + nt * 8 + 2 * t4 + e] = o[nt][2 + e];
+        }
+    __syncthreads();
+    for (int i = tid; i < per_kv * HD; i += NW3 * 32) {
+        const int qh = i / HD, d = i % HD;
+        float M = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < NW3; w++) M = fmaxf(M, mw[w * 16 + qh]);
+        float a = 0.0f, den = 0.0f;
+#pragma unroll
+        for (int w = 0; w < NW3; w++) {
+            const float mwq = mw[w * 16 + qh], f = mwq > -INFINITY ? expf(mwq - M) : 0.0f;
+            a += f * ow[(w * 16 + qh) * HD + d];
+            den += f * lw[w * 16 + qh];
+        }
+        wacc[((size_t)qh * nsplit + sp) * vw_max + d] = a;
+        if (d == 0) {
+            wml[((size_t)qh * nsplit + sp) * 2] = M;
+            wml[((size_t)qh * nsplit + sp) * 2 + 1] = den;
+        }
+    }
+}
+
 /* Reduces the splits of one (query head, sequence) and lifts the latent mix.
  * Every step is spread over the block: the split weights in parallel, the
  * columns as (column, part of the splits) threads reading coalesced rows,
@@ -759,7 +954,9 @@ extern "C" size_t alrd_gpu_attn_smem(const alrd_gpu_attn_layer *L, size_t limit)
     if (L->kmode == ALRD_GPU_K_ROPED && L->ks.bits != 16) return 0;
     if (L->vr > 0 && !L->vA) return 0;
     size_t total;
-    if (v2_ok(L)) {
+    if (v3_ok(L)) {
+        total = v3_smem(L->hd);
+    } else if (v2_ok(L)) {
         plan2_t p;
         make_plan2(L, &p);
         total = p.total;
@@ -802,6 +999,9 @@ extern "C" int alrd_gpu_attn_prepare(size_t bytes) {
             cudaError_t e = cudaFuncSetAttribute(pick(hd, km), cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
             if (e == cudaSuccess)
                 e = cudaFuncSetAttribute(pick2(hd, km), cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+            if (e == cudaSuccess)
+                e = cudaFuncSetAttribute(hd == 64 ? attn_fp16_kernel<64> : attn_fp16_kernel<128>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
             if (e != cudaSuccess) return (int)e;
         }
     return 0;
@@ -814,7 +1014,11 @@ extern "C" size_t alrd_gpu_attn_work_floats(int n_heads, int B, int nsplit, int 
 extern "C" int alrd_gpu_attn_decode(const alrd_gpu_attn_layer *L, const uint16_t *q16, const int *pos_dev, int B,
                                     int nsplit, int vw_max, float *work, uint16_t *att16, void *stream) {
     cudaStream_t st = (cudaStream_t)stream;
-    if (v2_ok(L)) {
+    if (v3_ok(L)) {
+        (L->hd == 64 ? attn_fp16_kernel<64> : attn_fp16_kernel<128>)<<<dim3(nsplit, L->n_kv, B), NW3 * 32,
+                                                                      v3_smem(L->hd), st>>>(*L, q16, pos_dev, nsplit,
+                                                                                            vw_max, work);
+    } else if (v2_ok(L)) {
         plan2_t p;
         make_plan2(L, &p);
         pick2(L->hd, L->kmode)<<<dim3(nsplit, L->n_kv / p.nkh, B), NTHREADS, p.total, st>>>(*L, p, q16, pos_dev, nsplit,
