@@ -8,8 +8,9 @@
  *              [-p 512] [-n 128] [-v SPEC]... [-r REPS] [-o out.json] [--max-fit MAXCTX]
  *
  * --max-fit: instead of speed, the largest context (a multiple of 1024, at
- * most MAXCTX) that each batch size fits in GPU memory, found by creating
- * engines (weights, caches, work space) and running a decode step.
+ * most MAXCTX and the engine's 4M) that each batch size fits in GPU memory
+ * with a -p token prefill batch, found by creating engines (weights,
+ * caches, work space) and running a decode step.
  *
  * A variant SPEC is a comma list: r=RATIO (synthetic: latent rank as a
  * fraction of the group's width; 1 = full projections), gh=N (synthetic: KV
@@ -190,15 +191,16 @@ static int new_engine(const alrd_model *m, const alrd_config *syn, const variant
 }
 
 /* The largest context (a multiple of 1024) whose engine for b sequences
- * fits in GPU memory with a 512-token prefill batch and a decode step that
- * runs; 0 when not even 1024 fits. Bisection over real allocations. */
-static int max_fit(const alrd_model *m, const alrd_config *syn, const variant *v, int b, int limit) {
+ * fits in GPU memory with a p-token prefill batch (the prefill's score
+ * scratch grows with p x context) and a decode step that runs; 0 when not
+ * even 1024 fits. Bisection over real allocations. */
+static int max_fit(const alrd_model *m, const alrd_config *syn, const variant *v, int b, int p, int limit) {
     int lo = 0, hi = limit / 1024;
     while (lo < hi) {
         int mid = (lo + hi + 1) / 2;
         alrd_gpu *g = NULL;
         alrd_error err;
-        int ok = !new_engine(m, syn, v, mid * 1024, b, 512, &g, &err);
+        int ok = !new_engine(m, syn, v, mid * 1024, b, p, &g, &err);
         if (ok) {
             int32_t *tok = calloc(b, sizeof(int32_t));
             for (int s = 0; s < b && ok; s++) ok = !alrd_gpu_fill_random(g, s, mid * 1024 - 1, 5, &err);
@@ -449,7 +451,7 @@ int main(int argc, char **argv) {
     if (gpu && fit) { /* capacity instead of speed: the largest context per (variant, batch) */
         for (int vi = 0; vi < nvar; vi++)
             for (int bi = 0; bi < nb; bi++) {
-                int c = max_fit(have_model ? &m : NULL, &syn, &vars[vi], batches[bi], fit);
+                int c = max_fit(have_model ? &m : NULL, &syn, &vars[vi], batches[bi], p, fit);
                 cJSON *r = result(&vars[vi], c, batches[bi], "max-fit");
                 cJSON_AddNumberToObject(r, "max_context", c);
                 cJSON_AddItemToArray(arr, r);

@@ -1,11 +1,14 @@
 #!/bin/sh
 # tests/gpu/device.sh A0|A|B|C|P: the GPU checks as run on the device machine
-# (DESIGN 7). A carries .devcarry/p1 + debs: builds, runs the unit tests and
-# a synthetic llama2-7b benchmark, keeps the first model part in /tmp/model
+# (DESIGN 7). A carries .devcarry/p1 + debs: builds, runs the unit tests,
+# compute-sanitizer, the synthetic SmolLM2 / llama2-7b speed tables and the
+# capacity (--max-fit) table, and keeps the first model part in /tmp/model
 # (A0: only that and the build). B (same machine, within 30 s of A) carries
-# p2 + debs + data: joins the model, makes a .alrd, and compares GPU with
-# CPU on both (CHUNKS=K perplexity chunks). C: compute-sanitizer memcheck and
-# racecheck, and a synthetic llama3-8b benchmark. Logs go to $OUT.
+# p2 + debs + data: joins the model, compares GPU with CPU, checks the GPU
+# calibration statistics, compresses on the GPU, scores the whole test file
+# and times the real files (CHUNKS=K perplexity chunks). C: compute-sanitizer
+# and a synthetic llama3-8b benchmark. P: speed and ncu probes of the
+# attention kernels. Logs go to $OUT.
 set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -24,28 +27,48 @@ A0) # only the first model part and the build, for a B that follows
     build
     wait
     ;;
-A)
+A) # units, compute-sanitizer, the synthetic speed tables and the capacity table; keeps model part 1 for B
     mkdir -p /tmp/model && cp .devcarry/p1/part_aa /tmp/model/ &
     deps
     nvidia-smi --query-gpu=name,memory.total,clocks.max.memory --format=csv,noheader
     build
     wait
-    timeout 200 build/tests/gpu/test_gpu_units 2>&1 | tee "$OUT/units.log"
-    timeout 300 build/alrd-bench --synthetic llama2-7b -d 0,4096,32768 -b 1,16 -p 512 -n 64 -r 2 \
-        -v name=fp16 -v r=0.5,gh=1,k=2,v=2,name=r0.5-k2v2 -o "$OUT/bench-llama2.json" 2>&1 | tee "$OUT/bench.log"
+    timeout 200 build/tests/gpu/test_gpu_units > "$OUT/units.txt" 2>&1; tail -1 "$OUT/units.txt"
+    for tool in memcheck racecheck; do
+        mode=--small; [ $tool = racecheck ] && mode=--race
+        timeout 200 compute-sanitizer --tool $tool --error-exitcode 3 build/tests/gpu/test_gpu_units $mode \
+            > "$OUT/$tool.log" 2>&1
+        echo "compute-sanitizer $tool: rc $?: $(grep -h 'ERROR SUMMARY\|RACECHECK SUMMARY' "$OUT/$tool.log" | tail -1)"
+    done
+    timeout 200 build/alrd-bench --synthetic smollm2-135m -d 0,512,4096,32768 -b 1,16 -p 512 -n 64 -r 3 \
+        -v name=fp16 -v r=0.5,gh=3,k=2,v=2,name=r0.5-k2v2 -o "$OUT/bench-smollm2.json" | grep tg | tee "$OUT/bench.log"
+    timeout 200 build/alrd-bench --synthetic llama2-7b -d 0,4096,32768 -b 1,16 -p 512 -n 32 -r 2 \
+        -v name=fp16 -v r=0.5,gh=1,k=2,v=2,name=r0.5-k2v2 -o "$OUT/bench-llama2.json" | grep tg | tee -a "$OUT/bench.log"
+    for S in smollm2-135m llama2-7b; do
+        gh=1; [ $S = smollm2-135m ] && gh=3
+        timeout 150 build/alrd-bench --synthetic $S -b 1,16,64 -p 64 --max-fit 4194304 -v name=fp16 \
+            -v r=0.5,gh=$gh,k=2,v=2,name=r0.5-k2v2 -o "$OUT/fit-$S.json" | tee -a "$OUT/fit.log"
+    done
     ;;
-B)
+B) # the real model: GPU vs CPU, GPU calibration, alrd-compress on the GPU, whole-file PPL, real-file speed
     cat /tmp/model/part_aa .devcarry/p2/part_ab .devcarry/p2/part_ac > $M || exit 1
     sha256sum $M
     deps
     build
-    build/alrd-compress $M -o /tmp/x.alrd --calib .devcarry/data/wiki.valid.tokens --rank-ratio 0.5 \
-        --calib-samples 8 --probe-tokens 128 --kv-bits 2 > "$OUT/compress.log" 2>&1 &
+    ( /usr/bin/time -f "compress wall %e s, peak RSS %M KB" build/alrd-compress $M -o /tmp/x.alrd \
+        --calib .devcarry/data/wiki.valid.tokens --rank-ratio 0.5 --kv-bits 2 > "$OUT/compress.log" 2>&1 ) 2>> "$OUT/compress.log" &
     timeout 240 build/tests/gpu/test_gpu_model $M $D --kv-bits 4 --chunks ${CHUNKS:-4} --full 2>&1 | tee "$OUT/model.log"
     timeout 120 build/tests/gpu/test_gpu_calib $M .devcarry/data/wiki.valid.tokens 2>&1 | tee "$OUT/calib.log"
     wait
-    tail -3 "$OUT/compress.log"
-    timeout 200 build/tests/gpu/test_gpu_model /tmp/x.alrd $D --kv-bits 4 --chunks ${CHUNKS:-4} --full 2>&1 | tee "$OUT/alrd.log"
+    grep -E "calibration|time:|wall|KV bytes" "$OUT/compress.log"
+    for b in 16 4 2; do
+        echo "x.alrd (GPU-calibrated r0.5) kv-bits $b: $(build/alrd-run /tmp/x.alrd --ppl $D --ctx 512 --kv-bits $b 2>/dev/null | grep PPL)"
+    done | tee "$OUT/ppl.log"
+    timeout 200 build/tests/gpu/test_gpu_model /tmp/x.alrd $D --chunks ${CHUNKS:-4} 2>&1 | tee "$OUT/alrd.log"
+    timeout 200 build/alrd-bench $M -d 0,512,32768 -b 1,16 -p 512 -n 64 -r 2 -v name=gguf-fp16 \
+        -o "$OUT/bench-real-fp16.json" | grep tg | tee "$OUT/bench-real.log"
+    timeout 200 build/alrd-bench /tmp/x.alrd -d 0,512,32768 -b 1,16 -p 512 -n 64 -r 2 -v name=alrd-r0.5-k2v2 \
+        -o "$OUT/bench-real-alrd.json" | grep tg | tee -a "$OUT/bench-real.log"
     build/alrd-run $M -p "The capital of France is" -n 24 2>&1 | tee "$OUT/gen.log"
     ;;
 C)
@@ -69,7 +92,7 @@ P) # units, SmolLM2-shaped speed (fp16 cache vs rank 0.5 2-bit latents), an ncu 
     S=smollm2-135m
     timeout 240 build/alrd-bench --synthetic $S -d ${DEPTHS:-0,512,32768} -b 1,16 -p 512 -n 64 -r 2 \
         -v name=fp16 -v r=0.5,gh=3,k=2,v=2,name=r0.5-k2v2 -o "$OUT/bench-smollm2.json" 2>&1 | grep tg | tee "$OUT/bench-smollm2.log"
-    for v in name=fp16 r=0.5,gh=3,k=2,v=2,name=r0.5-k2v2; do
+    [ "${NCU:-1}" = 1 ] && for v in name=fp16 r=0.5,gh=3,k=2,v=2,name=r0.5-k2v2; do
         timeout 120 ncu --kernel-name regex:attn_ --launch-skip 60 --launch-count 2 --section SpeedOfLight \
             --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy --section LaunchStats \
             --section SchedulerStats build/alrd-bench --synthetic $S -d 32768 -b ${NCU_B:-1} -p 16 -n 4 -r 1 -v $v \
