@@ -1,6 +1,7 @@
 /* compress: statistics -> whitened SVD -> sensitivities -> ranks -> factors. */
 #include "compress.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,17 +34,25 @@ static void log_softmax_row(float *x, int n) {
 
 /* ---- stage 1 ----------------------------------------------------------- */
 
+/* Hidden states kept per layer-major pass: samples (and probe runs) are
+ * processed in blocks whose states fit this, so memory stays bounded for any
+ * calibration size while each layer is materialized once per block. */
+#define STATE_BYTES ((size_t)1 << 30)
+
 struct alrd_calib {
     alrd_model *m;
     int progress;
     alrd_gram *grams;      /* [n_layers], NULL without statistics */
+    size_t rows;           /* rows summed into each Gram */
+    int keep_grams;        /* 0: alrd_decomp_new releases each Gram once used */
+    size_t spill_over;     /* SVD bases larger than this in all go to a temporary file */
     /* probe: the uncompressed model's layer inputs and log-probs */
     alrd_ctx *ctx;
     int n_seq, seq_len;
     int32_t *tokens;       /* [n_seq*seq_len] */
     float *h_in;           /* [n_layers][n_seq*seq_len][hidden] */
     float *base_lp;        /* [n_seq*seq_len][vocab] */
-    float *h, *logits;     /* scratch [seq_len][hidden], [seq_len][vocab] */
+    float *logits;         /* scratch [seq_len][vocab] */
     double base_ce, seconds;
 };
 
@@ -58,6 +67,9 @@ static void on_attn_input(void *user, int layer, const float *xn, int T) {
     if (!st->failed && alrd_gram_add(&st->grams[layer], xn, T, &st->err)) st->failed = 1;
 }
 
+/* Layer-major: every sample of a block through layer l before layer l+1, so
+ * a lazy model materializes each layer once per block. Each Gram still sees
+ * the samples in order, as a sample-major pass would feed it. */
 static int collect_grams(alrd_calib *c, const int32_t *tokens, int n_samples, int sample_len, alrd_error *err) {
     alrd_model *m = c->m;
     int L = m->cfg.n_layers, H = m->cfg.hidden;
@@ -68,22 +80,35 @@ static int collect_grams(alrd_calib *c, const int32_t *tokens, int n_samples, in
         snprintf(name, sizeof name, "model.layers.%d attention input", l);
         if (alrd_gram_init(&c->grams[l], H, name, err)) return -1;
     }
+    size_t per = (size_t)sample_len * H * sizeof(float);
+    int block = STATE_BYTES / per > (size_t)n_samples ? n_samples : (int)(STATE_BYTES / per);
+    if (block < 1) block = 1;
+    float *h = malloc(per * block);
+    if (!h) return alrd_errf(err, "calibration: out of memory for %d x %d hidden states", block, sample_len);
     stats_state st = {.grams = c->grams};
     alrd_ctx *ctx;
-    if (alrd_ctx_new(&ctx, m, sample_len, sample_len, NULL, err)) return -1;
+    if (alrd_ctx_new(&ctx, m, sample_len, sample_len, NULL, err)) { free(h); return -1; }
     alrd_ctx_set_attn_hook(ctx, on_attn_input, &st);
-    int rc = 0;
-    for (int s = 0; s < n_samples && !rc; s++) {
-        alrd_ctx_reset(ctx);
-        rc = alrd_ctx_forward(ctx, tokens + (size_t)s * sample_len, sample_len, NULL, 0, err);
-        if (!rc && st.failed) {
-            *err = st.err;
-            rc = -1;
+    int rc = 0, n_blocks = (n_samples + block - 1) / block;
+    for (int s0 = 0; s0 < n_samples && !rc; s0 += block) {
+        int nb = n_samples - s0 < block ? n_samples - s0 : block;
+        for (int s = 0; s < nb; s++)
+            alrd_ctx_embed(ctx, tokens + (size_t)(s0 + s) * sample_len, sample_len, h + (size_t)s * sample_len * H);
+        for (int l = 0; l < L && !rc; l++) {
+            for (int s = 0; s < nb && !rc; s++) {
+                rc = alrd_ctx_layer_prefill(ctx, l, h + (size_t)s * sample_len * H, sample_len, err);
+                if (!rc && st.failed) {
+                    *err = st.err;
+                    rc = -1;
+                }
+            }
+            progress(c->progress, "calibration", (s0 / block) * L + l + 1, n_blocks * L);
         }
-        progress(c->progress, "calibration", s + 1, n_samples);
     }
     alrd_ctx_free(ctx);
+    free(h);
     for (int l = 0; l < L && !rc; l++) alrd_gram_finish(&c->grams[l]);
+    if (!rc) c->rows = (size_t)c->grams[0].n_rows;
     return rc;
 }
 
@@ -91,69 +116,110 @@ static int probe_init(alrd_calib *c, const int32_t *tokens, int n_samples, int s
                       alrd_error *err) {
     alrd_model *m = c->m;
     const alrd_config *cf = &m->cfg;
+    const int H = cf->hidden, V = cf->vocab_size;
     c->seq_len = sample_len < probe_tokens ? sample_len : probe_tokens;
     c->n_seq = probe_tokens / c->seq_len;
     if (c->n_seq > n_samples) c->n_seq = n_samples;
     if (c->n_seq < 1) c->n_seq = 1;
     size_t P = (size_t)c->n_seq * c->seq_len;
     c->tokens = malloc(sizeof(int32_t) * P);
-    c->h_in = malloc(sizeof(float) * P * cf->hidden * cf->n_layers);
-    c->base_lp = malloc(sizeof(float) * P * cf->vocab_size);
-    c->h = malloc(sizeof(float) * c->seq_len * cf->hidden);
-    c->logits = malloc(sizeof(float) * c->seq_len * cf->vocab_size);
-    if (!c->tokens || !c->h_in || !c->base_lp || !c->h || !c->logits)
+    c->h_in = malloc(sizeof(float) * P * H * cf->n_layers);
+    c->base_lp = malloc(sizeof(float) * P * V);
+    c->logits = malloc(sizeof(float) * c->seq_len * V);
+    float *h = malloc(sizeof(float) * P * H);
+    if (!c->tokens || !c->h_in || !c->base_lp || !c->logits || !h) {
+        free(h);
         return alrd_errf(err, "calibration: out of memory for the probe (%zu tokens)", P);
+    }
     for (int s = 0; s < c->n_seq; s++)
         memcpy(c->tokens + (size_t)s * c->seq_len, tokens + (size_t)s * sample_len, sizeof(int32_t) * c->seq_len);
-    if (alrd_ctx_new(&c->ctx, m, c->seq_len, c->seq_len, NULL, err)) return -1;
+    if (alrd_ctx_new(&c->ctx, m, c->seq_len, c->seq_len, NULL, err)) { free(h); return -1; }
+    alrd_ctx_embed(c->ctx, c->tokens, (int)P, h);
+    for (int l = 0; l < cf->n_layers; l++) { /* layer-major, as collect_grams */
+        memcpy(c->h_in + (size_t)l * P * H, h, sizeof(float) * P * H);
+        for (int s = 0; s < c->n_seq; s++)
+            if (alrd_ctx_layer_prefill(c->ctx, l, h + (size_t)s * c->seq_len * H, c->seq_len, err)) {
+                free(h);
+                return -1;
+            }
+    }
     double ce = 0;
     size_t n = 0;
     for (int s = 0; s < c->n_seq; s++) {
         size_t off = (size_t)s * c->seq_len;
-        alrd_ctx_embed(c->ctx, c->tokens + off, c->seq_len, c->h);
-        for (int l = 0; l < cf->n_layers; l++) {
-            memcpy(c->h_in + ((size_t)l * P + off) * cf->hidden, c->h, sizeof(float) * c->seq_len * cf->hidden);
-            if (alrd_ctx_layer_prefill(c->ctx, l, c->h, c->seq_len, err)) return -1;
-        }
-        float *lp = c->base_lp + off * cf->vocab_size;
-        alrd_ctx_logits(c->ctx, c->h, c->seq_len, lp);
+        float *lp = c->base_lp + off * V;
+        alrd_ctx_logits(c->ctx, h + off * H, c->seq_len, lp);
         for (int t = 0; t < c->seq_len; t++) {
-            log_softmax_row(lp + (size_t)t * cf->vocab_size, cf->vocab_size);
-            if (t + 1 < c->seq_len) { ce -= lp[(size_t)t * cf->vocab_size + c->tokens[off + t + 1]]; n++; }
+            log_softmax_row(lp + (size_t)t * V, V);
+            if (t + 1 < c->seq_len) { ce -= lp[(size_t)t * V + c->tokens[off + t + 1]]; n++; }
         }
     }
+    free(h);
     c->base_ce = ce / n;
     return 0;
 }
 
-/* Runs layers [from, L) of the probe sequences from the saved inputs;
- * mean KL(base || model) over all positions and next-token cross-entropy. */
-static int probe_run(alrd_calib *c, int from, double *kl_out, double *ce_out, alrd_error *err) {
+/* Before (on = 1) and after (on = 0) run `run` goes through layer l:
+ * installs / removes that run's K/V overrides there. */
+typedef int (*probe_setup_fn)(void *user, int run, int layer, int on, alrd_error *err);
+
+/* n_runs probe runs, run j from the saved inputs of layer from[j] (ascending)
+ * to the logits: mean KL(base || run) over all positions into kl[j] and the
+ * next-token cross-entropy into ce[j] (ce may be NULL). Layer-major over the
+ * runs of a block (a lazy model materializes each layer once per block);
+ * every run sees exactly the operations a run of its own would. */
+static int probe_pass(alrd_calib *c, int n_runs, const int *from, probe_setup_fn setup, void *user, double *kl_out,
+                      double *ce_out, const char *what, alrd_error *err) {
     const alrd_config *cf = &c->m->cfg;
-    int V = cf->vocab_size;
-    size_t P = (size_t)c->n_seq * c->seq_len;
-    double kl = 0, ce = 0;
-    size_t n = 0, nce = 0;
-    for (int s = 0; s < c->n_seq; s++) {
-        size_t off = (size_t)s * c->seq_len;
-        memcpy(c->h, c->h_in + ((size_t)from * P + off) * cf->hidden, sizeof(float) * c->seq_len * cf->hidden);
-        for (int l = from; l < cf->n_layers; l++)
-            if (alrd_ctx_layer_prefill(c->ctx, l, c->h, c->seq_len, err)) return -1;
-        alrd_ctx_logits(c->ctx, c->h, c->seq_len, c->logits);
-        for (int t = 0; t < c->seq_len; t++) {
-            float *lp = c->logits + (size_t)t * V;
-            const float *bp = c->base_lp + (off + t) * V;
-            log_softmax_row(lp, V);
-            double k = 0;
-            for (int i = 0; i < V; i++) k += exp((double)bp[i]) * ((double)bp[i] - lp[i]);
-            kl += k > 0 ? k : 0;
-            n++;
-            if (t + 1 < c->seq_len) { ce -= lp[c->tokens[off + t + 1]]; nce++; }
+    const int V = cf->vocab_size, H = cf->hidden, L = cf->n_layers, S = c->seq_len;
+    size_t P = (size_t)c->n_seq * S, per = P * H * sizeof(float);
+    int block = STATE_BYTES / per > (size_t)n_runs ? n_runs : (int)(STATE_BYTES / per);
+    if (block < 1) block = 1;
+    float *h = malloc(per * block);
+    if (!h) return alrd_errf(err, "calibration: out of memory for %d probe runs", block);
+    int rc = 0, done = 0, total = 0;
+    for (int j = 0; j < n_runs; j++) total += L - from[j];
+    for (int j0 = 0; j0 < n_runs && !rc; j0 += block) {
+        int nb = n_runs - j0 < block ? n_runs - j0 : block;
+        for (int l = from[j0]; l < L && !rc; l++) {
+            for (int j = 0; j < nb && !rc; j++) {
+                float *hj = h + (size_t)j * P * H;
+                if (from[j0 + j] > l) continue;
+                if (from[j0 + j] == l) memcpy(hj, c->h_in + (size_t)l * P * H, per);
+                rc = setup ? setup(user, j0 + j, l, 1, err) : 0;
+                for (int s = 0; s < c->n_seq && !rc; s++)
+                    rc = alrd_ctx_layer_prefill(c->ctx, l, hj + (size_t)s * S * H, S, err);
+                if (setup) { /* always undone, also after a failure */
+                    alrd_error e2;
+                    if (setup(user, j0 + j, l, 0, rc ? &e2 : err)) rc = -1;
+                }
+                progress(c->progress && what, what, ++done, total);
+            }
+        }
+        for (int j = 0; j < nb && !rc; j++) {
+            const float *hj = h + (size_t)j * P * H;
+            double kl = 0, ce = 0;
+            size_t n = 0, nce = 0;
+            for (int s = 0; s < c->n_seq; s++) {
+                size_t off = (size_t)s * S;
+                alrd_ctx_logits(c->ctx, hj + off * H, S, c->logits);
+                for (int t = 0; t < S; t++) {
+                    float *lp = c->logits + (size_t)t * V;
+                    const float *bp = c->base_lp + (off + t) * V;
+                    log_softmax_row(lp, V);
+                    double k = 0;
+                    for (int i = 0; i < V; i++) k += exp((double)bp[i]) * ((double)bp[i] - lp[i]);
+                    kl += k > 0 ? k : 0;
+                    n++;
+                    if (t + 1 < S) { ce -= lp[c->tokens[off + t + 1]]; nce++; }
+                }
+            }
+            kl_out[j0 + j] = kl / n;
+            if (ce_out) ce_out[j0 + j] = ce / nce;
         }
     }
-    *kl_out = kl / n;
-    if (ce_out) *ce_out = ce / nce;
-    return 0;
+    free(h);
+    return rc;
 }
 
 int alrd_calib_new(alrd_calib **out, alrd_model *m, const int32_t *tokens, int n_samples, int sample_len,
@@ -162,10 +228,16 @@ int alrd_calib_new(alrd_calib **out, alrd_model *m, const int32_t *tokens, int n
     if (m->has_lowrank) return alrd_errf(err, "%s: already compressed (a .alrd file)", m->path);
     if (n_samples < 1 || sample_len < 2) return alrd_errf(err, "calibration: no calibration samples");
     if (probe_tokens < 2) return alrd_errf(err, "calibration: --probe-tokens must be at least 2");
+    for (size_t i = 0; i < (size_t)n_samples * sample_len; i++)
+        if (tokens[i] < 0 || tokens[i] >= m->cfg.vocab_size)
+            return alrd_errf(err, "calibration: token id %d at %zu out of range [0, %d)", tokens[i], i,
+                             m->cfg.vocab_size);
     alrd_calib *c = calloc(1, sizeof *c);
     if (!c) return alrd_errf(err, "calibration: out of memory");
     c->m = m;
     c->progress = progress_on;
+    c->keep_grams = 1;
+    c->spill_over = (size_t)1 << 30;
     double t0 = alrd_now();
     if ((need_grams && collect_grams(c, tokens, n_samples, sample_len, err)) ||
         probe_init(c, tokens, n_samples, sample_len, probe_tokens, err)) {
@@ -177,24 +249,31 @@ int alrd_calib_new(alrd_calib **out, alrd_model *m, const int32_t *tokens, int n
     return 0;
 }
 
+static void release_gram(alrd_calib *c, int l) {
+    alrd_gram_free(&c->grams[l]);
+}
+
 void alrd_calib_free(alrd_calib *c) {
     if (!c) return;
     if (c->grams)
-        for (int l = 0; l < c->m->cfg.n_layers; l++) alrd_gram_free(&c->grams[l]);
+        for (int l = 0; l < c->m->cfg.n_layers; l++) release_gram(c, l);
     free(c->grams);
     alrd_ctx_free(c->ctx);
     free(c->tokens);
     free(c->h_in);
     free(c->base_lp);
-    free(c->h);
     free(c->logits);
     free(c);
 }
+
+void alrd_calib_release_grams(alrd_calib *c) { c->keep_grams = 0; }
+void alrd_calib_set_spill(alrd_calib *c, size_t bytes) { c->spill_over = bytes; }
 
 void alrd_calib_dampen(alrd_calib *c, double damp) {
     if (!c->grams || damp <= 0) return;
     for (int l = 0; l < c->m->cfg.n_layers; l++) {
         alrd_gram *g = &c->grams[l];
+        if (!g->c) continue;
         double tr = 0;
         for (int i = 0; i < g->d; i++) tr += g->c[(size_t)i * g->d + i];
         double add = damp * tr / g->d;
@@ -215,8 +294,15 @@ const float *alrd_calib_probe_inputs(const alrd_calib *c, int layer, int *n_rows
 
 /* ---- stage 2 ----------------------------------------------------------- */
 
+/* The SVD bases (u, V^T S^-1) of every module need not stay in memory: 64
+ * modules of a 7B model hold 17 GB of them in fp64. Above the calib's spill
+ * size (alrd_calib_set_spill) each group's bases go to an unlinked temporary
+ * file right after its SVD (u transposed, so the first r columns are one
+ * contiguous read) and are read back, r rows at a time, when factors of rank
+ * r are cut; only sigma stays resident. Small models keep them in memory. */
 typedef struct {
-    alrd_wsvd *g;          /* [n_groups] */
+    alrd_wsvd *g;          /* [n_groups]; u and vts NULL when spilled */
+    uint64_t *off;         /* [n_groups] byte offset of the group's u^T [k][rows], then vts [k][d] */
     double *tail;          /* [full+1]: sum over groups of tail(r) */
     double total;
     double sensitivity, probe_kl;
@@ -227,7 +313,12 @@ struct alrd_decomp {
     int whiten, group_heads, n_groups, gh;
     int probe_rank;        /* 0 until sensitivities are measured */
     module_svd *ms;        /* [2*n_layers] */
-    float *W, *A, *B, *saved; /* scratch */
+    float *Wk, *Wv, *A, *B; /* scratch: low-rank weights of a layer, factors of a group */
+    int spill_fd;          /* -1: none */
+    uint64_t spill_end;
+    double *su, *svts;     /* scratch: one group's bases (scratch_bases) */
+    int probe_rank_run;    /* setup state of a probe pass */
+    const int *run_k, *run_v;
 };
 
 int alrd_decomp_full_rank(const alrd_decomp *d) { return d->gh; }
@@ -246,57 +337,139 @@ void alrd_decomp_free(alrd_decomp *d) {
             if (d->ms[i].g)
                 for (int g = 0; g < d->n_groups; g++) alrd_wsvd_free(&d->ms[i].g[g]);
             free(d->ms[i].g);
+            free(d->ms[i].off);
             free(d->ms[i].tail);
         }
     }
+    if (d->spill_fd >= 0) close(d->spill_fd);
     free(d->ms);
-    free(d->W); free(d->A); free(d->B); free(d->saved);
+    free(d->Wk); free(d->Wv); free(d->A); free(d->B); free(d->su); free(d->svts);
     free(d);
+}
+
+/* An unlinked file in $TMPDIR (or /tmp): gone when closed, even after a crash. */
+static int spill_open(alrd_decomp *d, alrd_error *err) {
+    const char *dir = getenv("TMPDIR");
+    char path[1024];
+    snprintf(path, sizeof path, "%s/alrd-svd-XXXXXX", dir && *dir ? dir : "/tmp");
+    d->spill_fd = mkstemp(path);
+    if (d->spill_fd < 0) return alrd_errf(err, "%s: cannot create the SVD spill file: %s", path, strerror(errno));
+    unlink(path);
+    return 0;
+}
+
+static int spill_io(int fd, int wr, void *buf, size_t n, uint64_t off, alrd_error *err) {
+    char *p = buf;
+    while (n) {
+        ssize_t k = wr ? pwrite(fd, p, n, (off_t)off) : pread(fd, p, n, (off_t)off);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0)
+            return alrd_errf(err, "SVD spill file: %s failed at offset %llu: %s", wr ? "write" : "read",
+                             (unsigned long long)off, k < 0 ? strerror(errno) : "unexpected end");
+        p += k; n -= (size_t)k; off += (uint64_t)k;
+    }
+    return 0;
+}
+
+/* Moves w's bases to the spill file (transposing u into d->su) and frees them. */
+static int spill_put(alrd_decomp *d, alrd_wsvd *w, uint64_t *off, alrd_error *err) {
+    const size_t rows = w->rows, k = w->k, dd = w->d;
+    for (size_t i = 0; i < rows; i++)
+        for (size_t j = 0; j < k; j++) d->su[j * rows + i] = w->u[i * k + j];
+    *off = d->spill_end;
+    int rc = spill_io(d->spill_fd, 1, d->su, sizeof(double) * rows * k, *off, err) ||
+             spill_io(d->spill_fd, 1, w->vts, sizeof(double) * k * dd, *off + sizeof(double) * rows * k, err);
+    d->spill_end += sizeof(double) * (rows * k + k * dd);
+    free(w->u); free(w->vts);
+    w->u = w->vts = NULL;
+    return rc ? -1 : 0;
+}
+
+/* The rank-r factors of group g of module m, as alrd_wsvd_factors cuts them
+ * from the full bases (the first r columns of u, rows of vts). su, svts:
+ * scratch of gh * min(gh, hidden) and min(gh, hidden) * max(gh, hidden) doubles. */
+static int group_factors(const alrd_decomp *d, int m, int g, int r, float *A, float *B, double *su, double *svts,
+                         alrd_error *err) {
+    const alrd_wsvd *w = &d->ms[m].g[g];
+    if (d->spill_fd < 0) return alrd_wsvd_factors(w, r, A, B, err); /* bases in memory */
+    if (r < 0 || r > w->k) return alrd_errf(err, "%s: wsvd: rank %d outside 0..%d", w->name, r, w->k);
+    const size_t rows = w->rows, k = w->k, dd = w->d;
+    uint64_t off = d->ms[m].off[g];
+    if (spill_io(d->spill_fd, 0, svts, sizeof(double) * r * rows, off, err)) return -1; /* u^T rows = u columns */
+    for (size_t i = 0; i < rows; i++)
+        for (size_t j = 0; j < (size_t)r; j++) su[i * r + j] = svts[j * rows + i];
+    if (spill_io(d->spill_fd, 0, svts, sizeof(double) * r * dd, off + sizeof(double) * rows * k, err)) return -1;
+    alrd_wsvd t = *w; /* a view with k = r: the same arithmetic on the kept part */
+    t.k = r;
+    t.u = su;
+    t.vts = svts;
+    return alrd_wsvd_factors(&t, r, A, B, err);
+}
+
+static int scratch_bases(const alrd_decomp *d, double **su, double **svts, alrd_error *err) {
+    int H = d->c->m->cfg.hidden, kmax = d->gh < H ? d->gh : H;
+    *su = malloc(sizeof(double) * d->gh * kmax);
+    *svts = malloc(sizeof(double) * kmax * (d->gh > H ? d->gh : H));
+    if (*su && *svts) return 0;
+    free(*su); free(*svts);
+    *su = *svts = NULL;
+    return alrd_errf(err, "compress: out of memory");
 }
 
 int alrd_decomp_new(alrd_decomp **out, alrd_calib *c, int whiten, int group_heads, alrd_error *err) {
     *out = NULL;
-    const alrd_model *m = c->m;
+    alrd_model *m = c->m;
     const alrd_config *cf = &m->cfg;
     int L = cf->n_layers, H = cf->hidden, kvd = cf->n_kv_heads * cf->head_dim;
     if (!group_heads) group_heads = cf->n_kv_heads;
     if (group_heads <= 0 || cf->n_kv_heads % group_heads)
         return alrd_errf(err, "compress: --group-heads %d does not divide the %d KV heads", group_heads, cf->n_kv_heads);
     if (whiten && !c->grams) return alrd_errf(err, "compress: whitening needs calibration statistics");
+    if (whiten && !c->grams[0].c) return alrd_errf(err, "compress: the calibration statistics were released");
     alrd_decomp *d = calloc(1, sizeof *d);
     if (!d) return alrd_errf(err, "compress: out of memory");
     d->c = c;
+    d->spill_fd = -1;
     d->whiten = whiten;
     d->group_heads = group_heads;
     d->n_groups = cf->n_kv_heads / group_heads;
     d->gh = group_heads * cf->head_dim;
     d->ms = calloc(2 * L, sizeof *d->ms);
-    d->W = malloc(sizeof(float) * kvd * H);
-    d->saved = malloc(sizeof(float) * kvd * H);
+    d->Wk = malloc(sizeof(float) * kvd * H);
+    d->Wv = malloc(sizeof(float) * kvd * H);
     d->A = malloc(sizeof(float) * d->gh * d->gh);
     d->B = malloc(sizeof(float) * d->gh * H);
-    if (!d->ms || !d->W || !d->saved || !d->A || !d->B) {
+    if (!d->ms || !d->Wk || !d->Wv || !d->A || !d->B || scratch_bases(d, &d->su, &d->svts, err)) {
         alrd_decomp_free(d);
         return alrd_errf(err, "compress: out of memory");
     }
+    int kmax = d->gh < H ? d->gh : H;
+    double bases = 2.0 * L * d->n_groups * ((double)d->gh * kmax + (double)kmax * H) * sizeof(double);
+    if (bases > (double)c->spill_over && spill_open(d, err)) { alrd_decomp_free(d); return -1; }
     for (int l = 0; l < L; l++) {
         alrd_whitening wh;
         memset(&wh, 0, sizeof wh);
         char name[96];
         snprintf(name, sizeof name, "model.layers.%d attention input", l);
         if (whiten && alrd_whitening_compute(&wh, c->grams[l].c, H, name, err)) { alrd_decomp_free(d); return -1; }
+        if (whiten && !c->keep_grams) release_gram(c, l);
+        alrd_layer view;
+        const alrd_layer *ly = alrd_model_layer(m, l, &view, err);
+        if (!ly) { alrd_whitening_free(&wh); alrd_decomp_free(d); return -1; }
         for (int v = 0; v < 2; v++) {
             module_svd *md = &d->ms[2 * l + v];
-            const float *Wf = v ? m->layers[l].wv : m->layers[l].wk;
+            const float *Wf = v ? ly->wv : ly->wk;
             md->g = calloc(d->n_groups, sizeof *md->g);
+            md->off = calloc(d->n_groups, sizeof *md->off);
             md->tail = calloc(d->gh + 1, sizeof(double));
-            int rc = !md->g || !md->tail ? alrd_errf(err, "compress: out of memory") : 0;
+            int rc = !md->g || !md->off || !md->tail ? alrd_errf(err, "compress: out of memory") : 0;
             snprintf(name, sizeof name, "model.layers.%d.self_attn.%s_proj", l, v ? "v" : "k");
             for (int g = 0; g < d->n_groups && !rc; g++) {
                 rc = alrd_wsvd_compute_with(&md->g[g], whiten ? &wh : NULL, Wf + (size_t)g * d->gh * H, d->gh, H,
                                             name, err);
                 for (int k = 0; k <= d->gh && !rc; k++) md->tail[k] += alrd_wsvd_tail(&md->g[g], k);
                 if (!rc) md->total += md->g[g].total;
+                if (!rc && d->spill_fd >= 0) rc = spill_put(d, &md->g[g], &md->off[g], err);
             }
             if (rc) { alrd_whitening_free(&wh); alrd_decomp_free(d); return -1; }
         }
@@ -307,46 +480,44 @@ int alrd_decomp_new(alrd_decomp **out, alrd_calib *c, int whiten, int group_head
     return 0;
 }
 
-/* W' = A_r B_r for every group of module m, as a full [n_kv*hd][hidden] weight in d->W. */
-static int lowrank_weight(alrd_decomp *d, int m, int r, alrd_error *err) {
+/* W' = A_r B_r for every group of module m, as a full [n_kv*hd][hidden] weight in W. */
+static int lowrank_weight(alrd_decomp *d, int m, int r, float *W, alrd_error *err) {
     int H = d->c->m->cfg.hidden;
     for (int g = 0; g < d->n_groups; g++) {
-        float *Wg = d->W + (size_t)g * d->gh * H;
-        if (r == 0) { /* not decomposed: the original rows */
-            const alrd_layer *L = &d->c->m->layers[m / 2];
-            memcpy(Wg, (m % 2 ? L->wv : L->wk) + (size_t)g * d->gh * H, sizeof(float) * d->gh * H);
-            continue;
-        }
-        if (alrd_wsvd_factors(&d->ms[m].g[g], r, d->A, d->B, err)) return -1;
-        alrd_matmul(Wg, d->A, d->B, d->gh, H, r);
+        if (group_factors(d, m, g, r, d->A, d->B, d->su, d->svts, err)) return -1;
+        alrd_matmul(W + (size_t)g * d->gh * H, d->A, d->B, d->gh, H, r);
     }
     return 0;
 }
 
-static float *module_weight(alrd_decomp *d, int m) {
-    alrd_layer *L = &d->c->m->layers[m / 2];
-    return m % 2 ? L->wv : L->wk;
+/* Sensitivity runs: run i truncates module i alone, from its layer on. */
+static int setup_sensitivity(void *user, int run, int layer, int on, alrd_error *err) {
+    alrd_decomp *d = user;
+    if (layer != run / 2) return 0;
+    float *W = run % 2 ? d->Wv : d->Wk;
+    if (on && lowrank_weight(d, run, d->probe_rank_run, W, err)) return -1;
+    return alrd_model_set_override(d->c->m, layer, run % 2, on ? W : NULL, err);
 }
 
 int alrd_decomp_sensitivities(alrd_decomp *d, int probe_rank, alrd_error *err) {
     const alrd_config *cf = &d->c->m->cfg;
-    size_t wn = (size_t)cf->n_kv_heads * cf->head_dim * cf->hidden;
+    const int n = 2 * cf->n_layers;
     if (probe_rank < 1 || probe_rank >= d->gh)
         return alrd_errf(err, "compress: probe rank %d outside [1, %d)", probe_rank, d->gh);
-    for (int i = 0; i < 2 * cf->n_layers; i++) {
-        float *Wl = module_weight(d, i);
-        if (lowrank_weight(d, i, probe_rank, err)) return -1;
-        memcpy(d->saved, Wl, sizeof(float) * wn);
-        memcpy(Wl, d->W, sizeof(float) * wn);
-        double kl;
-        int rc = probe_run(d->c, i / 2, &kl, NULL, err);
-        memcpy(Wl, d->saved, sizeof(float) * wn);
-        if (rc) return -1;
+    int *from = calloc(n, sizeof(int));
+    double *kl = malloc(sizeof(double) * n);
+    if (!from || !kl) { free(from); free(kl); return alrd_errf(err, "compress: out of memory"); }
+    for (int i = 0; i < n; i++) from[i] = i / 2;
+    d->probe_rank_run = probe_rank;
+    int rc = probe_pass(d->c, n, from, setup_sensitivity, d, kl, NULL, "sensitivity", err);
+    for (int i = 0; i < n && !rc; i++) {
         double tail = d->ms[i].tail[probe_rank];
-        d->ms[i].probe_kl = kl;
-        d->ms[i].sensitivity = tail > 0 ? kl / tail : 0;
-        progress(d->c->progress, "sensitivity", i + 1, 2 * cf->n_layers);
+        d->ms[i].probe_kl = kl[i];
+        d->ms[i].sensitivity = tail > 0 ? kl[i] / tail : 0;
     }
+    free(from);
+    free(kl);
+    if (rc) return -1;
     d->probe_rank = probe_rank;
     return 0;
 }
@@ -377,8 +548,9 @@ int alrd_decomp_factors(const alrd_decomp *d, const int *k_rank, const int *v_ra
                         float **kA, float **kB, float **vA, float **vB, alrd_error *err) {
     const alrd_config *cf = &d->c->m->cfg;
     int H = cf->hidden, gh = d->gh;
-    double *Hm = hadamard ? malloc(sizeof(double) * gh * gh) : NULL;
+    double *Hm = hadamard ? malloc(sizeof(double) * gh * gh) : NULL, *su, *svts;
     if (hadamard && !Hm) return alrd_errf(err, "compress: out of memory");
+    if (scratch_bases(d, &su, &svts, err)) { free(Hm); return -1; }
     int rc = 0;
     for (int i = 0; i < 2 * cf->n_layers && !rc; i++) {
         int l = i / 2, v = i % 2, rk = v ? v_rank[l] : k_rank[l];
@@ -393,38 +565,36 @@ int alrd_decomp_factors(const alrd_decomp *d, const int *k_rank, const int *v_ra
             rc = alrd_hadamard_matrix(rk, seed + 2 * (uint64_t)l + v, Hm, NULL, err);
         for (int g = 0; g < d->n_groups && !rc; g++) {
             float *A = *pA + (size_t)g * gh * rk, *B = *pB + (size_t)g * rk * H;
-            rc = alrd_wsvd_factors(&d->ms[i].g[g], rk, A, B, err);
+            rc = group_factors(d, i, g, rk, A, B, su, svts, err);
             if (!rc && hadamard) rc = alrd_hadamard_fold(Hm, rk, A, gh, B, H, err);
         }
     }
     free(Hm);
+    free(su);
+    free(svts);
     return rc;
+}
+
+/* The measure run: every module truncated at its rank, layer by layer. */
+static int setup_measure(void *user, int run, int layer, int on, alrd_error *err) {
+    alrd_decomp *d = user;
+    (void)run;
+    for (int v = 0; v < 2; v++) {
+        int rk = v ? d->run_v[layer] : d->run_k[layer];
+        if (rk == 0) continue; /* not decomposed: the original weight */
+        float *W = v ? d->Wv : d->Wk;
+        if (on && lowrank_weight(d, 2 * layer + v, rk, W, err)) return -1;
+        if (alrd_model_set_override(d->c->m, layer, v, on ? W : NULL, err)) return -1;
+    }
+    return 0;
 }
 
 int alrd_decomp_measure(alrd_decomp *d, const int *k_rank, const int *v_rank, double *kl, double *ce,
                         alrd_error *err) {
-    const alrd_config *cf = &d->c->m->cfg;
-    int L = cf->n_layers;
-    size_t wn = (size_t)cf->n_kv_heads * cf->head_dim * cf->hidden;
-    float **full = calloc(2 * L, sizeof(float *));
-    if (!full) return alrd_errf(err, "compress: out of memory");
-    int rc = 0;
-    for (int i = 0; i < 2 * L && !rc; i++) {
-        int rk = i % 2 ? v_rank[i / 2] : k_rank[i / 2];
-        if (rk == 0) continue;
-        if (lowrank_weight(d, i, rk, err)) { rc = -1; break; }
-        if (!(full[i] = malloc(sizeof(float) * wn))) { rc = alrd_errf(err, "compress: out of memory"); break; }
-        memcpy(full[i], module_weight(d, i), sizeof(float) * wn);
-        memcpy(module_weight(d, i), d->W, sizeof(float) * wn);
-    }
-    if (!rc) rc = probe_run(d->c, 0, kl, ce, err);
-    for (int i = 0; i < 2 * L; i++) { /* restore the model */
-        if (!full[i]) continue;
-        memcpy(module_weight(d, i), full[i], sizeof(float) * wn);
-        free(full[i]);
-    }
-    free(full);
-    return rc;
+    int from = 0;
+    d->run_k = k_rank;
+    d->run_v = v_rank;
+    return probe_pass(d->c, 1, &from, setup_measure, d, kl, ce, NULL, err);
 }
 
 /* ---- one configuration ------------------------------------------------- */
@@ -448,6 +618,7 @@ int alrd_compress_run(alrd_model *m, const int32_t *tokens, int n_samples, int s
     int rc = -1, search = !o->k_rank && !o->uniform && o->rank_ratio < 1; /* ratio 1 keeps every rank full */
     if (alrd_calib_new(&c, m, tokens, n_samples, sample_len, o->probe_tokens, o->whiten, o->progress, err)) goto done;
     r->t_stats = alrd_now() - t0;
+    alrd_calib_release_grams(c); /* one decomposition: each Gram is freed once used */
     alrd_calib_dampen(c, o->damp);
     double t1 = alrd_now();
     if (alrd_decomp_new(&d, c, o->whiten, o->group_heads, err)) goto done;
@@ -545,7 +716,7 @@ void alrd_compress_result_free(alrd_compress_result *r) {
 
 /* ---- added for calib/qerr and alrd-sweep ------------------------------- */
 
-size_t alrd_calib_rows(const alrd_calib *c) { return c->grams ? (size_t)c->grams[0].n_rows : 0; }
+size_t alrd_calib_rows(const alrd_calib *c) { return c->rows; }
 
 const int32_t *alrd_calib_probe_ids(const alrd_calib *c, int *n_seq, int *seq_len) {
     *n_seq = c->n_seq;
@@ -660,4 +831,105 @@ int alrd_compress_pack_factors(alrd_packed *out, const alrd_packed *base, int n_
                 out->n++;
             }
     return 0;
+}
+
+/* ---- streaming write (alrd-compress) ------------------------------------ */
+
+/* Elements converted per piece: the only buffers of the write. */
+#define WRITE_CHUNK ((size_t)1 << 22)
+
+typedef struct {
+    const alrd_source *src;
+    const alrd_tensor **from;  /* [n] the source tensor, or NULL for a factor */
+    const float **f32;         /* [n] the factor's floats */
+    const alrd_tensor *out;    /* [n] as written */
+    float *f;                  /* [WRITE_CHUNK] */
+    void *b;                   /* [WRITE_CHUNK] in the output dtype */
+} write_state;
+
+static int fill_tensor(void *user, int i, alrd_file_sink *sink, alrd_error *err) {
+    write_state *w = user;
+    const alrd_tensor *o = &w->out[i];
+    size_t n = o->nbytes / dtype_size(o->dtype);
+    if (!w->from[i]) { /* a factor: floats in memory */
+        for (size_t k = 0; k < n; k += WRITE_CHUNK) {
+            size_t m = n - k < WRITE_CHUNK ? n - k : WRITE_CHUNK;
+            if (alrd_file_convert_f32(w->f32[i] + k, m, o->dtype, w->b, err) ||
+                alrd_file_sink_put(sink, w->b, m * dtype_size(o->dtype), err))
+                return -1;
+        }
+        return 0;
+    }
+    const alrd_tensor *t = w->from[i]; /* whole rows at a time, dequantized from the mapping */
+    int64_t rows = alrd_tensor_rows(t), cols = alrd_tensor_cols(t);
+    int64_t step = cols > 0 && (size_t)cols <= WRITE_CHUNK ? (int64_t)(WRITE_CHUNK / (size_t)cols) : 1;
+    if (cols <= 0 || (size_t)cols > WRITE_CHUNK)
+        return alrd_errf(err, "%s: %s: rows of %lld elements are too long to convert", w->src->path, t->name,
+                         (long long)cols);
+    for (int64_t r0 = 0; r0 < rows; r0 += step) {
+        int64_t nr = rows - r0 < step ? rows - r0 : step;
+        size_t m = (size_t)nr * (size_t)cols;
+        if (alrd_tensor_rows_f32(t, r0, nr, w->f, err) || alrd_file_convert_f32(w->f, m, o->dtype, w->b, err) ||
+            alrd_file_sink_put(sink, w->b, m * dtype_size(o->dtype), err))
+            return -1;
+    }
+    alrd_model_release_pages(w->src, t); /* read once: keep the mapping out of the resident set */
+    return 0;
+}
+
+int alrd_compress_write(const char *path, const alrd_source *src, alrd_dtype wdt, const alrd_compress_result *r,
+                        const alrd_lowrank *lr, const char *meta_json, alrd_error *err) {
+    if (wdt != ALRD_F16 && wdt != ALRD_BF16 && wdt != ALRD_F32)
+        return alrd_errf(err, "pack: weights dtype must be f16, bf16 or f32");
+    const int L = r->n_layers, gh = r->group_heads * r->head_dim;
+    int cap = src->n_tensors + 4 * L;
+    alrd_tensor *out = calloc(cap, sizeof *out);
+    write_state w = {.src = src, .from = calloc(cap, sizeof *w.from), .f32 = calloc(cap, sizeof *w.f32), .out = out,
+                     .f = malloc(sizeof(float) * WRITE_CHUNK), .b = malloc(sizeof(float) * WRITE_CHUNK)};
+    int n = 0, rc = -1;
+    if (!out || !w.from || !w.f32 || !w.f || !w.b) { alrd_errf(err, "pack: out of memory"); goto done; }
+    for (int i = 0; i < src->n_tensors; i++) { /* as alrd_compress_pack_source + pack_factors list them */
+        const alrd_tensor *t = &src->tensors[i];
+        int layer;
+        char proj;
+        if (sscanf(t->name, "model.layers.%d.self_attn.%c_proj.weight", &layer, &proj) == 2 && layer >= 0 &&
+            layer < L && (proj == 'k' || proj == 'v') && (proj == 'k' ? r->k_rank : r->v_rank)[layer] > 0)
+            continue; /* replaced by its factors */
+        size_t ne = (size_t)alrd_tensor_numel(t), nb;
+        alrd_dtype dt = t->n_dims == 1 ? ALRD_F32 : wdt; /* norms and biases stay f32 */
+        if (alrd_mul_ok(ne, 4, &nb)) { alrd_errf(err, "%s: %s: size overflow", src->path, t->name); goto done; }
+        out[n] = *t;
+        out[n].dtype = dt;
+        out[n].data = NULL;
+        out[n].nbytes = ne * dtype_size(dt);
+        out[n].unpermute_heads = 0;
+        w.from[n++] = t;
+    }
+    for (int l = 0; l < L; l++)
+        for (int v = 0; v < 2; v++)
+            for (int ab = 0; ab < 2; ab++) {
+                int rk = v ? r->v_rank[l] : r->k_rank[l];
+                if (rk == 0) continue;
+                const float *f = ab ? (v ? r->vB[l] : r->kB[l]) : (v ? r->vA[l] : r->kA[l]);
+                alrd_tensor *t = &out[n];
+                memset(t, 0, sizeof *t);
+                snprintf(t->name, sizeof t->name, "model.layers.%d.self_attn.%s_proj.%s", l, v ? "v" : "k",
+                         ab ? "B" : "A");
+                if (!f) { alrd_errf(err, "pack: %s: missing factor", t->name); goto done; }
+                t->n_dims = 3;
+                t->shape[0] = r->n_groups;
+                t->shape[1] = ab ? rk : gh;
+                t->shape[2] = ab ? r->hidden : rk;
+                t->dtype = wdt;
+                t->nbytes = (size_t)r->n_groups * t->shape[1] * t->shape[2] * dtype_size(wdt);
+                w.f32[n++] = f;
+            }
+    rc = alrd_file_write_stream(path, &src->config, lr, &src->vocab, out, n, meta_json, fill_tensor, &w, err);
+done:
+    free(out);
+    free(w.from);
+    free((void *)w.f32);
+    free(w.f);
+    free(w.b);
+    return rc;
 }

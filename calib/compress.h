@@ -23,9 +23,14 @@
 typedef struct alrd_calib alrd_calib;
 
 /* tokens: n_samples sequences of sample_len tokens (row-major). The model is
- * borrowed for the calib's lifetime (its K/V weights are swapped during
- * probing and always restored). need_grams = 0 skips the statistics pass
- * (plain SVD needs none). */
+ * borrowed for the calib's lifetime (probes replace its K/V weights through
+ * alrd_model_set_override and always clear them). need_grams = 0 skips the
+ * statistics pass (plain SVD needs none).
+ * Memory (issue #3): every pass is layer-major (all samples, or blocks of
+ * them, through layer l before layer l+1), so a lazily loaded model
+ * (ALRD_MODEL_LAZY) materializes each layer once per pass; large SVD bases
+ * of alrd_decomp live in an unlinked temporary file ($TMPDIR or /tmp), not
+ * in memory (alrd_calib_set_spill). */
 int alrd_calib_new(alrd_calib **out, alrd_model *m, const int32_t *tokens, int n_samples,
                    int sample_len, int probe_tokens, int need_grams, int progress, alrd_error *err);
 void alrd_calib_free(alrd_calib *c);
@@ -34,6 +39,13 @@ double alrd_calib_seconds(const alrd_calib *c);
  * calibration text never excites (e.g. chat control tokens when calibrating
  * on prose) keep some weight in the whitened SVD. Call before decompositions. */
 void alrd_calib_dampen(alrd_calib *c, double damp);
+/* Lets alrd_decomp_new free each layer's Gram as soon as it is whitened (a
+ * later alrd_decomp_new on c then fails): for a single decomposition, so a
+ * 7B model does not hold every layer's Gram and the bases at once. */
+void alrd_calib_release_grams(alrd_calib *c);
+/* SVD bases of a decomposition larger than bytes in all (default 1 GiB; 0:
+ * always) are kept in an unlinked temporary file instead of memory. */
+void alrd_calib_set_spill(alrd_calib *c, size_t bytes);
 /* Next-token cross-entropy of the uncompressed model on the probe tokens. */
 double alrd_calib_base_ce(const alrd_calib *c);
 int alrd_calib_probe_tokens(const alrd_calib *c);
@@ -175,5 +187,14 @@ int alrd_compress_pack_factors(alrd_packed *out, const alrd_packed *base, int n_
                                float *const *vA, float *const *vB, alrd_dtype wdt,
                                alrd_error *err);
 void alrd_compress_packed_free(alrd_packed *p);
+
+/* The compressed file straight from src, streaming: the same bytes as
+ * alrd_compress_pack_source + alrd_compress_pack_factors (r's ranks and
+ * factors) + alrd_file_write with src's config and vocab, but each tensor is
+ * converted (in pieces) only as it is written, so the weights are never all
+ * in memory. lr and meta_json as alrd_file_write takes them. */
+int alrd_compress_write(const char *path, const alrd_source *src, alrd_dtype wdt,
+                        const alrd_compress_result *r, const alrd_lowrank *lr,
+                        const char *meta_json, alrd_error *err);
 
 #endif

@@ -360,9 +360,92 @@ static int write_pad(alrd_outfile *o, uint64_t *pos, uint64_t to, alrd_error *er
     return 0;
 }
 
+struct alrd_file_sink {
+    alrd_outfile *o;
+    const char *path, *name;
+    uint64_t want, n;
+    uLong crc;
+};
+
+int alrd_file_sink_put(alrd_file_sink *k, const void *data, size_t n, alrd_error *err) {
+    if (n > k->want - k->n)
+        return alrd_errf(err, "%s: tensor %s: producer gave more than its %llu bytes", k->path, k->name,
+                         (unsigned long long)k->want);
+    if (alrd_outfile_write(k->o, data, n, err)) return -1;
+    const uint8_t *b = data;
+    for (size_t left = n; left;) { /* zlib's crc32 takes uInt lengths */
+        uInt c = left > (1u << 30) ? (1u << 30) : (uInt)left;
+        k->crc = crc32(k->crc, b, c);
+        b += c;
+        left -= c;
+    }
+    k->n += n;
+    return 0;
+}
+
+/* The fill of alrd_file_write: tensors[i].data as it is. */
+static int fill_from_data(void *user, int i, alrd_file_sink *sink, alrd_error *err) {
+    const alrd_tensor *t = &((const alrd_tensor *)user)[i];
+    return alrd_file_sink_put(sink, t->data, t->nbytes, err);
+}
+
+static void enc_directory(wbuf *b, const alrd_tensor *tensors, int n_tensors, const uint64_t *toff,
+                          const uint32_t *tcrc) {
+    wb_u32(b, (uint32_t)n_tensors);
+    for (int i = 0; i < n_tensors; i++) {
+        const alrd_tensor *t = &tensors[i];
+        wb_str(b, t->name);
+        wb_u32(b, (uint32_t)t->dtype);
+        wb_u32(b, (uint32_t)t->n_dims);
+        for (int d = 0; d < t->n_dims; d++) wb_u64(b, (uint64_t)t->shape[d]);
+        wb_u32(b, (uint32_t)t->unpermute_heads);
+        wb_u64(b, toff[i]);
+        wb_u64(b, t->nbytes);
+        wb_u32(b, tcrc[i]);
+    }
+}
+
+/* The fixed header and the section table for sections sec[0..ns). */
+static void enc_header(uint8_t *hdr, uint64_t header_size, int ns, const wsec *sec, uint64_t file_size,
+                       uint64_t data_offset, uint64_t data_size) {
+    memset(hdr, 0, header_size);
+    memcpy(hdr, "ALRD", 4);
+    le32(hdr + 4, ALRD_FILE_VERSION);
+    le32(hdr + 8, (uint32_t)header_size);
+    le32(hdr + 12, (uint32_t)ns);
+    le64(hdr + 16, file_size);
+    le64(hdr + 24, data_offset);
+    le64(hdr + 32, data_size);
+    for (int i = 0; i < ns; i++) {
+        uint8_t *e = hdr + HDR_FIXED + SEC_ENTRY * i;
+        le32(e, sec[i].kind);
+        le32(e + 4, sec[i].flags);
+        le64(e + 8, sec[i].offset);
+        le64(e + 16, sec[i].stored.n);
+        le64(e + 24, sec[i].raw_size);
+        le32(e + 32, sec[i].crc);
+    }
+    uLong hc = crc32(0L, Z_NULL, 0);
+    hc = crc32(hc, hdr, 60);
+    hc = crc32(hc, hdr + HDR_FIXED, (uInt)(header_size - HDR_FIXED));
+    le32(hdr + 60, (uint32_t)hc);
+}
+
 int alrd_file_write(const char *path, const alrd_config *config, const alrd_lowrank *lowrank,
                     const alrd_vocab *vocab, const alrd_tensor *tensors, int n_tensors,
                     const char *meta_json, alrd_error *err) {
+    return alrd_file_write_stream(path, config, lowrank, vocab, tensors, n_tensors, meta_json, NULL, NULL,
+                                  err);
+}
+
+/* The tensor directory holds each tensor's CRC but precedes the data: the
+ * file is written with a placeholder directory (same size: every field has a
+ * fixed width), then the directory and the header are written again once the
+ * data's CRCs are known. The bytes equal a write from memory. */
+int alrd_file_write_stream(const char *path, const alrd_config *config, const alrd_lowrank *lowrank,
+                           const alrd_vocab *vocab, const alrd_tensor *tensors, int n_tensors,
+                           const char *meta_json, alrd_file_fill_fn fill, void *user,
+                           alrd_error *err) {
     if (!config || !vocab || n_tensors < 0 || (n_tensors && !tensors))
         return alrd_errf(err, "%s: write: config, vocab and tensors are required", path);
     if (config_ok(config, path, err) || vocab_ok(vocab, path, err)) return -1;
@@ -378,66 +461,56 @@ int alrd_file_write(const char *path, const alrd_config *config, const alrd_lowr
         if (!j) return alrd_errf(err, "%s: metadata: not valid JSON", path);
         cJSON_Delete(j);
     }
+    if (!fill) {
+        fill = fill_from_data;
+        user = (void *)tensors;
+    }
 
     /* Tensor placement: 64-aligned offsets relative to data_offset. */
     uint64_t *toff = calloc(n_tensors ? (size_t)n_tensors : 1, sizeof(uint64_t));
-    if (!toff) return alrd_errf(err, "%s: out of memory", path);
+    uint32_t *tcrc = calloc(n_tensors ? (size_t)n_tensors : 1, sizeof(uint32_t));
+    if (!toff || !tcrc) { free(toff); free(tcrc); return alrd_errf(err, "%s: out of memory", path); }
     uint64_t data_size = 0;
     for (int i = 0; i < n_tensors; i++) {
         const alrd_tensor *t = &tensors[i];
         size_t nl = strnlen(t->name, ALRD_NAME_MAX);
         uint64_t shape[ALRD_MAX_DIMS] = {0};
         size_t need;
+        int bad = 0;
         if (!name_ok(t->name, nl)) {
-            free(toff);
-            return alrd_errf(err, "%s: tensor %d: bad name (1..127 printable characters)", path, i);
+            bad = alrd_errf(err, "%s: tensor %d: bad name (1..127 printable characters)", path, i);
+        } else {
+            for (int d = 0; d < t->n_dims && d < ALRD_MAX_DIMS; d++)
+                shape[d] = t->shape[d] < 0 ? 0 : (uint64_t)t->shape[d];
+            if (t->unpermute_heads < 0)
+                bad = alrd_errf(err, "%s: tensor %s: negative unpermute_heads", path, t->name);
+            else if (tensor_meta_ok(path, t->name, (uint32_t)t->dtype, (uint32_t)t->n_dims, shape,
+                                    (uint32_t)t->unpermute_heads, &need, err))
+                bad = -1;
+            else if (need != t->nbytes || (need && !t->data && fill == fill_from_data))
+                bad = alrd_errf(err, "%s: tensor %s: has %zu bytes, its dtype and shape need %zu",
+                                path, t->name, t->nbytes, need);
         }
-        for (int d = 0; d < t->n_dims && d < ALRD_MAX_DIMS; d++)
-            shape[d] = t->shape[d] < 0 ? 0 : (uint64_t)t->shape[d];
-        if (t->unpermute_heads < 0) {
-            free(toff);
-            return alrd_errf(err, "%s: tensor %s: negative unpermute_heads", path, t->name);
-        }
-        if (tensor_meta_ok(path, t->name, (uint32_t)t->dtype, (uint32_t)t->n_dims, shape,
-                           (uint32_t)t->unpermute_heads, &need, err)) {
-            free(toff);
-            return -1;
-        }
-        if (need != t->nbytes || (need && !t->data)) {
-            free(toff);
-            return alrd_errf(err, "%s: tensor %s: has %zu bytes, its dtype and shape need %zu",
-                             path, t->name, t->nbytes, need);
-        }
+        if (bad) { free(toff); free(tcrc); return -1; }
         toff[i] = align_up(data_size);
         data_size = toff[i] + need;
     }
-    if (names_unique(tensors, n_tensors, path, err)) { free(toff); return -1; }
+    if (names_unique(tensors, n_tensors, path, err)) { free(toff); free(tcrc); return -1; }
 
     wsec sec[MAX_SECTIONS];
-    int ns = 0;
+    int ns = 0, dir = -1;
     memset(sec, 0, sizeof sec);
     sec[ns].kind = SEC_CONFIG; enc_config(&sec[ns++].stored, config);
     if (lowrank) { sec[ns].kind = SEC_LOWRANK; enc_lowrank(&sec[ns++].stored, lowrank); }
     sec[ns].kind = SEC_TOKENIZER; enc_vocab(&sec[ns++].stored, vocab);
+    dir = ns;
     sec[ns].kind = SEC_TENSORS;
-    {
-        wbuf *b = &sec[ns++].stored;
-        wb_u32(b, (uint32_t)n_tensors);
-        for (int i = 0; i < n_tensors; i++) {
-            const alrd_tensor *t = &tensors[i];
-            wb_str(b, t->name);
-            wb_u32(b, (uint32_t)t->dtype);
-            wb_u32(b, (uint32_t)t->n_dims);
-            for (int d = 0; d < t->n_dims; d++) wb_u64(b, (uint64_t)t->shape[d]);
-            wb_u32(b, (uint32_t)t->unpermute_heads);
-            wb_u64(b, toff[i]);
-            wb_u64(b, t->nbytes);
-            wb_u32(b, crc_of(t->data, t->nbytes));
-        }
-    }
+    enc_directory(&sec[ns++].stored, tensors, n_tensors, toff, tcrc); /* CRCs still 0 */
     if (meta_json) { sec[ns].kind = SEC_META; wb_put(&sec[ns++].stored, meta_json, strlen(meta_json)); }
 
     int rc = -1;
+    uint8_t *hdr = NULL;
+    wbuf dirb = {0};
     for (int i = 0; i < ns; i++) {
         if (sec[i].stored.oom) { alrd_errf(err, "%s: out of memory", path); goto out; }
         sec[i].raw_size = sec[i].stored.n;
@@ -471,34 +544,14 @@ int alrd_file_write(const char *path, const alrd_config *config, const alrd_lowr
     }
     uint64_t data_offset = pos, file_size = data_offset + data_size;
 
-    uint8_t *hdr = calloc(1, header_size);
+    hdr = calloc(1, header_size);
     if (!hdr) { alrd_errf(err, "%s: out of memory", path); goto out; }
-    memcpy(hdr, "ALRD", 4);
-    le32(hdr + 4, ALRD_FILE_VERSION);
-    le32(hdr + 8, (uint32_t)header_size);
-    le32(hdr + 12, (uint32_t)ns);
-    le64(hdr + 16, file_size);
-    le64(hdr + 24, data_offset);
-    le64(hdr + 32, data_size);
-    for (int i = 0; i < ns; i++) {
-        uint8_t *e = hdr + HDR_FIXED + SEC_ENTRY * i;
-        le32(e, sec[i].kind);
-        le32(e + 4, sec[i].flags);
-        le64(e + 8, sec[i].offset);
-        le64(e + 16, sec[i].stored.n);
-        le64(e + 24, sec[i].raw_size);
-        le32(e + 32, sec[i].crc);
-    }
-    uLong hc = crc32(0L, Z_NULL, 0);
-    hc = crc32(hc, hdr, 60);
-    hc = crc32(hc, hdr + HDR_FIXED, (uInt)(header_size - HDR_FIXED));
-    le32(hdr + 60, (uint32_t)hc);
+    enc_header(hdr, header_size, ns, sec, file_size, data_offset, data_size); /* rewritten below */
 
     alrd_outfile o;
-    if (alrd_outfile_open(&o, path, err)) { free(hdr); goto out; }
+    if (alrd_outfile_open(&o, path, err)) goto out;
     uint64_t at = 0;
     int bad = alrd_outfile_write(&o, hdr, header_size, err);
-    free(hdr);
     at = header_size;
     for (int i = 0; i < ns && !bad; i++) {
         bad = write_pad(&o, &at, sec[i].offset, err) ||
@@ -507,16 +560,37 @@ int alrd_file_write(const char *path, const alrd_config *config, const alrd_lowr
     }
     if (!bad) bad = write_pad(&o, &at, data_offset, err);
     for (int i = 0; i < n_tensors && !bad; i++) {
-        bad = write_pad(&o, &at, data_offset + toff[i], err) ||
-              alrd_outfile_write(&o, tensors[i].data, tensors[i].nbytes, err);
-        at += tensors[i].nbytes;
+        alrd_file_sink k = {.o = &o, .path = path, .name = tensors[i].name, .want = tensors[i].nbytes,
+                            .crc = crc32(0L, Z_NULL, 0)};
+        bad = write_pad(&o, &at, data_offset + toff[i], err) || fill(user, i, &k, err);
+        if (!bad && k.n != k.want)
+            bad = alrd_errf(err, "%s: tensor %s: producer gave %llu of its %llu bytes", path, tensors[i].name,
+                            (unsigned long long)k.n, (unsigned long long)k.want);
+        tcrc[i] = (uint32_t)k.crc;
+        at += k.n;
+    }
+    if (!bad) { /* the directory with the CRCs, then the header over the placeholders */
+        enc_directory(&dirb, tensors, n_tensors, toff, tcrc);
+        if (dirb.oom || dirb.n != sec[dir].stored.n) {
+            bad = alrd_errf(err, "%s: %s", path, dirb.oom ? "out of memory" : "tensor directory changed size");
+        } else {
+            sec[dir].crc = crc_of(dirb.p, dirb.n);
+            enc_header(hdr, header_size, ns, sec, file_size, data_offset, data_size);
+            if (fflush(o.fp) != 0 || fseeko(o.fp, (off_t)sec[dir].offset, SEEK_SET) != 0 ||
+                alrd_outfile_write(&o, dirb.p, dirb.n, err) || fseeko(o.fp, 0, SEEK_SET) != 0 ||
+                alrd_outfile_write(&o, hdr, header_size, err))
+                bad = alrd_errf(err, "%s: write failed (rewriting the header)", path);
+        }
     }
     if (bad) { alrd_outfile_abort(&o); goto out; }
     if (alrd_outfile_commit(&o, err)) goto out;
     rc = 0;
 out:
     for (int i = 0; i < ns; i++) free(sec[i].stored.p);
+    free(dirb.p);
+    free(hdr);
     free(toff);
+    free(tcrc);
     return rc;
 }
 

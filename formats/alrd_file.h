@@ -22,6 +22,18 @@ int alrd_file_write(const char *path, const alrd_config *config, const alrd_lowr
                     const alrd_vocab *vocab, const alrd_tensor *tensors, int n_tensors,
                     const char *meta_json, alrd_error *err);
 
+/* Streaming write: the same file, but tensor i's bytes come from fill, which
+ * puts exactly tensors[i].nbytes bytes into the sink (in pieces of any size,
+ * in order), one tensor at a time, so the tensors never need to be in memory
+ * together; tensors[i].data is not read. fill NULL: like alrd_file_write. */
+typedef struct alrd_file_sink alrd_file_sink;
+int alrd_file_sink_put(alrd_file_sink *sink, const void *data, size_t n, alrd_error *err);
+typedef int (*alrd_file_fill_fn)(void *user, int i, alrd_file_sink *sink, alrd_error *err);
+int alrd_file_write_stream(const char *path, const alrd_config *config, const alrd_lowrank *lowrank,
+                           const alrd_vocab *vocab, const alrd_tensor *tensors, int n_tensors,
+                           const char *meta_json, alrd_file_fill_fn fill, void *user,
+                           alrd_error *err);
+
 /* Converts n floats to dtype to (ALRD_F32, ALRD_F16 or ALRD_BF16) into dst
  * (n * 4 or n * 2 bytes). Errors on another dtype or a value that is finite
  * in f32 but overflows F16 (it would turn into Inf). */

@@ -91,6 +91,15 @@ int alrd_ctx_new(alrd_ctx **out, const alrd_model *m, int max_ctx, int max_batch
     x->backend = ALRD_BACKEND_CPU;
     if (x->opts.backend == ALRD_BACKEND_GPU || (x->opts.backend == ALRD_BACKEND_AUTO && alrd_ctx_gpu_available()))
         x->backend = ALRD_BACKEND_GPU;
+    if (m->slot || m->kv_override) { /* lazy layers and overrides exist on the CPU path only */
+        if (x->opts.backend == ALRD_BACKEND_GPU) {
+            free(dk); free(dv); free(kb); free(vb);
+            alrd_ctx_free(x);
+            return alrd_errf(err, "%s: a lazily loaded model (or one with K/V overrides set) runs on the CPU only",
+                             m->path);
+        }
+        x->backend = ALRD_BACKEND_CPU;
+    }
 #if ALRD_CUDA
     if (x->backend == ALRD_BACKEND_GPU && dk && dv && kb && vb) {
         alrd_gpu_opts go = {.max_ctx = max_ctx, .max_batch = max_batch, .n_seq = 1, .k_bits = kb, .v_bits = vb,
@@ -228,10 +237,10 @@ static void add_bias(float *y, const float *b, int T, int n) {
 /* Attention of T query rows at positions pos0.. over n cached tokens.
  * ck [n][dk]: pre-RoPE keys (latent when the layer is low-rank), cv [n][dv]:
  * values (latent when low-rank). q is roped. Writes att [T][n_heads*hd]. */
-static void attend(alrd_ctx *x, int l, int T, int pos0, const float *ck, const float *cv, int n) {
+static void attend(alrd_ctx *x, int l, const alrd_layer *L, int T, int pos0, const float *ck, const float *cv,
+                   int n) {
     const alrd_model *m = x->m;
     const alrd_config *c = &m->cfg;
-    const alrd_layer *L = &m->layers[l];
     int hd = c->head_dim, kvd = c->n_kv_heads * hd, qd = c->n_heads * hd;
     int gh = m->group_heads * hd, per_kv = c->n_heads / c->n_kv_heads;
     int dk = alrd_model_k_width(m, l), dv = alrd_model_v_width(m, l);
@@ -284,7 +293,9 @@ enum { DECODE = 0, PREFILL = 1, PREFILL_NOCACHE = 2 };
 static int layer_forward(alrd_ctx *x, int l, float *h, int T, int prefill, alrd_error *err) {
     const alrd_model *m = x->m;
     const alrd_config *c = &m->cfg;
-    const alrd_layer *L = &m->layers[l];
+    alrd_layer view;
+    const alrd_layer *L = alrd_model_layer(m, l, &view, err); /* lazy models materialize it here */
+    if (!L) return -1;
     int H = c->hidden, hd = c->head_dim, qd = c->n_heads * hd;
     int dk = alrd_model_k_width(m, l), dv = alrd_model_v_width(m, l);
     int pos0 = prefill ? 0 : x->pos;
@@ -302,11 +313,11 @@ static int layer_forward(alrd_ctx *x, int l, float *h, int T, int prefill, alrd_
 
     if (prefill) {
         if (prefill == PREFILL && alrd_kv_cache_prefill(x->cache, l, x->lk, x->lv, T, err)) return -1;
-        attend(x, l, T, 0, x->lk, x->lv, T);
+        attend(x, l, L, T, 0, x->lk, x->lv, T);
     } else {
         if (alrd_kv_cache_append(x->cache, l, x->lk, x->lv, err)) return -1;
         int n = alrd_kv_cache_n_tokens(x->cache, l);
-        attend(x, l, T, pos0, alrd_kv_cache_keys_data(x->cache, l), alrd_kv_cache_values_data(x->cache, l), n);
+        attend(x, l, L, T, pos0, alrd_kv_cache_keys_data(x->cache, l), alrd_kv_cache_values_data(x->cache, l), n);
     }
     alrd_matmul_wt(h, x->att, L->wo, T, H, qd, 1); /* residual add fused into the product */
     add_bias(h, L->bo, T, H);

@@ -2,8 +2,11 @@
 #include "model.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "../kernels/cpu_ops.h"
 
@@ -77,12 +80,150 @@ static void init_inv_freq(alrd_model *m) {
     }
 }
 
-static int model_load(alrd_model *m, const alrd_source *s, alrd_error *err) {
+/* ---- lazy layers ------------------------------------------------------ */
+
+/* The one layer of a lazy model whose matrices are materialized. */
+struct alrd_model_slot {
+    int layer;                         /* -1: none */
+    float *wq, *wk, *wv, *wo, *w_gate, *w_up, *w_down;
+};
+
+/* The matrices of a layer: name suffix, shape, where the slot keeps it. */
+typedef struct { const char *name; int64_t rows, cols; size_t slot_off; int kv; } layer_mat;
+
+static int layer_mats(const alrd_config *c, layer_mat *t) {
+    int64_t H = c->hidden, qd = (int64_t)c->n_heads * c->head_dim, kvd = (int64_t)c->n_kv_heads * c->head_dim;
+    const layer_mat v[7] = {
+        {"self_attn.q_proj.weight", qd, H, offsetof(struct alrd_model_slot, wq), 0},
+        {"self_attn.k_proj.weight", kvd, H, offsetof(struct alrd_model_slot, wk), 1},
+        {"self_attn.v_proj.weight", kvd, H, offsetof(struct alrd_model_slot, wv), 2},
+        {"self_attn.o_proj.weight", H, qd, offsetof(struct alrd_model_slot, wo), 0},
+        {"mlp.gate_proj.weight", c->ffn, H, offsetof(struct alrd_model_slot, w_gate), 0},
+        {"mlp.up_proj.weight", c->ffn, H, offsetof(struct alrd_model_slot, w_up), 0},
+        {"mlp.down_proj.weight", H, c->ffn, offsetof(struct alrd_model_slot, w_down), 0}};
+    memcpy(t, v, sizeof v);
+    return 7;
+}
+
+static float **slot_ptr(struct alrd_model_slot *sl, const layer_mat *t) {
+    return (float **)((char *)sl + t->slot_off);
+}
+
+/* The source's pages of a tensor just converted are dropped from this
+ * process (they stay in the page cache): otherwise every layer's quantized
+ * bytes would accumulate in the resident set. Only for mmap-backed sources. */
+void alrd_model_release_pages(const alrd_source *s, const alrd_tensor *t) {
+#ifdef MADV_DONTNEED
+    if (s->format != ALRD_SRC_GGUF && s->format != ALRD_SRC_HF) return;
+    long pg = sysconf(_SC_PAGESIZE);
+    if (pg <= 0 || !t->nbytes) return;
+    uintptr_t a = (uintptr_t)t->data, b = a + t->nbytes;
+    a = (a + (uintptr_t)pg - 1) & ~(uintptr_t)(pg - 1); /* whole pages inside the tensor only */
+    b &= ~(uintptr_t)(pg - 1);
+    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
+#else
+    (void)s; (void)t;
+#endif
+}
+
+static int slot_new(alrd_model *m, alrd_error *err) {
+    struct alrd_model_slot *sl = calloc(1, sizeof *sl);
+    if (!sl) return alrd_errf(err, "%s: out of memory", m->path);
+    sl->layer = -1;
+    m->slot = sl;
+    layer_mat t[7];
+    int n = layer_mats(&m->cfg, t);
+    for (int i = 0; i < n; i++) {
+        if (t[i].kv && (m->flags & ALRD_MODEL_KEEP_KV)) continue;
+        size_t nb;
+        if (alrd_mul_ok((size_t)t[i].rows, (size_t)t[i].cols, &nb) || alrd_mul_ok(nb, sizeof(float), &nb))
+            return alrd_errf(err, "%s: %s: size overflow", m->path, t[i].name);
+        if (!(*slot_ptr(sl, &t[i]) = malloc(nb)))
+            return alrd_errf(err, "%s: out of memory for one layer (%s, %zu bytes)", m->path, t[i].name, nb);
+    }
+    return 0;
+}
+
+static void slot_free(struct alrd_model_slot *sl) {
+    if (!sl) return;
+    float *p[] = {sl->wq, sl->wk, sl->wv, sl->wo, sl->w_gate, sl->w_up, sl->w_down};
+    for (size_t i = 0; i < sizeof p / sizeof *p; i++) free(p[i]);
+    free(sl);
+}
+
+/* Dequantizes layer l's matrices into the slot. */
+static int slot_fill(const alrd_model *m, int l, alrd_error *err) {
+    struct alrd_model_slot *sl = m->slot;
+    layer_mat t[7];
+    int n = layer_mats(&m->cfg, t);
+    sl->layer = -1; /* a failed fill leaves no layer claimed */
+    for (int i = 0; i < n; i++) {
+        float *dst = *slot_ptr(sl, &t[i]);
+        if (!dst) continue; /* K/V kept eager */
+        char name[160];
+        const alrd_tensor *ts;
+        snprintf(name, sizeof name, "model.layers.%d.%s", l, t[i].name);
+        if (alrd_source_expect(m->src, name, t[i].rows, t[i].cols, &ts, err) || alrd_tensor_to_f32(ts, dst, err))
+            return -1;
+        alrd_model_release_pages(m->src, ts);
+    }
+    sl->layer = l;
+    return 0;
+}
+
+const alrd_layer *alrd_model_layer(const alrd_model *m, int l, alrd_layer *view, alrd_error *err) {
+    if (l < 0 || l >= m->cfg.n_layers) {
+        alrd_errf(err, "%s: layer %d out of range", m->path, l);
+        return NULL;
+    }
+    const alrd_layer *L = &m->layers[l];
+    const float *ok = m->kv_override ? m->kv_override[2 * l] : NULL;
+    const float *ov = m->kv_override ? m->kv_override[2 * l + 1] : NULL;
+    if (!m->slot && !ok && !ov) return L;
+    *view = *L;
+    if (m->slot) {
+        struct alrd_model_slot *sl = m->slot;
+        if (sl->layer != l && slot_fill(m, l, err)) return NULL;
+        view->wq = sl->wq; view->wo = sl->wo;
+        view->w_gate = sl->w_gate; view->w_up = sl->w_up; view->w_down = sl->w_down;
+        if (sl->wk) view->wk = sl->wk;
+        if (sl->wv) view->wv = sl->wv;
+    }
+    if (ok) view->wk = (float *)ok;
+    if (ov) view->wv = (float *)ov;
+    return view;
+}
+
+int alrd_model_set_override(alrd_model *m, int l, int is_v, const float *w, alrd_error *err) {
+    if (l < 0 || l >= m->cfg.n_layers)
+        return alrd_errf(err, "%s: override: layer %d out of range", m->path, l);
+    if (is_v ? m->layers[l].v_rank : m->layers[l].k_rank)
+        return alrd_errf(err, "%s: override: layer %d %s is low-rank", m->path, l, is_v ? "v_proj" : "k_proj");
+    if (!m->kv_override) {
+        if (!w) return 0;
+        if (!(m->kv_override = calloc(2 * (size_t)m->cfg.n_layers, sizeof *m->kv_override)))
+            return alrd_errf(err, "%s: out of memory", m->path);
+    }
+    m->kv_override[2 * l + (is_v ? 1 : 0)] = w;
+    for (int i = 0; i < 2 * m->cfg.n_layers; i++)
+        if (m->kv_override[i]) return 0;
+    free(m->kv_override); /* none left: the model is plain again (GPU contexts allowed) */
+    m->kv_override = NULL;
+    return 0;
+}
+
+/* ---- loading (continued) ---------------------------------------------- */
+
+static int model_load(alrd_model *m, const alrd_source *s, int flags, alrd_error *err) {
     memset(m, 0, sizeof *m);
     snprintf(m->path, sizeof m->path, "%s", s->path);
     m->cfg = s->config;
+    m->flags = flags;
     const alrd_config *c = &m->cfg;
     if (alrd_config_validate(c, s->path, err)) return -1;
+    const int lazy = flags & ALRD_MODEL_LAZY, keep_kv = !lazy || (flags & ALRD_MODEL_KEEP_KV);
+    if (lazy && s->lowrank)
+        return alrd_errf(err, "%s: lazy loading is for uncompressed checkpoints, not .alrd files", s->path);
     int H = c->hidden, hd = c->head_dim, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
     m->group_heads = c->n_kv_heads;
     if (s->lowrank) {
@@ -115,28 +256,39 @@ static int model_load(alrd_model *m, const alrd_source *s, alrd_error *err) {
     for (int l = 0; l < c->n_layers; l++) {
         alrd_layer *L = &m->layers[l];
         char n[160];
+        const alrd_tensor *t;
 #define NAME(fmt) (snprintf(n, sizeof n, "model.layers.%d." fmt, l), n)
+        /* lazy: matrices are only checked here, and materialized by alrd_model_layer */
+#define MAT(fmt, rows, cols, dst) \
+        (lazy ? alrd_source_expect(s, NAME(fmt), rows, cols, &t, err) : load_f32(s, NAME(fmt), rows, cols, dst, err))
         if (load_f32(s, NAME("input_layernorm.weight"), H, 0, &L->attn_norm, err) ||
             load_f32(s, NAME("post_attention_layernorm.weight"), H, 0, &L->ffn_norm, err) ||
-            load_f32(s, NAME("self_attn.q_proj.weight"), qd, H, &L->wq, err) ||
+            MAT("self_attn.q_proj.weight", qd, H, &L->wq) ||
             load_opt(s, NAME("self_attn.q_proj.bias"), qd, &L->bq, err) ||
             load_opt(s, NAME("self_attn.k_proj.bias"), kvd, &L->bk, err) ||
             load_opt(s, NAME("self_attn.v_proj.bias"), kvd, &L->bv, err) ||
-            load_f32(s, NAME("self_attn.o_proj.weight"), H, qd, &L->wo, err) ||
+            MAT("self_attn.o_proj.weight", H, qd, &L->wo) ||
             load_opt(s, NAME("self_attn.o_proj.bias"), H, &L->bo, err) ||
-            load_f32(s, NAME("mlp.gate_proj.weight"), c->ffn, H, &L->w_gate, err) ||
-            load_f32(s, NAME("mlp.up_proj.weight"), c->ffn, H, &L->w_up, err) ||
-            load_f32(s, NAME("mlp.down_proj.weight"), H, c->ffn, &L->w_down, err))
+            MAT("mlp.gate_proj.weight", c->ffn, H, &L->w_gate) ||
+            MAT("mlp.up_proj.weight", c->ffn, H, &L->w_up) ||
+            MAT("mlp.down_proj.weight", H, c->ffn, &L->w_down))
             return -1;
         L->k_rank = m->has_lowrank ? m->lowrank.k_rank[l] : 0;
         L->v_rank = m->has_lowrank ? m->lowrank.v_rank[l] : 0;
         if (L->k_rank) {
             if (load_factors(s, m, l, "k_proj", L->k_rank, &L->kA, &L->kB, err)) return -1;
-        } else if (load_f32(s, NAME("self_attn.k_proj.weight"), kvd, H, &L->wk, err)) return -1;
+        } else if (keep_kv ? load_f32(s, NAME("self_attn.k_proj.weight"), kvd, H, &L->wk, err)
+                           : alrd_source_expect(s, NAME("self_attn.k_proj.weight"), kvd, H, &t, err)) return -1;
         if (L->v_rank) {
             if (load_factors(s, m, l, "v_proj", L->v_rank, &L->vA, &L->vB, err)) return -1;
-        } else if (load_f32(s, NAME("self_attn.v_proj.weight"), kvd, H, &L->wv, err)) return -1;
+        } else if (keep_kv ? load_f32(s, NAME("self_attn.v_proj.weight"), kvd, H, &L->wv, err)
+                           : alrd_source_expect(s, NAME("self_attn.v_proj.weight"), kvd, H, &t, err)) return -1;
+#undef MAT
 #undef NAME
+    }
+    if (lazy) {
+        m->src = s;
+        if (slot_new(m, err)) return -1;
     }
     if (alrd_vocab_copy(&m->vocab, &s->vocab)) return alrd_errf(err, "%s: out of memory", s->path);
     if (alrd_tokenizer_new(&m->tok, &m->vocab, err)) return -1;
@@ -144,10 +296,14 @@ static int model_load(alrd_model *m, const alrd_source *s, alrd_error *err) {
 }
 
 /* A failed load frees what it had loaded, so callers only free on success. */
-int alrd_model_load(alrd_model *m, const alrd_source *s, alrd_error *err) {
-    int rc = model_load(m, s, err);
+int alrd_model_load_opts(alrd_model *m, const alrd_source *s, int flags, alrd_error *err) {
+    int rc = model_load(m, s, flags, err);
     if (rc) alrd_model_free(m);
     return rc;
+}
+
+int alrd_model_load(alrd_model *m, const alrd_source *s, alrd_error *err) {
+    return alrd_model_load_opts(m, s, 0, err);
 }
 
 int alrd_model_open(alrd_model *m, const char *path, alrd_error *err) {
@@ -170,6 +326,8 @@ void alrd_model_free(alrd_model *m) {
         }
     }
     free(m->layers);
+    slot_free(m->slot);
+    free(m->kv_override);
     if (m->lm_head != m->embed) free(m->lm_head);
     free(m->embed);
     free(m->final_norm);

@@ -1,8 +1,12 @@
 /* model: a loaded model (config + fp32 weights + tokenizer) and the CPU
  * forward pass over a per-sequence context (activations + KV cache).
- * Weights are dequantized to fp32 once at load; nothing is allocated in the
- * forward pass. K/V projections are either full (wk/wv) or low-rank factors
- * (kA/kB, vA/vB) from a .alrd file; see formats/lowrank.h for their shapes. */
+ * Eager (default): weights are dequantized to fp32 once at load; nothing is
+ * allocated in the forward pass. Lazy (ALRD_MODEL_LAZY, the compressor): the
+ * source stays open and one layer's matrices at a time are dequantized into
+ * a slot on demand (alrd_model_layer), so a 7B checkpoint needs ~1 GB of
+ * fp32 weights, not ~27 GB; embeddings, norms and biases stay eager.
+ * K/V projections are either full (wk/wv) or low-rank factors (kA/kB,
+ * vA/vB) from a .alrd file; see formats/lowrank.h for their shapes. */
 #ifndef ALRD_MODEL_H
 #define ALRD_MODEL_H
 
@@ -35,7 +39,36 @@ typedef struct {
     alrd_vocab vocab;                  /* owned copy */
     alrd_tokenizer *tok;               /* owned */
     char path[1024];
+    int flags;                         /* ALRD_MODEL_* it was loaded with */
+    const alrd_source *src;            /* lazy: borrowed, must outlive the model; NULL when eager */
+    struct alrd_model_slot *slot;      /* lazy: the materialized layer (owned) */
+    const float **kv_override;         /* [2*n_layers]: module 2l+v replaced by this weight (borrowed);
+                                        * NULL while no override is set */
 } alrd_model;
+
+/* Load flags. LAZY: matrices of a layer materialize on demand (CPU only; not
+ * for .alrd files). KEEP_KV (with LAZY): k_proj/v_proj stay eager in
+ * layers[l].wk/wv, for readers of every layer's K/V weights (calib/qerr). */
+enum { ALRD_MODEL_LAZY = 1, ALRD_MODEL_KEEP_KV = 2 };
+
+int alrd_model_load_opts(alrd_model *m, const alrd_source *s, int flags, alrd_error *err);
+
+/* Layer l with its weights present (and K/V overrides applied): the one way
+ * the CPU forward reads a layer. Eager without overrides: &m->layers[l];
+ * otherwise view is filled and returned. Lazy: dequantizes layer l into the
+ * slot unless it is there already (pointers into the slot stay valid until
+ * another layer is requested). NULL on error. Not thread-safe in lazy mode. */
+const alrd_layer *alrd_model_layer(const alrd_model *m, int l, alrd_layer *view, alrd_error *err);
+
+/* Drops the pages of t's bytes from this process's resident set (they stay
+ * in the page cache) after t was read once, for GGUF and HF sources (their
+ * tensors lie in read-only file mappings); a no-op otherwise. */
+void alrd_model_release_pages(const alrd_source *s, const alrd_tensor *t);
+
+/* Replaces the full K (is_v 0) or V (is_v 1) weight [n_kv*hd][hidden] of
+ * layer l by w (borrowed until cleared with w = NULL) for every forward pass
+ * through alrd_model_layer. Not for low-rank layers. */
+int alrd_model_set_override(alrd_model *m, int l, int is_v, const float *w, alrd_error *err);
 
 /* Loads every weight of s as fp32 (s may be closed afterwards). */
 int alrd_model_load(alrd_model *m, const alrd_source *s, alrd_error *err);

@@ -57,7 +57,9 @@ static int check_finite(const alrd_model *m, alrd_error *err) {
     const size_t H = c->hidden, Q = (size_t)c->n_heads * c->head_dim, KV = (size_t)c->n_kv_heads * c->head_dim,
                  F = c->ffn, V = c->vocab_size;
     for (int l = -1; l < c->n_layers; l++) {
-        const alrd_layer *L = l >= 0 ? &m->layers[l] : NULL;
+        alrd_layer view;
+        const alrd_layer *L = l >= 0 ? alrd_model_layer(m, l, &view, err) : NULL; /* lazy: one layer at a time */
+        if (l >= 0 && !L) return -1;
         struct { const float *p; size_t rows, cols; const char *name; } t[13] = {
             {m->embed, V, H, "model.embed_tokens.weight"}, {m->final_norm, 1, H, "model.norm.weight"},
             {m->lm_head != m->embed ? m->lm_head : NULL, V, H, "lm_head.weight"}};
@@ -130,6 +132,7 @@ static int run_joint(alrd_model *m, const int32_t *samples, int n_samples, int c
     int rc = -1;
     static const int bits[] = {2, 3, 4, 8, 16};
     if (alrd_calib_new(&c, m, samples, n_samples, calib_len, o->probe_tokens, 1, o->progress, err)) goto done;
+    alrd_calib_release_grams(c);
     alrd_calib_dampen(c, o->damp);
     r->t_stats = alrd_now() - t0;
     double t1 = alrd_now();
@@ -291,7 +294,12 @@ int main(int argc, char **argv) {
     alrd_source src;
     alrd_model m;
     if (alrd_source_open(&src, model, &err)) return die(err.msg);
-    if (alrd_model_load(&m, &src, &err)) { alrd_source_close(&src); return die(err.msg); }
+    /* Lazy weights: one layer in fp32 at a time (a 7B model compresses in well
+     * under 16 GB). calib/qerr reads every layer's K/V weights: joint keeps those. */
+    if (alrd_model_load_opts(&m, &src, ALRD_MODEL_LAZY | (joint ? ALRD_MODEL_KEEP_KV : 0), &err)) {
+        alrd_source_close(&src);
+        return die(err.msg);
+    }
     if (check_finite(&m, &err)) return die(err.msg);
     const alrd_config *c = &m.cfg;
     int gheads = o.group_heads ? o.group_heads : c->n_kv_heads;
@@ -341,12 +349,6 @@ int main(int argc, char **argv) {
     }
     free(samples);
 
-    /* tensors: everything of the source but the decomposed k/v weights, plus factors */
-    alrd_packed packed_src, packed;
-    if (alrd_compress_pack_source(&packed_src, &src, wdt, &err) ||
-        alrd_compress_pack_factors(&packed, &packed_src, c->n_layers, n_groups, gh, c->hidden, r.k_rank, r.v_rank, r.kA,
-                                   r.kB, r.vA, r.vB, wdt, &err))
-        return die(err.msg);
     alrd_lowrank lr = {.n_layers = c->n_layers, .group_heads = gheads, .k_rank = r.k_rank, .v_rank = r.v_rank,
                        .use_kivi = kivi, .group_size = G, .residual_length = R, .hadamard = o.hadamard, .whitened = o.whiten};
     lr.k_bits = kbits;
@@ -369,9 +371,9 @@ int main(int argc, char **argv) {
     cJSON_Delete(meta);
     if (!meta_s) return die("out of memory");
 
-    if (alrd_file_write(out, c, &lr, &m.vocab, packed.tensors, packed.n, meta_s, &err)) return die(err.msg);
-    alrd_compress_packed_free(&packed);
-    alrd_compress_packed_free(&packed_src);
+    /* everything of the source but the decomposed k/v weights, plus factors,
+     * converted tensor by tensor as they are written */
+    if (alrd_compress_write(out, &src, wdt, &r, &lr, meta_s, &err)) return die(err.msg);
     char ranks_out[1100];
     snprintf(ranks_out, sizeof ranks_out, "%s.ranks.json", out);
     if (alrd_ranks_json_write(ranks_out, c->n_layers, r.k_rank, r.v_rank, &err)) return die(err.msg);
