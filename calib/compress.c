@@ -11,6 +11,7 @@
 #include "../formats/alrd_file.h"
 #include "../kernels/cpu_ops.h"
 #include "../runtime/context.h"
+#include "calib_gpu.h"
 #include "gram.h"
 #include "hadamard.h"
 #include "ranks.h"
@@ -54,6 +55,7 @@ struct alrd_calib {
     float *base_lp;        /* [n_seq*seq_len][vocab] */
     float *logits;         /* scratch [seq_len][vocab] */
     double base_ce, seconds;
+    int on_gpu;            /* the statistics pass ran on the GPU */
 };
 
 typedef struct {
@@ -70,7 +72,8 @@ static void on_attn_input(void *user, int layer, const float *xn, int T) {
 /* Layer-major: every sample of a block through layer l before layer l+1, so
  * a lazy model materializes each layer once per block. Each Gram still sees
  * the samples in order, as a sample-major pass would feed it. */
-static int collect_grams(alrd_calib *c, const int32_t *tokens, int n_samples, int sample_len, alrd_error *err) {
+static int collect_grams(alrd_calib *c, const int32_t *tokens, int n_samples, int sample_len, int gpu,
+                         alrd_error *err) {
     alrd_model *m = c->m;
     int L = m->cfg.n_layers, H = m->cfg.hidden;
     c->grams = calloc(L, sizeof *c->grams);
@@ -79,6 +82,16 @@ static int collect_grams(alrd_calib *c, const int32_t *tokens, int n_samples, in
         char name[96];
         snprintf(name, sizeof name, "model.layers.%d attention input", l);
         if (alrd_gram_init(&c->grams[l], H, name, err)) return -1;
+    }
+    if (gpu) { /* 1: no GPU here, fall through to the CPU pass */
+        int g = alrd_calib_grams_gpu(m, tokens, n_samples, sample_len, c->grams, c->progress, err);
+        if (g < 0) return -1;
+        if (g == 0) {
+            for (int l = 0; l < L; l++) alrd_gram_finish(&c->grams[l]);
+            c->rows = (size_t)c->grams[0].n_rows;
+            c->on_gpu = 1;
+            return 0;
+        }
     }
     size_t per = (size_t)sample_len * H * sizeof(float);
     int block = STATE_BYTES / per > (size_t)n_samples ? n_samples : (int)(STATE_BYTES / per);
@@ -223,7 +236,7 @@ static int probe_pass(alrd_calib *c, int n_runs, const int *from, probe_setup_fn
 }
 
 int alrd_calib_new(alrd_calib **out, alrd_model *m, const int32_t *tokens, int n_samples, int sample_len,
-                   int probe_tokens, int need_grams, int progress_on, alrd_error *err) {
+                   int probe_tokens, int need_grams, int flags, alrd_error *err) {
     *out = NULL;
     if (m->has_lowrank) return alrd_errf(err, "%s: already compressed (a .alrd file)", m->path);
     if (n_samples < 1 || sample_len < 2) return alrd_errf(err, "calibration: no calibration samples");
@@ -235,11 +248,11 @@ int alrd_calib_new(alrd_calib **out, alrd_model *m, const int32_t *tokens, int n
     alrd_calib *c = calloc(1, sizeof *c);
     if (!c) return alrd_errf(err, "calibration: out of memory");
     c->m = m;
-    c->progress = progress_on;
+    c->progress = (flags & ALRD_CALIB_PROGRESS) != 0;
     c->keep_grams = 1;
     c->spill_over = (size_t)1 << 30;
     double t0 = alrd_now();
-    if ((need_grams && collect_grams(c, tokens, n_samples, sample_len, err)) ||
+    if ((need_grams && collect_grams(c, tokens, n_samples, sample_len, (flags & ALRD_CALIB_GPU) != 0, err)) ||
         probe_init(c, tokens, n_samples, sample_len, probe_tokens, err)) {
         alrd_calib_free(c);
         return -1;
@@ -281,6 +294,7 @@ void alrd_calib_dampen(alrd_calib *c, double damp) {
     }
 }
 
+int alrd_calib_on_gpu(const alrd_calib *c) { return c->on_gpu; }
 double alrd_calib_seconds(const alrd_calib *c) { return c->seconds; }
 double alrd_calib_base_ce(const alrd_calib *c) { return c->base_ce; }
 int alrd_calib_probe_tokens(const alrd_calib *c) { return c->n_seq * c->seq_len; }
@@ -616,7 +630,9 @@ int alrd_compress_run(alrd_model *m, const int32_t *tokens, int n_samples, int s
     alrd_calib *c = NULL;
     alrd_decomp *d = NULL;
     int rc = -1, search = !o->k_rank && !o->uniform && o->rank_ratio < 1; /* ratio 1 keeps every rank full */
-    if (alrd_calib_new(&c, m, tokens, n_samples, sample_len, o->probe_tokens, o->whiten, o->progress, err)) goto done;
+    if (alrd_calib_new(&c, m, tokens, n_samples, sample_len, o->probe_tokens, o->whiten,
+                       (o->progress ? ALRD_CALIB_PROGRESS : 0) | (o->cpu_only ? 0 : ALRD_CALIB_GPU), err))
+        goto done;
     r->t_stats = alrd_now() - t0;
     alrd_calib_release_grams(c); /* one decomposition: each Gram is freed once used */
     alrd_calib_dampen(c, o->damp);
@@ -625,6 +641,7 @@ int alrd_compress_run(alrd_model *m, const int32_t *tokens, int n_samples, int s
     r->t_svd = alrd_now() - t1;
     int gh = alrd_decomp_full_rank(d);
     if (alrd_compress_result_alloc(r, d, (size_t)n_samples * sample_len, err)) goto done;
+    r->stats_on_gpu = alrd_calib_on_gpu(c);
     double t2 = alrd_now();
     if (search) { /* probe at the rank the budget suggests, on the 8-grid */
         int pr = ((int)(o->rank_ratio * gh + 4) / 8) * 8;

@@ -30,9 +30,15 @@ typedef struct alrd_calib alrd_calib;
  * them, through layer l before layer l+1), so a lazily loaded model
  * (ALRD_MODEL_LAZY) materializes each layer once per pass; large SVD bases
  * of alrd_decomp live in an unlinked temporary file ($TMPDIR or /tmp), not
- * in memory (alrd_calib_set_spill). */
+ * in memory (alrd_calib_set_spill).
+ * flags: ALRD_CALIB_PROGRESS (progress lines on stderr), ALRD_CALIB_GPU (the
+ * statistics pass runs on the GPU when this build and machine have one:
+ * calib/calib_gpu; the probes stay on the CPU). */
+enum { ALRD_CALIB_PROGRESS = 1, ALRD_CALIB_GPU = 2 };
 int alrd_calib_new(alrd_calib **out, alrd_model *m, const int32_t *tokens, int n_samples,
-                   int sample_len, int probe_tokens, int need_grams, int progress, alrd_error *err);
+                   int sample_len, int probe_tokens, int need_grams, int flags, alrd_error *err);
+/* 1 when the statistics pass of c ran on the GPU. */
+int alrd_calib_on_gpu(const alrd_calib *c);
 void alrd_calib_free(alrd_calib *c);
 double alrd_calib_seconds(const alrd_calib *c);
 /* Dampens every Gram matrix: C += damp * mean(diag C) * I, so directions the
@@ -106,6 +112,7 @@ typedef struct {
     int hadamard;          /* fold a rotation into the latents */
     uint64_t seed;
     int progress;          /* progress lines on stderr */
+    int cpu_only;          /* statistics on the CPU even when a GPU is present */
 } alrd_compress_opts;
 
 void alrd_compress_opts_default(alrd_compress_opts *o);
@@ -133,6 +140,7 @@ typedef struct {
     double measured_kl;    /* KL(uncompressed || compressed) on the probe tokens */
     double base_ce, compressed_ce;
     double t_stats, t_svd, t_sens, t_total;
+    int stats_on_gpu;      /* the statistics pass ran on the GPU */
 } alrd_compress_result;
 
 /* Sizes r for d's model and allocates its arrays (zeroed). */

@@ -396,7 +396,9 @@ extern "C" int alrd_gpu_new(alrd_gpu **out, const alrd_model *m, const alrd_gpu_
     if (upload_f32(g, &g->final_norm, m->final_norm, H, err)) goto fail;
     for (int l = 0; l < g->L; l++) {
         glayer *y = &g->ly[l];
-        const alrd_layer *S = &m->layers[l];
+        alrd_layer view;
+        const alrd_layer *S = alrd_model_layer(m, l, &view, err); /* a lazy model materializes it here */
+        if (!S) goto fail;
         if (walloc16(g, &y->w_qkv, (size_t)y->nqkv * H, err) || walloc16(g, &y->wo, H * qd, err) ||
             walloc16(g, &y->w_gu, 2 * ffn * H, err) || walloc16(g, &y->w_down, H * ffn, err))
             goto fail;

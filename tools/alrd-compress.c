@@ -39,6 +39,7 @@ static void usage(void) {
             "                        token (all layers, K + V: codes, scales, zeros and the residual\n"
             "                        window amortised over --amortize-ctx); writes per-layer bits\n"
             "  --amortize-ctx N      context for the byte budget and the report (default 4096)\n"
+            "  --cpu                 calibration statistics on the CPU even when a GPU is present\n"
             "  --rank-step S         rank grid of the joint allocation (default max(8, group size))\n"
             "The chosen ranks are always written next to OUT as OUT.ranks.json.\n");
 }
@@ -131,7 +132,9 @@ static int run_joint(alrd_model *m, const int32_t *samples, int n_samples, int c
     alrd_qerr *q = NULL;
     int rc = -1;
     static const int bits[] = {2, 3, 4, 8, 16};
-    if (alrd_calib_new(&c, m, samples, n_samples, calib_len, o->probe_tokens, 1, o->progress, err)) goto done;
+    if (alrd_calib_new(&c, m, samples, n_samples, calib_len, o->probe_tokens, 1,
+                       (o->progress ? ALRD_CALIB_PROGRESS : 0) | (o->cpu_only ? 0 : ALRD_CALIB_GPU), err))
+        goto done;
     alrd_calib_release_grams(c);
     alrd_calib_dampen(c, o->damp);
     r->t_stats = alrd_now() - t0;
@@ -141,6 +144,7 @@ static int run_joint(alrd_model *m, const int32_t *samples, int n_samples, int c
     int gh = alrd_decomp_full_rank(d);
     if (step < 1 || step > gh) { alrd_errf(err, "--rank-step %d: expected 1..%d", step, gh); goto done; }
     if (alrd_compress_result_alloc(r, d, (size_t)n_samples * calib_len, err)) goto done;
+    r->stats_on_gpu = alrd_calib_on_gpu(c);
     double t2 = alrd_now();
     int pr = (gh / 16) * 8 > 0 ? (gh / 16) * 8 : 8; /* sensitivities probed at half rank */
     if (alrd_decomp_sensitivities(d, pr, err)) goto done;
@@ -237,6 +241,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--no-whiten")) { o.whiten = 0; takes = 0; }
         else if (!strcmp(a, "--no-kivi")) { kivi = 0; takes = 0; }
         else if (!strcmp(a, "--hadamard")) { o.hadamard = 1; takes = 0; }
+        else if (!strcmp(a, "--cpu")) { o.cpu_only = 1; takes = 0; }
         else if (a[0] == '-' && !v) { fprintf(stderr, "alrd-compress: %s needs a value\n", a); return 2; }
         else if (!strcmp(a, "-o")) out = v;
         else if (!strcmp(a, "--calib")) calib = v;
@@ -410,8 +415,8 @@ int main(int argc, char **argv) {
     }
     fprintf(stderr, "KV bytes per token (all layers, %d-token context): %.1f -> %.1f (%.2fx)\n", ctx_amort, before,
             after, before / after);
-    fprintf(stderr, "time: statistics %.1f s, svd %.1f s, sensitivities %.1f s, total %.1f s\n", r.t_stats, r.t_svd,
-            r.t_sens, r.t_total);
+    fprintf(stderr, "time: statistics %.1f s (%s), svd %.1f s, sensitivities %.1f s, total %.1f s\n", r.t_stats,
+            r.stats_on_gpu ? "GPU" : "CPU", r.t_svd, r.t_sens, r.t_total);
     fprintf(stderr, "wrote %s and %s\n", out, ranks_out);
     if (report) {
         cJSON *j = cJSON_CreateObject(), *mods = cJSON_AddArrayToObject(j, "modules");

@@ -30,7 +30,7 @@ static void usage(void) {
             "  --k-bits LIST, --v-bits LIST   separate lists (every pair is a configuration)\n"
             "  --group-size G        KIVI group size (default 32);  --residual R  window (default 128)\n"
             "  --no-kivi             quantise keys per token too\n"
-            "  --cpu                 evaluate on the CPU even when a GPU is present\n"
+            "  --cpu                 calibrate and evaluate on the CPU even when a GPU is present\n"
             "  --hadamard LIST       off, on or off,on (default off)\n"
             "  --group-heads LIST    KV heads per latent, 0 = all of a layer (default 0)\n"
             "  --value-only          decompose V only (keys full width, quantised)\n"
@@ -265,7 +265,8 @@ static int need_calib(calib_state *s, alrd_error *err) {
     if (s->c) return 0;
     double t0 = alrd_now();
     status("calibration: %d x %d tokens\n", s->n_samples, s->sample_len);
-    if (alrd_calib_new(&s->c, s->m, s->samples, s->n_samples, s->sample_len, s->o->probe_tokens, 1, isatty(2), err))
+    if (alrd_calib_new(&s->c, s->m, s->samples, s->n_samples, s->sample_len, s->o->probe_tokens, 1,
+                       (isatty(2) ? ALRD_CALIB_PROGRESS : 0) | (s->o->cpu ? 0 : ALRD_CALIB_GPU), err))
         return -1;
     s->t_calib = alrd_now() - t0;
     return 0;
