@@ -142,8 +142,10 @@ int alrd_qerr_new(alrd_qerr **out, alrd_calib *c, const alrd_decomp *d, const al
     }
     const int total = q->n_ranks;
     /* rank 0: the module not decomposed, l = W x + b */
-    for (int i = 0; i < 2 * L && !rc; i++) {
-        const alrd_layer *ly = &m->layers[i / 2];
+    for (int i = 0; i < 2 * L && !rc; i++) { /* layer by layer: a lazy model materializes each once */
+        alrd_layer view;
+        const alrd_layer *ly = alrd_model_layer(m, i / 2, &view, err);
+        if (!ly) { rc = -1; break; }
         const float *W = i % 2 ? ly->wv : ly->wk, *bias = i % 2 ? ly->bv : ly->bk;
         if (!W) { rc = alrd_errf(err, "qerr: layer %d: the model has no full %s projection", i / 2, i % 2 ? "v" : "k"); break; }
         alrd_matmul_wt(lat, X + (size_t)(i / 2) * P * H, W, P, kvd, H, 0);

@@ -89,18 +89,18 @@ struct alrd_model_slot {
 };
 
 /* The matrices of a layer: name suffix, shape, where the slot keeps it. */
-typedef struct { const char *name; int64_t rows, cols; size_t slot_off; int kv; } layer_mat;
+typedef struct { const char *name; int64_t rows, cols; size_t slot_off; } layer_mat;
 
 static int layer_mats(const alrd_config *c, layer_mat *t) {
     int64_t H = c->hidden, qd = (int64_t)c->n_heads * c->head_dim, kvd = (int64_t)c->n_kv_heads * c->head_dim;
     const layer_mat v[7] = {
-        {"self_attn.q_proj.weight", qd, H, offsetof(struct alrd_model_slot, wq), 0},
-        {"self_attn.k_proj.weight", kvd, H, offsetof(struct alrd_model_slot, wk), 1},
-        {"self_attn.v_proj.weight", kvd, H, offsetof(struct alrd_model_slot, wv), 2},
-        {"self_attn.o_proj.weight", H, qd, offsetof(struct alrd_model_slot, wo), 0},
-        {"mlp.gate_proj.weight", c->ffn, H, offsetof(struct alrd_model_slot, w_gate), 0},
-        {"mlp.up_proj.weight", c->ffn, H, offsetof(struct alrd_model_slot, w_up), 0},
-        {"mlp.down_proj.weight", H, c->ffn, offsetof(struct alrd_model_slot, w_down), 0}};
+        {"self_attn.q_proj.weight", qd, H, offsetof(struct alrd_model_slot, wq)},
+        {"self_attn.k_proj.weight", kvd, H, offsetof(struct alrd_model_slot, wk)},
+        {"self_attn.v_proj.weight", kvd, H, offsetof(struct alrd_model_slot, wv)},
+        {"self_attn.o_proj.weight", H, qd, offsetof(struct alrd_model_slot, wo)},
+        {"mlp.gate_proj.weight", c->ffn, H, offsetof(struct alrd_model_slot, w_gate)},
+        {"mlp.up_proj.weight", c->ffn, H, offsetof(struct alrd_model_slot, w_up)},
+        {"mlp.down_proj.weight", H, c->ffn, offsetof(struct alrd_model_slot, w_down)}};
     memcpy(t, v, sizeof v);
     return 7;
 }
@@ -134,7 +134,6 @@ static int slot_new(alrd_model *m, alrd_error *err) {
     layer_mat t[7];
     int n = layer_mats(&m->cfg, t);
     for (int i = 0; i < n; i++) {
-        if (t[i].kv && (m->flags & ALRD_MODEL_KEEP_KV)) continue;
         size_t nb;
         if (alrd_mul_ok((size_t)t[i].rows, (size_t)t[i].cols, &nb) || alrd_mul_ok(nb, sizeof(float), &nb))
             return alrd_errf(err, "%s: %s: size overflow", m->path, t[i].name);
@@ -221,7 +220,7 @@ static int model_load(alrd_model *m, const alrd_source *s, int flags, alrd_error
     m->flags = flags;
     const alrd_config *c = &m->cfg;
     if (alrd_config_validate(c, s->path, err)) return -1;
-    const int lazy = flags & ALRD_MODEL_LAZY, keep_kv = !lazy || (flags & ALRD_MODEL_KEEP_KV);
+    const int lazy = flags & ALRD_MODEL_LAZY, keep_kv = !lazy;
     if (lazy && s->lowrank)
         return alrd_errf(err, "%s: lazy loading is for uncompressed checkpoints, not .alrd files", s->path);
     int H = c->hidden, hd = c->head_dim, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;

@@ -46,10 +46,9 @@ typedef struct {
                                         * NULL while no override is set */
 } alrd_model;
 
-/* Load flags. LAZY: matrices of a layer materialize on demand (CPU only; not
- * for .alrd files). KEEP_KV (with LAZY): k_proj/v_proj stay eager in
- * layers[l].wk/wv, for readers of every layer's K/V weights (calib/qerr). */
-enum { ALRD_MODEL_LAZY = 1, ALRD_MODEL_KEEP_KV = 2 };
+/* Load flags. LAZY: matrices of a layer materialize on demand (CPU; not for
+ * .alrd files): readers go through alrd_model_layer. */
+enum { ALRD_MODEL_LAZY = 1 };
 
 int alrd_model_load_opts(alrd_model *m, const alrd_source *s, int flags, alrd_error *err);
 

@@ -301,7 +301,7 @@ int main(int argc, char **argv) {
     if (alrd_source_open(&src, model, &err)) return die(err.msg);
     /* Lazy weights: one layer in fp32 at a time (a 7B model compresses in well
      * under 16 GB). calib/qerr reads every layer's K/V weights: joint keeps those. */
-    if (alrd_model_load_opts(&m, &src, ALRD_MODEL_LAZY | (joint ? ALRD_MODEL_KEEP_KV : 0), &err)) {
+    if (alrd_model_load_opts(&m, &src, ALRD_MODEL_LAZY, &err)) {
         alrd_source_close(&src);
         return die(err.msg);
     }
