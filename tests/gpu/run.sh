@@ -1,6 +1,7 @@
 #!/bin/sh
 # make test-gpu: the GPU unit tests, compute-sanitizer (memcheck, racecheck, initcheck)
-# on a small run of them, and the real-model checks when MODEL / ALRD / DATA
+# on a small run of them, and the real-model checks (GPU vs CPU logits and
+# perplexity, GPU vs CPU calibration statistics) when MODEL / ALRD / DATA
 # name readable files. Logs go to $BUILD/tests/gpu/*.log.
 B=${BUILD:-build}
 T=$B/tests/gpu
@@ -24,6 +25,8 @@ fi
 if [ -n "$MODEL" ] && [ -r "$MODEL" ] && [ -r "$DATA" ]; then
     echo "== $T/test_gpu_model $MODEL"
     $T/test_gpu_model "$MODEL" "$DATA" --kv-bits 4 --chunks 4 || fail=1
+    echo "== $T/test_gpu_calib $MODEL"
+    $T/test_gpu_calib "$MODEL" "$DATA" || fail=1
 fi
 if [ -n "$ALRD" ] && [ -r "$ALRD" ] && [ -r "$DATA" ]; then
     echo "== $T/test_gpu_model $ALRD"
