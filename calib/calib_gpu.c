@@ -2,10 +2,8 @@
 #include "calib_gpu.h"
 
 #include <math.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #if ALRD_CUDA
 #include "../runtime/gpu.h"
@@ -27,8 +25,7 @@ int alrd_calib_grams_gpu(const alrd_model *m, const int32_t *tokens, int n_sampl
     for (int s = 0; s < n_samples && !rc; s++) {
         alrd_gpu_reset(g, 0);
         rc = alrd_gpu_prefill(g, 0, tokens + (size_t)s * sample_len, sample_len, NULL, 0, err);
-        if (progress_on && isatty(2)) fprintf(stderr, "\rcalibration (GPU): %d/%d   %s", s + 1, n_samples,
-                                              s + 1 == n_samples ? "\n" : "");
+        if (progress_on) alrd_progress("calibration (GPU)", (size_t)s + 1, (size_t)n_samples);
     }
     for (int l = 0; l < L && !rc; l++) {
         long long rows = 0;

@@ -18,10 +18,7 @@
 #include "wsvd.h"
 
 static void progress(int on, const char *what, int done, int total) {
-    if (on && isatty(2)) {
-        fprintf(stderr, "\r%s: %d/%d   ", what, done, total);
-        if (done == total) fputc('\n', stderr);
-    }
+    if (on) alrd_progress(what, (size_t)done, (size_t)total);
 }
 
 static void log_softmax_row(float *x, int n) {

@@ -91,10 +91,7 @@ int alrd_qerr_latent_loss(const float *lat, int n_seq, int seq_len, int n_groups
 }
 
 static void progress(int on, int done, int total) {
-    if (on && isatty(2)) {
-        fprintf(stderr, "\rquantisation error: %d/%d   ", done, total);
-        if (done == total) fputc('\n', stderr);
-    }
+    if (on) alrd_progress("quantisation error", (size_t)done, (size_t)total);
 }
 
 int alrd_qerr_new(alrd_qerr **out, alrd_calib *c, const alrd_decomp *d, const alrd_qerr_opts *o, alrd_error *err) {

@@ -54,6 +54,91 @@ __device__ __forceinline__ void mma16816(float *c, uint32_t a0, uint32_t a1, uin
 
 __device__ __forceinline__ uint32_t ld32(const uint16_t *p) { return *reinterpret_cast<const uint32_t *>(p); }
 
+/* The tokens [t0, t1) of a sequence of n that split sp of nsplit covers:
+ * equal TILE-aligned runs, the same in every decode kernel. */
+__device__ __forceinline__ void split_range(int n, int nsplit, int sp, int &t0, int &t1) {
+    int len = (n + nsplit - 1) / nsplit;
+    len = (len + TILE - 1) / TILE * TILE;
+    t0 = sp * len;
+    t1 = min(n, t0 + len);
+}
+
+/* (max, sum) of the QH query heads of split sp, read by the combine; an
+ * empty split stores (-inf, 0) and gets no weight. */
+__device__ __forceinline__ void split_store_ml(float *wml, int QH, int nsplit, int sp, const float *m, const float *l) {
+    for (int qh = threadIdx.x; qh < QH; qh += blockDim.x) {
+        wml[((size_t)qh * nsplit + sp) * 2] = m ? m[qh] : -INFINITY;
+        wml[((size_t)qh * nsplit + sp) * 2 + 1] = l ? l[qh] : 0.0f;
+    }
+}
+
+/* Keys of KV head j of a latent group for the tile rows r0, r1 (positions
+ * p0, p1) in mma accumulator layout (column d = nt*8 + 2*t4 + e): Z A_j^T
+ * on the tensor cores from the latent tile Zt and the group's A_k (As),
+ * then the bias and RoPE from the tables (the CPU's cos/sin values);
+ * columns d and d + HD/2 are n-tiles nt and nt + NT/2 of this thread. */
+template <int HD>
+__device__ __forceinline__ void latent_keys(float (&c)[HD / 8][4], const alrd_gpu_attn_layer &L, const uint16_t *Zt,
+                                            const uint16_t *As, int kstr, int rpad, int j, int kvh, int r0, int r1,
+                                            long p0, long p1) {
+    constexpr int NT = HD / 8;
+    const int lane = threadIdx.x & 31, gid = lane >> 2, t4 = lane & 3;
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) c[nt][0] = c[nt][1] = c[nt][2] = c[nt][3] = 0.0f;
+    for (int k0 = 0; k0 < rpad; k0 += 16) {
+        const uint16_t *ar = Zt + k0 + 2 * t4;
+        uint32_t a0 = ld32(ar + r0 * kstr), a1 = ld32(ar + r1 * kstr);
+        uint32_t a2 = ld32(ar + r0 * kstr + 8), a3 = ld32(ar + r1 * kstr + 8);
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) {
+            const uint16_t *br = As + (j * HD + nt * 8 + gid) * kstr + k0 + 2 * t4;
+            mma16816(c[nt], a0, a1, a2, a3, ld32(br), ld32(br + 8));
+        }
+    }
+    const float *cs0 = L.cos_tab + p0 * (HD / 2), *sn0 = L.sin_tab + p0 * (HD / 2);
+    const float *cs1 = L.cos_tab + p1 * (HD / 2), *sn1 = L.sin_tab + p1 * (HD / 2);
+#pragma unroll
+    for (int nt = 0; nt < NT / 2; nt++) {
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            int d = nt * 8 + 2 * t4 + e;
+            float b1 = 0.0f, b2 = 0.0f;
+            if (L.bk) b1 = L.bk[kvh * HD + d], b2 = L.bk[kvh * HD + d + HD / 2];
+            float x1 = c[nt][e] + b1, x2 = c[nt + NT / 2][e] + b2;
+            c[nt][e] = x1 * cs0[d] - x2 * sn0[d];
+            c[nt + NT / 2][e] = x2 * cs0[d] + x1 * sn0[d];
+            x1 = c[nt][2 + e] + b1, x2 = c[nt + NT / 2][2 + e] + b2;
+            c[nt][2 + e] = x1 * cs1[d] - x2 * sn1[d];
+            c[nt + NT / 2][2 + e] = x2 * cs1[d] + x1 * sn1[d];
+        }
+    }
+}
+
+/* Online softmax over one tile (TILE scores per query head, rows of sc with
+ * stride ss), a warp per head: the scores become p = exp(s - m_new); corr,
+ * mrun and lrun are updated. The caller synchronises before and after. */
+__device__ __forceinline__ void tile_softmax(float *sc, int ss, int QH, float *mrun, float *lrun, float *corr) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    for (int qh = warp; qh < QH; qh += blockDim.x / 32) {
+        float x0 = sc[qh * ss + lane], x1 = sc[qh * ss + lane + 32];
+        float m = fmaxf(x0, x1);
+        for (int o = 16; o; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+        float mnew = fmaxf(mrun[qh], m);
+        float p0 = expf(x0 - mnew), p1 = expf(x1 - mnew);
+        sc[qh * ss + lane] = p0;
+        sc[qh * ss + lane + 32] = p1;
+        float s = p0 + p1;
+        for (int o = 16; o; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+        __syncwarp();
+        if (lane == 0) {
+            float cr = expf(mrun[qh] - mnew);
+            corr[qh] = cr;
+            lrun[qh] = lrun[qh] * cr + s;
+            mrun[qh] = mnew;
+        }
+    }
+}
+
 template <int HD, int KMODE>
 __global__ void __launch_bounds__(NTHREADS) attn_decode_kernel(alrd_gpu_attn_layer L, plan_t P, const uint16_t *q16,
                                                                const int *pos, int nsplit, int vw_max, float *work) {
@@ -65,18 +150,14 @@ __global__ void __launch_bounds__(NTHREADS) attn_decode_kernel(alrd_gpu_attn_lay
     const int tid = threadIdx.x, sp = blockIdx.x, grp = blockIdx.y, b = blockIdx.z;
     const int per_kv = L.n_heads / L.n_kv, nkh = P.nkh, QH = P.QH, kh0 = grp * nkh, h0 = kh0 * per_kv;
     const int qd = L.n_heads * HD, vw = P.vw, kstr = P.kstr, vstr = P.vstr;
+    int t0, t1;
+    split_range(pos[b] + 1, nsplit, sp, t0, t1);
     const int n = pos[b] + 1;
-    int len = (n + nsplit - 1) / nsplit;
-    len = (len + TILE - 1) / TILE * TILE;
-    const int t0 = sp * len, t1 = min(n, t0 + len);
 
     float *wml = work + ((size_t)b * L.n_heads + h0) * nsplit * 2;
     float *wacc = work + (size_t)gridDim.z * L.n_heads * nsplit * 2 + ((size_t)b * L.n_heads + h0) * nsplit * vw_max;
     if (t0 >= t1) {
-        for (int qh = tid; qh < QH; qh += NTHREADS) {
-            wml[((size_t)qh * nsplit + sp) * 2] = -INFINITY;
-            wml[((size_t)qh * nsplit + sp) * 2 + 1] = 0.0f;
-        }
+        split_store_ml(wml, QH, nsplit, sp, NULL, NULL);
         return;
     }
 
@@ -155,40 +236,9 @@ __global__ void __launch_bounds__(NTHREADS) attn_decode_kernel(alrd_gpu_attn_lay
         if (KMODE == ALRD_GPU_K_LATENT) {
             const int r0 = 16 * warp + gid, r1 = r0 + 8;
             const long p0 = ts + min(r0, nv - 1), p1 = ts + min(r1, nv - 1); /* clamped: table reads stay in range */
-            const float *cs0 = L.cos_tab + p0 * (HD / 2), *sn0 = L.sin_tab + p0 * (HD / 2);
-            const float *cs1 = L.cos_tab + p1 * (HD / 2), *sn1 = L.sin_tab + p1 * (HD / 2);
             for (int j = 0; j < nkh; j++) {
                 float c[NT][4];
-#pragma unroll
-                for (int nt = 0; nt < NT; nt++) c[nt][0] = c[nt][1] = c[nt][2] = c[nt][3] = 0.0f;
-                if (16 * warp < nv) {
-                    for (int k0 = 0; k0 < P.rpad; k0 += 16) {
-                        const uint16_t *ar = Kt + k0 + 2 * t4;
-                        uint32_t a0 = ld32(ar + r0 * kstr), a1 = ld32(ar + r1 * kstr);
-                        uint32_t a2 = ld32(ar + r0 * kstr + 8), a3 = ld32(ar + r1 * kstr + 8);
-#pragma unroll
-                        for (int nt = 0; nt < NT; nt++) {
-                            const uint16_t *br = As + (j * HD + nt * 8 + gid) * kstr + k0 + 2 * t4;
-                            mma16816(c[nt], a0, a1, a2, a3, ld32(br), ld32(br + 8));
-                        }
-                    }
-                }
-                /* bias, then RoPE: columns d and d + HD/2 are tiles nt and nt + NT/2 of this thread */
-#pragma unroll
-                for (int nt = 0; nt < NT / 2; nt++) {
-#pragma unroll
-                    for (int e = 0; e < 2; e++) {
-                        int d = nt * 8 + 2 * t4 + e;
-                        float b1 = 0.0f, b2 = 0.0f;
-                        if (L.bk) b1 = L.bk[(kh0 + j) * HD + d], b2 = L.bk[(kh0 + j) * HD + d + HD / 2];
-                        float x1 = c[nt][e] + b1, x2 = c[nt + NT / 2][e] + b2;
-                        c[nt][e] = x1 * cs0[d] - x2 * sn0[d];
-                        c[nt + NT / 2][e] = x2 * cs0[d] + x1 * sn0[d];
-                        x1 = c[nt][2 + e] + b1, x2 = c[nt + NT / 2][2 + e] + b2;
-                        c[nt][2 + e] = x1 * cs1[d] - x2 * sn1[d];
-                        c[nt + NT / 2][2 + e] = x2 * cs1[d] + x1 * sn1[d];
-                    }
-                }
+                latent_keys<HD>(c, L, Kt, As, kstr, 16 * warp < nv ? P.rpad : 0, j, kh0 + j, r0, r1, p0, p1);
                 for (int qq = 0; qq < per_kv; qq++) {
                     const int qh = j * per_kv + qq;
                     const float *qv = qs + qh * HD;
@@ -229,25 +279,8 @@ __global__ void __launch_bounds__(NTHREADS) attn_decode_kernel(alrd_gpu_attn_lay
         }
         __syncthreads();
 
-        /* ---- online softmax: a warp per query head */
-        for (int qh = warp; qh < QH; qh += NTHREADS / 32) {
-            float x0 = sc[qh * TILE + lane], x1 = sc[qh * TILE + lane + 32];
-            float m = fmaxf(x0, x1);
-            for (int o = 16; o; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-            float mnew = fmaxf(mrun[qh], m);
-            float p0 = expf(x0 - mnew), p1 = expf(x1 - mnew);
-            sc[qh * TILE + lane] = p0;
-            sc[qh * TILE + lane + 32] = p1;
-            float s = p0 + p1;
-            for (int o = 16; o; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-            __syncwarp();
-            if (lane == 0) {
-                float cr = expf(mrun[qh] - mnew);
-                corr[qh] = cr;
-                lrun[qh] = lrun[qh] * cr + s;
-                mrun[qh] = mnew;
-            }
-        }
+        /* ---- online softmax */
+        tile_softmax(sc, TILE, QH, mrun, lrun, corr);
         __syncthreads();
 
         /* ---- values: acc[qh] = acc[qh] * corr + p . V (latent or the head's slice) */
@@ -264,10 +297,7 @@ __global__ void __launch_bounds__(NTHREADS) attn_decode_kernel(alrd_gpu_attn_lay
         __syncthreads();
     }
 
-    for (int qh = tid; qh < QH; qh += NTHREADS) {
-        wml[((size_t)qh * nsplit + sp) * 2] = mrun[qh];
-        wml[((size_t)qh * nsplit + sp) * 2 + 1] = lrun[qh];
-    }
+    split_store_ml(wml, QH, nsplit, sp, mrun, lrun);
     for (int i = tid; i < QH * vw; i += NTHREADS) {
         int qh = i / vw, c = i % vw;
         wacc[((size_t)qh * nsplit + sp) * vw_max + c] = acc[i];
@@ -471,17 +501,13 @@ __global__ void __launch_bounds__(NTHREADS) attn_v2_kernel(alrd_gpu_attn_layer L
     const int tid = threadIdx.x, sp = blockIdx.x, grp = blockIdx.y, b = blockIdx.z;
     const int per_kv = L.n_heads / L.n_kv, nkh = P.nkh, QH = P.QH, kh0 = grp * nkh, h0 = kh0 * per_kv;
     const int qd = L.n_heads * HD, vw = P.vw, kstr = P.kstr;
+    int t0, t1;
+    split_range(pos[b] + 1, nsplit, sp, t0, t1);
     const int n = pos[b] + 1;
-    int len = (n + nsplit - 1) / nsplit;
-    len = (len + TILE - 1) / TILE * TILE;
-    const int t0 = sp * len, t1 = min(n, t0 + len);
     float *wml = work + ((size_t)b * L.n_heads + h0) * nsplit * 2;
     float *wacc = work + (size_t)gridDim.z * L.n_heads * nsplit * 2 + ((size_t)b * L.n_heads + h0) * nsplit * vw_max;
     if (t0 >= t1) {
-        for (int qh = tid; qh < QH; qh += NTHREADS) {
-            wml[((size_t)qh * nsplit + sp) * 2] = -INFINITY;
-            wml[((size_t)qh * nsplit + sp) * 2 + 1] = 0.0f;
-        }
+        split_store_ml(wml, QH, nsplit, sp, NULL, NULL);
         return;
     }
     const int kq = side_quantized(L.ks, n), vq = side_quantized(L.vs, n);
@@ -548,38 +574,8 @@ __global__ void __launch_bounds__(NTHREADS) attn_v2_kernel(alrd_gpu_attn_layer L
                 const uint16_t *qrow = qs + (j * per_kv + (gid < per_kv ? gid : 0)) * QS + 2 * t4;
                 if (KMODE == ALRD_GPU_K_LATENT) {
                     float c[NT][4];
-#pragma unroll
-                    for (int nt = 0; nt < NT; nt++) c[nt][0] = c[nt][1] = c[nt][2] = c[nt][3] = 0.0f;
-                    for (int k0 = 0; k0 < P.rpad; k0 += 16) {
-                        const uint16_t *ar = Kt + k0 + 2 * t4;
-                        uint32_t a0 = ld32(ar + r0 * kstr), a1 = ld32(ar + r1 * kstr);
-                        uint32_t a2 = ld32(ar + r0 * kstr + 8), a3 = ld32(ar + r1 * kstr + 8);
-#pragma unroll
-                        for (int nt = 0; nt < NT; nt++) {
-                            const uint16_t *br = As + (j * HD + nt * 8 + gid) * kstr + k0 + 2 * t4;
-                            mma16816(c[nt], a0, a1, a2, a3, ld32(br), ld32(br + 8));
-                        }
-                    }
-                    /* bias, then RoPE from the tables (the CPU's cos/sin values): columns
-                     * d and d + HD/2 are n-tiles nt and nt + NT/2 of this thread */
                     const long p0 = ts + min(r0, nv - 1), p1 = ts + min(r1, nv - 1); /* clamped: in range */
-                    const float *cs0 = L.cos_tab + p0 * (HD / 2), *sn0 = L.sin_tab + p0 * (HD / 2);
-                    const float *cs1 = L.cos_tab + p1 * (HD / 2), *sn1 = L.sin_tab + p1 * (HD / 2);
-#pragma unroll
-                    for (int nt = 0; nt < NT / 2; nt++) {
-#pragma unroll
-                        for (int e = 0; e < 2; e++) {
-                            int d = nt * 8 + 2 * t4 + e;
-                            float b1 = 0.0f, b2 = 0.0f;
-                            if (L.bk) b1 = L.bk[(kh0 + j) * HD + d], b2 = L.bk[(kh0 + j) * HD + d + HD / 2];
-                            float x1 = c[nt][e] + b1, x2 = c[nt + NT / 2][e] + b2;
-                            c[nt][e] = x1 * cs0[d] - x2 * sn0[d];
-                            c[nt + NT / 2][e] = x2 * cs0[d] + x1 * sn0[d];
-                            x1 = c[nt][2 + e] + b1, x2 = c[nt + NT / 2][2 + e] + b2;
-                            c[nt][2 + e] = x1 * cs1[d] - x2 * sn1[d];
-                            c[nt + NT / 2][2 + e] = x2 * cs1[d] + x1 * sn1[d];
-                        }
-                    }
+                    latent_keys<HD>(c, L, Kt, As, kstr, P.rpad, j, kh0 + j, r0, r1, p0, p1);
                     /* the accumulators of n-tiles 2kk, 2kk+1 are the A fragment of k-tile kk */
 #pragma unroll
                     for (int kk = 0; kk < HD / 16; kk++)
@@ -609,25 +605,8 @@ __global__ void __launch_bounds__(NTHREADS) attn_v2_kernel(alrd_gpu_attn_layer L
         }
         __syncthreads();
 
-        /* ---- online softmax: a warp per query head */
-        for (int qh = warp; qh < QH; qh += NTHREADS / 32) {
-            float x0 = sc[qh * SCS + lane], x1 = sc[qh * SCS + lane + 32];
-            float m = fmaxf(x0, x1);
-            for (int o = 16; o; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-            float mnew = fmaxf(mrun[qh], m);
-            float p0 = expf(x0 - mnew), p1 = expf(x1 - mnew);
-            sc[qh * SCS + lane] = p0;
-            sc[qh * SCS + lane + 32] = p1;
-            float s = p0 + p1;
-            for (int o = 16; o; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-            __syncwarp();
-            if (lane == 0) {
-                float cr = expf(mrun[qh] - mnew);
-                corr[qh] = cr;
-                lrun[qh] = lrun[qh] * cr + s;
-                mrun[qh] = mnew;
-            }
-        }
+        /* ---- online softmax */
+        tile_softmax(sc, SCS, QH, mrun, lrun, corr);
         __syncthreads();
 
         /* ---- PV: acc[qh][c] = acc * corr + P[qh][:] . V[:][c] */
@@ -661,10 +640,7 @@ __global__ void __launch_bounds__(NTHREADS) attn_v2_kernel(alrd_gpu_attn_layer L
         __syncthreads();
     }
 
-    for (int qh = tid; qh < QH; qh += NTHREADS) {
-        wml[((size_t)qh * nsplit + sp) * 2] = mrun[qh];
-        wml[((size_t)qh * nsplit + sp) * 2 + 1] = lrun[qh];
-    }
+    split_store_ml(wml, QH, nsplit, sp, mrun, lrun);
 #pragma unroll
     for (int i = 0; i < MAXNT2; i++) {
         int nt = warp + 4 * i;
@@ -721,17 +697,12 @@ __global__ void __launch_bounds__(NW3 * 32) attn_fp16_kernel(alrd_gpu_attn_layer
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gid = lane >> 2, t4 = lane & 3;
     const int sp = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z;
     const int per_kv = L.n_heads / L.n_kv, h0 = kvh * per_kv;
-    const int n = pos[b] + 1;
-    int len = (n + nsplit - 1) / nsplit;
-    len = (len + TILE - 1) / TILE * TILE; /* the same splits as the other kernels */
-    const int t0 = sp * len, t1 = min(n, t0 + len);
+    int t0, t1;
+    split_range(pos[b] + 1, nsplit, sp, t0, t1);
     float *wml = work + ((size_t)b * L.n_heads + h0) * nsplit * 2;
     float *wacc = work + (size_t)gridDim.z * L.n_heads * nsplit * 2 + ((size_t)b * L.n_heads + h0) * nsplit * vw_max;
     if (t0 >= t1) {
-        for (int qh = tid; qh < per_kv; qh += NW3 * 32) {
-            wml[((size_t)qh * nsplit + sp) * 2] = -INFINITY;
-            wml[((size_t)qh * nsplit + sp) * 2 + 1] = 0.0f;
-        }
+        split_store_ml(wml, per_kv, nsplit, sp, NULL, NULL);
         return;
     }
     uint16_t *ring = reinterpret_cast<uint16_t *>(smem) + warp * S::WARP;
@@ -911,9 +882,9 @@ __global__ void __launch_bounds__(CMB_THREADS) attn_combine_kernel(alrd_gpu_attn
         den += wi * ml[2 * i + 1];
     }
     den = block_reduce(den, red, false); /* its barriers also publish w */
-    const int nparts = vw < CMB_THREADS ? CMB_THREADS / vw : 1;
+    const int cols = min(vw, CMB_THREADS), nparts = CMB_THREADS / cols; /* (column, part of the splits) threads */
     for (int c0 = 0; c0 < vw; c0 += CMB_THREADS) {
-        const int c = c0 + tid % (vw < CMB_THREADS ? vw : CMB_THREADS), p = tid / (vw < CMB_THREADS ? vw : CMB_THREADS);
+        const int c = c0 + tid % cols, p = tid / cols;
         float a = 0.0f;
         if (p < nparts && c < vw) {
 #pragma unroll 4
@@ -925,7 +896,7 @@ __global__ void __launch_bounds__(CMB_THREADS) attn_combine_kernel(alrd_gpu_attn
         part[tid] = a;
         __syncthreads();
         if (p == 0 && c < vw) {
-            for (int q = 1; q < nparts; q++) a += part[q * (vw < CMB_THREADS ? vw : CMB_THREADS) + tid];
+            for (int q = 1; q < nparts; q++) a += part[q * cols + tid];
             u[c] = a / den;
         }
         __syncthreads();

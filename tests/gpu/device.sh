@@ -18,6 +18,14 @@ build() {
         build/tests/gpu/test_gpu_units build/tests/gpu/test_gpu_model build/tests/gpu/test_gpu_calib \
         > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
 }
+sanitize() { # compute-sanitizer memcheck and racecheck on a small run of the unit tests
+    for tool in memcheck racecheck; do
+        mode=--small; [ $tool = racecheck ] && mode=--race
+        timeout 200 compute-sanitizer --tool $tool --error-exitcode 3 build/tests/gpu/test_gpu_units $mode \
+            > "$OUT/$tool.log" 2>&1
+        echo "compute-sanitizer $tool: rc $?: $(grep -h 'ERROR SUMMARY\|RACECHECK SUMMARY' "$OUT/$tool.log" | tail -1)"
+    done
+}
 M=/tmp/model/m.gguf
 D=.devcarry/data/wiki.test.raw
 case "${1:-}" in
@@ -34,12 +42,7 @@ A) # units, compute-sanitizer, the synthetic speed tables and the capacity table
     build
     wait
     timeout 200 build/tests/gpu/test_gpu_units > "$OUT/units.txt" 2>&1; tail -1 "$OUT/units.txt"
-    for tool in memcheck racecheck; do
-        mode=--small; [ $tool = racecheck ] && mode=--race
-        timeout 200 compute-sanitizer --tool $tool --error-exitcode 3 build/tests/gpu/test_gpu_units $mode \
-            > "$OUT/$tool.log" 2>&1
-        echo "compute-sanitizer $tool: rc $?: $(grep -h 'ERROR SUMMARY\|RACECHECK SUMMARY' "$OUT/$tool.log" | tail -1)"
-    done
+    sanitize
     timeout 200 build/alrd-bench --synthetic smollm2-135m -d 0,512,4096,32768 -b 1,16 -p 512 -n 64 -r 3 \
         -v name=fp16 -v r=0.5,gh=3,k=2,v=2,name=r0.5-k2v2 -o "$OUT/bench-smollm2.json" | grep tg | tee "$OUT/bench.log"
     timeout 200 build/alrd-bench --synthetic llama2-7b -d 0,4096,32768 -b 1,16 -p 512 -n 32 -r 2 \
@@ -72,12 +75,7 @@ B) # the real model: GPU vs CPU, GPU calibration, alrd-compress on the GPU, whol
     build/alrd-run $M -p "The capital of France is" -n 24 2>&1 | tee "$OUT/gen.log"
     ;;
 C)
-    for tool in memcheck racecheck; do
-        mode=--small; [ $tool = racecheck ] && mode=--race
-        timeout 200 compute-sanitizer --tool $tool --error-exitcode 3 build/tests/gpu/test_gpu_units $mode \
-            > "$OUT/$tool.log" 2>&1
-        echo "compute-sanitizer $tool: rc $?: $(grep -h 'ERROR SUMMARY\|RACECHECK SUMMARY\|passed' "$OUT/$tool.log" | tail -2 | tr '\n' ' ')"
-    done
+    sanitize
     timeout 200 build/alrd-bench --synthetic llama3-8b -d 0,32768 -b 1,16 -p 512 -n 64 -r 2 \
         -v name=fp16 -v r=0.5,gh=1,k=2,v=2,name=r0.5-k2v2 -o "$OUT/bench-llama3.json" 2>&1 | tee "$OUT/bench3.log"
     ;;
