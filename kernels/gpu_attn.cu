@@ -63,6 +63,16 @@ __device__ __forceinline__ void split_range(int n, int nsplit, int sp, int &t0, 
     t1 = min(n, t0 + len);
 }
 
+/* Where the splits of query heads h0.. of sequence b leave their results
+ * for the combine (B sequences): (max, sum) pairs, then the
+ * unnormalised value mixes (vw_max wide). */
+__device__ __forceinline__ size_t split_ml_off(int n_heads, int b, int h0, int nsplit) {
+    return ((size_t)b * n_heads + h0) * nsplit * 2;
+}
+__device__ __forceinline__ size_t split_acc_off(int B, int n_heads, int b, int h0, int nsplit, int vw_max) {
+    return (size_t)B * n_heads * nsplit * 2 + ((size_t)b * n_heads + h0) * nsplit * vw_max;
+}
+
 /* (max, sum) of the QH query heads of split sp, read by the combine; an
  * empty split stores (-inf, 0) and gets no weight. */
 __device__ __forceinline__ void split_store_ml(float *wml, int QH, int nsplit, int sp, const float *m, const float *l) {
@@ -150,12 +160,12 @@ __global__ void __launch_bounds__(NTHREADS) attn_decode_kernel(alrd_gpu_attn_lay
     const int tid = threadIdx.x, sp = blockIdx.x, grp = blockIdx.y, b = blockIdx.z;
     const int per_kv = L.n_heads / L.n_kv, nkh = P.nkh, QH = P.QH, kh0 = grp * nkh, h0 = kh0 * per_kv;
     const int qd = L.n_heads * HD, vw = P.vw, kstr = P.kstr, vstr = P.vstr;
-    int t0, t1;
-    split_range(pos[b] + 1, nsplit, sp, t0, t1);
     const int n = pos[b] + 1;
+    int t0, t1;
+    split_range(n, nsplit, sp, t0, t1);
 
-    float *wml = work + ((size_t)b * L.n_heads + h0) * nsplit * 2;
-    float *wacc = work + (size_t)gridDim.z * L.n_heads * nsplit * 2 + ((size_t)b * L.n_heads + h0) * nsplit * vw_max;
+    float *wml = work + split_ml_off(L.n_heads, b, h0, nsplit);
+    float *wacc = work + split_acc_off(gridDim.z, L.n_heads, b, h0, nsplit, vw_max);
     if (t0 >= t1) {
         split_store_ml(wml, QH, nsplit, sp, NULL, NULL);
         return;
@@ -501,11 +511,11 @@ __global__ void __launch_bounds__(NTHREADS) attn_v2_kernel(alrd_gpu_attn_layer L
     const int tid = threadIdx.x, sp = blockIdx.x, grp = blockIdx.y, b = blockIdx.z;
     const int per_kv = L.n_heads / L.n_kv, nkh = P.nkh, QH = P.QH, kh0 = grp * nkh, h0 = kh0 * per_kv;
     const int qd = L.n_heads * HD, vw = P.vw, kstr = P.kstr;
-    int t0, t1;
-    split_range(pos[b] + 1, nsplit, sp, t0, t1);
     const int n = pos[b] + 1;
-    float *wml = work + ((size_t)b * L.n_heads + h0) * nsplit * 2;
-    float *wacc = work + (size_t)gridDim.z * L.n_heads * nsplit * 2 + ((size_t)b * L.n_heads + h0) * nsplit * vw_max;
+    int t0, t1;
+    split_range(n, nsplit, sp, t0, t1);
+    float *wml = work + split_ml_off(L.n_heads, b, h0, nsplit);
+    float *wacc = work + split_acc_off(gridDim.z, L.n_heads, b, h0, nsplit, vw_max);
     if (t0 >= t1) {
         split_store_ml(wml, QH, nsplit, sp, NULL, NULL);
         return;
@@ -699,8 +709,8 @@ __global__ void __launch_bounds__(NW3 * 32) attn_fp16_kernel(alrd_gpu_attn_layer
     const int per_kv = L.n_heads / L.n_kv, h0 = kvh * per_kv;
     int t0, t1;
     split_range(pos[b] + 1, nsplit, sp, t0, t1);
-    float *wml = work + ((size_t)b * L.n_heads + h0) * nsplit * 2;
-    float *wacc = work + (size_t)gridDim.z * L.n_heads * nsplit * 2 + ((size_t)b * L.n_heads + h0) * nsplit * vw_max;
+    float *wml = work + split_ml_off(L.n_heads, b, h0, nsplit);
+    float *wacc = work + split_acc_off(gridDim.z, L.n_heads, b, h0, nsplit, vw_max);
     if (t0 >= t1) {
         split_store_ml(wml, per_kv, nsplit, sp, NULL, NULL);
         return;
@@ -870,8 +880,8 @@ __global__ void __launch_bounds__(CMB_THREADS) attn_combine_kernel(alrd_gpu_attn
     const int per_kv = L.n_heads / L.n_kv, kvh = h / per_kv;
     const int vw = L.vr > 0 ? L.vr : hd;
     float *w = u + vw, *part = w + nsplit, *red = part + CMB_THREADS;
-    const float *ml = work + ((size_t)b * L.n_heads + h) * nsplit * 2;
-    const float *ac = work + (size_t)gridDim.y * L.n_heads * nsplit * 2 + ((size_t)b * L.n_heads + h) * nsplit * vw_max;
+    const float *ml = work + split_ml_off(L.n_heads, b, h, nsplit);
+    const float *ac = work + split_acc_off(gridDim.y, L.n_heads, b, h, nsplit, vw_max);
     float M = -INFINITY;
     for (int i = tid; i < nsplit; i += CMB_THREADS) M = fmaxf(M, ml[2 * i]);
     M = block_reduce(M, red, true);
