@@ -82,15 +82,16 @@ __device__ __forceinline__ void split_store_ml(float *wml, int QH, int nsplit, i
     }
 }
 
-/* Keys of KV head j of a latent group for the tile rows r0, r1 (positions
- * p0, p1) in mma accumulator layout (column d = nt*8 + 2*t4 + e): Z A_j^T
- * on the tensor cores from the latent tile Zt and the group's A_k (As),
- * then the bias and RoPE from the tables (the CPU's cos/sin values);
- * columns d and d + HD/2 are n-tiles nt and nt + NT/2 of this thread. */
+/* Keys of KV head j of a latent group for the tile rows r0, r1 in mma
+ * accumulator layout (column d = nt*8 + 2*t4 + e): Z A_j^T on the tensor
+ * cores from the latent tile Zt and the group's A_k (As), then the bias
+ * and RoPE with the rows' cos/sin (cs0, sn0 for r0; cs1, sn1 for r1: the
+ * CPU's table values, in global or shared memory); columns d and d + HD/2
+ * are n-tiles nt and nt + NT/2 of this thread. */
 template <int HD>
 __device__ __forceinline__ void latent_keys(float (&c)[HD / 8][4], const alrd_gpu_attn_layer &L, const uint16_t *Zt,
                                             const uint16_t *As, int kstr, int rpad, int j, int kvh, int r0, int r1,
-                                            long p0, long p1) {
+                                            const float *cs0, const float *sn0, const float *cs1, const float *sn1) {
     constexpr int NT = HD / 8;
     const int lane = threadIdx.x & 31, gid = lane >> 2, t4 = lane & 3;
 #pragma unroll
@@ -105,8 +106,6 @@ __device__ __forceinline__ void latent_keys(float (&c)[HD / 8][4], const alrd_gp
             mma16816(c[nt], a0, a1, a2, a3, ld32(br), ld32(br + 8));
         }
     }
-    const float *cs0 = L.cos_tab + p0 * (HD / 2), *sn0 = L.sin_tab + p0 * (HD / 2);
-    const float *cs1 = L.cos_tab + p1 * (HD / 2), *sn1 = L.sin_tab + p1 * (HD / 2);
 #pragma unroll
     for (int nt = 0; nt < NT / 2; nt++) {
 #pragma unroll
@@ -248,7 +247,9 @@ __global__ void __launch_bounds__(NTHREADS) attn_decode_kernel(alrd_gpu_attn_lay
             const long p0 = ts + min(r0, nv - 1), p1 = ts + min(r1, nv - 1); /* clamped: table reads stay in range */
             for (int j = 0; j < nkh; j++) {
                 float c[NT][4];
-                latent_keys<HD>(c, L, Kt, As, kstr, 16 * warp < nv ? P.rpad : 0, j, kh0 + j, r0, r1, p0, p1);
+                latent_keys<HD>(c, L, Kt, As, kstr, 16 * warp < nv ? P.rpad : 0, j, kh0 + j, r0, r1,
+                                L.cos_tab + p0 * (HD / 2), L.sin_tab + p0 * (HD / 2), L.cos_tab + p1 * (HD / 2),
+                                L.sin_tab + p1 * (HD / 2));
                 for (int qq = 0; qq < per_kv; qq++) {
                     const int qh = j * per_kv + qq;
                     const float *qv = qs + qh * HD;
@@ -327,8 +328,11 @@ __global__ void __launch_bounds__(NTHREADS) attn_decode_kernel(alrd_gpu_attn_lay
 
 typedef struct {
     int nkh, QH, vw, kstr, vstr, rpad;
-    size_t q, sc, corr, mrun, lrun, as, kt, vt, total;
+    size_t q, sc, corr, mrun, lrun, as, kt, vt, rope, total;
 } plan2_t;
+
+/* Row stride (floats) of the tile's cos / sin rows in shared memory. */
+#define ROPE_RS(hd) ((hd) / 2 + 8)
 
 static void make_plan2(const alrd_gpu_attn_layer *L, plan2_t *p) {
     int per_kv = L->n_heads / L->n_kv;
@@ -348,6 +352,8 @@ static void make_plan2(const alrd_gpu_attn_layer *L, plan2_t *p) {
     if (L->kmode == ALRD_GPU_K_LATENT) o = al16(o + 2 * (size_t)p->nkh * L->hd * p->kstr);
     p->kt = o;   o = al16(o + 2 * (size_t)TILE * p->kstr);
     p->vt = o;   o = al16(o + 2 * (size_t)TILE * p->vstr);
+    p->rope = o;
+    if (L->kmode == ALRD_GPU_K_LATENT) o = al16(o + 4 * (size_t)2 * TILE * ROPE_RS(L->hd));
     p->total = o;
 }
 
@@ -506,7 +512,8 @@ __global__ void __launch_bounds__(NTHREADS) attn_v2_kernel(alrd_gpu_attn_layer L
     float *sc = (float *)(smem + P.sc), *corr = (float *)(smem + P.corr);
     float *mrun = (float *)(smem + P.mrun), *lrun = (float *)(smem + P.lrun);
     uint16_t *As = (uint16_t *)(smem + P.as), *Kt = (uint16_t *)(smem + P.kt), *Vt = (uint16_t *)(smem + P.vt);
-    constexpr int QS = HD + 8, NT = HD / 8;
+    constexpr int QS = HD + 8, NT = HD / 8, RRS = ROPE_RS(HD);
+    float *Rc = (float *)(smem + P.rope), *Rs = Rc + TILE * RRS; /* the tile's cos / sin rows (latent keys) */
 
     const int tid = threadIdx.x, sp = blockIdx.x, grp = blockIdx.y, b = blockIdx.z;
     const int per_kv = L.n_heads / L.n_kv, nkh = P.nkh, QH = P.QH, kh0 = grp * nkh, h0 = kh0 * per_kv;
@@ -557,10 +564,19 @@ __global__ void __launch_bounds__(NTHREADS) attn_v2_kernel(alrd_gpu_attn_layer L
 
     for (int ts = t0; ts < t1; ts += TILE) {
         const int nv = min(TILE, t1 - ts);
+        if (KMODE == ALRD_GPU_K_LATENT) { /* the RoPE rows of the tile's positions, in flight with the tile */
+            constexpr int CH = HD / 8; /* 16-byte chunks per row */
+            for (int i = tid; i < 2 * TILE * CH; i += NTHREADS) {
+                const int t = i / CH % TILE, ch = i % CH, sn = i / (TILE * CH);
+                const float *src = (sn ? L.sin_tab : L.cos_tab) + (size_t)(ts + min(t, nv - 1)) * (HD / 2) + ch * 4;
+                cp_async16((sn ? Rs : Rc) + t * RRS + ch * 4, src, 16);
+            }
+            cp_async_commit();
+        }
         if (KMODE == ALRD_GPU_K_LATENT) load_tile(L.ks, b, kq, ts, nv, grp * L.kr, L.kr, Kt, kstr);
         else load_tile(L.ks, b, kq, ts, nv, kh0 * HD, HD, Kt, kstr);
         load_tile(L.vs, b, vq, ts, nv, vbase, vw, Vt, P.vstr);
-        cp_async_wait_all(); /* A_k (first tile) */
+        cp_async_wait_all(); /* A_k (first tile), the RoPE rows */
         __syncthreads();
         if (KMODE == ALRD_GPU_K_FULL) { /* pre-RoPE keys: rotate in place */
             for (int i = tid; i < TILE * (HD / 2); i += NTHREADS) {
@@ -584,8 +600,8 @@ __global__ void __launch_bounds__(NTHREADS) attn_v2_kernel(alrd_gpu_attn_layer L
                 const uint16_t *qrow = qs + (j * per_kv + (gid < per_kv ? gid : 0)) * QS + 2 * t4;
                 if (KMODE == ALRD_GPU_K_LATENT) {
                     float c[NT][4];
-                    const long p0 = ts + min(r0, nv - 1), p1 = ts + min(r1, nv - 1); /* clamped: in range */
-                    latent_keys<HD>(c, L, Kt, As, kstr, P.rpad, j, kh0 + j, r0, r1, p0, p1);
+                    latent_keys<HD>(c, L, Kt, As, kstr, P.rpad, j, kh0 + j, r0, r1, Rc + r0 * RRS, Rs + r0 * RRS,
+                                    Rc + r1 * RRS, Rs + r1 * RRS);
                     /* the accumulators of n-tiles 2kk, 2kk+1 are the A fragment of k-tile kk */
 #pragma unroll
                     for (int kk = 0; kk < HD / 16; kk++)
@@ -854,10 +870,10 @@ __global__ void __launch_bounds__(NW3 * 32) attn_fp16_kernel(alrd_gpu_attn_layer
     }
 }
 
-/* Reduces the splits of one (query head, sequence) and lifts the latent mix.
- * Every step is spread over the block: the split weights in parallel, the
- * columns as (column, part of the splits) threads reading coalesced rows,
- * the lift as a warp per output row. */
+/* Reduces the splits of one (query head, sequence) into its output row (the
+ * latent mix or the head's values). Every step is spread over the block:
+ * the split weights in parallel, the columns as (column, part of the
+ * splits) threads reading coalesced rows. */
 #define CMB_THREADS 256
 __device__ __forceinline__ float block_reduce(float x, float *red, bool is_max) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -874,12 +890,11 @@ __device__ __forceinline__ float block_reduce(float x, float *red, bool is_max) 
 }
 
 __global__ void __launch_bounds__(CMB_THREADS) attn_combine_kernel(alrd_gpu_attn_layer L, int nsplit, int vw_max,
-                                                                   const float *work, uint16_t *att16) {
-    extern __shared__ float u[]; /* [vw] mix | [nsplit] weights | [CMB_THREADS] partial sums | [8] reduction */
-    const int h = blockIdx.x, b = blockIdx.y, hd = L.hd, tid = threadIdx.x;
-    const int per_kv = L.n_heads / L.n_kv, kvh = h / per_kv;
-    const int vw = L.vr > 0 ? L.vr : hd;
-    float *w = u + vw, *part = w + nsplit, *red = part + CMB_THREADS;
+                                                                   const float *work, uint16_t *out) {
+    extern __shared__ float w[]; /* [nsplit] weights | [CMB_THREADS] partial sums | [8] reduction */
+    const int h = blockIdx.x, b = blockIdx.y, tid = threadIdx.x;
+    const int vw = L.vr > 0 ? L.vr : L.hd;
+    float *part = w + nsplit, *red = part + CMB_THREADS;
     const float *ml = work + split_ml_off(L.n_heads, b, h, nsplit);
     const float *ac = work + split_acc_off(gridDim.y, L.n_heads, b, h, nsplit, vw_max);
     float M = -INFINITY;
@@ -907,24 +922,9 @@ __global__ void __launch_bounds__(CMB_THREADS) attn_combine_kernel(alrd_gpu_attn
         __syncthreads();
         if (p == 0 && c < vw) {
             for (int q = 1; q < nparts; q++) a += part[q * cols + tid];
-            u[c] = a / den;
+            out[((size_t)b * L.n_heads + h) * vw + c] = f2h(a / den);
         }
         __syncthreads();
-    }
-    uint16_t *o = att16 + (size_t)b * L.n_heads * hd + (size_t)h * hd;
-    if (L.vr > 0) {
-        const int gh = L.group_heads * hd, g = kvh / L.group_heads, j = kvh % L.group_heads;
-        const uint16_t *A = L.vA + ((size_t)g * gh + (size_t)j * hd) * L.vr;
-        const int lane = tid & 31, warp = tid >> 5;
-        for (int d = warp; d < hd; d += CMB_THREADS / 32) {
-            const uint16_t *ar = A + (size_t)d * L.vr;
-            float a = 0.0f;
-            for (int c = lane; c < L.vr; c += 32) a += h2f(ar[c]) * u[c];
-            for (int off = 16; off; off >>= 1) a += __shfl_xor_sync(0xffffffffu, a, off);
-            if (lane == 0) o[d] = f2h(a + (L.bv ? L.bv[kvh * hd + d] : 0.0f));
-        }
-    } else {
-        for (int d = tid; d < hd; d += CMB_THREADS) o[d] = f2h(u[d]);
     }
 }
 
@@ -933,7 +933,6 @@ extern "C" size_t alrd_gpu_attn_smem(const alrd_gpu_attn_layer *L, size_t limit)
     if (L->n_kv <= 0 || L->n_heads % L->n_kv || L->group_heads <= 0 || L->n_kv % L->group_heads) return 0;
     if (L->kmode == ALRD_GPU_K_LATENT && (L->kr <= 0 || !L->kA)) return 0;
     if (L->kmode == ALRD_GPU_K_ROPED && L->ks.bits != 16) return 0;
-    if (L->vr > 0 && !L->vA) return 0;
     size_t total;
     if (v3_ok(L)) {
         total = v3_smem(L->hd);
@@ -993,7 +992,7 @@ extern "C" size_t alrd_gpu_attn_work_floats(int n_heads, int B, int nsplit, int 
 }
 
 extern "C" int alrd_gpu_attn_decode(const alrd_gpu_attn_layer *L, const uint16_t *q16, const int *pos_dev, int B,
-                                    int nsplit, int vw_max, float *work, uint16_t *att16, void *stream) {
+                                    int nsplit, int vw_max, float *work, uint16_t *out, void *stream) {
     cudaStream_t st = (cudaStream_t)stream;
     if (v3_ok(L)) {
         (L->hd == 64 ? attn_fp16_kernel<64> : attn_fp16_kernel<128>)<<<dim3(nsplit, L->n_kv, B), NW3 * 32,
@@ -1010,8 +1009,7 @@ extern "C" int alrd_gpu_attn_decode(const alrd_gpu_attn_layer *L, const uint16_t
         pick(L->hd, L->kmode)<<<dim3(nsplit, L->n_kv / p.nkh, B), NTHREADS, p.total, st>>>(*L, p, q16, pos_dev, nsplit,
                                                                                          vw_max, work);
     }
-    int vw = L->vr > 0 ? L->vr : L->hd;
-    attn_combine_kernel<<<dim3(L->n_heads, B), CMB_THREADS, sizeof(float) * (vw + nsplit + CMB_THREADS + 32), st>>>(
-        *L, nsplit, vw_max, work, att16);
+    attn_combine_kernel<<<dim3(L->n_heads, B), CMB_THREADS, sizeof(float) * (nsplit + CMB_THREADS + 32), st>>>(
+        *L, nsplit, vw_max, work, out);
     return (int)cudaGetLastError();
 }

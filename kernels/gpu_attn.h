@@ -8,8 +8,9 @@
  * group, adds the bias, applies RoPE in registers, dots with every query
  * head of the group, and keeps an online softmax; values stay in latent
  * space (p . latent_v accumulated per query head). The fp16 residual window
- * is read like any other token. A second kernel reduces the splits and
- * lifts each head's latent mix by its rows of A_v (+ b_v).
+ * is read like any other token. A second kernel reduces the splits; a
+ * head's latent mix is its output (the engine folds A_v and b_v into
+ * o_proj).
  *
  * Undecomposed layers use the same kernel without the reconstruction:
  * quantised pre-RoPE keys are dequantised and RoPE'd on load, and an fp16
@@ -32,8 +33,7 @@ typedef struct {
     int kmode;              /* ALRD_GPU_K_* */
     int kr, vr;             /* latent ranks; vr 0 = full values */
     const uint16_t *kA;     /* [n_groups][group_heads*hd][kr] fp16 (LATENT) */
-    const uint16_t *vA;     /* [n_groups][group_heads*hd][vr] fp16 (vr > 0) */
-    const float *bk, *bv;   /* [n_kv*hd] biases of decomposed projections, or NULL */
+    const float *bk;        /* [n_kv*hd] bias of a decomposed k_proj, or NULL */
     alrd_gpu_side ks, vs;   /* the layer's cache */
     const float *cos_tab, *sin_tab; /* [max_ctx][hd/2] */
     float scale;            /* 1/sqrt(hd) */
@@ -49,9 +49,10 @@ int alrd_gpu_attn_prepare(size_t bytes);
 size_t alrd_gpu_attn_work_floats(int n_heads, int B, int nsplit, int vw_max);
 
 /* Attention of each sequence's query q16[b] (RoPE'd, [B][n_heads*hd] fp16)
- * over its cache holding pos_dev[b] + 1 tokens; writes att16 [B][n_heads*hd]. */
+ * over its cache holding pos_dev[b] + 1 tokens; writes out [B][n_heads*vw]
+ * fp16, vw = vr (each head's latent value mix) or hd. */
 int alrd_gpu_attn_decode(const alrd_gpu_attn_layer *L, const uint16_t *q16, const int *pos_dev, int B,
-                         int nsplit, int vw_max, float *work, uint16_t *att16, void *stream);
+                         int nsplit, int vw_max, float *work, uint16_t *out, void *stream);
 
 #ifdef __cplusplus
 }

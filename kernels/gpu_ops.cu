@@ -182,6 +182,48 @@ __device__ void quant_token_word(const alrd_gpu_side &sd, int b, long s, int w, 
     sd.codes[(size_t)b * sd.seq_words + (size_t)s * sd.unit_words + w] = word;
 }
 
+/* Can quant_token_warps quantise this side's tokens: whole groups of a
+ * multiple of 32 channels, each word inside one group? */
+__device__ __forceinline__ bool token_warps_ok(const alrd_gpu_side &sd) {
+    return sd.G % 32 == 0 && 32 % sd.cpw == 0 && sd.d % sd.G == 0;
+}
+
+/* quant_token_word for all words of token s at once, a warp per group: the
+ * lanes read the group's channels together, reduce min / max by shuffles
+ * and OR their codes into words, instead of one thread walking a group per
+ * word (the same values, bit for bit). The block's warps share the groups. */
+__device__ void quant_token_warps(const alrd_gpu_side &sd, int b, long s, const SrcMix &src, uint16_t *deq,
+                                  long ld_deq) {
+    const int lane = threadIdx.x & 31, G = sd.G, bits = sd.bits, cpw = sd.cpw, per = G / 32;
+    const size_t goff = (size_t)b * sd.seq_groups + (size_t)s * sd.unit_groups;
+    uint32_t *words = sd.codes + (size_t)b * sd.seq_words + (size_t)s * sd.unit_words;
+    const double top = (double)((1u << bits) - 1);
+    for (int gi = threadIdx.x >> 5; gi < sd.d / G; gi += blockDim.x >> 5) {
+        const int g0 = gi * G;
+        float mn = INFINITY, mx = -INFINITY;
+        for (int r = 0; r < per; r++) minmax_upd(src.get(s, g0 + 32 * r + lane), mn, mx);
+        for (int o = 16; o; o >>= 1) {
+            mn = fminf(mn, __shfl_xor_sync(0xffffffffu, mn, o)); /* fminf drops a NaN, as minmax_upd */
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+        }
+        uint16_t hs, hz;
+        group_params(mn, mx, bits, &hs, &hz);
+        if (lane == 0) sd.scales[goff + gi] = hs, sd.zeros[goff + gi] = hz;
+        const float sf = h2f(hs), zf = h2f(hz);
+        const double inv_s = sf > 0.0f ? __drcp_rn((double)sf) : 0.0;
+        for (int r = 0; r < per; r++) {
+            const int c = g0 + 32 * r + lane;
+            const uint32_t q = code_of(src.get(s, c), (double)zf, inv_s, top);
+            if (deq) deq[s * ld_deq + c] = f2h(dequant(q, sf, zf));
+            const uint32_t mine = q << ((lane % cpw) * bits);
+            for (int k = 0; k < 32 / cpw; k++) {
+                const uint32_t wd = __reduce_or_sync(0xffffffffu, lane / cpw == k ? mine : 0u);
+                if (lane == 0) words[(g0 + 32 * r) / cpw + k] = wd;
+            }
+        }
+    }
+}
+
 __device__ __forceinline__ float rope_elem(const float *x, int c, int hd, const float *cs, const float *sn) {
     int i = c % hd, half = hd / 2;
     if (i < half) return x[c] * cs[i] - x[c + half] * sn[i];
@@ -234,32 +276,67 @@ __device__ float block_sum_f(float v, float *red) {
     return s;
 }
 
-__global__ void rmsnorm_kernel(const float *x, const float *w, int H, float eps, uint16_t *out) {
+/* One row per block. Rows of H <= 4 * RMS_V4 * blockDim floats (H % 4 == 0)
+ * are held in registers: every load is issued before the reduction, so a
+ * row costs one memory round trip (a decode step runs 2L + 1 of these). */
+#define RMS_THREADS 256
+#define RMS_V4 8
+__global__ void __launch_bounds__(RMS_THREADS) rmsnorm_kernel(const float *x, const float *w, int H, float eps,
+                                                              uint16_t *out) {
     __shared__ double red[32];
     const float *xr = x + (size_t)blockIdx.x * H;
+    uint16_t *o = out + (size_t)blockIdx.x * H;
     double ss = 0;
+    if (H % 4 == 0 && H <= 4 * RMS_V4 * RMS_THREADS) {
+        const int n4 = H / 4;
+        float4 v[RMS_V4];
+#pragma unroll
+        for (int k = 0; k < RMS_V4; k++) {
+            const int i = threadIdx.x + k * RMS_THREADS;
+            v[k] = i < n4 ? reinterpret_cast<const float4 *>(xr)[i] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            ss += (double)v[k].x * v[k].x + (double)v[k].y * v[k].y + (double)v[k].z * v[k].z + (double)v[k].w * v[k].w;
+        }
+        ss = block_sum_d(ss, red);
+        const float r = 1.0f / sqrtf((float)(ss / H) + eps);
+#pragma unroll
+        for (int k = 0; k < RMS_V4; k++) {
+            const int i = threadIdx.x + k * RMS_THREADS;
+            if (i < n4) {
+                const float4 g = reinterpret_cast<const float4 *>(w)[i];
+                uint2 pk;
+                pk.x = (uint32_t)f2h(v[k].x * r * g.x) | (uint32_t)f2h(v[k].y * r * g.y) << 16;
+                pk.y = (uint32_t)f2h(v[k].z * r * g.z) | (uint32_t)f2h(v[k].w * r * g.w) << 16;
+                reinterpret_cast<uint2 *>(o)[i] = pk;
+            }
+        }
+        return;
+    }
     for (int i = threadIdx.x; i < H; i += blockDim.x) ss += (double)xr[i] * xr[i];
     ss = block_sum_d(ss, red);
     float r = 1.0f / sqrtf((float)(ss / H) + eps);
-    for (int i = threadIdx.x; i < H; i += blockDim.x) out[(size_t)blockIdx.x * H + i] = f2h(xr[i] * r * w[i]);
+    for (int i = threadIdx.x; i < H; i += blockDim.x) o[i] = f2h(xr[i] * r * w[i]);
 }
 
 extern "C" int alrd_gpu_rmsnorm(const float *x, const float *w, int T, int H, float eps, uint16_t *out,
                                 void *stream) {
-    rmsnorm_kernel<<<T, 256, 0, ST(stream)>>>(x, w, H, eps, out);
+    rmsnorm_kernel<<<T, RMS_THREADS, 0, ST(stream)>>>(x, w, H, eps, out);
     return LAUNCHED();
 }
 
-__global__ void silu_mul_kernel(const float *gu, int ffn, uint16_t *out) {
-    const float *g = gu + (size_t)blockIdx.x * 2 * ffn, *u = g + ffn;
-    for (int i = threadIdx.x; i < ffn; i += blockDim.x) {
-        float x = g[i];
-        out[(size_t)blockIdx.x * ffn + i] = f2h(x / (1.0f + expf(-x)) * u[i]);
-    }
+/* An element per thread over all rows: a decode step has one row of ffn
+ * elements, which a block per row would walk serially. */
+__global__ void silu_mul_kernel(const float *gu, int ffn, long total, uint16_t *out) {
+    const long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= total) return;
+    const long t = i / ffn, c = i % ffn;
+    const float *g = gu + t * 2 * ffn;
+    const float x = g[c];
+    out[i] = f2h(x / (1.0f + expf(-x)) * g[ffn + c]);
 }
 
 extern "C" int alrd_gpu_silu_mul(const float *gu, int T, int ffn, uint16_t *out, void *stream) {
-    silu_mul_kernel<<<T, 256, 0, ST(stream)>>>(gu, ffn, out);
+    const long total = (long)T * ffn;
+    silu_mul_kernel<<<(unsigned)((total + 255) / 256), 256, 0, ST(stream)>>>(gu, ffn, total, out);
     return LAUNCHED();
 }
 
@@ -366,10 +443,13 @@ __global__ void append_decode_kernel(alrd_gpu_side k, alrd_gpu_side v, const flo
         else
             write_row(sd, b, p, x, hd, cos_tab, sin_tab);
     } else if (sd.R == 0) {
-        for (int w = threadIdx.x; w < sd.wpr; w += blockDim.x) quant_token_word(sd, b, p, w, m, 0, 0);
+        if (token_warps_ok(sd)) quant_token_warps(sd, b, p, m, 0, 0);
+        else for (int w = threadIdx.x; w < sd.wpr; w += blockDim.x) quant_token_word(sd, b, p, w, m, 0, 0);
     } else {
-        if (p >= sd.R) /* the oldest residual token leaves the window; it shares the new token's ring row */
-            for (int w = threadIdx.x; w < sd.wpr; w += blockDim.x) quant_token_word(sd, b, p - sd.R, w, m, 0, 0);
+        if (p >= sd.R) { /* the oldest residual token leaves the window; it shares the new token's ring row */
+            if (token_warps_ok(sd)) quant_token_warps(sd, b, p - sd.R, m, 0, 0);
+            else for (int w = threadIdx.x; w < sd.wpr; w += blockDim.x) quant_token_word(sd, b, p - sd.R, w, m, 0, 0);
+        }
         __syncthreads();
         write_row(sd, b, p, x, hd, cos_tab, sin_tab);
     }
@@ -389,7 +469,8 @@ __global__ void chunks_kernel(alrd_gpu_side sd, int b, int j0, SrcMix m, uint16_
 }
 
 __global__ void tokens_kernel(alrd_gpu_side sd, int b, long s0, SrcMix m, uint16_t *deq, long ld_deq) {
-    for (int w = threadIdx.x; w < sd.wpr; w += blockDim.x) quant_token_word(sd, b, s0 + blockIdx.x, w, m, deq, ld_deq);
+    if (token_warps_ok(sd)) quant_token_warps(sd, b, s0 + blockIdx.x, m, deq, ld_deq);
+    else for (int w = threadIdx.x; w < sd.wpr; w += blockDim.x) quant_token_word(sd, b, s0 + blockIdx.x, w, m, deq, ld_deq);
 }
 
 /* rows [s0, s1) of fp32 src (row s - p0) into the ring / fp16 rows */
@@ -502,20 +583,6 @@ extern "C" int alrd_gpu_softmax(const float *S, const float *Sq, uint16_t *P, ui
                                 int v_mode, void *stream) {
     softmax_kernel<<<dim3(T, n_heads), 256, 0, ST(stream)>>>(S, Sq, P, Pq, hs, nk, p0, scale, first, R,
                                                              k_mode, v_mode);
-    return LAUNCHED();
-}
-
-__global__ void head_bias16_kernel(uint16_t *y, int ld, int n_heads, int per_kv, int hd, const float *b) {
-    uint16_t *row = y + (size_t)blockIdx.x * ld;
-    for (int i = threadIdx.x; i < n_heads * hd; i += blockDim.x) {
-        int h = i / hd, j = i % hd;
-        row[i] = f2h(h2f(row[i]) + b[(h / per_kv) * hd + j]);
-    }
-}
-
-extern "C" int alrd_gpu_add_head_bias16(uint16_t *y, int T, int ld, int n_heads, int per_kv, int hd,
-                                        const float *b, void *stream) {
-    head_bias16_kernel<<<T, 256, 0, ST(stream)>>>(y, ld, n_heads, per_kv, hd, b);
     return LAUNCHED();
 }
 

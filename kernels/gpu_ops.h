@@ -119,10 +119,6 @@ int alrd_gpu_softmax(const float *S, const float *Sq, uint16_t *P, uint16_t *Pq,
                      size_t hs, int T, int nk, int p0, float scale, int first, int R, int k_mode,
                      int v_mode, void *stream);
 
-/* y[t][h*hd + i] += fp16(b[(h / per_kv)*hd + i]) for fp16 rows of width ld. */
-int alrd_gpu_add_head_bias16(uint16_t *y, int T, int ld, int n_heads, int per_kv, int hd,
-                             const float *b, void *stream);
-
 /* Y[m][n] (fp32, ldy) = X[m][:] . W[n][:] + beta * Y[m][n] for m < M <= 4:
  * the decode-step product (memory-bound; 16-byte loads, a warp per row).
  * K % 8 == 0, X rows (ldx) and W 16-byte aligned. */

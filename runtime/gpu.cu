@@ -1,5 +1,6 @@
 /* gpu: the CUDA engine (see gpu.h). */
 #include <cublas_v2.h>
+#include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdio.h>
@@ -18,8 +19,9 @@ namespace {
 
 struct glayer {
     int kr, vr, dk, dv, kb, vb, kmode, nqkv;
-    uint16_t *w_qkv, *wo, *w_gu, *w_down, *kA, *vA;
-    float *bq, *bk_full, *bv_full, *bk_lat, *bv_lat, *bo;
+    int wo_k; /* input width of o_proj: n_heads * hd, or n_heads * vr when A_v is folded in */
+    uint16_t *w_qkv, *wo, *w_gu, *w_down, *kA;
+    float *bq, *bk_full, *bv_full, *bk_lat, *bo;
     float *attn_norm, *ffn_norm;
     alrd_gpu_side ks, vs;
     alrd_gpu_attn_layer al;
@@ -202,6 +204,7 @@ static int engine_init(alrd_gpu *g, const alrd_config *cfg, int group_heads, con
         y->vb = g->v_bits[l] = o->v_bits[l];
         y->kmode = y->kr ? ALRD_GPU_K_LATENT : (y->kb == 16 ? ALRD_GPU_K_ROPED : ALRD_GPU_K_FULL);
         y->nqkv = g->qd + y->dk + y->dv;
+        y->wo_k = y->vr ? g->nh * y->vr : g->qd;
         if (y->dk > g->dk_max) g->dk_max = y->dk;
         if (y->dv > g->dv_max) g->dv_max = y->dv;
         if (y->vr > g->vr_max) g->vr_max = y->vr;
@@ -271,7 +274,7 @@ static int engine_init(alrd_gpu *g, const alrd_config *cfg, int group_heads, con
         (g->any_latent_k && dalloc(g, &g->Kpre, 4 * N * g->kvd, err, "K reconstruction")) ||
         dalloc(g, &g->S, 4 * (size_t)g->nh * TB * N, err, "attention scores") ||
         dalloc(g, &g->P, 2 * (size_t)g->nh * TB * N, err, "attention probabilities") ||
-        dalloc(g, &g->U16, 2 * TB * g->nh * g->vr_max, err, "latent mix"))
+        dalloc(g, &g->U16, 2 * MR * g->nh * g->vr_max, err, "latent mix"))
         return -1;
     if (o->score && (dalloc(g, &g->Lkq16, 2 * N * g->dk_max, err, "score") ||
                      dalloc(g, &g->Vmq16, 2 * N * g->dv_max, err, "score") ||
@@ -310,9 +313,7 @@ static int engine_finish(alrd_gpu *g, alrd_error *err) {
         a->kr = y->kr;
         a->vr = y->vr;
         a->kA = y->kA;
-        a->vA = y->vA;
         a->bk = y->bk_lat;
-        a->bv = y->bv_lat;
         a->ks = y->ks;
         a->vs = y->vs;
         a->cos_tab = g->cos_tab;
@@ -354,6 +355,41 @@ static int walloc16(alrd_gpu *g, uint16_t **p, size_t n, alrd_error *err) {
     return 0;
 }
 
+/* o_proj with A_v folded in, for a layer whose values stay latent: query
+ * head h attends over the latent values of its group, so its slice of
+ * o_proj becomes W_o[:, h] . A_v[kv head of h] (H x vr) and the block
+ * [H][n_heads * vr] is applied to the latent mixes directly (no lift).
+ * Computed in fp32 from the file's fp32 matrices, stored fp16. The value
+ * bias passes through attention unchanged (the weights sum to 1), so it
+ * becomes W_o . b_v, added to o_proj's bias (bo_out, [H], host). */
+static int fold_wo(alrd_gpu *g, glayer *y, const alrd_layer *S, float *bo_out, alrd_error *err) {
+    const size_t H = g->H, qd = g->qd, vr = y->vr, nA = (size_t)g->n_groups * g->gh * vr, nO = H * y->wo_k;
+    float *d = NULL;
+    if (cudaMalloc((void **)&d, 4 * (H * qd + nA + nO)) != cudaSuccess)
+        return alrd_errf(err, "gpu: out of device memory folding A_v into o_proj");
+    float *wo = d, *A = d + H * qd, *out = A + nA;
+    int rc = cudaMemcpyAsync(wo, S->wo, 4 * H * qd, cudaMemcpyHostToDevice, g->st) != cudaSuccess ||
+             cudaMemcpyAsync(A, S->vA, 4 * nA, cudaMemcpyHostToDevice, g->st) != cudaSuccess;
+    const float one = 1.0f, zero = 0.0f;
+    for (int h = 0; h < g->nh && !rc; h++) { /* column-major: out[h*vr.., n] = A_kv (vr x hd) . W_o[n][h*hd..]^T */
+        int kvh = h / g->per_kv, grp = kvh / g->group_heads, j = kvh % g->group_heads;
+        rc = cublasSgemm(g->cb, CUBLAS_OP_N, CUBLAS_OP_N, (int)vr, (int)H, g->hd, &one,
+                         A + ((size_t)grp * g->gh + (size_t)j * g->hd) * vr, (int)vr, wo + (size_t)h * g->hd, (int)qd,
+                         &zero, out + (size_t)h * vr, y->wo_k) != CUBLAS_STATUS_SUCCESS;
+    }
+    if (!rc) rc = alrd_gpu_f32_to_f16(out, y->wo, nO, g->st);
+    if (!rc) rc = cudaStreamSynchronize(g->st) != cudaSuccess;
+    cudaFree(d);
+    if (rc) return alrd_errf(err, "gpu: folding A_v into o_proj failed");
+    for (size_t n = 0; n < H; n++) {
+        double a = S->bo ? S->bo[n] : 0.0;
+        if (S->bv)
+            for (size_t i = 0; i < qd; i++) a += (double)S->wo[n * qd + i] * S->bv[(i / g->hd / g->per_kv) * g->hd + i % g->hd];
+        bo_out[n] = (float)a;
+    }
+    return 0;
+}
+
 extern "C" int alrd_gpu_new(alrd_gpu **out, const alrd_model *m, const alrd_gpu_opts *o, alrd_error *err) {
     *out = NULL;
     if (!alrd_gpu_available()) return alrd_errf(err, "gpu: no CUDA device");
@@ -385,7 +421,11 @@ extern "C" int alrd_gpu_new(alrd_gpu **out, const alrd_model *m, const alrd_gpu_
         if (f > stage) stage = f;
     }
     if (H * qd > stage) stage = H * qd;
-    float *staging = NULL;
+    float *staging = NULL, *bo_fold = (float *)malloc(sizeof(float) * H);
+    if (!bo_fold) {
+        alrd_gpu_free(g);
+        return alrd_errf(err, "gpu: out of host memory");
+    }
     if (dalloc(g, &staging, 4 * stage, err, "staging")) goto fail;
     if (walloc16(g, &g->embed, (size_t)g->nv * H, err) || upload_f16(g, g->embed, m->embed, (size_t)g->nv * H, staging))
         goto upfail;
@@ -399,36 +439,39 @@ extern "C" int alrd_gpu_new(alrd_gpu **out, const alrd_model *m, const alrd_gpu_
         alrd_layer view;
         const alrd_layer *S = alrd_model_layer(m, l, &view, err); /* a lazy model materializes it here */
         if (!S) goto fail;
-        if (walloc16(g, &y->w_qkv, (size_t)y->nqkv * H, err) || walloc16(g, &y->wo, H * qd, err) ||
+        if (walloc16(g, &y->w_qkv, (size_t)y->nqkv * H, err) || walloc16(g, &y->wo, H * y->wo_k, err) ||
             walloc16(g, &y->w_gu, 2 * ffn * H, err) || walloc16(g, &y->w_down, H * ffn, err))
             goto fail;
         if (upload_f16(g, y->w_qkv, S->wq, qd * H, staging) ||
             upload_f16(g, y->w_qkv + qd * H, y->kr ? S->kB : S->wk, (size_t)y->dk * H, staging) ||
             upload_f16(g, y->w_qkv + (qd + y->dk) * H, y->vr ? S->vB : S->wv, (size_t)y->dv * H, staging) ||
-            upload_f16(g, y->wo, S->wo, H * qd, staging) || upload_f16(g, y->w_gu, S->w_gate, ffn * H, staging) ||
+            (!y->vr && upload_f16(g, y->wo, S->wo, H * qd, staging)) ||
+            upload_f16(g, y->w_gu, S->w_gate, ffn * H, staging) ||
             upload_f16(g, y->w_gu + ffn * H, S->w_up, ffn * H, staging) ||
             upload_f16(g, y->w_down, S->w_down, H * ffn, staging))
             goto upfail;
         if (y->kr && (walloc16(g, &y->kA, (size_t)g->n_groups * gh * y->kr, err) ||
                       upload_f16(g, y->kA, S->kA, (size_t)g->n_groups * gh * y->kr, staging)))
             goto upfail;
-        if (y->vr && (walloc16(g, &y->vA, (size_t)g->n_groups * gh * y->vr, err) ||
-                      upload_f16(g, y->vA, S->vA, (size_t)g->n_groups * gh * y->vr, staging)))
-            goto upfail;
+        if (y->vr && fold_wo(g, y, S, bo_fold, err)) goto fail;
         if (upload_f32(g, &y->attn_norm, S->attn_norm, H, err) || upload_f32(g, &y->ffn_norm, S->ffn_norm, H, err) ||
-            upload_f32(g, &y->bq, S->bq, qd, err) || upload_f32(g, &y->bo, S->bo, H, err))
+            upload_f32(g, &y->bq, S->bq, qd, err) ||
+            upload_f32(g, &y->bo, y->vr && (S->bo || S->bv) ? bo_fold : S->bo, H, err))
             goto fail;
         if (upload_f32(g, y->kr ? &y->bk_lat : &y->bk_full, S->bk, g->kvd, err) ||
-            upload_f32(g, y->vr ? &y->bv_lat : &y->bv_full, S->bv, g->kvd, err))
+            (!y->vr && upload_f32(g, &y->bv_full, S->bv, g->kvd, err)))
             goto fail;
         cudaStreamSynchronize(g->st); /* staging is reused */
     }
+    free(bo_fold);
+    bo_fold = NULL;
     if (engine_finish(g, err)) goto fail;
     *out = g;
     return 0;
 upfail:
     alrd_errf(err, "gpu: weight upload failed");
 fail:
+    free(bo_fold);
     alrd_gpu_free(g);
     return -1;
 }
@@ -456,11 +499,10 @@ extern "C" int alrd_gpu_new_synthetic(alrd_gpu **out, const alrd_config *cfg, in
     g->lm_head = g->embed;
     for (int l = 0; l < g->L; l++) {
         glayer *y = &g->ly[l];
-        if (RF16(y->w_qkv, (size_t)y->nqkv * H, sH) || RF16(y->wo, H * qd, sQ) || RF16(y->w_gu, 2 * ffn * H, sH) ||
+        if (RF16(y->w_qkv, (size_t)y->nqkv * H, sH) || RF16(y->wo, H * y->wo_k, sQ) || RF16(y->w_gu, 2 * ffn * H, sH) ||
             RF16(y->w_down, H * ffn, sF) || ONES(y->attn_norm, H) || ONES(y->ffn_norm, H))
             goto fail;
         if (y->kr && RF16(y->kA, (size_t)g->n_groups * gh * y->kr, sqrtf(3.0f / y->kr))) goto fail;
-        if (y->vr && RF16(y->vA, (size_t)g->n_groups * gh * y->vr, sqrtf(3.0f / y->vr))) goto fail;
     }
 #undef RF16
 #undef ONES
@@ -513,6 +555,8 @@ extern "C" size_t alrd_gpu_cache_bytes(const alrd_gpu *g, int seq) {
 
 extern "C" const alrd_config *alrd_gpu_config(const alrd_gpu *g) { return &g->cfg; }
 
+extern "C" void alrd_gpu_profile(int on) { (void)(on ? cudaProfilerStart() : cudaProfilerStop()); }
+
 extern "C" void alrd_gpu_set_attn(alrd_gpu *g, int attn) {
     g->attn = attn;
     if (g->gexec) cudaGraphExecDestroy(g->gexec);
@@ -552,9 +596,12 @@ static void build_keys(alrd_gpu *g, glayer *y, const uint16_t *src, uint16_t *ds
 }
 
 /* Attention of T query rows (positions p0..) over nk keys of Km16 / Vm16
- * (and the quantised alternatives Kq/Vq on the scoring path). */
-static void attn_core(alrd_gpu *g, glayer *y, int T, int nk, int p0, const uint16_t *q16, uint16_t *att16,
+ * (and the quantised alternatives Kq/Vq on the scoring path). Latent values
+ * leave each head's latent mix in U16 ([T][n_heads * vr]; o_proj has A_v
+ * folded in), full values the heads' outputs in att16 ([T][n_heads * hd]). */
+static void attn_core(alrd_gpu *g, glayer *y, int T, int nk, int p0, const uint16_t *q16, uint16_t *att16, int urow,
                       const uint16_t *Kq, const uint16_t *Vq, int first, int k_mode, int v_mode) {
+    uint16_t *U = g->U16 + (size_t)urow * g->nh * y->vr; /* latent mixes of row urow on */
     const int hd = g->hd, qd = g->qd, kvd = g->kvd, per = g->per_kv;
     const long long hs = (long long)T * nk;
     const float scale = 1.0f / sqrtf((float)hd);
@@ -571,15 +618,12 @@ static void attn_core(alrd_gpu *g, glayer *y, int T, int nk, int p0, const uint1
     for (int k = 0; k < g->nkv; k++) {
         int h0 = k * per;
         if (y->vr) {
-            int gg = k / g->group_heads, j = k % g->group_heads, vr = y->vr;
+            int gg = k / g->group_heads, vr = y->vr;
             FAILS(g, gsb(g, CUBLAS_OP_N, CUBLAS_OP_N, vr, T, nk, 1.0f, g->Vm16 + (size_t)gg * vr, y->dv, 0,
-                         g->P + h0 * hs, nk, hs, 0.0f, g->U16 + (size_t)h0 * vr, CUDA_R_16F, g->nh * vr, vr, per));
+                         g->P + h0 * hs, nk, hs, 0.0f, U + (size_t)h0 * vr, CUDA_R_16F, g->nh * vr, vr, per));
             if (Vq)
                 FAILS(g, gsb(g, CUBLAS_OP_N, CUBLAS_OP_N, vr, T, nk, 1.0f, Vq + (size_t)gg * vr, y->dv, 0,
-                             g->Pq + h0 * hs, nk, hs, 1.0f, g->U16 + (size_t)h0 * vr, CUDA_R_16F, g->nh * vr, vr, per));
-            FAILS(g, gsb(g, CUBLAS_OP_T, CUBLAS_OP_N, hd, T, vr, 1.0f, y->vA + ((size_t)gg * g->gh + (size_t)j * hd) * vr,
-                         vr, 0, g->U16 + (size_t)h0 * vr, g->nh * vr, vr, 0.0f, att16 + (size_t)h0 * hd, CUDA_R_16F, qd,
-                         hd, per));
+                             g->Pq + h0 * hs, nk, hs, 1.0f, U + (size_t)h0 * vr, CUDA_R_16F, g->nh * vr, vr, per));
         } else {
             FAILS(g, gsb(g, CUBLAS_OP_N, CUBLAS_OP_N, hd, T, nk, 1.0f, g->Vm16 + (size_t)k * hd, y->dv, 0,
                          g->P + h0 * hs, nk, hs, 0.0f, att16 + (size_t)h0 * hd, CUDA_R_16F, qd, hd, per));
@@ -588,13 +632,12 @@ static void attn_core(alrd_gpu *g, glayer *y, int T, int nk, int p0, const uint1
                              g->Pq + h0 * hs, nk, hs, 1.0f, att16 + (size_t)h0 * hd, CUDA_R_16F, qd, hd, per));
         }
     }
-    if (y->bv_lat) FAILS(g, alrd_gpu_add_head_bias16(att16, T, qd, g->nh, per, hd, y->bv_lat, g->st));
 }
 
 /* o_proj (+ residual), then the MLP (+ residual), for T rows. */
 static void post_attn(alrd_gpu *g, glayer *y, int T) {
     const int H = g->H, ffn = g->ffn;
-    FAILS(g, lin(g, T, H, g->qd, g->att16, g->qd, y->wo, g->h, H, 1.0f));
+    FAILS(g, lin(g, T, H, y->wo_k, y->vr ? g->U16 : g->att16, y->wo_k, y->wo, g->h, H, 1.0f));
     if (y->bo) FAILS(g, alrd_gpu_add_bias_f32(g->h, T, H, y->bo, g->st));
     FAILS(g, alrd_gpu_rmsnorm(g->h, y->ffn_norm, T, H, g->cfg.rms_eps, g->xn16, g->st));
     FAILS(g, lin(g, T, 2 * ffn, H, g->xn16, H, y->w_gu, g->gu, 2 * ffn, 0.0f));
@@ -640,7 +683,7 @@ static void layer_prefill(alrd_gpu *g, int l, int b, int T, int p0, int mode, in
             v_mode = 2;
         }
     }
-    attn_core(g, y, T, nk, p0, g->q16, g->att16, Kq, Vq, first, k_mode, v_mode);
+    attn_core(g, y, T, nk, p0, g->q16, g->att16, 0, Kq, Vq, first, k_mode, v_mode);
     if (mode == MODE_PREFILL) {
         FAILS(g, alrd_gpu_append_prefill(&y->ks, b, g->qkv, y->nqkv, qd, p0, T, g->hd, g->cos_tab, g->sin_tab, NULL, 0,
                                          g->st));
@@ -661,7 +704,8 @@ static void layer_decode(alrd_gpu *g, int l) {
     FAILS(g, alrd_gpu_append_decode(&y->ks, &y->vs, g->qkv, y->nqkv, qd, qd + y->dk, B, g->d_pos, g->hd, g->cos_tab,
                                     g->sin_tab, g->st));
     if (g->attn == ALRD_GPU_ATTN_FUSED && y->fused_ok) {
-        FAILS(g, alrd_gpu_attn_decode(&y->al, g->q16, g->d_pos, B, g->nsplit, g->vw_max, g->attn_work, g->att16, g->st));
+        FAILS(g, alrd_gpu_attn_decode(&y->al, g->q16, g->d_pos, B, g->nsplit, g->vw_max, g->attn_work,
+                                      y->vr ? g->U16 : g->att16, g->st));
     } else {
         for (int b = 0; b < B; b++) { /* reference path: materialise this sequence's cache */
             int n = g->pos[b] + 1;
@@ -671,7 +715,7 @@ static void layer_decode(alrd_gpu *g, int l) {
                 build_keys(g, y, g->Lk16, g->Km16, 0, n);
             }
             FAILS(g, alrd_gpu_materialize(&y->vs, b, n, n, g->Vm16, y->dv, g->st));
-            attn_core(g, y, 1, n, n - 1, g->q16 + (size_t)b * qd, g->att16 + (size_t)b * qd, NULL, NULL, 0, 0, 0);
+            attn_core(g, y, 1, n, n - 1, g->q16 + (size_t)b * qd, g->att16 + (size_t)b * qd, b, NULL, NULL, 0, 0, 0);
         }
     }
     post_attn(g, y, B);
@@ -836,9 +880,8 @@ extern "C" size_t alrd_gpu_step_bytes(const alrd_gpu *g) {
     size_t w = 0, H = g->H;
     for (int l = 0; l < g->L; l++) {
         const glayer *y = &g->ly[l];
-        w += 2 * ((size_t)y->nqkv * H + H * g->qd + 3 * (size_t)g->ffn * H);
+        w += 2 * ((size_t)y->nqkv * H + H * y->wo_k + 3 * (size_t)g->ffn * H); /* o_proj: A_v folded in */
         if (y->kr) w += 2 * (size_t)g->n_groups * g->gh * y->kr;
-        if (y->vr) w += 2 * (size_t)g->n_groups * g->gh * y->vr;
     }
     w += 2 * (size_t)g->nv * H; /* lm_head */
     for (int b = 0; b < g->o.n_seq; b++) w += alrd_gpu_cache_bytes(g, b);

@@ -120,6 +120,10 @@ size_t alrd_gpu_step_bytes(const alrd_gpu *g);
 
 const alrd_config *alrd_gpu_config(const alrd_gpu *g);
 
+/* Brackets a region for a profiler started with profiling off (ncu
+ * --profile-from-start off); a no-op without one. */
+void alrd_gpu_profile(int on);
+
 #ifdef __cplusplus
 }
 #endif

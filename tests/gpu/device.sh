@@ -1,5 +1,5 @@
 #!/bin/sh
-# tests/gpu/device.sh A0|A|B|C|P: the GPU checks as run on the device machine
+# tests/gpu/device.sh A0|A|B|C|E|K|P: the GPU checks as run on the device machine
 # (DESIGN 7). A carries .devcarry/p1 + debs: builds, runs the unit tests,
 # compute-sanitizer, the synthetic SmolLM2 / llama2-7b speed tables and the
 # capacity (--max-fit) table, and keeps the first model part in /tmp/model
@@ -7,7 +7,9 @@
 # p2 + debs + data: joins the model, compares GPU with CPU, checks the GPU
 # calibration statistics, compresses on the GPU, scores the whole test file
 # and times the real files (CHUNKS=K perplexity chunks). C: compute-sanitizer
-# and a synthetic llama3-8b benchmark. P: speed and ncu probes of the
+# and a synthetic llama3-8b benchmark. E: B for a file made on the CPU
+# (GPU vs CPU perplexity of the same file). K: the decode step's kernels by name
+# (ncu). P: speed and ncu probes of the
 # attention kernels. Logs go to $OUT.
 set -u
 OUT=${OUT:-/tmp/out}
@@ -74,6 +76,27 @@ B) # the real model: GPU vs CPU, GPU calibration, alrd-compress on the GPU, whol
         -o "$OUT/bench-real-alrd.json" | grep tg | tee -a "$OUT/bench-real.log"
     build/alrd-run $M -p "The capital of France is" -n 24 2>&1 | tee "$OUT/gen.log"
     ;;
+E) # like B, for a file compressed on the CPU: the same alrd-compress --cpu command made $REF_SHA on the
+   # 2-core machine (tests/bench/gpu_cpu_ppl.sh); if this machine's file is byte-identical, its GPU
+   # whole-file perplexity compares with the CPU one from there
+    cat /tmp/model/part_aa .devcarry/p2/part_ab .devcarry/p2/part_ac > $M || exit 1
+    sha256sum $M
+    deps
+    build
+    ( build/alrd-compress $M -o /tmp/c.alrd --calib .devcarry/data/wiki.valid.tokens --rank-ratio 0.5 --kv-bits 2 \
+        --cpu > "$OUT/compress.log" 2>&1; sha256sum /tmp/c.alrd >> "$OUT/compress.log" ) &
+    timeout 240 build/tests/gpu/test_gpu_model $M $D --kv-bits 4 --chunks ${CHUNKS:-4} --full 2>&1 | tee "$OUT/model.log"
+    wait
+    tail -2 "$OUT/compress.log"
+    for b in 16 2; do
+        echo "c.alrd (CPU-calibrated r0.5) GPU kv-bits $b: $(build/alrd-run /tmp/c.alrd --ppl $D --ctx 512 --kv-bits $b 2>/dev/null | grep PPL)"
+    done | tee "$OUT/ppl.log"
+    timeout 200 build/tests/gpu/test_gpu_model /tmp/c.alrd $D --chunks ${CHUNKS:-4} 2>&1 | tee "$OUT/alrd.log"
+    timeout 200 build/alrd-bench $M -d 0,512,32768 -b 1,16 -p 512 -n 64 -r 2 -v name=gguf-fp16 \
+        -o "$OUT/bench-real-fp16.json" | grep tg | tee "$OUT/bench-real.log"
+    timeout 200 build/alrd-bench /tmp/c.alrd -d 0,512,32768 -b 1,16 -p 512 -n 64 -r 2 -v name=alrd-r0.5-k2v2 \
+        -o "$OUT/bench-real-alrd.json" | grep tg | tee -a "$OUT/bench-real.log"
+    ;;
 C)
     sanitize
     timeout 200 build/alrd-bench --synthetic llama3-8b -d 0,32768 -b 1,16 -p 512 -n 64 -r 2 \
@@ -110,6 +133,31 @@ P) # units, SmolLM2-shaped speed (fp16 cache vs rank 0.5 2-bit latents), an ncu 
         ls -la "$OUT"
     fi
     ;;
+K) # units, compute-sanitizer, SmolLM2-shaped speed, and each decode step's kernels by name (ncu, one step's
+   # worth: gpu__time_duration per kernel, summed) for short-context SmolLM2 and llama2-7b at depth 4096
+    mkdir -p /tmp/model && cp .devcarry/p1/part_aa /tmp/model/ 2>/dev/null &
+    deps
+    nvidia-smi --query-gpu=name,memory.total,clocks.max.memory --format=csv,noheader
+    build
+    wait
+    timeout 200 build/tests/gpu/test_gpu_units > "$OUT/units.txt" 2>&1; tail -1 "$OUT/units.txt"
+    [ "${SAN:-1}" = 1 ] && sanitize
+    timeout 240 build/alrd-bench --synthetic smollm2-135m -d ${DEPTHS:-0,512,32768} -b 1,16 -p 512 -n 64 -r 3 \
+        -v name=fp16 -v r=0.5,gh=3,k=2,v=2,name=r0.5-k2v2 -o "$OUT/bench-smollm2.json" 2>&1 | grep tg | tee "$OUT/bench.log"
+    prof() { # name, then alrd-bench arguments: the kernels of n decode steps, total us per step by kernel
+        tag=$1; shift
+        timeout 150 ncu --profile-from-start off --cache-control none --clock-control none \
+            --metrics gpu__time_duration.sum --csv \
+            build/alrd-bench "$@" -p 16 -n 2 -r 1 > "$OUT/prof-$tag.csv" 2>&1
+        python3 tests/gpu/kernel_table.py "$OUT/prof-$tag.csv" 2 "$tag"
+    }
+    [ "${PROF:-1}" = 1 ] && {
+        prof s-fp16-d0 --synthetic smollm2-135m -d 0 -b 1 -v name=fp16
+        prof s-r05-d0 --synthetic smollm2-135m -d 0 -b 1 -v r=0.5,gh=3,k=2,v=2
+        prof s-r05-d512 --synthetic smollm2-135m -d 512 -b 1 -v r=0.5,gh=3,k=2,v=2
+        prof l-fp16-d4096 --synthetic llama2-7b -d 4096 -b 1 -v name=fp16
+    }
+    ;;
 *)
-    echo "usage: tests/gpu/device.sh A0|A|B|C|P"; exit 2 ;;
+    echo "usage: tests/gpu/device.sh A0|A|B|C|E|K|P"; exit 2 ;;
 esac
