@@ -5,6 +5,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <math.h>
+#include <stdlib.h>
 
 #include "gpu_common.cuh"
 
@@ -870,6 +871,472 @@ __global__ void __launch_bounds__(NW3 * 32) attn_fp16_kernel(alrd_gpu_attn_layer
     }
 }
 
+/* ==== v4: the latent cache, warps that never wait for each other. Each of
+ * the block's NW4 warps takes every NW4-th 16-token tile of the split and
+ * keeps its own online softmax over all query heads of the group (the 16
+ * rows of the mma). Per tile a warp dequantises the latent keys straight
+ * from the packed codes into shared memory (two codes per LOP3 into fp16
+ * pairs), reconstructs each KV head's keys Z A_j^T on the tensor cores,
+ * adds the bias and RoPE in the accumulators, and feeds them as the B
+ * operand of S = Q_j K_j^T (Q_j: the rows of head j's queries, others
+ * zero, so every row gets its own KV head's scores in one accumulator).
+ * The scores' accumulators are the A operand of P V over the latent
+ * values (dequantised into the same staging buffer). The warps merge once
+ * at the end. Used for latent keys whose codes are 2 or 4 bits per
+ * channel (or fp16) and values of 2 or 4 bits per token (or fp16), with
+ * <= 16 query heads per group; v2 serves the rest. ==================== */
+
+#define NW4 4
+#define T4 16
+
+typedef struct {
+    int rpad, vpad, zstr, vstr, buf_h; /* buf_h: halves of a warp's staging buffer */
+    size_t as, warps, wbytes, wrope, total; /* wrope: the RoPE rows within a warp's bytes */
+} plan4_t;
+
+template <int HD> struct v4_rope { static constexpr int RS = HD / 2 + 8; }; /* conflict-free float2 rows */
+
+static int v4_vt(int vr) { return vr <= 64 ? 8 : vr <= 128 ? 16 : vr <= 192 ? 24 : vr <= 256 ? 32 : 0; }
+
+static void make_plan4(const alrd_gpu_attn_layer *L, plan4_t *p) {
+    p->rpad = ceil16(L->kr);
+    p->vpad = ceil16(L->vr);
+    p->zstr = T4 + 8; /* Z^T rows: a channel's 16 tokens */
+    p->vstr = p->vpad + 8;
+    int zt = p->rpad * p->zstr, zr = T4 * (p->rpad + 8), vt = T4 * p->vstr;
+    p->buf_h = zt > zr ? zt : zr;
+    if (vt > p->buf_h) p->buf_h = vt;
+    size_t o = 0;
+    p->as = o;    o = al16(o + 2 * (size_t)L->group_heads * L->hd * (p->rpad + 8));
+    p->warps = o;
+    p->wrope = al16(2 * (size_t)p->buf_h);
+    p->wbytes = p->wrope + al16(4 * (size_t)2 * 2 * T4 * (L->hd / 2 + 8)); /* 2 stages of cos | sin rows */
+    o += NW4 * p->wbytes;
+    size_t merge = 4 * (size_t)NW4 * 16 * (2 + p->vpad); /* the end: (max, sum) and O of each warp */
+    p->total = o > merge ? o : merge;
+}
+
+static int v4_side_ok(const alrd_gpu_side *s, int per_channel) {
+    if (s->bits == 16) return s->d % 8 == 0;
+    if (s->bits != 2 && s->bits != 4) return 0;
+    if (s->per_channel != per_channel || s->R % T4 || s->G % T4 || s->d % 8) return 0;
+    return per_channel ? 1 : s->G % s->cpw == 0;
+}
+
+static int v4_ok(const alrd_gpu_attn_layer *L) {
+    if (L->kmode != ALRD_GPU_K_LATENT || L->vr <= 0 || L->kr % 8 || L->vr % 8 || !v4_vt(L->vr)) return 0;
+    int per_kv = L->n_heads / L->n_kv;
+    if (L->group_heads * per_kv > 16) return 0;
+    if (L->vs.bits != 16 && L->n_kv / L->group_heads > 1 && L->vr % 16) return 0; /* a group starts mid-word */
+    int vcw = L->vs.bits == 16 ? 8 : L->vs.cpw;
+    if (ceil16(L->kr) > 32 * 5 || T4 * ((L->vr + vcw - 1) / vcw) > 32 * 5) return 0; /* KM, VM per lane */
+    static int off = -1; /* ALRD_GPU_LATENT_V2=1: the previous kernel, for comparisons */
+    if (off < 0) off = getenv("ALRD_GPU_LATENT_V2") && atoi(getenv("ALRD_GPU_LATENT_V2")) ? 1 : 0;
+    return !off && v4_side_ok(&L->ks, 1) && v4_side_ok(&L->vs, 0);
+}
+
+__device__ __forceinline__ void ldsm_x4(uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3, const uint16_t *p) {
+    unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(a));
+}
+__device__ __forceinline__ void ldsm_x4_trans(uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3,
+                                              const uint16_t *p) {
+    unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(a));
+}
+
+/* The codes of one word (bits 2: 16 codes, 4: 8) as fp16 pairs
+ * (code 2i, code 2i+1) * s + z, written to dst[0 .. 16/bits*... ) as
+ * uint4s: 2-bit words give two, 4-bit words one. The pairs are gathered
+ * with a byte permute and turned into fp16 by OR-ing in the exponent of
+ * 1024 (exact), then 1024 is subtracted (exact) before one fused
+ * multiply-add. */
+__device__ __forceinline__ void dequant_word(uint32_t w, int bits, __half2 s, __half2 z, uint4 *dst) {
+    const __half2 k1024 = __float2half2_rn(1024.0f);
+    uint32_t h[8];
+    if (bits == 2) {
+        const uint32_t E = w & 0x33333333u, O = (w >> 2) & 0x33333333u; /* even / odd codes, a nibble each */
+        const uint32_t E4 = E >> 4, O4 = O >> 4;
+#pragma unroll
+        for (int i = 0; i < 8; i++) { /* pair i: nibble i of E and O, i.e. byte i/2, low or high */
+            const uint32_t sel = (uint32_t)(i / 2) * 0x0011u + (uint32_t)(4 + i / 2) * 0x1100u;
+            const uint32_t v = __byte_perm(i & 1 ? E4 : E, i & 1 ? O4 : O, sel);
+            h[i] = (v & 0x00030003u) | 0x64006400u;
+        }
+    } else {
+        const uint32_t E = w & 0x0F0F0F0Fu, O = (w >> 4) & 0x0F0F0F0Fu;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const uint32_t sel = (uint32_t)i * 0x0011u + (uint32_t)(4 + i) * 0x1100u;
+            h[i] = (__byte_perm(E, O, sel) & 0x000F000Fu) | 0x64006400u;
+        }
+    }
+    const int np = bits == 2 ? 8 : 4;
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        if (i >= np) break;
+        __half2 x = __hsub2(*reinterpret_cast<__half2 *>(&h[i]), k1024);
+        x = __hfma2(x, s, z);
+        h[i] = *reinterpret_cast<uint32_t *>(&x);
+    }
+    dst[0] = make_uint4(h[0], h[1], h[2], h[3]);
+    if (bits == 2) dst[1] = make_uint4(h[4], h[5], h[6], h[7]);
+}
+
+template <int HD, int VT>
+__global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_layer L, plan4_t P, const uint16_t *q16,
+                                                               const int *pos, int nsplit, int vw_max, float *work) {
+    constexpr int NT = HD / 8, KS = HD / 16, RS = v4_rope<HD>::RS;
+    extern __shared__ __align__(16) unsigned char smem[];
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gid = lane >> 2, t4 = lane & 3;
+    const int sp = blockIdx.x, grp = blockIdx.y, b = blockIdx.z;
+    const int per_kv = L.n_heads / L.n_kv, nkh = L.group_heads, QH = nkh * per_kv, h0 = grp * QH;
+    const int kr = L.kr, vr = L.vr, rpad = P.rpad, astr = rpad + 8;
+    const int n = pos[b] + 1;
+    int t0, t1;
+    split_range(n, nsplit, sp, t0, t1);
+    float *wml = work + split_ml_off(L.n_heads, b, h0, nsplit);
+    float *wacc = work + split_acc_off(gridDim.z, L.n_heads, b, h0, nsplit, vw_max);
+    if (t0 >= t1) {
+        split_store_ml(wml, QH, nsplit, sp, NULL, NULL);
+        return;
+    }
+    const alrd_gpu_side &ks = L.ks, &vs = L.vs;
+    const int kq = side_quantized(ks, n), vq = side_quantized(vs, n);
+    const int kc0 = grp * kr, vc0 = grp * vr; /* the group's latent columns */
+    const int ntiles = (t1 - t0 + T4 - 1) / T4;
+    uint16_t *As = reinterpret_cast<uint16_t *>(smem + P.as);
+    uint16_t *buf = reinterpret_cast<uint16_t *>(smem + P.warps + warp * P.wbytes);
+    float *rope = reinterpret_cast<float *>(smem + P.warps + warp * P.wbytes + P.wrope); /* 2 stages of cos | sin */
+
+    /* RoPE rows of tile i's positions (clamped to valid ones) into a stage, as one cp.async group */
+    auto rope_issue = [&](int i, int stage) {
+        if (i < ntiles) {
+            const int ts = t0 + i * T4, nv = min(T4, t1 - ts);
+            float *dst = rope + stage * 2 * T4 * RS;
+            for (int k = lane; k < 2 * T4 * (HD / 8); k += 32) {
+                const int sn = k / (T4 * (HD / 8)), r = k / (HD / 8) % T4, ch = k % (HD / 8);
+                const float *src = (sn ? L.sin_tab : L.cos_tab) + (size_t)(ts + min(r, nv - 1)) * (HD / 2) + ch * 4;
+                cp_async16(dst + (sn * T4 + r) * RS + ch * 4, src, 16);
+            }
+        }
+        cp_async_commit();
+    };
+    /* The packed codes of a tile, fetched a tile ahead into registers: key
+     * channels lane + 32 i (one word per 16 tokens at 2 bits, two at 4)
+     * with their scale | zero << 16; value tasks (row, word) of this lane. */
+    constexpr int KM = 5, VM = 5;
+    uint32_t kw[KM][2], ksz[KM], vwd[VM], vsz[VM];
+    int vrow[VM], vtask[VM];
+    const int vcw = vs.bits == 16 ? 8 : vs.cpw, ntask = (vr + vcw - 1) / vcw;
+#pragma unroll
+    for (int k = 0; k < VM; k++) {
+        const int i = lane + 32 * k;
+        vrow[k] = i < T4 * ntask ? i / ntask : T4; /* T4: no task */
+        vtask[k] = i % ntask;
+    }
+    auto fetch_k = [&](int i) {
+        const int ts = t0 + i * T4;
+        if (i >= ntiles || ts >= kq) return;
+        const long unit = ts / ks.R;
+        const int i0 = (int)(ts % ks.R);
+        const uint32_t *cw = ks.codes + (size_t)b * ks.seq_words + (size_t)unit * ks.unit_words + i0 / ks.cpw;
+        const size_t g0 = (size_t)b * ks.seq_groups + (size_t)unit * ks.unit_groups + i0 / ks.G;
+#pragma unroll
+        for (int k = 0; k < KM; k++) {
+            const int c = lane + 32 * k;
+            if (c < kr) {
+                const size_t cc = (size_t)(kc0 + c);
+                kw[k][0] = cw[cc * ks.wpr];
+                if (ks.bits == 4) kw[k][1] = cw[cc * ks.wpr + 1];
+                ksz[k] = (uint32_t)ks.scales[g0 + cc * ks.ng] | (uint32_t)ks.zeros[g0 + cc * ks.ng] << 16;
+            }
+        }
+    };
+    auto fetch_v = [&](int i) {
+        const int ts = t0 + i * T4;
+        if (i >= ntiles || vs.bits == 16 || ts >= vq) return;
+        const int nv = min(T4, t1 - ts);
+#pragma unroll
+        for (int k = 0; k < VM; k++) {
+            const long sidx = ts + vrow[k];
+            if (vrow[k] < nv && sidx < vq) {
+                const int c = vc0 + vtask[k] * vcw;
+                vwd[k] = vs.codes[(size_t)b * vs.seq_words + (size_t)sidx * vs.unit_words + c / vs.cpw];
+                const size_t go = (size_t)b * vs.seq_groups + (size_t)sidx * vs.unit_groups + c / vs.G;
+                vsz[k] = (uint32_t)vs.scales[go] | (uint32_t)vs.zeros[go] << 16;
+            }
+        }
+    };
+
+    { /* A_k of the group, rows [nkh*HD][rpad] (zero beyond kr), once per block; the first tile's data */
+        const uint16_t *A = L.kA + (size_t)grp * nkh * HD * kr;
+        const int nch = kr / 8, total = nkh * HD * nch;
+        for (int i = tid; i < total; i += NW4 * 32)
+            cp_async16(As + (i / nch) * astr + (i % nch) * 8, A + (size_t)(i / nch) * kr + (i % nch) * 8, 16);
+        if (rpad > kr)
+            for (int r = tid; r < nkh * HD; r += NW4 * 32)
+                *reinterpret_cast<uint4 *>(As + r * astr + kr) = make_uint4(0, 0, 0, 0);
+        rope_issue(warp, 0);
+        fetch_k(warp);
+        fetch_v(warp);
+        cp_async_wait_all();
+        __syncthreads();
+    }
+
+    /* Q as the A operand: row r = query head h0 + r of the group (zero beyond QH) */
+    uint32_t qa[KS][4];
+    const int jr0 = gid < QH ? gid / per_kv : -1, jr1 = gid + 8 < QH ? (gid + 8) / per_kv : -1;
+    {
+        const uint16_t *qb = q16 + (size_t)b * L.n_heads * HD + (size_t)h0 * HD;
+#pragma unroll
+        for (int kk = 0; kk < KS; kk++) {
+            const int c = kk * 16 + 2 * t4;
+            qa[kk][0] = jr0 >= 0 ? ld32(qb + gid * HD + c) : 0u;
+            qa[kk][1] = jr1 >= 0 ? ld32(qb + (gid + 8) * HD + c) : 0u;
+            qa[kk][2] = jr0 >= 0 ? ld32(qb + gid * HD + c + 8) : 0u;
+            qa[kk][3] = jr1 >= 0 ? ld32(qb + (gid + 8) * HD + c + 8) : 0u;
+        }
+    }
+    const int nvt = vr / 8;
+    float o[VT][4];
+#pragma unroll
+    for (int i = 0; i < VT; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f; /* rows gid, gid + 8; l partial over this lane */
+
+    for (int i = 0, tile = warp; tile < ntiles; i++, tile += NW4) {
+        const int ts = t0 + tile * T4, nv = min(T4, t1 - ts);
+        const float *Rc = rope + (i & 1) * 2 * T4 * RS, *Rs = Rc + T4 * RS;
+        rope_issue(tile + NW4, (i + 1) & 1); /* the next tile's RoPE rows, into the other stage */
+
+        /* ---- latent keys of the tile: Z^T [channel][16 tokens] (codes) or Z [16 tokens][channel] (fp16) */
+        const bool kcodes = ts < kq;
+        if (kcodes) {
+#pragma unroll
+            for (int k = 0; k < KM; k++) {
+                const int c = lane + 32 * k;
+                if (c >= rpad) break;
+                uint4 *dst = reinterpret_cast<uint4 *>(buf + c * P.zstr);
+                if (c >= kr) {
+                    dst[0] = dst[1] = make_uint4(0, 0, 0, 0);
+                    continue;
+                }
+                const __half2 sc = __half2half2(__ushort_as_half((uint16_t)ksz[k]));
+                const __half2 zr = __half2half2(__ushort_as_half((uint16_t)(ksz[k] >> 16)));
+                if (ks.bits == 2) {
+                    dequant_word(kw[k][0], 2, sc, zr, dst);
+                } else {
+                    dequant_word(kw[k][0], 4, sc, zr, dst);
+                    dequant_word(kw[k][1], 4, sc, zr, dst + 1);
+                }
+            }
+            fetch_k(tile + NW4); /* in flight while this tile computes */
+        } else {
+            const uint16_t *base = ks.bits == 16 ? ks.rows + (size_t)b * ks.seq_rows : ks.ring + (size_t)b * ks.seq_ring;
+            const int nch = rpad / 8;
+            for (int k = lane; k < T4 * nch; k += 32) {
+                const int r = k / nch, ch = k % nch;
+                uint4 v = make_uint4(0, 0, 0, 0);
+                if (r < nv && ch * 8 < kr) {
+                    const long s = ts + r, row = ks.bits == 16 ? s : s % ks.R;
+                    v = *reinterpret_cast<const uint4 *>(base + (size_t)row * ks.d + kc0 + ch * 8);
+                }
+                *reinterpret_cast<uint4 *>(buf + r * (rpad + 8) + ch * 8) = v;
+            }
+        }
+        asm volatile("cp.async.wait_group 1;\n" ::: "memory"); /* this tile's RoPE rows (the next tile's may fly) */
+        __syncwarp();
+
+        /* ---- per KV head: keys on the tensor cores, bias + RoPE, then its query rows' scores */
+        float s[2][4];
+#pragma unroll
+        for (int e = 0; e < 2; e++) s[e][0] = s[e][1] = s[e][2] = s[e][3] = 0.0f;
+        for (int j = 0; j < nkh; j++) {
+            float c[NT][4];
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++) c[nt][0] = c[nt][1] = c[nt][2] = c[nt][3] = 0.0f;
+            for (int k0 = 0; k0 < rpad; k0 += 16) {
+                uint32_t a0, a1, a2, a3;
+                if (kcodes) /* Z^T rows are channels: matrices (tok 0-7 | 8-15) x (ch k0.. | k0+8..) */
+                    ldsm_x4_trans(a0, a1, a2, a3, buf + (k0 + (lane & 7) + (lane >> 4) * 8) * P.zstr + ((lane >> 3) & 1) * 8);
+                else
+                    ldsm_x4(a0, a1, a2, a3, buf + (lane & 15) * (rpad + 8) + k0 + (lane >> 4) * 8);
+#pragma unroll
+                for (int nt = 0; nt < NT; nt += 2) {
+                    uint32_t b0, b1, b2, b3;
+                    ldsm_x4(b0, b1, b2, b3,
+                            As + (j * HD + nt * 8 + (lane & 7) + (lane >> 4) * 8) * astr + k0 + ((lane >> 3) & 1) * 8);
+                    mma16816(c[nt], a0, a1, a2, a3, b0, b1);
+                    mma16816(c[nt + 1], a0, a1, a2, a3, b2, b3);
+                }
+            }
+            if (L.bk) { /* warp-uniform: most models have no k_proj bias */
+                const float *bk = L.bk + (size_t)(grp * nkh + j) * HD;
+#pragma unroll
+                for (int nt = 0; nt < NT; nt++) {
+                    const float2 bb = *reinterpret_cast<const float2 *>(bk + nt * 8 + 2 * t4);
+                    c[nt][0] += bb.x, c[nt][1] += bb.y, c[nt][2] += bb.x, c[nt][3] += bb.y;
+                }
+            }
+#pragma unroll
+            for (int nt = 0; nt < NT / 2; nt++) {
+                const int d = nt * 8 + 2 * t4;
+                const float2 cs0 = *reinterpret_cast<const float2 *>(Rc + gid * RS + d);
+                const float2 sn0 = *reinterpret_cast<const float2 *>(Rs + gid * RS + d);
+                const float2 cs1 = *reinterpret_cast<const float2 *>(Rc + (gid + 8) * RS + d);
+                const float2 sn1 = *reinterpret_cast<const float2 *>(Rs + (gid + 8) * RS + d);
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const float c0 = e ? cs0.y : cs0.x, s0 = e ? sn0.y : sn0.x;
+                    const float c1 = e ? cs1.y : cs1.x, s1 = e ? sn1.y : sn1.x;
+                    float x1 = c[nt][e], x2 = c[nt + NT / 2][e];
+                    c[nt][e] = x1 * c0 - x2 * s0;
+                    c[nt + NT / 2][e] = x2 * c0 + x1 * s0;
+                    x1 = c[nt][2 + e], x2 = c[nt + NT / 2][2 + e];
+                    c[nt][2 + e] = x1 * c1 - x2 * s1;
+                    c[nt + NT / 2][2 + e] = x2 * c1 + x1 * s1;
+                }
+            }
+            const bool on0 = jr0 == j, on1 = jr1 == j;
+#pragma unroll
+            for (int kk = 0; kk < KS; kk++) {
+                const uint32_t q0 = on0 ? qa[kk][0] : 0u, q1 = on1 ? qa[kk][1] : 0u;
+                const uint32_t q2 = on0 ? qa[kk][2] : 0u, q3 = on1 ? qa[kk][3] : 0u;
+                mma16816(s[0], q0, q1, q2, q3, pack2(c[2 * kk][0], c[2 * kk][1]), pack2(c[2 * kk + 1][0], c[2 * kk + 1][1]));
+                mma16816(s[1], q0, q1, q2, q3, pack2(c[2 * kk][2], c[2 * kk][3]), pack2(c[2 * kk + 1][2], c[2 * kk + 1][3]));
+            }
+        }
+        __syncwarp(); /* buf is reused for the values */
+
+        /* ---- latent values of the tile: [16 tokens][vr] fp16 (rows past the split are zero) */
+#pragma unroll
+        for (int k = 0; k < VM; k++) {
+            const int r = vrow[k];
+            if (r >= T4) break;
+            uint4 *dst = reinterpret_cast<uint4 *>(buf + r * P.vstr + vtask[k] * vcw);
+            const long sidx = ts + r;
+            if (r >= nv) {
+                dst[0] = make_uint4(0, 0, 0, 0);
+                if (vcw == 16) dst[1] = make_uint4(0, 0, 0, 0);
+            } else if (vs.bits != 16 && sidx < vq) {
+                dequant_word(vwd[k], vs.bits, __half2half2(__ushort_as_half((uint16_t)vsz[k])),
+                             __half2half2(__ushort_as_half((uint16_t)(vsz[k] >> 16))), dst);
+            } else {
+                const uint16_t *src = vs.bits == 16 ? vs.rows + (size_t)b * vs.seq_rows + (size_t)sidx * vs.d
+                                                    : vs.ring + (size_t)b * vs.seq_ring + (size_t)(sidx % vs.R) * vs.d;
+                src += vc0 + vtask[k] * vcw;
+                dst[0] = *reinterpret_cast<const uint4 *>(src);
+                if (vcw == 16 && vtask[k] * vcw + 8 < vr) dst[1] = *reinterpret_cast<const uint4 *>(src + 8);
+            }
+        }
+        fetch_v(tile + NW4);
+
+        /* ---- online softmax of the tile (rows gid, gid + 8) */
+        float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                const bool ok = nt * 8 + 2 * t4 + e < nv;
+                s[nt][e] = ok ? s[nt][e] * L.scale : -INFINITY;
+                s[nt][2 + e] = ok ? s[nt][2 + e] * L.scale : -INFINITY;
+                mx0 = fmaxf(mx0, s[nt][e]);
+                mx1 = fmaxf(mx1, s[nt][2 + e]);
+            }
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+        const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1); /* finite: every tile has a valid token */
+        const float c0 = expf(m0 - mn0), c1 = expf(m1 - mn1);
+        m0 = mn0, m1 = mn1;
+        l0 *= c0, l1 *= c1;
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                s[nt][e] = expf(s[nt][e] - mn0);
+                s[nt][2 + e] = expf(s[nt][2 + e] - mn1);
+                l0 += s[nt][e], l1 += s[nt][2 + e];
+            }
+        if (__any_sync(0xffffffffu, c0 != 1.0f || c1 != 1.0f)) {
+#pragma unroll
+            for (int k = 0; k < VT; k++) o[k][0] *= c0, o[k][1] *= c0, o[k][2] *= c1, o[k][3] *= c1;
+        }
+        const uint32_t pa0 = pack2(s[0][0], s[0][1]), pa1 = pack2(s[0][2], s[0][3]);
+        const uint32_t pa2 = pack2(s[1][0], s[1][1]), pa3 = pack2(s[1][2], s[1][3]);
+        __syncwarp(); /* the values are in buf */
+#pragma unroll
+        for (int nt = 0; nt < VT; nt++) {
+            if (nt >= nvt) break;
+            uint32_t b0, b1;
+            ldsm_x2_trans(b0, b1, buf + (lane & 15) * P.vstr + nt * 8);
+            mma16816(o[nt], pa0, pa1, pa2, pa3, b0, b1);
+        }
+        __syncwarp(); /* buf and this RoPE stage are refilled by later tiles */
+    }
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    __syncthreads(); /* every warp is done with shared memory: reuse it for the merge */
+    const int ow_s = P.vpad; /* row stride of a warp's O */
+    float *mw = reinterpret_cast<float *>(smem); /* [NW4][16] max */
+    float *lw = mw + NW4 * 16;                   /* [NW4][16] sum */
+    float *ow = lw + NW4 * 16;                   /* [NW4][16][vpad] */
+    if (t4 == 0) {
+        mw[warp * 16 + gid] = m0, mw[warp * 16 + gid + 8] = m1;
+        lw[warp * 16 + gid] = l0, lw[warp * 16 + gid + 8] = l1;
+    }
+#pragma unroll
+    for (int nt = 0; nt < VT; nt++) {
+        if (nt >= nvt) break;
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            ow[(warp * 16 + gid) * ow_s + nt * 8 + 2 * t4 + e] = o[nt][e];
+            ow[(warp * 16 + gid + 8) * ow_s + nt * 8 + 2 * t4 + e] = o[nt][2 + e];
+        }
+    }
+    __syncthreads();
+    for (int i = tid; i < QH * vr; i += NW4 * 32) {
+        const int qh = i / vr, d = i % vr;
+        float M = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < NW4; w++) M = fmaxf(M, mw[w * 16 + qh]);
+        float a = 0.0f, den = 0.0f;
+#pragma unroll
+        for (int w = 0; w < NW4; w++) {
+            const float mwq = mw[w * 16 + qh], f = mwq > -INFINITY ? expf(mwq - M) : 0.0f;
+            a += f * ow[(w * 16 + qh) * ow_s + d];
+            den += f * lw[w * 16 + qh];
+        }
+        wacc[((size_t)qh * nsplit + sp) * vw_max + d] = a;
+        if (d == 0) {
+            wml[((size_t)qh * nsplit + sp) * 2] = M;
+            wml[((size_t)qh * nsplit + sp) * 2 + 1] = den;
+        }
+    }
+}
+
+typedef void (*attn4_fn)(alrd_gpu_attn_layer, plan4_t, const uint16_t *, const int *, int, int, float *);
+
+static attn4_fn pick4(int hd, int vr) {
+    switch (v4_vt(vr) * (hd == 64 ? 1 : -1)) {
+    case 8: return attn_latent_kernel<64, 8>;
+    case 16: return attn_latent_kernel<64, 16>;
+    case 24: return attn_latent_kernel<64, 24>;
+    case 32: return attn_latent_kernel<64, 32>;
+    case -8: return attn_latent_kernel<128, 8>;
+    case -16: return attn_latent_kernel<128, 16>;
+    case -24: return attn_latent_kernel<128, 24>;
+    case -32: return attn_latent_kernel<128, 32>;
+    }
+    return NULL;
+}
+
 /* Reduces the splits of one (query head, sequence) into its output row (the
  * latent mix or the head's values). Every step is spread over the block:
  * the split weights in parallel, the columns as (column, part of the
@@ -936,6 +1403,10 @@ extern "C" size_t alrd_gpu_attn_smem(const alrd_gpu_attn_layer *L, size_t limit)
     size_t total;
     if (v3_ok(L)) {
         total = v3_smem(L->hd);
+    } else if (v4_ok(L)) {
+        plan4_t p;
+        make_plan4(L, &p);
+        total = p.total;
     } else if (v2_ok(L)) {
         plan2_t p;
         make_plan2(L, &p);
@@ -982,6 +1453,8 @@ extern "C" int alrd_gpu_attn_prepare(size_t bytes) {
             if (e == cudaSuccess)
                 e = cudaFuncSetAttribute(hd == 64 ? attn_fp16_kernel<64> : attn_fp16_kernel<128>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+            for (int vr = 64; vr <= 256 && e == cudaSuccess; vr += 64)
+                e = cudaFuncSetAttribute(pick4(hd, vr), cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
             if (e != cudaSuccess) return (int)e;
         }
     return 0;
@@ -998,6 +1471,11 @@ extern "C" int alrd_gpu_attn_decode(const alrd_gpu_attn_layer *L, const uint16_t
         (L->hd == 64 ? attn_fp16_kernel<64> : attn_fp16_kernel<128>)<<<dim3(nsplit, L->n_kv, B), NW3 * 32,
                                                                       v3_smem(L->hd), st>>>(*L, q16, pos_dev, nsplit,
                                                                                             vw_max, work);
+    } else if (v4_ok(L)) {
+        plan4_t p;
+        make_plan4(L, &p);
+        pick4(L->hd, L->vr)<<<dim3(nsplit, L->n_kv / L->group_heads, B), NW4 * 32, p.total, st>>>(*L, p, q16, pos_dev,
+                                                                                                nsplit, vw_max, work);
     } else if (v2_ok(L)) {
         plan2_t p;
         make_plan2(L, &p);

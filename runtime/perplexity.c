@@ -45,9 +45,13 @@ int alrd_perplexity_tokens(alrd_ctx *c, alrd_ctx *ref, const int32_t *tokens, si
     const int n_ctx = o->ctx, first = n_ctx / 2;
     if (n_ctx < 4) return alrd_errf(err, "perplexity: --ctx %d is too small", n_ctx);
     int n_chunks = (int)(n_tokens / (size_t)n_ctx);
-    if (o->max_chunks > 0 && o->max_chunks < n_chunks) n_chunks = o->max_chunks;
     if (n_chunks == 0)
         return alrd_errf(err, "perplexity: %zu tokens are fewer than one chunk of %d", n_tokens, n_ctx);
+    if (o->first_chunk < 0 || o->first_chunk >= n_chunks)
+        return alrd_errf(err, "perplexity: first chunk %d is outside the text's %d chunks", o->first_chunk, n_chunks);
+    n_chunks -= o->first_chunk;
+    if (o->max_chunks > 0 && o->max_chunks < n_chunks) n_chunks = o->max_chunks;
+    tokens += (size_t)o->first_chunk * n_ctx;
     const int nv = alrd_ctx_model(c)->cfg.vocab_size;
     int decode = o->force_decode > 0 || (o->force_decode == 0 && alrd_ctx_is_quantized(c));
 

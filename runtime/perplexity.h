@@ -17,11 +17,12 @@ typedef struct {
     int max_chunks;       /* 0 = all */
     int force_decode;     /* 1: decode path even for an unquantized cache; -1: never; 0: auto */
     int progress;         /* progress on stderr (when a TTY) */
+    int first_chunk;      /* chunks skipped before scoring: one shard of a long run */
 } alrd_ppl_opts;
 
 typedef struct {
     double ppl, ppl_stderr;
-    double nll;           /* mean negative log-likelihood */
+    double nll;           /* mean negative log-likelihood (shards combine by n_scored) */
     size_t n_scored;
     int n_chunks;
     size_t n_tokens;      /* tokens in the whole text */

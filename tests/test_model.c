@@ -137,6 +137,19 @@ static void test_ppl_two_chunks(void **state) {
     print_message("PPL = %.4f +/- %.4f over %zu tokens\n", r.ppl, r.ppl_stderr, r.n_scored);
     assert_int_equal(r.n_scored, 2 * 255);
     assert_true(fabs(r.ppl - 21.2799) < 0.002);
+    /* shards: chunk 0 alone and chunk 1 alone combine, weighted by tokens, to the same mean */
+    alrd_ppl_result s0, s1;
+    o.max_chunks = 1;
+    assert_int_equal(alrd_perplexity_tokens(c, NULL, ids, n, 0, 1, &o, &s0, &err), 0);
+    o.first_chunk = 1;
+    assert_int_equal(alrd_perplexity_tokens(c, NULL, ids, n, 0, 1, &o, &s1, &err), 0);
+    assert_int_equal(s1.n_scored, 255);
+    assert_true(fabs((s0.nll * s0.n_scored + s1.nll * s1.n_scored) / r.n_scored - r.nll) < 1e-9);
+    assert_true(fabs(s1.nll - s0.nll) > 1e-3); /* a different chunk */
+    o.first_chunk = (int)(n / 512); /* past the last chunk */
+    assert_int_equal(alrd_perplexity_tokens(c, NULL, ids, n, 0, 1, &o, &s1, &err), -1);
+    o.first_chunk = 0;
+    o.max_chunks = 2;
     /* the decode path over a 16-bit cache scores the same tokens the same way */
     o.force_decode = 1;
     o.max_chunks = 1;

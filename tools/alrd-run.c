@@ -21,6 +21,7 @@ static void usage(void) {
             "  --ppl FILE            perplexity of FILE (llama.cpp convention)\n"
             "  --ctx N               context / perplexity chunk length (default 512)\n"
             "  --chunks K            score only the first K chunks\n"
+            "  --first-chunk A       start at chunk A (shards of one run combine by their NLL lines)\n"
             "  --kl                  also KL divergence and top-1 agreement against the\n"
             "                        same model with an unquantized cache\n"
             "  --kv-bits B           cache bits for K and V (2,3,4,8,16), overrides the file\n"
@@ -70,8 +71,8 @@ static int dump(const char *path, const void *data, size_t n) {
     return 0;
 }
 
-static int run_ppl(alrd_model *m, const alrd_cache_opts *co, const char *file, int n_ctx, int chunks,
-                   int with_kl, int force_decode, const char *tokens_out) {
+static int run_ppl(alrd_model *m, const alrd_cache_opts *co, const char *file, int n_ctx, int first_chunk,
+                   int chunks, int with_kl, int force_decode, const char *tokens_out) {
     alrd_error err;
     char *text = NULL;
     size_t len = 0;
@@ -106,7 +107,8 @@ static int run_ppl(alrd_model *m, const alrd_cache_opts *co, const char *file, i
         return 1;
     }
     fprintf(stderr, "alrd-run: backend %s\n", alrd_ctx_backend(c) == ALRD_BACKEND_GPU ? "gpu" : "cpu");
-    alrd_ppl_opts po = {.ctx = n_ctx, .max_chunks = chunks, .force_decode = force_decode, .progress = 1};
+    alrd_ppl_opts po = {.ctx = n_ctx, .max_chunks = chunks, .force_decode = force_decode, .progress = 1,
+                        .first_chunk = first_chunk};
     alrd_ppl_result r;
     int rc = alrd_perplexity_tokens(c, ref, ids, n, alrd_tokenizer_add_bos(m->tok), alrd_tokenizer_bos(m->tok),
                                     &po, &r, &err);
@@ -120,6 +122,8 @@ static int run_ppl(alrd_model *m, const alrd_cache_opts *co, const char *file, i
                co->group_size, co->residual, co->use_kivi, co->k_bits == 0 ? " (per-layer bits from the file)" : "");
         if (with_kl) printf("KL = %.6f +/- %.6f, top-1 agreement = %.4f\n", r.kl, r.kl_stderr, r.top1);
         printf("PPL = %.4f +/- %.4f\n", r.ppl, r.ppl_stderr);
+        printf("NLL = %.10f mean over %zu scored tokens (chunks %d..%d)\n", r.nll, r.n_scored, first_chunk,
+               first_chunk + r.n_chunks - 1);
         fprintf(stderr, "alrd-run: %.1f s, %.1f tokens/s\n", r.seconds,
                 r.n_chunks * (double)n_ctx / r.seconds);
     }
@@ -194,7 +198,7 @@ static int run_generate(alrd_model *m, const alrd_cache_opts *co, const char *pr
 
 int main(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL, *ppl = NULL, *system = NULL, *logits_out = NULL, *tokens_out = NULL;
-    int n_gen = 128, n_ctx = 512, chunks = 0, chat = 0, with_kl = 0, force_decode = 0, top_k = 40;
+    int n_gen = 128, n_ctx = 512, chunks = 0, first_chunk = 0, chat = 0, with_kl = 0, force_decode = 0, top_k = 40;
     int kb = -1, vb = -1, gs = -1, res = -1, no_kivi = 0, seed = 42, cpu = 0, gpu_flags = 0;
     float temp = 0, top_p = 0.95f;
     for (int i = 1; i < argc; i++) {
@@ -209,6 +213,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "-n")) { bad = parse_int(a, v, 0, 1 << 20, &n_gen); i++; }
         else if (!strcmp(a, "--ctx")) { bad = parse_int(a, v, 4, 1 << 20, &n_ctx); i++; }
         else if (!strcmp(a, "--chunks")) { bad = parse_int(a, v, 0, 1 << 30, &chunks); i++; }
+        else if (!strcmp(a, "--first-chunk")) { bad = parse_int(a, v, 0, 1 << 30, &first_chunk); i++; }
         else if (!strcmp(a, "--seed")) { bad = parse_int(a, v, 0, 1 << 30, &seed); i++; }
         else if (!strcmp(a, "--top-k")) { bad = parse_int(a, v, 0, 1 << 30, &top_k); i++; }
         else if (!strcmp(a, "--top-p")) { bad = parse_float(a, v, &top_p); i++; }
@@ -260,7 +265,7 @@ int main(int argc, char **argv) {
     if (no_kivi) co.use_kivi = 0;
     co.backend = cpu ? ALRD_BACKEND_CPU : ALRD_BACKEND_AUTO;
     co.gpu_flags = gpu_flags;
-    int rc = ppl ? run_ppl(&m, &co, ppl, n_ctx, chunks, with_kl, force_decode, tokens_out)
+    int rc = ppl ? run_ppl(&m, &co, ppl, n_ctx, first_chunk, chunks, with_kl, force_decode, tokens_out)
                  : run_generate(&m, &co, prompt, chat, system, n_gen, n_ctx, temp, top_k, temp > 0 ? top_p : 1.0f,
                                 (uint64_t)seed, logits_out);
     alrd_model_free(&m);

@@ -1,5 +1,5 @@
 #!/bin/sh
-# tests/gpu/device.sh A0|A|B|C|E|K|P: the GPU checks as run on the device machine
+# tests/gpu/device.sh A0|A|B|C|E|K|N|P|W: the GPU checks as run on the device machine
 # (DESIGN 7). A carries .devcarry/p1 + debs: builds, runs the unit tests,
 # compute-sanitizer, the synthetic SmolLM2 / llama2-7b speed tables and the
 # capacity (--max-fit) table, and keeps the first model part in /tmp/model
@@ -8,7 +8,8 @@
 # calibration statistics, compresses on the GPU, scores the whole test file
 # and times the real files (CHUNKS=K perplexity chunks). C: compute-sanitizer
 # and a synthetic llama3-8b benchmark. E: B for a file made on the CPU
-# (GPU vs CPU perplexity of the same file). K: the decode step's kernels by name
+# (GPU vs CPU perplexity of the same file). W: the whole test file, GPU
+# against CPU (CPU in 16 shards). K: the decode step's kernels by name
 # (ncu). P: speed and ncu probes of the
 # attention kernels. Logs go to $OUT.
 set -u
@@ -26,6 +27,11 @@ sanitize() { # compute-sanitizer memcheck and racecheck on a small run of the un
         timeout 200 compute-sanitizer --tool $tool --error-exitcode 3 build/tests/gpu/test_gpu_units $mode \
             > "$OUT/$tool.log" 2>&1
         echo "compute-sanitizer $tool: rc $?: $(grep -h 'ERROR SUMMARY\|RACECHECK SUMMARY' "$OUT/$tool.log" | tail -1)"
+        # racecheck reports hazards inside cuBLAS's own nvjet GEMM kernels (their synchronisation is not
+        # visible to it; excluding them with --kernel-name-exclude crashed the tool): count the rest
+        [ $tool = racecheck ] && echo "racecheck hazards outside cuBLAS (nvjet): \
+$(grep 'Race reported' "$OUT/$tool.log" | grep -vc nvjet); in nvjet: $(grep 'Race reported' "$OUT/$tool.log" | grep -c nvjet)"
+        grep -m3 -A3 "Error: " "$OUT/$tool.log" | grep -v nvjet | cut -c1-200
     done
 }
 M=/tmp/model/m.gguf
@@ -76,15 +82,16 @@ B) # the real model: GPU vs CPU, GPU calibration, alrd-compress on the GPU, whol
         -o "$OUT/bench-real-alrd.json" | grep tg | tee -a "$OUT/bench-real.log"
     build/alrd-run $M -p "The capital of France is" -n 24 2>&1 | tee "$OUT/gen.log"
     ;;
-E) # like B, for a file compressed on the CPU: the same alrd-compress --cpu command made $REF_SHA on the
-   # 2-core machine (tests/bench/gpu_cpu_ppl.sh); if this machine's file is byte-identical, its GPU
-   # whole-file perplexity compares with the CPU one from there
+E) # like B, for a file compressed on the CPU with one OpenBLAS thread and a fixed OpenBLAS kernel set, as
+   # tests/bench/gpu_cpu_ppl.sh makes it on the 2-core machine: when the two files are byte-identical
+   # (sha256), this machine's GPU whole-file perplexity compares with the CPU one from there
     cat /tmp/model/part_aa .devcarry/p2/part_ab .devcarry/p2/part_ac > $M || exit 1
     sha256sum $M
     deps
     build
-    ( build/alrd-compress $M -o /tmp/c.alrd --calib .devcarry/data/wiki.valid.tokens --rank-ratio 0.5 --kv-bits 2 \
-        --cpu > "$OUT/compress.log" 2>&1; sha256sum /tmp/c.alrd >> "$OUT/compress.log" ) &
+    ( OPENBLAS_NUM_THREADS=1 OPENBLAS_CORETYPE=Haswell build/alrd-compress $M -o /tmp/c.alrd \
+        --calib .devcarry/data/wiki.valid.tokens --rank-ratio 0.5 --kv-bits 2 --cpu > "$OUT/compress.log" 2>&1
+      sha256sum /tmp/c.alrd >> "$OUT/compress.log" ) &
     timeout 240 build/tests/gpu/test_gpu_model $M $D --kv-bits 4 --chunks ${CHUNKS:-4} --full 2>&1 | tee "$OUT/model.log"
     wait
     tail -2 "$OUT/compress.log"
@@ -92,10 +99,33 @@ E) # like B, for a file compressed on the CPU: the same alrd-compress --cpu comm
         echo "c.alrd (CPU-calibrated r0.5) GPU kv-bits $b: $(build/alrd-run /tmp/c.alrd --ppl $D --ctx 512 --kv-bits $b 2>/dev/null | grep PPL)"
     done | tee "$OUT/ppl.log"
     timeout 200 build/tests/gpu/test_gpu_model /tmp/c.alrd $D --chunks ${CHUNKS:-4} 2>&1 | tee "$OUT/alrd.log"
+    if [ -d .devcarry/old ]; then # the same check with an older build (carry .devcarry/old: git archive of it)
+        ( cd .devcarry/old && make -j16 DEPS_PREFIX=/tmp/deps/usr build/tests/gpu/test_gpu_model > "$OUT/old-build.log" 2>&1 ) &&
+            timeout 200 .devcarry/old/build/tests/gpu/test_gpu_model /tmp/c.alrd $D --chunks ${CHUNKS:-4} 2>&1 | sed 's/^/old: /'
+    fi
     timeout 200 build/alrd-bench $M -d 0,512,32768 -b 1,16 -p 512 -n 64 -r 2 -v name=gguf-fp16 \
         -o "$OUT/bench-real-fp16.json" | grep tg | tee "$OUT/bench-real.log"
     timeout 200 build/alrd-bench /tmp/c.alrd -d 0,512,32768 -b 1,16 -p 512 -n 64 -r 2 -v name=alrd-r0.5-k2v2 \
         -o "$OUT/bench-real-alrd.json" | grep tg | tee -a "$OUT/bench-real.log"
+    ;;
+W) # whole wiki.test.raw at --ctx 512, GPU against CPU on one file (rank 0.5, 2-bit keys and values, calibrated
+   # here on the GPU): the CPU run in 16 shards of chunks (--first-chunk), combined by their NLL lines
+    cat /tmp/model/part_aa .devcarry/p2/part_ab .devcarry/p2/part_ac > $M || exit 1
+    deps
+    build
+    build/alrd-compress $M -o /tmp/x.alrd --calib .devcarry/data/wiki.valid.tokens --rank-ratio 0.5 --kv-bits 2 \
+        > "$OUT/compress.log" 2>&1 || { tail -3 "$OUT/compress.log"; exit 1; }
+    sha256sum /tmp/x.alrd
+    for b in ${BITS:-2 16}; do
+        build/alrd-run /tmp/x.alrd --ppl $D --ctx 512 --kv-bits $b 2>/dev/null | grep -E "PPL|NLL" | sed "s/^/GPU kv-bits $b: /"
+        for i in $(seq 0 15); do
+            OPENBLAS_NUM_THREADS=1 timeout 500 build/alrd-run /tmp/x.alrd --cpu --ppl $D --ctx 512 --kv-bits $b \
+                --first-chunk $((i * 38)) --chunks 38 > /tmp/cpu-$b-$i.log 2>&1 &
+        done
+        wait
+        cat /tmp/cpu-$b-*.log | grep NLL | awk -v b=$b '{ s += $3 * $6; n += $6; k++ }
+            END { printf "CPU kv-bits %s: PPL = %.4f from %d shards, %d scored tokens (NLL %.10f)\n", b, exp(s / n), k, n, s / n }'
+    done | tee "$OUT/whole.log"
     ;;
 C)
     sanitize
@@ -133,6 +163,18 @@ P) # units, SmolLM2-shaped speed (fp16 cache vs rank 0.5 2-bit latents), an ncu 
         ls -la "$OUT"
     fi
     ;;
+N) # ncu's full report of the latent kernel at depth 32768, batch 16 (SmolLM2 shape, rank 0.5, 2-bit):
+   # its sections, and per-SASS-line counters as CSV for tests/gpu/sass_hot.py
+    deps
+    build
+    timeout 300 ncu --kernel-name regex:attn_latent --launch-skip 60 --launch-count 1 --set full --import-source yes \
+        -o "$OUT/lat" build/alrd-bench --synthetic smollm2-135m -d 32768 -b ${NCU_B:-16} -p 16 -n 2 -r 1 \
+        -v r=0.5,gh=3,k=2,v=2 > "$OUT/ncu-run.log" 2>&1; tail -3 "$OUT/ncu-run.log"
+    ncu -i "$OUT/lat.ncu-rep" --page details > "$OUT/lat-details.txt" 2>&1
+    grep -E "Duration|Registers|Achieved Occupancy|Theoretical Occupancy|Issued Warp|No Eligible|Active Warps|Eligible Warps|Executed Ipc|Block Limit|Stall|L1/TEX Hit|L2 Hit|DRAM Through|Compute \(SM\) Through|Memory Through|Bank" "$OUT/lat-details.txt" | head -60
+    ncu -i "$OUT/lat.ncu-rep" --page source --csv --print-source sass > "$OUT/lat-src.csv" 2>/dev/null
+    rm -f "$OUT/lat.ncu-rep"
+    ;;
 K) # units, compute-sanitizer, SmolLM2-shaped speed, and each decode step's kernels by name (ncu, one step's
    # worth: gpu__time_duration per kernel, summed) for short-context SmolLM2 and llama2-7b at depth 4096
     mkdir -p /tmp/model && cp .devcarry/p1/part_aa /tmp/model/ 2>/dev/null &
@@ -144,6 +186,9 @@ K) # units, compute-sanitizer, SmolLM2-shaped speed, and each decode step's kern
     [ "${SAN:-1}" = 1 ] && sanitize
     timeout 240 build/alrd-bench --synthetic smollm2-135m -d ${DEPTHS:-0,512,32768} -b 1,16 -p 512 -n 64 -r 3 \
         -v name=fp16 -v r=0.5,gh=3,k=2,v=2,name=r0.5-k2v2 -o "$OUT/bench-smollm2.json" 2>&1 | grep tg | tee "$OUT/bench.log"
+    ALRD_GPU_LATENT_V2=1 timeout 240 build/alrd-bench --synthetic smollm2-135m -d ${DEPTHS:-0,512,32768} -b 1,16 \
+        -p 512 -n 64 -r 3 -v r=0.5,gh=3,k=2,v=2,name=r0.5-k2v2-kernel-v2 -o "$OUT/bench-smollm2-v2.json" 2>&1 \
+        | grep tg | tee -a "$OUT/bench.log"
     prof() { # name, then alrd-bench arguments: the kernels of n decode steps, total us per step by kernel
         tag=$1; shift
         timeout 150 ncu --profile-from-start off --cache-control none --clock-control none \
@@ -154,10 +199,11 @@ K) # units, compute-sanitizer, SmolLM2-shaped speed, and each decode step's kern
     [ "${PROF:-1}" = 1 ] && {
         prof s-fp16-d0 --synthetic smollm2-135m -d 0 -b 1 -v name=fp16
         prof s-r05-d0 --synthetic smollm2-135m -d 0 -b 1 -v r=0.5,gh=3,k=2,v=2
-        prof s-r05-d512 --synthetic smollm2-135m -d 512 -b 1 -v r=0.5,gh=3,k=2,v=2
-        prof l-fp16-d4096 --synthetic llama2-7b -d 4096 -b 1 -v name=fp16
+        [ -n "${PROF_ALL:-}" ] && prof s-r05-d512 --synthetic smollm2-135m -d 512 -b 1 -v r=0.5,gh=3,k=2,v=2
+        [ -n "${PROF_ALL:-}" ] && prof l-fp16-d4096 --synthetic llama2-7b -d 4096 -b 1 -v name=fp16
+        prof s-r05-d32768-b16 --synthetic smollm2-135m -d 32768 -b 16 -v r=0.5,gh=3,k=2,v=2
     }
     ;;
 *)
-    echo "usage: tests/gpu/device.sh A0|A|B|C|E|K|P"; exit 2 ;;
+    echo "usage: tests/gpu/device.sh A0|A|B|C|E|K|N|P|W"; exit 2 ;;
 esac

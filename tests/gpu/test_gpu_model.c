@@ -55,7 +55,12 @@ static int min_bits(const alrd_model *m, const alrd_cache_opts *co) {
  * so decode-step logits and perplexity drift further at fewer bits (on the
  * CPU alone, rounding the cached latents to fp16 moved a 2-bit cache's PPL
  * on 2 chunks by 0.55%). The prefill logits and an fp16 cache stay tight. */
-static double tol_decode(int bits) { return bits >= 16 ? 2e-2 : 5e-2; }
+/* The worst decode step of a 2-bit cache is one flipped code away from the
+ * CPU's: on a rank-0.5 2-bit file it measured 0.059 (commit 0016740) and
+ * 0.105 (A_v folded into o_proj, fused latent kernel v4) while the same
+ * builds' 4-chunk PPL differed from the CPU's by +0.42% and -0.05%. A wrong
+ * scale or layout moves it towards 1, and the PPL bound below as well. */
+static double tol_decode(int bits) { return bits >= 16 ? 2e-2 : bits >= 4 ? 5e-2 : 0.15; }
 static double tol_ppl(int bits) { return bits >= 4 ? 5e-3 : 1.5e-2; }
 
 static void logits_check(alrd_model *m, const alrd_cache_opts *co, const int32_t *ids, const char *label) {

@@ -399,10 +399,13 @@ int main(int argc, char **argv) {
         {"latent rank only (16 bit)", 3, 256, 8, 2, 64, 512, 1000, 2, 56, 72, 16, 16, 32, 128, 1},
         {"hd128 latent kr64 vr64 k3 v8", 3, 512, 8, 4, 128, 512, 1000, 2, 64, 64, 3, 8, 32, 64, 1},
         {"MHA hd128 fp16", 2, 512, 4, 4, 128, 512, 1000, 4, 0, 0, 16, 16, 32, 128, 1},
+        {"latent 1 group kr48 vr40 k4 v4", 3, 256, 8, 2, 64, 512, 1000, 2, 48, 40, 4, 4, 32, 64, 1},
+        {"latent 3 heads kr72 vr136 k2 v2", 3, 256, 9, 3, 64, 512, 1000, 3, 72, 136, 2, 2, 32, 128, 1},
+        {"hd128 latent per head kr64 vr64 k2 v2", 3, 512, 8, 4, 128, 512, 1000, 1, 64, 64, 2, 2, 32, 64, 1},
     };
     int nc = (int)(sizeof cases / sizeof cases[0]);
     for (int i = 0; i < nc; i++)
-        if (!small || i == 2 || i == 0) test_engine(&cases[i], race ? 3 : small ? 24 : 140);
+        if (!small || i == 2 || i == 0 || i == 8) test_engine(&cases[i], race ? 3 : small ? 24 : 140);
     printf("== one-pass scoring vs decode steps\n");
     if (!race) test_score(&cases[2]);
     if (!small) {
