@@ -53,6 +53,9 @@ A) # units, compute-sanitizer, the synthetic speed tables and the capacity table
     sanitize
     timeout 200 build/alrd-bench --synthetic smollm2-135m -d 0,512,4096,32768 -b 1,16 -p 512 -n 64 -r 3 \
         -v name=fp16 -v r=0.5,gh=3,k=2,v=2,name=r0.5-k2v2 -o "$OUT/bench-smollm2.json" | grep tg | tee "$OUT/bench.log"
+    ALRD_GPU_LATENT_V2=1 timeout 200 build/alrd-bench --synthetic smollm2-135m -d 0,512,4096,32768 -b 1,16 -p 512 \
+        -n 64 -r 3 -v r=0.5,gh=3,k=2,v=2,name=r0.5-k2v2-kernel-v2 -o "$OUT/bench-smollm2-v2.json" | grep tg \
+        | tee -a "$OUT/bench.log"
     timeout 200 build/alrd-bench --synthetic llama2-7b -d 0,4096,32768 -b 1,16 -p 512 -n 32 -r 2 \
         -v name=fp16 -v r=0.5,gh=1,k=2,v=2,name=r0.5-k2v2 -o "$OUT/bench-llama2.json" | grep tg | tee -a "$OUT/bench.log"
     for S in smollm2-135m llama2-7b; do
