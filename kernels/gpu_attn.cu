@@ -385,6 +385,21 @@ __device__ __forceinline__ void cp_async16(void *dst, const void *src, int src_b
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
 
+/* cos rows then sin rows (row stride rs floats) of the positions ts ..
+ * ts + ROWS - 1 into dst by cp.async, rows past nv repeating the last
+ * valid position (the tables end at max_ctx); the caller's threads
+ * t = t0, t0 + nt, ... share the chunks and commit the group. */
+template <int HD, int ROWS>
+__device__ __forceinline__ void rope_rows_async(const alrd_gpu_attn_layer &L, long ts, int nv, float *dst, int rs,
+                                                int t0, int nt) {
+    constexpr int CH = HD / 8; /* 16-byte chunks per row */
+    for (int i = t0; i < 2 * ROWS * CH; i += nt) {
+        const int sn = i / (ROWS * CH), r = i / CH % ROWS, ch = i % CH;
+        const float *src = (sn ? L.sin_tab : L.cos_tab) + (size_t)(ts + min(r, nv - 1)) * (HD / 2) + ch * 4;
+        cp_async16(dst + (sn * ROWS + r) * rs + ch * 4, src, 16);
+    }
+}
+
 /* Columns [c0, c0+W) of tokens [ts, ts+nv) of a side (holding q quantised
  * tokens) into shared memory as fp16, dst[tok*ds + c]; rows tok >= nv (up
  * to TILE) are zero. Global loads are issued LB tasks at a time before any
@@ -566,12 +581,7 @@ __global__ void __launch_bounds__(NTHREADS) attn_v2_kernel(alrd_gpu_attn_layer L
     for (int ts = t0; ts < t1; ts += TILE) {
         const int nv = min(TILE, t1 - ts);
         if (KMODE == ALRD_GPU_K_LATENT) { /* the RoPE rows of the tile's positions, in flight with the tile */
-            constexpr int CH = HD / 8; /* 16-byte chunks per row */
-            for (int i = tid; i < 2 * TILE * CH; i += NTHREADS) {
-                const int t = i / CH % TILE, ch = i % CH, sn = i / (TILE * CH);
-                const float *src = (sn ? L.sin_tab : L.cos_tab) + (size_t)(ts + min(t, nv - 1)) * (HD / 2) + ch * 4;
-                cp_async16((sn ? Rs : Rc) + t * RRS + ch * 4, src, 16);
-            }
+            rope_rows_async<HD, TILE>(L, ts, nv, Rc, RRS, tid, NTHREADS);
             cp_async_commit();
         }
         if (KMODE == ALRD_GPU_K_LATENT) load_tile(L.ks, b, kq, ts, nv, grp * L.kr, L.kr, Kt, kstr);
@@ -677,6 +687,109 @@ __global__ void __launch_bounds__(NTHREADS) attn_v2_kernel(alrd_gpu_attn_layer L
             int c = nt * 8 + 2 * t4 + e;
             if (gid < QH) wacc[((size_t)gid * nsplit + sp) * vw_max + c] = pv[i][e];
             if (gid + 8 < QH) wacc[((size_t)(gid + 8) * nsplit + sp) * vw_max + c] = pv[i][2 + e];
+        }
+    }
+}
+
+/* ---- shared by the kernels whose warps work alone (v3, v4): a warp's
+ * 16-token tile of scores is an mma accumulator (rows gid and gid + 8 =
+ * query rows, columns nt*8 + 2*t4 + e = tokens); each warp keeps its own
+ * online softmax and O, and the block merges the warps once at the end. */
+
+/* Online softmax over one tile: tokens nv and beyond are masked; the scores
+ * become p = exp(s * scale - m_new), (m, l) of both rows advance (l partial
+ * over the lane), c0 / c1 are the rows' correction factors and pa the P
+ * fragments as the A operand of P V. */
+__device__ __forceinline__ void mma_tile_softmax(float (&s)[2][4], int nv, float scale, float &m0, float &m1,
+                                                 float &l0, float &l1, float &c0, float &c1, uint32_t (&pa)[4]) {
+    const int t4 = threadIdx.x & 3;
+    float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+    for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            const bool ok = nt * 8 + 2 * t4 + e < nv;
+            s[nt][e] = ok ? s[nt][e] * scale : -INFINITY;
+            s[nt][2 + e] = ok ? s[nt][2 + e] * scale : -INFINITY;
+            mx0 = fmaxf(mx0, s[nt][e]);
+            mx1 = fmaxf(mx1, s[nt][2 + e]);
+        }
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1); /* finite: every tile has a valid token */
+    c0 = expf(m0 - mn0), c1 = expf(m1 - mn1);
+    m0 = mn0, m1 = mn1;
+    l0 *= c0, l1 *= c1;
+#pragma unroll
+    for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            s[nt][e] = expf(s[nt][e] - mn0);
+            s[nt][2 + e] = expf(s[nt][2 + e] - mn1);
+            l0 += s[nt][e], l1 += s[nt][2 + e];
+        }
+    pa[0] = pack2(s[0][0], s[0][1]), pa[1] = pack2(s[0][2], s[0][3]);
+    pa[2] = pack2(s[1][0], s[1][1]), pa[3] = pack2(s[1][2], s[1][3]);
+}
+
+/* O's rows times their correction factors; skipped (bit-identical) when no
+ * row of the warp moved its maximum, as in most tiles of a long context. */
+template <int VT>
+__device__ __forceinline__ void rescale_rows(float (&o)[VT][4], float c0, float c1) {
+    if (!__any_sync(0xffffffffu, c0 != 1.0f || c1 != 1.0f)) return;
+#pragma unroll
+    for (int i = 0; i < VT; i++) o[i][0] *= c0, o[i][1] *= c0, o[i][2] *= c1, o[i][3] *= c1;
+}
+
+/* The block's NW warps merge their (m, l, O) for the first `rows` query
+ * rows (O: nvt <= VT n-tiles, `width` columns) through shared memory
+ * (rows of ostr floats; the caller is done with it and its cp.async groups
+ * are drained) into the split's (max, sum) and unnormalised value mix. */
+template <int NW, int VT>
+__device__ __forceinline__ void merge_warps(const float (&o)[VT][4], int nvt, float m0, float m1, float l0, float l1,
+                                            unsigned char *smem, int ostr, int rows, int width, float *wml,
+                                            float *wacc, int nsplit, int sp, int vw_max) {
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gid = lane >> 2, t4 = lane & 3;
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    __syncthreads(); /* every warp is done with shared memory */
+    float *mw = reinterpret_cast<float *>(smem); /* [NW][16] max */
+    float *lw = mw + NW * 16;                    /* [NW][16] sum */
+    float *ow = lw + NW * 16;                    /* [NW][16][ostr] */
+    if (t4 == 0) {
+        mw[warp * 16 + gid] = m0, mw[warp * 16 + gid + 8] = m1;
+        lw[warp * 16 + gid] = l0, lw[warp * 16 + gid + 8] = l1;
+    }
+#pragma unroll
+    for (int nt = 0; nt < VT; nt++) {
+        if (nt >= nvt) break;
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            ow[(warp * 16 + gid) * ostr + nt * 8 + 2 * t4 + e] = o[nt][e];
+            ow[(warp * 16 + gid + 8) * ostr + nt * 8 + 2 * t4 + e] = o[nt][2 + e];
+        }
+    }
+    __syncthreads();
+    for (int i = tid; i < rows * width; i += NW * 32) {
+        const int qh = i / width, d = i % width;
+        float M = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < NW; w++) M = fmaxf(M, mw[w * 16 + qh]);
+        float a = 0.0f, den = 0.0f;
+#pragma unroll
+        for (int w = 0; w < NW; w++) {
+            const float mwq = mw[w * 16 + qh], f = mwq > -INFINITY ? expf(mwq - M) : 0.0f;
+            a += f * ow[(w * 16 + qh) * ostr + d];
+            den += f * lw[w * 16 + qh];
+        }
+        wacc[((size_t)qh * nsplit + sp) * vw_max + d] = a;
+        if (d == 0) {
+            wml[((size_t)qh * nsplit + sp) * 2] = M;
+            wml[((size_t)qh * nsplit + sp) * 2 + 1] = den;
         }
     }
 }
@@ -791,84 +904,20 @@ __global__ void __launch_bounds__(NW3 * 32) attn_fp16_kernel(alrd_gpu_attn_layer
             for (int kk = 0; kk < KS; kk++)
                 mma16816(s[nt], qa[kk][0], qa[kk][1], qa[kk][2], qa[kk][3], ld32(kr + kk * 16), ld32(kr + kk * 16 + 8));
         }
-        float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-        for (int nt = 0; nt < 2; nt++)
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-                const bool ok = ts + nt * 8 + 2 * t4 + e < t1;
-                s[nt][e] = ok ? s[nt][e] * L.scale : -INFINITY;
-                s[nt][2 + e] = ok ? s[nt][2 + e] * L.scale : -INFINITY;
-                mx0 = fmaxf(mx0, s[nt][e]);
-                mx1 = fmaxf(mx1, s[nt][2 + e]);
-            }
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-        const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1); /* finite: every tile has a valid token */
-        const float c0 = expf(m0 - mn0), c1 = expf(m1 - mn1);
-        m0 = mn0, m1 = mn1;
-        l0 *= c0, l1 *= c1;
-#pragma unroll
-        for (int nt = 0; nt < 2; nt++)
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-                s[nt][e] = expf(s[nt][e] - mn0);
-                s[nt][2 + e] = expf(s[nt][2 + e] - mn1);
-                l0 += s[nt][e], l1 += s[nt][2 + e];
-            }
-#pragma unroll
-        for (int i2 = 0; i2 < NT; i2++) o[i2][0] *= c0, o[i2][1] *= c0, o[i2][2] *= c1, o[i2][3] *= c1;
-        const uint32_t a0 = pack2(s[0][0], s[0][1]), a1 = pack2(s[0][2], s[0][3]);
-        const uint32_t a2 = pack2(s[1][0], s[1][1]), a3 = pack2(s[1][2], s[1][3]);
+        float c0, c1;
+        uint32_t pa[4];
+        mma_tile_softmax(s, t1 - ts, L.scale, m0, m1, l0, l1, c0, c1, pa);
+        rescale_rows(o, c0, c1);
 #pragma unroll
         for (int nt = 0; nt < NT; nt++) {
             uint32_t b0, b1;
             ldsm_x2_trans(b0, b1, Vt + (lane & 15) * S::RS + nt * 8);
-            mma16816(o[nt], a0, a1, a2, a3, b0, b1);
+            mma16816(o[nt], pa[0], pa[1], pa[2], pa[3], b0, b1);
         }
         __syncwarp(); /* the slot is refilled by the next iteration's issue */
     }
-    asm volatile("cp.async.wait_all;\n" ::: "memory");
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-    __syncthreads(); /* every ring is drained: reuse shared memory for the merge */
-    float *mw = reinterpret_cast<float *>(smem);               /* [NW3][16] max */
-    float *lw = mw + NW3 * 16;                                 /* [NW3][16] sum */
-    float *ow = lw + NW3 * 16;                                 /* [NW3][16][HD] */
-    if (t4 == 0) {
-        mw[warp * 16 + gid] = m0, mw[warp * 16 + gid + 8] = m1;
-        lw[warp * 16 + gid] = l0, lw[warp * 16 + gid + 8] = l1;
-    }
-#pragma unroll
-    for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-        for (int e = 0; e < 2; e++) {
-            ow[(warp * 16 + gid) * HD + nt * 8 + 2 * t4 + e] = o[nt][e];
-            ow[(warp * 16 + gid + 8) * HD + nt * 8 + 2 * t4 + e] = o[nt][2 + e];
-        }
-    __syncthreads();
-    for (int i = tid; i < per_kv * HD; i += NW3 * 32) {
-        const int qh = i / HD, d = i % HD;
-        float M = -INFINITY;
-#pragma unroll
-        for (int w = 0; w < NW3; w++) M = fmaxf(M, mw[w * 16 + qh]);
-        float a = 0.0f, den = 0.0f;
-#pragma unroll
-        for (int w = 0; w < NW3; w++) {
-            const float mwq = mw[w * 16 + qh], f = mwq > -INFINITY ? expf(mwq - M) : 0.0f;
-            a += f * ow[(w * 16 + qh) * HD + d];
-            den += f * lw[w * 16 + qh];
-        }
-        wacc[((size_t)qh * nsplit + sp) * vw_max + d] = a;
-        if (d == 0) {
-            wml[((size_t)qh * nsplit + sp) * 2] = M;
-            wml[((size_t)qh * nsplit + sp) * 2 + 1] = den;
-        }
-    }
+    asm volatile("cp.async.wait_all;\n" ::: "memory"); /* the rings are drained: shared memory is free */
+    merge_warps<NW3, NT>(o, NT, m0, m1, l0, l1, smem, HD, per_kv, HD, wml, wacc, nsplit, sp, vw_max);
 }
 
 /* ==== v4: the latent cache, warps that never wait for each other. Each of
@@ -1013,15 +1062,8 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
 
     /* RoPE rows of tile i's positions (clamped to valid ones) into a stage, as one cp.async group */
     auto rope_issue = [&](int i, int stage) {
-        if (i < ntiles) {
-            const int ts = t0 + i * T4, nv = min(T4, t1 - ts);
-            float *dst = rope + stage * 2 * T4 * RS;
-            for (int k = lane; k < 2 * T4 * (HD / 8); k += 32) {
-                const int sn = k / (T4 * (HD / 8)), r = k / (HD / 8) % T4, ch = k % (HD / 8);
-                const float *src = (sn ? L.sin_tab : L.cos_tab) + (size_t)(ts + min(r, nv - 1)) * (HD / 2) + ch * 4;
-                cp_async16(dst + (sn * T4 + r) * RS + ch * 4, src, 16);
-            }
-        }
+        if (i < ntiles)
+            rope_rows_async<HD, T4>(L, t0 + i * T4, min(T4, t1 - (t0 + i * T4)), rope + stage * 2 * T4 * RS, RS, lane, 32);
         cp_async_commit();
     };
     /* The packed codes of a tile, fetched a tile ahead into registers: key
@@ -1233,92 +1275,22 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
         }
         fetch_v(tile + NW4);
 
-        /* ---- online softmax of the tile (rows gid, gid + 8) */
-        float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-        for (int nt = 0; nt < 2; nt++)
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-                const bool ok = nt * 8 + 2 * t4 + e < nv;
-                s[nt][e] = ok ? s[nt][e] * L.scale : -INFINITY;
-                s[nt][2 + e] = ok ? s[nt][2 + e] * L.scale : -INFINITY;
-                mx0 = fmaxf(mx0, s[nt][e]);
-                mx1 = fmaxf(mx1, s[nt][2 + e]);
-            }
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-        const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1); /* finite: every tile has a valid token */
-        const float c0 = expf(m0 - mn0), c1 = expf(m1 - mn1);
-        m0 = mn0, m1 = mn1;
-        l0 *= c0, l1 *= c1;
-#pragma unroll
-        for (int nt = 0; nt < 2; nt++)
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-                s[nt][e] = expf(s[nt][e] - mn0);
-                s[nt][2 + e] = expf(s[nt][2 + e] - mn1);
-                l0 += s[nt][e], l1 += s[nt][2 + e];
-            }
-        if (__any_sync(0xffffffffu, c0 != 1.0f || c1 != 1.0f)) {
-#pragma unroll
-            for (int k = 0; k < VT; k++) o[k][0] *= c0, o[k][1] *= c0, o[k][2] *= c1, o[k][3] *= c1;
-        }
-        const uint32_t pa0 = pack2(s[0][0], s[0][1]), pa1 = pack2(s[0][2], s[0][3]);
-        const uint32_t pa2 = pack2(s[1][0], s[1][1]), pa3 = pack2(s[1][2], s[1][3]);
+        float c0, c1;
+        uint32_t pa[4];
+        mma_tile_softmax(s, nv, L.scale, m0, m1, l0, l1, c0, c1, pa);
+        rescale_rows(o, c0, c1);
         __syncwarp(); /* the values are in buf */
 #pragma unroll
         for (int nt = 0; nt < VT; nt++) {
             if (nt >= nvt) break;
             uint32_t b0, b1;
             ldsm_x2_trans(b0, b1, buf + (lane & 15) * P.vstr + nt * 8);
-            mma16816(o[nt], pa0, pa1, pa2, pa3, b0, b1);
+            mma16816(o[nt], pa[0], pa[1], pa[2], pa[3], b0, b1);
         }
         __syncwarp(); /* buf and this RoPE stage are refilled by later tiles */
     }
-    asm volatile("cp.async.wait_all;\n" ::: "memory");
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-    __syncthreads(); /* every warp is done with shared memory: reuse it for the merge */
-    const int ow_s = P.vpad; /* row stride of a warp's O */
-    float *mw = reinterpret_cast<float *>(smem); /* [NW4][16] max */
-    float *lw = mw + NW4 * 16;                   /* [NW4][16] sum */
-    float *ow = lw + NW4 * 16;                   /* [NW4][16][vpad] */
-    if (t4 == 0) {
-        mw[warp * 16 + gid] = m0, mw[warp * 16 + gid + 8] = m1;
-        lw[warp * 16 + gid] = l0, lw[warp * 16 + gid + 8] = l1;
-    }
-#pragma unroll
-    for (int nt = 0; nt < VT; nt++) {
-        if (nt >= nvt) break;
-#pragma unroll
-        for (int e = 0; e < 2; e++) {
-            ow[(warp * 16 + gid) * ow_s + nt * 8 + 2 * t4 + e] = o[nt][e];
-            ow[(warp * 16 + gid + 8) * ow_s + nt * 8 + 2 * t4 + e] = o[nt][2 + e];
-        }
-    }
-    __syncthreads();
-    for (int i = tid; i < QH * vr; i += NW4 * 32) {
-        const int qh = i / vr, d = i % vr;
-        float M = -INFINITY;
-#pragma unroll
-        for (int w = 0; w < NW4; w++) M = fmaxf(M, mw[w * 16 + qh]);
-        float a = 0.0f, den = 0.0f;
-#pragma unroll
-        for (int w = 0; w < NW4; w++) {
-            const float mwq = mw[w * 16 + qh], f = mwq > -INFINITY ? expf(mwq - M) : 0.0f;
-            a += f * ow[(w * 16 + qh) * ow_s + d];
-            den += f * lw[w * 16 + qh];
-        }
-        wacc[((size_t)qh * nsplit + sp) * vw_max + d] = a;
-        if (d == 0) {
-            wml[((size_t)qh * nsplit + sp) * 2] = M;
-            wml[((size_t)qh * nsplit + sp) * 2 + 1] = den;
-        }
-    }
+    asm volatile("cp.async.wait_all;\n" ::: "memory"); /* the RoPE stages are drained: shared memory is free */
+    merge_warps<NW4, VT>(o, nvt, m0, m1, l0, l1, smem, P.vpad, QH, vr, wml, wacc, nsplit, sp, vw_max);
 }
 
 typedef void (*attn4_fn)(alrd_gpu_attn_layer, plan4_t, const uint16_t *, const int *, int, int, float *);

@@ -224,6 +224,14 @@ __device__ void quant_token_warps(const alrd_gpu_side &sd, int b, long s, const 
     }
 }
 
+/* All words of token s: a warp per group where the layout allows it, else
+ * a thread per word. */
+__device__ __forceinline__ void quant_token(const alrd_gpu_side &sd, int b, long s, const SrcMix &src, uint16_t *deq,
+                                           long ld_deq) {
+    if (token_warps_ok(sd)) quant_token_warps(sd, b, s, src, deq, ld_deq);
+    else for (int w = threadIdx.x; w < sd.wpr; w += blockDim.x) quant_token_word(sd, b, s, w, src, deq, ld_deq);
+}
+
 __device__ __forceinline__ float rope_elem(const float *x, int c, int hd, const float *cs, const float *sn) {
     int i = c % hd, half = hd / 2;
     if (i < half) return x[c] * cs[i] - x[c + half] * sn[i];
@@ -443,13 +451,10 @@ __global__ void append_decode_kernel(alrd_gpu_side k, alrd_gpu_side v, const flo
         else
             write_row(sd, b, p, x, hd, cos_tab, sin_tab);
     } else if (sd.R == 0) {
-        if (token_warps_ok(sd)) quant_token_warps(sd, b, p, m, 0, 0);
-        else for (int w = threadIdx.x; w < sd.wpr; w += blockDim.x) quant_token_word(sd, b, p, w, m, 0, 0);
+        quant_token(sd, b, p, m, 0, 0);
     } else {
-        if (p >= sd.R) { /* the oldest residual token leaves the window; it shares the new token's ring row */
-            if (token_warps_ok(sd)) quant_token_warps(sd, b, p - sd.R, m, 0, 0);
-            else for (int w = threadIdx.x; w < sd.wpr; w += blockDim.x) quant_token_word(sd, b, p - sd.R, w, m, 0, 0);
-        }
+        if (p >= sd.R) quant_token(sd, b, p - sd.R, m, 0, 0); /* the oldest residual token leaves the window;
+                                                                 it shares the new token's ring row */
         __syncthreads();
         write_row(sd, b, p, x, hd, cos_tab, sin_tab);
     }
@@ -469,8 +474,7 @@ __global__ void chunks_kernel(alrd_gpu_side sd, int b, int j0, SrcMix m, uint16_
 }
 
 __global__ void tokens_kernel(alrd_gpu_side sd, int b, long s0, SrcMix m, uint16_t *deq, long ld_deq) {
-    if (token_warps_ok(sd)) quant_token_warps(sd, b, s0 + blockIdx.x, m, deq, ld_deq);
-    else for (int w = threadIdx.x; w < sd.wpr; w += blockDim.x) quant_token_word(sd, b, s0 + blockIdx.x, w, m, deq, ld_deq);
+    quant_token(sd, b, s0 + blockIdx.x, m, deq, ld_deq);
 }
 
 /* rows [s0, s1) of fp32 src (row s - p0) into the ring / fp16 rows */

@@ -359,32 +359,35 @@ static int walloc16(alrd_gpu *g, uint16_t **p, size_t n, alrd_error *err) {
  * head h attends over the latent values of its group, so its slice of
  * o_proj becomes W_o[:, h] . A_v[kv head of h] (H x vr) and the block
  * [H][n_heads * vr] is applied to the latent mixes directly (no lift).
- * Computed in fp32 from the file's fp32 matrices, stored fp16. The value
- * bias passes through attention unchanged (the weights sum to 1), so it
- * becomes W_o . b_v, added to o_proj's bias (bo_out, [H], host). */
-static int fold_wo(alrd_gpu *g, glayer *y, const alrd_layer *S, float *bo_out, alrd_error *err) {
-    const size_t H = g->H, qd = g->qd, vr = y->vr, nA = (size_t)g->n_groups * g->gh * vr, nO = H * y->wo_k;
-    float *d = NULL;
-    if (cudaMalloc((void **)&d, 4 * (H * qd + nA + nO)) != cudaSuccess)
-        return alrd_errf(err, "gpu: out of device memory folding A_v into o_proj");
-    float *wo = d, *A = d + H * qd, *out = A + nA;
+ * Computed in fp32 from the file's fp32 matrices in the fp32 staging
+ * buffer (fold_floats of it), stored fp16. The value bias passes through
+ * attention unchanged (the weights sum to 1), so it becomes W_o . b_v,
+ * added to o_proj's bias (bo_out, [H], host). */
+static size_t fold_floats(const alrd_gpu *g, const glayer *y) {
+    return (size_t)g->H * g->qd + (size_t)g->n_groups * g->gh * y->vr + (size_t)g->H * y->wo_k;
+}
+
+static int fold_wo(alrd_gpu *g, glayer *y, const alrd_layer *S, float *staging, float *bo_out, alrd_error *err) {
+    const size_t H = g->H, qd = g->qd, hd = g->hd, vr = y->vr, nA = (size_t)g->n_groups * g->gh * vr;
+    float *wo = staging, *A = wo + H * qd, *out = A + nA;
     int rc = cudaMemcpyAsync(wo, S->wo, 4 * H * qd, cudaMemcpyHostToDevice, g->st) != cudaSuccess ||
              cudaMemcpyAsync(A, S->vA, 4 * nA, cudaMemcpyHostToDevice, g->st) != cudaSuccess;
     const float one = 1.0f, zero = 0.0f;
     for (int h = 0; h < g->nh && !rc; h++) { /* column-major: out[h*vr.., n] = A_kv (vr x hd) . W_o[n][h*hd..]^T */
         int kvh = h / g->per_kv, grp = kvh / g->group_heads, j = kvh % g->group_heads;
-        rc = cublasSgemm(g->cb, CUBLAS_OP_N, CUBLAS_OP_N, (int)vr, (int)H, g->hd, &one,
-                         A + ((size_t)grp * g->gh + (size_t)j * g->hd) * vr, (int)vr, wo + (size_t)h * g->hd, (int)qd,
+        rc = cublasSgemm(g->cb, CUBLAS_OP_N, CUBLAS_OP_N, (int)vr, (int)H, (int)hd, &one,
+                         A + ((size_t)grp * g->gh + (size_t)j * hd) * vr, (int)vr, wo + (size_t)h * hd, (int)qd,
                          &zero, out + (size_t)h * vr, y->wo_k) != CUBLAS_STATUS_SUCCESS;
     }
-    if (!rc) rc = alrd_gpu_f32_to_f16(out, y->wo, nO, g->st);
-    if (!rc) rc = cudaStreamSynchronize(g->st) != cudaSuccess;
-    cudaFree(d);
+    if (!rc) rc = alrd_gpu_f32_to_f16(out, y->wo, H * y->wo_k, g->st);
+    if (!rc) rc = cudaStreamSynchronize(g->st) != cudaSuccess; /* staging is reused */
     if (rc) return alrd_errf(err, "gpu: folding A_v into o_proj failed");
     for (size_t n = 0; n < H; n++) {
         double a = S->bo ? S->bo[n] : 0.0;
-        if (S->bv)
-            for (size_t i = 0; i < qd; i++) a += (double)S->wo[n * qd + i] * S->bv[(i / g->hd / g->per_kv) * g->hd + i % g->hd];
+        for (int h = 0; S->bv && h < g->nh; h++) {
+            const float *w = S->wo + n * qd + (size_t)h * hd, *v = S->bv + (size_t)(h / g->per_kv) * hd;
+            for (size_t d = 0; d < hd; d++) a += (double)w[d] * v[d];
+        }
         bo_out[n] = (float)a;
     }
     return 0;
@@ -417,8 +420,9 @@ extern "C" int alrd_gpu_new(alrd_gpu **out, const alrd_model *m, const alrd_gpu_
         size_t a = (size_t)g->ly[l].nqkv * H;
         if (a > stage) stage = a;
         if (2 * ffn * H > stage) stage = 2 * ffn * H;
-        size_t f = (size_t)g->n_groups * gh * (g->ly[l].kr > g->ly[l].vr ? g->ly[l].kr : g->ly[l].vr);
+        size_t f = (size_t)g->n_groups * gh * g->ly[l].kr;
         if (f > stage) stage = f;
+        if (g->ly[l].vr && fold_floats(g, &g->ly[l]) > stage) stage = fold_floats(g, &g->ly[l]);
     }
     if (H * qd > stage) stage = H * qd;
     float *staging = NULL, *bo_fold = (float *)malloc(sizeof(float) * H);
@@ -453,7 +457,7 @@ extern "C" int alrd_gpu_new(alrd_gpu **out, const alrd_model *m, const alrd_gpu_
         if (y->kr && (walloc16(g, &y->kA, (size_t)g->n_groups * gh * y->kr, err) ||
                       upload_f16(g, y->kA, S->kA, (size_t)g->n_groups * gh * y->kr, staging)))
             goto upfail;
-        if (y->vr && fold_wo(g, y, S, bo_fold, err)) goto fail;
+        if (y->vr && fold_wo(g, y, S, staging, bo_fold, err)) goto fail;
         if (upload_f32(g, &y->attn_norm, S->attn_norm, H, err) || upload_f32(g, &y->ffn_norm, S->ffn_norm, H, err) ||
             upload_f32(g, &y->bq, S->bq, qd, err) ||
             upload_f32(g, &y->bo, y->vr && (S->bo || S->bv) ? bo_fold : S->bo, H, err))

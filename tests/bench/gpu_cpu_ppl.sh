@@ -5,14 +5,16 @@
 # CPU in SHARDS parallel single-thread shards of chunks (alrd-run
 # --first-chunk / --chunks) and combines their NLL lines weighted by tokens.
 # The GPU side scores the same file (carried to the GPU machine: its sha256
-# must match) with build/alrd-run FILE --ppl ... --kv-bits B; the results of
-# session 3 are in tests/gpu/results/session3/whole-file.log. The 2-bit CPU
-# run takes about 12 core-seconds per chunk (595 chunks); FIRST/LAST limit it.
+# must match) with build/alrd-run FILE --ppl ... --kv-bits B (tests/gpu/device.sh
+# W runs both there); the results of session 3 are in
+# tests/gpu/results/session3/whole-file.log. The 2-bit CPU run takes 21-25
+# core-seconds per chunk (595 chunks); FIRST/LAST limit it. An existing OUTF
+# is scored as it is.
 set -eu
 M=${MODEL:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
 D=${DATA:-../shared/data}
 F=${OUTF:-/tmp/det_r05.alrd}
-T=$D/wikitext-2-raw/wiki.test.raw
+T=${TEXT:-$D/wikitext-2-raw/wiki.test.raw}
 [ -f "$F" ] || OPENBLAS_NUM_THREADS=1 build/alrd-compress "$M" -o "$F" \
     --calib "$D/wikitext-2/wiki.valid.tokens" --rank-ratio 0.5 --kv-bits 2 --cpu
 sha256sum "$F"

@@ -1,26 +1,39 @@
 #!/bin/sh
 # tests/gpu/device.sh A0|A|B|C|E|K|N|P|W: the GPU checks as run on the device machine
-# (DESIGN 7). A carries .devcarry/p1 + debs: builds, runs the unit tests,
-# compute-sanitizer, the synthetic SmolLM2 / llama2-7b speed tables and the
-# capacity (--max-fit) table, and keeps the first model part in /tmp/model
-# (A0: only that and the build). B (same machine, within 30 s of A) carries
-# p2 + debs + data: joins the model, compares GPU with CPU, checks the GPU
-# calibration statistics, compresses on the GPU, scores the whole test file
-# and times the real files (CHUNKS=K perplexity chunks). C: compute-sanitizer
-# and a synthetic llama3-8b benchmark. E: B for a file made on the CPU
-# (GPU vs CPU perplexity of the same file). W: the whole test file, GPU
-# against CPU (CPU in 16 shards). K: the decode step's kernels by name
-# (ncu). P: speed and ncu probes of the
-# attention kernels. Logs go to $OUT.
+# (DESIGN 7). Logs go to $OUT.
+#   A  (carry .devcarry/p1 + debs): build, unit tests, compute-sanitizer, the synthetic SmolLM2 /
+#      llama2-7b speed tables (SmolLM2 also with the previous latent kernel) and the capacity
+#      (--max-fit) table; keeps the first model part in /tmp/model. A0: only that and the build.
+#   B  (same machine, within 30 s of A; carry p2 + debs + data): joins the model, compares GPU with CPU,
+#      checks the GPU calibration statistics, compresses on the GPU, scores the whole test file and
+#      times the real files (CHUNKS=K perplexity chunks).
+#   E  (like B): the same checks for a file compressed on the CPU; with .devcarry/old (a git archive of
+#      an older commit) also that build's test_gpu_model on it.
+#   W  (like B): whole test file, GPU against CPU on one file (FILE=..., else compressed here on the GPU);
+#      the CPU side in 16 shards through tests/bench/gpu_cpu_ppl.sh (FIRST/LAST: a range of chunks).
+#   C: compute-sanitizer and a synthetic llama3-8b benchmark. K: unit tests, sanitizers, SmolLM2 speed
+#   and the decode step's kernels by name (ncu). N: ncu's full report of the latent kernel.
+#   P: speed and ncu probes of the attention kernels.
 set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
+M=/tmp/model/m.gguf
+D=.devcarry/data/wiki.test.raw
 deps() { mkdir -p /tmp/deps; for f in .devcarry/debs/*.deb; do dpkg -x "$f" /tmp/deps; done; }
 build() {
     make -j16 DEPS_PREFIX=/tmp/deps/usr build/libalrd.a build/alrd-run build/alrd-compress build/alrd-bench \
         build/tests/gpu/test_gpu_units build/tests/gpu/test_gpu_model build/tests/gpu/test_gpu_calib \
         > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
 }
+start() { # the first model part kept for a B/E/W that follows (when carried), the GPU's name, the build
+    [ -d .devcarry/p1 ] && mkdir -p /tmp/model && cp .devcarry/p1/part_aa /tmp/model/ &
+    deps
+    nvidia-smi --query-gpu=name,memory.total,clocks.max.memory --format=csv,noheader
+    build
+    wait
+}
+join_model() { cat /tmp/model/part_aa .devcarry/p2/part_ab .devcarry/p2/part_ac > $M || exit 1; sha256sum $M; }
+units() { timeout 200 build/tests/gpu/test_gpu_units > "$OUT/units.txt" 2>&1; tail -1 "$OUT/units.txt"; }
 sanitize() { # compute-sanitizer memcheck and racecheck on a small run of the unit tests
     for tool in memcheck racecheck; do
         mode=--small; [ $tool = racecheck ] && mode=--race
@@ -34,28 +47,37 @@ $(grep 'Race reported' "$OUT/$tool.log" | grep -vc nvjet); in nvjet: $(grep 'Rac
         grep -m3 -A3 "Error: " "$OUT/$tool.log" | grep -v nvjet | cut -c1-200
     done
 }
-M=/tmp/model/m.gguf
-D=.devcarry/data/wiki.test.raw
+smollm2_speed() { # depths, repetitions: fp16 cache against rank 0.5 2-bit latents, then the latter on the previous kernel
+    timeout 240 build/alrd-bench --synthetic smollm2-135m -d $1 -b 1,16 -p 512 -n 64 -r $2 \
+        -v name=fp16 -v r=0.5,gh=3,k=2,v=2,name=r0.5-k2v2 -o "$OUT/bench-smollm2.json" 2>&1 | grep tg | tee "$OUT/bench.log"
+    ALRD_GPU_LATENT_V2=1 timeout 240 build/alrd-bench --synthetic smollm2-135m -d $1 -b 1,16 -p 512 -n 64 -r $2 \
+        -v r=0.5,gh=3,k=2,v=2,name=r0.5-k2v2-kernel-v2 -o "$OUT/bench-smollm2-v2.json" 2>&1 | grep tg \
+        | tee -a "$OUT/bench.log"
+}
+model_checks() { # the GGUF against the CPU (4-bit cache, whole-file PPL), with a compression running beside
+    timeout 240 build/tests/gpu/test_gpu_model $M $D --kv-bits 4 --chunks ${CHUNKS:-4} --full 2>&1 | tee "$OUT/model.log"
+}
+file_checks() { # FILE LABEL: its whole-file PPL at 16/4/2 bits on the GPU, its logits against the CPU,
+                # and the real files' speed, the GGUF's then FILE's
+    for b in 16 4 2; do
+        echo "$2 kv-bits $b: $(build/alrd-run $1 --ppl $D --ctx 512 --kv-bits $b 2>/dev/null | grep PPL)"
+    done | tee "$OUT/ppl.log"
+    timeout 200 build/tests/gpu/test_gpu_model $1 $D --chunks ${CHUNKS:-4} 2>&1 | tee "$OUT/alrd.log"
+    timeout 200 build/alrd-bench $M -d 0,512,32768 -b 1,16 -p 512 -n 64 -r 2 -v name=gguf-fp16 \
+        -o "$OUT/bench-real-fp16.json" | grep tg | tee "$OUT/bench-real.log"
+    timeout 200 build/alrd-bench $1 -d 0,512,32768 -b 1,16 -p 512 -n 64 -r 2 -v name=alrd-r0.5-k2v2 \
+        -o "$OUT/bench-real-alrd.json" | grep tg | tee -a "$OUT/bench-real.log"
+}
+COMPRESS="--calib .devcarry/data/wiki.valid.tokens --rank-ratio 0.5 --kv-bits 2"
 case "${1:-}" in
 A0) # only the first model part and the build, for a B that follows
-    mkdir -p /tmp/model && cp .devcarry/p1/part_aa /tmp/model/ &
-    deps
-    build
-    wait
+    start
     ;;
 A) # units, compute-sanitizer, the synthetic speed tables and the capacity table; keeps model part 1 for B
-    mkdir -p /tmp/model && cp .devcarry/p1/part_aa /tmp/model/ &
-    deps
-    nvidia-smi --query-gpu=name,memory.total,clocks.max.memory --format=csv,noheader
-    build
-    wait
-    timeout 200 build/tests/gpu/test_gpu_units > "$OUT/units.txt" 2>&1; tail -1 "$OUT/units.txt"
+    start
+    units
     sanitize
-    timeout 200 build/alrd-bench --synthetic smollm2-135m -d 0,512,4096,32768 -b 1,16 -p 512 -n 64 -r 3 \
-        -v name=fp16 -v r=0.5,gh=3,k=2,v=2,name=r0.5-k2v2 -o "$OUT/bench-smollm2.json" | grep tg | tee "$OUT/bench.log"
-    ALRD_GPU_LATENT_V2=1 timeout 200 build/alrd-bench --synthetic smollm2-135m -d 0,512,4096,32768 -b 1,16 -p 512 \
-        -n 64 -r 3 -v r=0.5,gh=3,k=2,v=2,name=r0.5-k2v2-kernel-v2 -o "$OUT/bench-smollm2-v2.json" | grep tg \
-        | tee -a "$OUT/bench.log"
+    smollm2_speed 0,512,4096,32768 3
     timeout 200 build/alrd-bench --synthetic llama2-7b -d 0,4096,32768 -b 1,16 -p 512 -n 32 -r 2 \
         -v name=fp16 -v r=0.5,gh=1,k=2,v=2,name=r0.5-k2v2 -o "$OUT/bench-llama2.json" | grep tg | tee -a "$OUT/bench.log"
     for S in smollm2-135m llama2-7b; do
@@ -65,70 +87,50 @@ A) # units, compute-sanitizer, the synthetic speed tables and the capacity table
     done
     ;;
 B) # the real model: GPU vs CPU, GPU calibration, alrd-compress on the GPU, whole-file PPL, real-file speed
-    cat /tmp/model/part_aa .devcarry/p2/part_ab .devcarry/p2/part_ac > $M || exit 1
-    sha256sum $M
+    join_model
     deps
     build
-    ( /usr/bin/time -f "compress wall %e s, peak RSS %M KB" build/alrd-compress $M -o /tmp/x.alrd \
-        --calib .devcarry/data/wiki.valid.tokens --rank-ratio 0.5 --kv-bits 2 > "$OUT/compress.log" 2>&1 ) 2>> "$OUT/compress.log" &
-    timeout 240 build/tests/gpu/test_gpu_model $M $D --kv-bits 4 --chunks ${CHUNKS:-4} --full 2>&1 | tee "$OUT/model.log"
+    ( /usr/bin/time -f "compress wall %e s, peak RSS %M KB" build/alrd-compress $M -o /tmp/x.alrd $COMPRESS \
+        > "$OUT/compress.log" 2>&1 ) 2>> "$OUT/compress.log" &
+    model_checks
     timeout 120 build/tests/gpu/test_gpu_calib $M .devcarry/data/wiki.valid.tokens 2>&1 | tee "$OUT/calib.log"
     wait
     grep -E "calibration|time:|wall|KV bytes" "$OUT/compress.log"
-    for b in 16 4 2; do
-        echo "x.alrd (GPU-calibrated r0.5) kv-bits $b: $(build/alrd-run /tmp/x.alrd --ppl $D --ctx 512 --kv-bits $b 2>/dev/null | grep PPL)"
-    done | tee "$OUT/ppl.log"
-    timeout 200 build/tests/gpu/test_gpu_model /tmp/x.alrd $D --chunks ${CHUNKS:-4} 2>&1 | tee "$OUT/alrd.log"
-    timeout 200 build/alrd-bench $M -d 0,512,32768 -b 1,16 -p 512 -n 64 -r 2 -v name=gguf-fp16 \
-        -o "$OUT/bench-real-fp16.json" | grep tg | tee "$OUT/bench-real.log"
-    timeout 200 build/alrd-bench /tmp/x.alrd -d 0,512,32768 -b 1,16 -p 512 -n 64 -r 2 -v name=alrd-r0.5-k2v2 \
-        -o "$OUT/bench-real-alrd.json" | grep tg | tee -a "$OUT/bench-real.log"
+    file_checks /tmp/x.alrd "x.alrd (GPU-calibrated r0.5)"
     build/alrd-run $M -p "The capital of France is" -n 24 2>&1 | tee "$OUT/gen.log"
     ;;
-E) # like B, for a file compressed on the CPU with one OpenBLAS thread and a fixed OpenBLAS kernel set, as
-   # tests/bench/gpu_cpu_ppl.sh makes it on the 2-core machine: when the two files are byte-identical
-   # (sha256), this machine's GPU whole-file perplexity compares with the CPU one from there
-    cat /tmp/model/part_aa .devcarry/p2/part_ab .devcarry/p2/part_ac > $M || exit 1
-    sha256sum $M
+E) # B's checks for a file compressed on the CPU (one OpenBLAS thread, as tests/bench/gpu_cpu_ppl.sh does;
+   # the file still differs from the one made on the 2-core machine), and optionally an older build's
+    join_model
     deps
     build
-    ( OPENBLAS_NUM_THREADS=1 OPENBLAS_CORETYPE=Haswell build/alrd-compress $M -o /tmp/c.alrd \
-        --calib .devcarry/data/wiki.valid.tokens --rank-ratio 0.5 --kv-bits 2 --cpu > "$OUT/compress.log" 2>&1
-      sha256sum /tmp/c.alrd >> "$OUT/compress.log" ) &
-    timeout 240 build/tests/gpu/test_gpu_model $M $D --kv-bits 4 --chunks ${CHUNKS:-4} --full 2>&1 | tee "$OUT/model.log"
+    ( OPENBLAS_NUM_THREADS=1 OPENBLAS_CORETYPE=Haswell build/alrd-compress $M -o /tmp/c.alrd $COMPRESS --cpu \
+        > "$OUT/compress.log" 2>&1; sha256sum /tmp/c.alrd >> "$OUT/compress.log" ) &
+    model_checks
     wait
     tail -2 "$OUT/compress.log"
-    for b in 16 2; do
-        echo "c.alrd (CPU-calibrated r0.5) GPU kv-bits $b: $(build/alrd-run /tmp/c.alrd --ppl $D --ctx 512 --kv-bits $b 2>/dev/null | grep PPL)"
-    done | tee "$OUT/ppl.log"
-    timeout 200 build/tests/gpu/test_gpu_model /tmp/c.alrd $D --chunks ${CHUNKS:-4} 2>&1 | tee "$OUT/alrd.log"
+    file_checks /tmp/c.alrd "c.alrd (CPU-calibrated r0.5)"
     if [ -d .devcarry/old ]; then # the same check with an older build (carry .devcarry/old: git archive of it)
         ( cd .devcarry/old && make -j16 DEPS_PREFIX=/tmp/deps/usr build/tests/gpu/test_gpu_model > "$OUT/old-build.log" 2>&1 ) &&
             timeout 200 .devcarry/old/build/tests/gpu/test_gpu_model /tmp/c.alrd $D --chunks ${CHUNKS:-4} 2>&1 | sed 's/^/old: /'
     fi
-    timeout 200 build/alrd-bench $M -d 0,512,32768 -b 1,16 -p 512 -n 64 -r 2 -v name=gguf-fp16 \
-        -o "$OUT/bench-real-fp16.json" | grep tg | tee "$OUT/bench-real.log"
-    timeout 200 build/alrd-bench /tmp/c.alrd -d 0,512,32768 -b 1,16 -p 512 -n 64 -r 2 -v name=alrd-r0.5-k2v2 \
-        -o "$OUT/bench-real-alrd.json" | grep tg | tee -a "$OUT/bench-real.log"
     ;;
-W) # whole wiki.test.raw at --ctx 512, GPU against CPU on one file (rank 0.5, 2-bit keys and values, calibrated
-   # here on the GPU): the CPU run in 16 shards of chunks (--first-chunk), combined by their NLL lines
-    cat /tmp/model/part_aa .devcarry/p2/part_ab .devcarry/p2/part_ac > $M || exit 1
+W) # whole wiki.test.raw at --ctx 512, GPU against CPU on one file (rank 0.5, 2-bit keys and values): FILE
+   # (e.g. one carried here in parts and joined), else one compressed here on the GPU; the CPU run in 16
+   # single-thread shards of chunks (FIRST..LAST, default all) combined by their NLL lines
     deps
     build
-    build/alrd-compress $M -o /tmp/x.alrd --calib .devcarry/data/wiki.valid.tokens --rank-ratio 0.5 --kv-bits 2 \
-        > "$OUT/compress.log" 2>&1 || { tail -3 "$OUT/compress.log"; exit 1; }
-    sha256sum /tmp/x.alrd
+    F=${FILE:-/tmp/x.alrd}
+    if [ -z "${FILE:-}" ]; then
+        join_model
+        build/alrd-compress $M -o $F $COMPRESS > "$OUT/compress.log" 2>&1 || { tail -3 "$OUT/compress.log"; exit 1; }
+    fi
+    sha256sum $F
     for b in ${BITS:-2 16}; do
-        build/alrd-run /tmp/x.alrd --ppl $D --ctx 512 --kv-bits $b 2>/dev/null | grep -E "PPL|NLL" | sed "s/^/GPU kv-bits $b: /"
-        for i in $(seq 0 15); do
-            OPENBLAS_NUM_THREADS=1 timeout 500 build/alrd-run /tmp/x.alrd --cpu --ppl $D --ctx 512 --kv-bits $b \
-                --first-chunk $((i * 38)) --chunks 38 > /tmp/cpu-$b-$i.log 2>&1 &
-        done
-        wait
-        cat /tmp/cpu-$b-*.log | grep NLL | awk -v b=$b '{ s += $3 * $6; n += $6; k++ }
-            END { printf "CPU kv-bits %s: PPL = %.4f from %d shards, %d scored tokens (NLL %.10f)\n", b, exp(s / n), k, n, s / n }'
+        build/alrd-run $F --ppl $D --ctx 512 --kv-bits $b --first-chunk ${FIRST:-0} \
+            --chunks $(( ${LAST:-594} - ${FIRST:-0} + 1 )) 2>/dev/null | grep -E "PPL|NLL" | sed "s/^/GPU kv-bits $b: /"
     done | tee "$OUT/whole.log"
+    OUTF=$F TEXT=$D SHARDS=16 sh tests/bench/gpu_cpu_ppl.sh | tee -a "$OUT/whole.log"
     ;;
 C)
     sanitize
@@ -137,15 +139,10 @@ C)
     ;;
 P) # units, SmolLM2-shaped speed (fp16 cache vs rank 0.5 2-bit latents), an ncu look at both attention
    # kernels (NCU_SRC=1: the latent kernel's top stall lines); keeps the first model part for a B
-    mkdir -p /tmp/model && cp .devcarry/p1/part_aa /tmp/model/ 2>/dev/null &
-    deps
-    nvidia-smi --query-gpu=name,memory.total,clocks.max.memory --format=csv,noheader
-    build
-    wait
-    timeout 200 build/tests/gpu/test_gpu_units > "$OUT/units.txt" 2>&1; tail -3 "$OUT/units.txt"
+    start
+    units
     S=smollm2-135m
-    timeout 240 build/alrd-bench --synthetic $S -d ${DEPTHS:-0,512,32768} -b 1,16 -p 512 -n 64 -r 2 \
-        -v name=fp16 -v r=0.5,gh=3,k=2,v=2,name=r0.5-k2v2 -o "$OUT/bench-smollm2.json" 2>&1 | grep tg | tee "$OUT/bench-smollm2.log"
+    smollm2_speed ${DEPTHS:-0,512,32768} 2
     [ "${NCU:-1}" = 1 ] && for v in name=fp16 r=0.5,gh=3,k=2,v=2,name=r0.5-k2v2; do
         timeout 120 ncu --kernel-name regex:attn_ --launch-skip 60 --launch-count 2 --section SpeedOfLight \
             --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy --section LaunchStats \
@@ -158,12 +155,6 @@ P) # units, SmolLM2-shaped speed (fp16 cache vs rank 0.5 2-bit latents), an ncu 
             -v r=0.5,gh=3,k=2,v=2,name=r0.5-k2v2 -o "$OUT/fit-smollm2.json" | tee "$OUT/fit.log"
         timeout 200 build/alrd-bench --synthetic llama2-7b -b 1,16,64 --max-fit 16777216 -v name=fp16 \
             -v r=0.5,gh=1,k=2,v=2,name=r0.5-k2v2 -o "$OUT/fit-llama2.json" | tee -a "$OUT/fit.log"
-    fi
-    if [ -n "${NCU_SRC:-}" ]; then
-        timeout 150 ncu --kernel-name regex:attn_v2 --launch-skip 60 --launch-count 1 --set full --import-source yes \
-            -o "$OUT/latent" build/alrd-bench --synthetic $S -d 32768 -b 1 -p 16 -n 4 -r 1 -v r=0.5,gh=3,k=2,v=2 > /dev/null 2>&1
-        ncu -i "$OUT/latent.ncu-rep" --page source --csv --print-source sass 2>/dev/null > "$OUT/latent-src.csv"
-        ls -la "$OUT"
     fi
     ;;
 N) # ncu's full report of the latent kernel at depth 32768, batch 16 (SmolLM2 shape, rank 0.5, 2-bit):
@@ -179,19 +170,11 @@ N) # ncu's full report of the latent kernel at depth 32768, batch 16 (SmolLM2 sh
     rm -f "$OUT/lat.ncu-rep"
     ;;
 K) # units, compute-sanitizer, SmolLM2-shaped speed, and each decode step's kernels by name (ncu, one step's
-   # worth: gpu__time_duration per kernel, summed) for short-context SmolLM2 and llama2-7b at depth 4096
-    mkdir -p /tmp/model && cp .devcarry/p1/part_aa /tmp/model/ 2>/dev/null &
-    deps
-    nvidia-smi --query-gpu=name,memory.total,clocks.max.memory --format=csv,noheader
-    build
-    wait
-    timeout 200 build/tests/gpu/test_gpu_units > "$OUT/units.txt" 2>&1; tail -1 "$OUT/units.txt"
+   # worth: gpu__time_duration per kernel, summed; PROF_ALL=1 adds depth 512 and llama2-7b at depth 4096)
+    start
+    units
     [ "${SAN:-1}" = 1 ] && sanitize
-    timeout 240 build/alrd-bench --synthetic smollm2-135m -d ${DEPTHS:-0,512,32768} -b 1,16 -p 512 -n 64 -r 3 \
-        -v name=fp16 -v r=0.5,gh=3,k=2,v=2,name=r0.5-k2v2 -o "$OUT/bench-smollm2.json" 2>&1 | grep tg | tee "$OUT/bench.log"
-    ALRD_GPU_LATENT_V2=1 timeout 240 build/alrd-bench --synthetic smollm2-135m -d ${DEPTHS:-0,512,32768} -b 1,16 \
-        -p 512 -n 64 -r 3 -v r=0.5,gh=3,k=2,v=2,name=r0.5-k2v2-kernel-v2 -o "$OUT/bench-smollm2-v2.json" 2>&1 \
-        | grep tg | tee -a "$OUT/bench.log"
+    smollm2_speed ${DEPTHS:-0,512,32768} 3
     prof() { # name, then alrd-bench arguments: the kernels of n decode steps, total us per step by kernel
         tag=$1; shift
         timeout 150 ncu --profile-from-start off --cache-control none --clock-control none \
