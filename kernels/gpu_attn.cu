@@ -837,6 +837,8 @@ __global__ void __launch_bounds__(NW3 * 32) attn_fp16_kernel(alrd_gpu_attn_layer
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gid = lane >> 2, t4 = lane & 3;
     const int sp = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z;
     const int per_kv = L.n_heads / L.n_kv, h0 = kvh * per_kv;
+    pdl_trigger();
+    pdl_wait();
     int t0, t1;
     split_range(pos[b] + 1, nsplit, sp, t0, t1);
     float *wml = work + split_ml_off(L.n_heads, b, h0, nsplit);
@@ -1043,6 +1045,23 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
     const int sp = blockIdx.x, grp = blockIdx.y, b = blockIdx.z;
     const int per_kv = L.n_heads / L.n_kv, nkh = L.group_heads, QH = nkh * per_kv, h0 = grp * QH;
     const int kr = L.kr, vr = L.vr, rpad = P.rpad, astr = rpad + 8;
+    uint16_t *As = reinterpret_cast<uint16_t *>(smem + P.as);
+    /* A_k of the group, rows [nkh*HD][rpad] (zero beyond kr), once per block: a weight, so split 0 (never
+     * empty) requests it before pdl_wait(), while the kernel before this one finishes */
+    auto load_ak = [&]() {
+        const uint16_t *A = L.kA + (size_t)grp * nkh * HD * kr;
+        const int nch = kr / 8, rows = nkh * HD, dr = NW4 * 32 / nch, dc = NW4 * 32 % nch;
+        for (int r = tid / nch, c = tid % nch; r < rows;) { /* 16-byte chunk (r, c), stepped without divisions */
+            cp_async16(As + r * astr + c * 8, A + (size_t)r * kr + c * 8, 16);
+            r += dr, c += dc;
+            if (c >= nch) c -= nch, r++;
+        }
+        if (rpad > kr)
+            for (int r = tid; r < rows; r += NW4 * 32) *reinterpret_cast<uint4 *>(As + r * astr + kr) = make_uint4(0, 0, 0, 0);
+    };
+    pdl_trigger();
+    if (sp == 0) load_ak();
+    pdl_wait();
     const int n = pos[b] + 1;
     int t0, t1;
     split_range(n, nsplit, sp, t0, t1);
@@ -1056,7 +1075,6 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
     const int kq = side_quantized(ks, n), vq = side_quantized(vs, n);
     const int kc0 = grp * kr, vc0 = grp * vr; /* the group's latent columns */
     const int ntiles = (t1 - t0 + T4 - 1) / T4;
-    uint16_t *As = reinterpret_cast<uint16_t *>(smem + P.as);
     uint16_t *buf = reinterpret_cast<uint16_t *>(smem + P.warps + warp * P.wbytes);
     float *rope = reinterpret_cast<float *>(smem + P.warps + warp * P.wbytes + P.wrope); /* 2 stages of cos | sin */
 
@@ -1113,14 +1131,8 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
         }
     };
 
-    { /* A_k of the group, rows [nkh*HD][rpad] (zero beyond kr), once per block; the first tile's data */
-        const uint16_t *A = L.kA + (size_t)grp * nkh * HD * kr;
-        const int nch = kr / 8, total = nkh * HD * nch;
-        for (int i = tid; i < total; i += NW4 * 32)
-            cp_async16(As + (i / nch) * astr + (i % nch) * 8, A + (size_t)(i / nch) * kr + (i % nch) * 8, 16);
-        if (rpad > kr)
-            for (int r = tid; r < nkh * HD; r += NW4 * 32)
-                *reinterpret_cast<uint4 *>(As + r * astr + kr) = make_uint4(0, 0, 0, 0);
+    { /* the first tile's data (and A_k, unless requested above) */
+        if (sp != 0) load_ak();
         rope_issue(warp, 0);
         fetch_k(warp);
         fetch_v(warp);
@@ -1177,15 +1189,16 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
             fetch_k(tile + NW4); /* in flight while this tile computes */
         } else {
             const uint16_t *base = ks.bits == 16 ? ks.rows + (size_t)b * ks.seq_rows : ks.ring + (size_t)b * ks.seq_ring;
-            const int nch = rpad / 8;
-            for (int k = lane; k < T4 * nch; k += 32) {
-                const int r = k / nch, ch = k % nch;
+            const int nch = rpad / 8, dr = 32 / nch, dc = 32 % nch;
+            for (int r = lane / nch, ch = lane % nch; r < T4;) { /* 16-byte chunk (token r, ch) */
                 uint4 v = make_uint4(0, 0, 0, 0);
                 if (r < nv && ch * 8 < kr) {
                     const long s = ts + r, row = ks.bits == 16 ? s : s % ks.R;
                     v = *reinterpret_cast<const uint4 *>(base + (size_t)row * ks.d + kc0 + ch * 8);
                 }
                 *reinterpret_cast<uint4 *>(buf + r * (rpad + 8) + ch * 8) = v;
+                r += dr, ch += dc;
+                if (ch >= nch) ch -= nch, r++;
             }
         }
         asm volatile("cp.async.wait_group 1;\n" ::: "memory"); /* this tile's RoPE rows (the next tile's may fly) */
@@ -1333,6 +1346,8 @@ __global__ void __launch_bounds__(CMB_THREADS) attn_combine_kernel(alrd_gpu_attn
     extern __shared__ float w[]; /* [nsplit] weights | [CMB_THREADS] partial sums | [8] reduction */
     const int h = blockIdx.x, b = blockIdx.y, tid = threadIdx.x;
     const int vw = L.vr > 0 ? L.vr : L.hd;
+    pdl_trigger();
+    pdl_wait();
     float *part = w + nsplit, *red = part + CMB_THREADS;
     const float *ml = work + split_ml_off(L.n_heads, b, h, nsplit);
     const float *ac = work + split_acc_off(gridDim.y, L.n_heads, b, h, nsplit, vw_max);
@@ -1439,15 +1454,15 @@ extern "C" size_t alrd_gpu_attn_work_floats(int n_heads, int B, int nsplit, int 
 extern "C" int alrd_gpu_attn_decode(const alrd_gpu_attn_layer *L, const uint16_t *q16, const int *pos_dev, int B,
                                     int nsplit, int vw_max, float *work, uint16_t *out, void *stream) {
     cudaStream_t st = (cudaStream_t)stream;
+    int e = 0;
     if (v3_ok(L)) {
-        (L->hd == 64 ? attn_fp16_kernel<64> : attn_fp16_kernel<128>)<<<dim3(nsplit, L->n_kv, B), NW3 * 32,
-                                                                      v3_smem(L->hd), st>>>(*L, q16, pos_dev, nsplit,
-                                                                                            vw_max, work);
+        e = launch_pdl(L->hd == 64 ? attn_fp16_kernel<64> : attn_fp16_kernel<128>, dim3(nsplit, L->n_kv, B), NW3 * 32,
+                       v3_smem(L->hd), st, *L, q16, pos_dev, nsplit, vw_max, work);
     } else if (v4_ok(L)) {
         plan4_t p;
         make_plan4(L, &p);
-        pick4(L->hd, L->vr)<<<dim3(nsplit, L->n_kv / L->group_heads, B), NW4 * 32, p.total, st>>>(*L, p, q16, pos_dev,
-                                                                                                nsplit, vw_max, work);
+        e = launch_pdl(pick4(L->hd, L->vr), dim3(nsplit, L->n_kv / L->group_heads, B), NW4 * 32, p.total, st, *L, p,
+                       q16, pos_dev, nsplit, vw_max, work);
     } else if (v2_ok(L)) {
         plan2_t p;
         make_plan2(L, &p);
@@ -1459,7 +1474,8 @@ extern "C" int alrd_gpu_attn_decode(const alrd_gpu_attn_layer *L, const uint16_t
         pick(L->hd, L->kmode)<<<dim3(nsplit, L->n_kv / p.nkh, B), NTHREADS, p.total, st>>>(*L, p, q16, pos_dev, nsplit,
                                                                                          vw_max, work);
     }
-    attn_combine_kernel<<<dim3(L->n_heads, B), CMB_THREADS, sizeof(float) * (nsplit + CMB_THREADS + 32), st>>>(
-        *L, nsplit, vw_max, work, out);
-    return (int)cudaGetLastError();
+    if (!e) e = (int)cudaGetLastError();
+    if (e) return e;
+    return launch_pdl(attn_combine_kernel, dim3(L->n_heads, B), CMB_THREADS, sizeof(float) * (nsplit + CMB_THREADS + 32),
+                      st, *L, nsplit, vw_max, work, out);
 }

@@ -4,7 +4,9 @@
 #define ALRD_GPU_COMMON_CUH
 
 #include <cuda_fp16.h>
+#include <cuda_runtime.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "gpu_ops.h"
 
@@ -43,6 +45,41 @@ __device__ __forceinline__ float side_value(const alrd_gpu_side &sd, int b, int 
     uint32_t w = sd.codes[(size_t)b * sd.seq_words + wi];
     size_t go = (size_t)b * sd.seq_groups + gi;
     return dequant((w >> (slot * sd.bits)) & mask, h2f(sd.scales[go]), h2f(sd.zeros[go]));
+}
+
+/* ---- programmatic dependent launch (sm_90) ------------------------------
+ * A kernel started by launch_pdl may begin while the kernel before it in
+ * the stream is still running, so that its launch, its blocks' set-up and
+ * its reads of constant data (weights) overlap that kernel's tail. Such a
+ * kernel calls pdl_trigger() first (its own dependents may then launch) and
+ * pdl_wait() before it reads anything an earlier kernel wrote and before it
+ * writes anything: pdl_wait() returns once the previous grid has completed
+ * and its writes are visible, and as every kernel of the chain waits before
+ * it completes, once all earlier ones have. ALRD_GPU_PDL=0 launches them
+ * the ordinary way (same-run comparisons). */
+__device__ __forceinline__ void pdl_trigger() { asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory"); }
+__device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
+
+static inline int pdl_enabled(void) {
+    static int on = -1;
+    if (on < 0) on = !(getenv("ALRD_GPU_PDL") && atoi(getenv("ALRD_GPU_PDL")) == 0);
+    return on;
+}
+
+template <typename... P, typename... A>
+static inline int launch_pdl(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
+                             A... args) {
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = pdl_enabled();
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = st;
+    cfg.attrs = at;
+    cfg.numAttrs = 1;
+    return (int)cudaLaunchKernelEx(&cfg, kernel, args...);
 }
 
 /* The same as an fp16 bit pattern (fp16 storage is passed through). */

@@ -292,6 +292,8 @@ __device__ float block_sum_f(float v, float *red) {
 __global__ void __launch_bounds__(RMS_THREADS) rmsnorm_kernel(const float *x, const float *w, int H, float eps,
                                                               uint16_t *out) {
     __shared__ double red[32];
+    pdl_trigger();
+    pdl_wait();
     const float *xr = x + (size_t)blockIdx.x * H;
     uint16_t *o = out + (size_t)blockIdx.x * H;
     double ss = 0;
@@ -327,14 +329,15 @@ __global__ void __launch_bounds__(RMS_THREADS) rmsnorm_kernel(const float *x, co
 
 extern "C" int alrd_gpu_rmsnorm(const float *x, const float *w, int T, int H, float eps, uint16_t *out,
                                 void *stream) {
-    rmsnorm_kernel<<<T, RMS_THREADS, 0, ST(stream)>>>(x, w, H, eps, out);
-    return LAUNCHED();
+    return launch_pdl(rmsnorm_kernel, T, RMS_THREADS, 0, ST(stream), x, w, H, eps, out);
 }
 
 /* An element per thread over all rows: a decode step has one row of ffn
  * elements, which a block per row would walk serially. */
 __global__ void silu_mul_kernel(const float *gu, int ffn, long total, uint16_t *out) {
     const long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    pdl_trigger();
+    pdl_wait();
     if (i >= total) return;
     const long t = i / ffn, c = i % ffn;
     const float *g = gu + t * 2 * ffn;
@@ -344,8 +347,7 @@ __global__ void silu_mul_kernel(const float *gu, int ffn, long total, uint16_t *
 
 extern "C" int alrd_gpu_silu_mul(const float *gu, int T, int ffn, uint16_t *out, void *stream) {
     const long total = (long)T * ffn;
-    silu_mul_kernel<<<(unsigned)((total + 255) / 256), 256, 0, ST(stream)>>>(gu, ffn, total, out);
-    return LAUNCHED();
+    return launch_pdl(silu_mul_kernel, (unsigned)((total + 255) / 256), 256, 0, ST(stream), gu, ffn, total, out);
 }
 
 __global__ void qkv_post_kernel(float *qkv, int ld, int n_heads, int hd, int dk, int dv, const float *bq,
@@ -353,6 +355,8 @@ __global__ void qkv_post_kernel(float *qkv, int ld, int n_heads, int hd, int dk,
                                 const float *cos_tab, const float *sin_tab, uint16_t *q16, uint16_t *k16,
                                 uint16_t *v16, int ld16k, int ld16v) {
     int t = blockIdx.x, half = hd / 2, qd = n_heads * hd;
+    pdl_trigger();
+    pdl_wait();
     int p = pos_dev ? pos_dev[t] : pos0 + t;
     float *row = qkv + (size_t)t * ld;
     const float *cs = cos_tab + (size_t)p * half, *sn = sin_tab + (size_t)p * half;
@@ -380,9 +384,8 @@ extern "C" int alrd_gpu_qkv_post(float *qkv, int T, int ld, int n_heads, int hd,
                                  const float *bq, const float *bk, const float *bv, const int *pos_dev,
                                  int pos0, const float *cos_tab, const float *sin_tab, uint16_t *q16,
                                  uint16_t *k16, uint16_t *v16, int ld16k, int ld16v, void *stream) {
-    qkv_post_kernel<<<T, 256, 0, ST(stream)>>>(qkv, ld, n_heads, hd, dk, dv, bq, bk, bv, pos_dev, pos0, cos_tab,
-                                               sin_tab, q16, k16, v16, ld16k, ld16v);
-    return LAUNCHED();
+    return launch_pdl(qkv_post_kernel, T, 256, 0, ST(stream), qkv, ld, n_heads, hd, dk, dv, bq, bk, bv, pos_dev, pos0,
+                      cos_tab, sin_tab, q16, k16, v16, ld16k, ld16v);
 }
 
 template <typename Tin>
@@ -439,6 +442,8 @@ __global__ void append_decode_kernel(alrd_gpu_side k, alrd_gpu_side v, const flo
     const int b = blockIdx.x;
     const alrd_gpu_side &sd = blockIdx.y ? v : k;
     const float *x = src + (size_t)b * ld + (blockIdx.y ? vcol : kcol);
+    pdl_trigger();
+    pdl_wait();
     const int p = pos[b], n = p + 1;
     if (sd.bits == 16) {
         write_row(sd, b, p, x, hd, cos_tab, sin_tab);
@@ -463,9 +468,8 @@ __global__ void append_decode_kernel(alrd_gpu_side k, alrd_gpu_side v, const flo
 extern "C" int alrd_gpu_append_decode(const alrd_gpu_side *k, const alrd_gpu_side *v, const float *src,
                                       int ld, int kcol, int vcol, int B, const int *pos_dev, int hd,
                                       const float *cos_tab, const float *sin_tab, void *stream) {
-    append_decode_kernel<<<dim3(B, 2), 256, 0, ST(stream)>>>(*k, *v, src, ld, kcol, vcol, pos_dev, hd, cos_tab,
-                                                             sin_tab);
-    return LAUNCHED();
+    return launch_pdl(append_decode_kernel, dim3(B, 2), 256, 0, ST(stream), *k, *v, src, ld, kcol, vcol, pos_dev, hd,
+                      cos_tab, sin_tab);
 }
 
 __global__ void chunks_kernel(alrd_gpu_side sd, int b, int j0, SrcMix m, uint16_t *deq, long ld_deq) {
@@ -592,21 +596,34 @@ extern "C" int alrd_gpu_softmax(const float *S, const float *Sq, uint16_t *P, ui
 
 /* ---- decode products ------------------------------------------------- */
 
+/* Y[m][n] = W[n] . X[m] (+ beta Y), a warp per output row n, for MB <= 4
+ * rows of X. Each lane streams its share of the weight row 4 x 16 bytes
+ * at a time, the next four in flight while the current ones are used; the
+ * first four are requested before pdl_wait(), so weight traffic starts
+ * while the kernel before this one (which writes X) is finishing. */
 template <int MB>
 __global__ void __launch_bounds__(256) gemv_kernel(const uint4 *W, const uint16_t *X, int ldx, float *Y, int ldy, int N,
                                                    int K8, float beta) {
     const int lane = threadIdx.x & 31;
     const int n = blockIdx.x * 8 + (threadIdx.x >> 5);
+    pdl_trigger();
+    const uint4 *w = W + (size_t)(n < N ? n : 0) * K8;
+    auto fetch = [&](int k0, uint4 *wv) {
+#pragma unroll
+        for (int u = 0; u < 4; u++) wv[u] = k0 + 32 * u < K8 ? __ldg(w + k0 + 32 * u) : make_uint4(0, 0, 0, 0);
+    };
+    uint4 nx[4];
+    fetch(lane, nx);
+    pdl_wait();
     if (n >= N) return;
-    const uint4 *w = W + (size_t)n * K8;
     float acc[MB];
 #pragma unroll
     for (int m = 0; m < MB; m++) acc[m] = 0.0f;
     for (int k0 = lane; k0 < K8; k0 += 32 * 4) {
         uint4 wv[4];
 #pragma unroll
-        for (int u = 0; u < 4; u++) /* four 16-byte loads in flight */
-            wv[u] = k0 + 32 * u < K8 ? __ldg(w + k0 + 32 * u) : make_uint4(0, 0, 0, 0);
+        for (int u = 0; u < 4; u++) wv[u] = nx[u];
+        if (k0 + 32 * 4 < K8) fetch(k0 + 32 * 4, nx);
 #pragma unroll
         for (int u = 0; u < 4; u++) {
             int k = k0 + 32 * u;
@@ -640,23 +657,23 @@ extern "C" int alrd_gpu_gemv(const uint16_t *W, const uint16_t *X, int ldx, floa
     dim3 grid((N + 7) / 8);
     const uint4 *w = reinterpret_cast<const uint4 *>(W);
     switch (M) {
-    case 1: gemv_kernel<1><<<grid, 256, 0, ST(stream)>>>(w, X, ldx, Y, ldy, N, K / 8, beta); break;
-    case 2: gemv_kernel<2><<<grid, 256, 0, ST(stream)>>>(w, X, ldx, Y, ldy, N, K / 8, beta); break;
-    case 3: gemv_kernel<3><<<grid, 256, 0, ST(stream)>>>(w, X, ldx, Y, ldy, N, K / 8, beta); break;
-    case 4: gemv_kernel<4><<<grid, 256, 0, ST(stream)>>>(w, X, ldx, Y, ldy, N, K / 8, beta); break;
+    case 1: return launch_pdl(gemv_kernel<1>, grid, 256, 0, ST(stream), w, X, ldx, Y, ldy, N, K / 8, beta);
+    case 2: return launch_pdl(gemv_kernel<2>, grid, 256, 0, ST(stream), w, X, ldx, Y, ldy, N, K / 8, beta);
+    case 3: return launch_pdl(gemv_kernel<3>, grid, 256, 0, ST(stream), w, X, ldx, Y, ldy, N, K / 8, beta);
+    case 4: return launch_pdl(gemv_kernel<4>, grid, 256, 0, ST(stream), w, X, ldx, Y, ldy, N, K / 8, beta);
     default: return (int)cudaErrorInvalidValue;
     }
-    return LAUNCHED();
 }
 
 __global__ void bias_f32_kernel(float *y, int n, const float *b) {
     float *row = y + (size_t)blockIdx.x * n;
+    pdl_trigger();
+    pdl_wait();
     for (int i = threadIdx.x; i < n; i += blockDim.x) row[i] += b[i];
 }
 
 extern "C" int alrd_gpu_add_bias_f32(float *y, int T, int n, const float *b, void *stream) {
-    bias_f32_kernel<<<T, 256, 0, ST(stream)>>>(y, n, b);
-    return LAUNCHED();
+    return launch_pdl(bias_f32_kernel, T, 256, 0, ST(stream), y, n, b);
 }
 
 /* ---- scoring ----------------------------------------------------------- */
@@ -686,12 +703,13 @@ extern "C" int alrd_gpu_nll(const float *logits, const int32_t *target, int rows
 
 __global__ void pos_advance_kernel(int *pos, int B) {
     int b = blockIdx.x * blockDim.x + threadIdx.x;
+    pdl_trigger();
+    pdl_wait();
     if (b < B) pos[b] += 1;
 }
 
 extern "C" int alrd_gpu_pos_advance(int *pos, int B, void *stream) {
-    pos_advance_kernel<<<cdiv(B, 128), 128, 0, ST(stream)>>>(pos, B);
-    return LAUNCHED();
+    return launch_pdl(pos_advance_kernel, cdiv(B, 128), 128, 0, ST(stream), pos, B);
 }
 
 /* ---- fills ------------------------------------------------------------- */

@@ -1,5 +1,5 @@
 #!/bin/sh
-# tests/gpu/device.sh A0|A|B|C|E|K|N|P|W: the GPU checks as run on the device machine
+# tests/gpu/device.sh A0|A|B|C|E|K|N|P|S|W: the GPU checks as run on the device machine
 # (DESIGN 7). Logs go to $OUT.
 #   A  (carry .devcarry/p1 + debs): build, unit tests, compute-sanitizer, the synthetic SmolLM2 /
 #      llama2-7b speed tables (SmolLM2 also with the previous latent kernel) and the capacity
@@ -13,7 +13,8 @@
 #      the CPU side in 16 shards through tests/bench/gpu_cpu_ppl.sh (FIRST/LAST: a range of chunks).
 #   C: compute-sanitizer and a synthetic llama3-8b benchmark. K: unit tests, sanitizers, SmolLM2 speed
 #   and the decode step's kernels by name (ncu). N: ncu's full report of the latent kernel.
-#   P: speed and ncu probes of the attention kernels.
+#   P: speed and ncu probes of the attention kernels. S: unit tests, sanitizers, and the speed tables with
+#   and without a setting (CMP=VAR=value) in the same run.
 set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -157,16 +158,17 @@ P) # units, SmolLM2-shaped speed (fp16 cache vs rank 0.5 2-bit latents), an ncu 
             -v r=0.5,gh=1,k=2,v=2,name=r0.5-k2v2 -o "$OUT/fit-llama2.json" | tee -a "$OUT/fit.log"
     fi
     ;;
-N) # ncu's full report of the latent kernel at depth 32768, batch 16 (SmolLM2 shape, rank 0.5, 2-bit):
-   # its sections, and per-SASS-line counters as CSV for tests/gpu/sass_hot.py
+N) # ncu's full report of the latent kernel at depth NCU_D (32768), batch NCU_B (16) (SmolLM2 shape, rank 0.5,
+   # 2-bit): its sections, and per-SASS-line counters as CSV for tests/gpu/sass_hot.py (its summary printed)
     deps
     build
     timeout 300 ncu --kernel-name regex:attn_latent --launch-skip 60 --launch-count 1 --set full --import-source yes \
-        -o "$OUT/lat" build/alrd-bench --synthetic smollm2-135m -d 32768 -b ${NCU_B:-16} -p 16 -n 2 -r 1 \
+        -o "$OUT/lat" build/alrd-bench --synthetic smollm2-135m -d ${NCU_D:-32768} -b ${NCU_B:-16} -p 16 -n 2 -r 1 \
         -v r=0.5,gh=3,k=2,v=2 > "$OUT/ncu-run.log" 2>&1; tail -3 "$OUT/ncu-run.log"
     ncu -i "$OUT/lat.ncu-rep" --page details > "$OUT/lat-details.txt" 2>&1
     grep -E "Duration|Registers|Achieved Occupancy|Theoretical Occupancy|Issued Warp|No Eligible|Active Warps|Eligible Warps|Executed Ipc|Block Limit|Stall|L1/TEX Hit|L2 Hit|DRAM Through|Compute \(SM\) Through|Memory Through|Bank" "$OUT/lat-details.txt" | head -60
     ncu -i "$OUT/lat.ncu-rep" --page source --csv --print-source sass > "$OUT/lat-src.csv" 2>/dev/null
+    python3 tests/gpu/sass_hot.py "$OUT/lat-src.csv" 30 > "$OUT/lat-hot.txt" 2>&1; head -20 "$OUT/lat-hot.txt"
     rm -f "$OUT/lat.ncu-rep"
     ;;
 K) # units, compute-sanitizer, SmolLM2-shaped speed, and each decode step's kernels by name (ncu, one step's
@@ -190,6 +192,21 @@ K) # units, compute-sanitizer, SmolLM2-shaped speed, and each decode step's kern
         prof s-r05-d32768-b16 --synthetic smollm2-135m -d 32768 -b 16 -v r=0.5,gh=3,k=2,v=2
     }
     ;;
+S) # units, sanitizers, and the speed tables in the same run with and without a setting (CMP, default
+   # ALRD_GPU_PDL=0: kernels launched without programmatic dependent launch): SmolLM2 shape fp16 and rank 0.5
+   # 2-bit at DEPTHS (0,512,32768), batch 1 and 16; llama2-7b fp16 at depth 4096 and 32768, batch 1
+    start
+    units
+    [ "${SAN:-1}" = 1 ] && sanitize
+    CMP=${CMP:-ALRD_GPU_PDL=0}
+    for pass in new cmp; do
+        pre=; [ $pass = cmp ] && pre="env $CMP"
+        $pre timeout 240 build/alrd-bench --synthetic smollm2-135m -d ${DEPTHS:-0,512,32768} -b 1,16 -p 512 -n 64 \
+            -r 3 -v name=fp16-$pass -v r=0.5,gh=3,k=2,v=2,name=r0.5-k2v2-$pass -o "$OUT/bench-s-$pass.json" 2>&1 | grep tg
+        $pre timeout 200 build/alrd-bench --synthetic llama2-7b -d 4096,32768 -b 1 -p 512 -n 32 -r 2 \
+            -v name=l-fp16-$pass -o "$OUT/bench-l-$pass.json" | grep tg
+    done | tee "$OUT/bench.log"
+    ;;
 *)
-    echo "usage: tests/gpu/device.sh A0|A|B|C|E|K|N|P|W"; exit 2 ;;
+    echo "usage: tests/gpu/device.sh A0|A|B|C|E|K|N|P|S|W"; exit 2 ;;
 esac
