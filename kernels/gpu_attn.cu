@@ -5,6 +5,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "gpu_common.cuh"
@@ -71,7 +72,7 @@ __device__ __forceinline__ size_t split_ml_off(int n_heads, int b, int h0, int n
     return ((size_t)b * n_heads + h0) * nsplit * 2;
 }
 __device__ __forceinline__ size_t split_acc_off(int B, int n_heads, int b, int h0, int nsplit, int vw_max) {
-    return (size_t)B * n_heads * nsplit * 2 + ((size_t)b * n_heads + h0) * nsplit * vw_max;
+    return (((size_t)B * n_heads * nsplit * 2 + 3) & ~(size_t)3) + ((size_t)b * n_heads + h0) * nsplit * vw_max;
 }
 
 /* (max, sum) of the QH query heads of split sp, read by the combine; an
@@ -941,8 +942,8 @@ __global__ void __launch_bounds__(NW3 * 32) attn_fp16_kernel(alrd_gpu_attn_layer
 #define T4 16
 
 typedef struct {
-    int rpad, vpad, zstr, vstr, buf_h; /* buf_h: halves of a warp's staging buffer */
-    size_t as, warps, wbytes, wrope, total; /* wrope: the RoPE rows within a warp's bytes */
+    int rpad, vpad, zstr, vstr, buf_h; /* buf_h: halves of a warp's key staging buffer */
+    size_t as, warps, wbytes, wvals, wrope, total; /* wvals, wrope: the values, the RoPE rows within a warp's bytes */
 } plan4_t;
 
 template <int HD> struct v4_rope { static constexpr int RS = HD / 2 + 8; }; /* conflict-free float2 rows */
@@ -954,13 +955,13 @@ static void make_plan4(const alrd_gpu_attn_layer *L, plan4_t *p) {
     p->vpad = ceil16(L->vr);
     p->zstr = T4 + 8; /* Z^T rows: a channel's 16 tokens */
     p->vstr = p->vpad + 8;
-    int zt = p->rpad * p->zstr, zr = T4 * (p->rpad + 8), vt = T4 * p->vstr;
+    int zt = p->rpad * p->zstr, zr = T4 * (p->rpad + 8);
     p->buf_h = zt > zr ? zt : zr;
-    if (vt > p->buf_h) p->buf_h = vt;
     size_t o = 0;
     p->as = o;    o = al16(o + 2 * (size_t)L->group_heads * L->hd * (p->rpad + 8));
     p->warps = o;
-    p->wrope = al16(2 * (size_t)p->buf_h);
+    p->wvals = al16(2 * (size_t)p->buf_h);
+    p->wrope = p->wvals + al16(2 * (size_t)T4 * p->vstr);
     p->wbytes = p->wrope + al16(4 * (size_t)2 * 2 * T4 * (L->hd / 2 + 8)); /* 2 stages of cos | sin rows */
     o += NW4 * p->wbytes;
     size_t merge = 4 * (size_t)NW4 * 16 * (2 + p->vpad); /* the end: (max, sum) and O of each warp */
@@ -1036,6 +1037,14 @@ __device__ __forceinline__ void dequant_word(uint32_t w, int bits, __half2 s, __
     if (bits == 2) dst[1] = make_uint4(h[4], h[5], h[6], h[7]);
 }
 
+#ifdef ALRD_V4_TRACE /* a debugging aid: SM clock at points of block 0's warp 0, printed for a few launches */
+__device__ unsigned long long v4_stamp[8];
+__device__ unsigned v4_launches;
+#define V4_STAMP(i) do { if (blockIdx.x == 0 && tid == 0) v4_stamp[i] = clock64(); } while (0)
+#else
+#define V4_STAMP(i) do { } while (0)
+#endif
+
 template <int HD, int VT>
 __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_layer L, plan4_t P, const uint16_t *q16,
                                                                const int *pos, int nsplit, int vw_max, float *work) {
@@ -1059,9 +1068,11 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
         if (rpad > kr)
             for (int r = tid; r < rows; r += NW4 * 32) *reinterpret_cast<uint4 *>(As + r * astr + kr) = make_uint4(0, 0, 0, 0);
     };
+    V4_STAMP(0);
     pdl_trigger();
     if (sp == 0) load_ak();
     pdl_wait();
+    V4_STAMP(1);
     const int n = pos[b] + 1;
     int t0, t1;
     split_range(n, nsplit, sp, t0, t1);
@@ -1076,6 +1087,7 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
     const int kc0 = grp * kr, vc0 = grp * vr; /* the group's latent columns */
     const int ntiles = (t1 - t0 + T4 - 1) / T4;
     uint16_t *buf = reinterpret_cast<uint16_t *>(smem + P.warps + warp * P.wbytes);
+    uint16_t *vbuf = reinterpret_cast<uint16_t *>(smem + P.warps + warp * P.wbytes + P.wvals);
     float *rope = reinterpret_cast<float *>(smem + P.warps + warp * P.wbytes + P.wrope); /* 2 stages of cos | sin */
 
     /* RoPE rows of tile i's positions (clamped to valid ones) into a stage, as one cp.async group */
@@ -1131,19 +1143,47 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
         }
     };
 
-    { /* the first tile's data (and A_k, unless requested above) */
-        if (sp != 0) load_ak();
-        rope_issue(warp, 0);
-        fetch_k(warp);
-        fetch_v(warp);
-        cp_async_wait_all();
-        __syncthreads();
-    }
+    /* The rows of a tile held at full precision (the residual ring, or fp16 storage) by cp.async, straight
+     * into shared memory: the latent keys as Z [16 tokens][channel] (zero beyond kr and the split) when
+     * the tile's keys are not quantised (per-channel units end on tile boundaries), and the value rows
+     * past the quantised ones (the rows quantised or past the split are written by the tile loop). */
+    auto ring_issue = [&](int tile) {
+        if (tile >= ntiles) return;
+        const int ts = t0 + tile * T4, nv = min(T4, t1 - ts);
+        if (ts >= kq) {
+            const uint16_t *base = ks.bits == 16 ? ks.rows + (size_t)b * ks.seq_rows : ks.ring + (size_t)b * ks.seq_ring;
+            const int nch = rpad / 8, dr = 32 / nch, dc = 32 % nch;
+            for (int r = lane / nch, ch = lane % nch; r < T4;) {
+                const bool ok = r < nv && ch * 8 < kr;
+                const long s = ts + (ok ? r : 0), row = ks.bits == 16 ? s : s % ks.R;
+                cp_async16(buf + r * (rpad + 8) + ch * 8, base + (size_t)row * ks.d + kc0 + (ok ? ch * 8 : 0), ok ? 16 : 0);
+                r += dr, ch += dc;
+                if (ch >= nch) ch -= nch, r++;
+            }
+        }
+        if (vs.bits == 16 || ts + nv > vq) {
+            const uint16_t *base = vs.bits == 16 ? vs.rows + (size_t)b * vs.seq_rows : vs.ring + (size_t)b * vs.seq_ring;
+            const int nch = vr / 8, dr = 32 / nch, dc = 32 % nch;
+            for (int r = lane / nch, ch = lane % nch; r < nv;) {
+                const long s = ts + r;
+                if (vs.bits == 16 || s >= vq)
+                    cp_async16(vbuf + r * P.vstr + ch * 8,
+                               base + (size_t)(vs.bits == 16 ? s : s % vs.R) * vs.d + vc0 + ch * 8, 16);
+                r += dr, ch += dc;
+                if (ch >= nch) ch -= nch, r++;
+            }
+        }
+    };
 
     /* Q as the A operand: row r = query head h0 + r of the group (zero beyond QH) */
     uint32_t qa[KS][4];
     const int jr0 = gid < QH ? gid / per_kv : -1, jr1 = gid + 8 < QH ? (gid + 8) / per_kv : -1;
-    {
+    { /* the first tile's data (and A_k, unless requested above) and Q: one round trip */
+        if (sp != 0) load_ak();
+        ring_issue(warp);
+        rope_issue(warp, 0);
+        fetch_k(warp);
+        fetch_v(warp);
         const uint16_t *qb = q16 + (size_t)b * L.n_heads * HD + (size_t)h0 * HD;
 #pragma unroll
         for (int kk = 0; kk < KS; kk++) {
@@ -1153,7 +1193,11 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
             qa[kk][2] = jr0 >= 0 ? ld32(qb + gid * HD + c + 8) : 0u;
             qa[kk][3] = jr1 >= 0 ? ld32(qb + (gid + 8) * HD + c + 8) : 0u;
         }
+        V4_STAMP(2);
+        cp_async_wait_all();
+        __syncthreads();
     }
+    V4_STAMP(3);
     const int nvt = vr / 8;
     float o[VT][4];
 #pragma unroll
@@ -1163,6 +1207,8 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
     for (int i = 0, tile = warp; tile < ntiles; i++, tile += NW4) {
         const int ts = t0 + tile * T4, nv = min(T4, t1 - ts);
         const float *Rc = rope + (i & 1) * 2 * T4 * RS, *Rs = Rc + T4 * RS;
+        if (i > 0) ring_issue(tile); /* (the first tile's came with the prologue) */
+        cp_async_commit();
         rope_issue(tile + NW4, (i + 1) & 1); /* the next tile's RoPE rows, into the other stage */
 
         /* ---- latent keys of the tile: Z^T [channel][16 tokens] (codes) or Z [16 tokens][channel] (fp16) */
@@ -1187,21 +1233,8 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
                 }
             }
             fetch_k(tile + NW4); /* in flight while this tile computes */
-        } else {
-            const uint16_t *base = ks.bits == 16 ? ks.rows + (size_t)b * ks.seq_rows : ks.ring + (size_t)b * ks.seq_ring;
-            const int nch = rpad / 8, dr = 32 / nch, dc = 32 % nch;
-            for (int r = lane / nch, ch = lane % nch; r < T4;) { /* 16-byte chunk (token r, ch) */
-                uint4 v = make_uint4(0, 0, 0, 0);
-                if (r < nv && ch * 8 < kr) {
-                    const long s = ts + r, row = ks.bits == 16 ? s : s % ks.R;
-                    v = *reinterpret_cast<const uint4 *>(base + (size_t)row * ks.d + kc0 + ch * 8);
-                }
-                *reinterpret_cast<uint4 *>(buf + r * (rpad + 8) + ch * 8) = v;
-                r += dr, ch += dc;
-                if (ch >= nch) ch -= nch, r++;
-            }
         }
-        asm volatile("cp.async.wait_group 1;\n" ::: "memory"); /* this tile's RoPE rows (the next tile's may fly) */
+        asm volatile("cp.async.wait_group 1;\n" ::: "memory"); /* this tile's rows (the next tile's RoPE may fly) */
         __syncwarp();
 
         /* ---- per KV head: keys on the tensor cores, bias + RoPE, then its query rows' scores */
@@ -1263,14 +1296,15 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
                 mma16816(s[1], q0, q1, q2, q3, pack2(c[2 * kk][2], c[2 * kk][3]), pack2(c[2 * kk + 1][2], c[2 * kk + 1][3]));
             }
         }
-        __syncwarp(); /* buf is reused for the values */
+        if (i == 0) V4_STAMP(4);
 
-        /* ---- latent values of the tile: [16 tokens][vr] fp16 (rows past the split are zero) */
+        /* ---- latent values of the tile: [16 tokens][vr] fp16 in vbuf; rows past the split are zero, the
+         * quantised ones are dequantised here (the rest came by ring_issue) */
 #pragma unroll
         for (int k = 0; k < VM; k++) {
             const int r = vrow[k];
             if (r >= T4) break;
-            uint4 *dst = reinterpret_cast<uint4 *>(buf + r * P.vstr + vtask[k] * vcw);
+            uint4 *dst = reinterpret_cast<uint4 *>(vbuf + r * P.vstr + vtask[k] * vcw);
             const long sidx = ts + r;
             if (r >= nv) {
                 dst[0] = make_uint4(0, 0, 0, 0);
@@ -1278,12 +1312,6 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
             } else if (vs.bits != 16 && sidx < vq) {
                 dequant_word(vwd[k], vs.bits, __half2half2(__ushort_as_half((uint16_t)vsz[k])),
                              __half2half2(__ushort_as_half((uint16_t)(vsz[k] >> 16))), dst);
-            } else {
-                const uint16_t *src = vs.bits == 16 ? vs.rows + (size_t)b * vs.seq_rows + (size_t)sidx * vs.d
-                                                    : vs.ring + (size_t)b * vs.seq_ring + (size_t)(sidx % vs.R) * vs.d;
-                src += vc0 + vtask[k] * vcw;
-                dst[0] = *reinterpret_cast<const uint4 *>(src);
-                if (vcw == 16 && vtask[k] * vcw + 8 < vr) dst[1] = *reinterpret_cast<const uint4 *>(src + 8);
             }
         }
         fetch_v(tile + NW4);
@@ -1292,18 +1320,30 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
         uint32_t pa[4];
         mma_tile_softmax(s, nv, L.scale, m0, m1, l0, l1, c0, c1, pa);
         rescale_rows(o, c0, c1);
-        __syncwarp(); /* the values are in buf */
+        __syncwarp(); /* the values are in vbuf */
 #pragma unroll
         for (int nt = 0; nt < VT; nt++) {
             if (nt >= nvt) break;
             uint32_t b0, b1;
-            ldsm_x2_trans(b0, b1, buf + (lane & 15) * P.vstr + nt * 8);
+            ldsm_x2_trans(b0, b1, vbuf + (lane & 15) * P.vstr + nt * 8);
             mma16816(o[nt], pa[0], pa[1], pa[2], pa[3], b0, b1);
         }
-        __syncwarp(); /* buf and this RoPE stage are refilled by later tiles */
+        __syncwarp(); /* buf, vbuf and this RoPE stage are refilled by later tiles */
+        if (i == 0) V4_STAMP(5);
     }
     asm volatile("cp.async.wait_all;\n" ::: "memory"); /* the RoPE stages are drained: shared memory is free */
     merge_warps<NW4, VT>(o, nvt, m0, m1, l0, l1, smem, P.vpad, QH, vr, wml, wacc, nsplit, sp, vw_max);
+#ifdef ALRD_V4_TRACE
+    V4_STAMP(6);
+    if (blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0 && tid == 0) {
+        const unsigned k = atomicAdd(&v4_launches, 1);
+        if (k % 30 == 0 && k < 300)
+            printf("v4 trace launch %u n %d ntiles %d: wait %llu pos+split+issue %llu prologue %llu keys %llu vals+pv %llu "
+                   "merge %llu cycles\n", k, n, ntiles, v4_stamp[1] - v4_stamp[0], v4_stamp[2] - v4_stamp[1],
+                   v4_stamp[3] - v4_stamp[2], v4_stamp[4] - v4_stamp[3], v4_stamp[5] - v4_stamp[4],
+                   v4_stamp[6] - v4_stamp[5]);
+    }
+#endif
 }
 
 typedef void (*attn4_fn)(alrd_gpu_attn_layer, plan4_t, const uint16_t *, const int *, int, int, float *);
@@ -1342,34 +1382,63 @@ __device__ __forceinline__ float block_reduce(float x, float *red, bool is_max) 
 }
 
 __global__ void __launch_bounds__(CMB_THREADS) attn_combine_kernel(alrd_gpu_attn_layer L, int nsplit, int vw_max,
-                                                                   const float *work, uint16_t *out) {
-    extern __shared__ float w[]; /* [nsplit] weights | [CMB_THREADS] partial sums | [8] reduction */
+                                                                   const int *pos, const float *work, uint16_t *out) {
+    extern __shared__ float w[]; /* [nsplit] weights | [4 * CMB_THREADS] partial sums | [8] reduction */
     const int h = blockIdx.x, b = blockIdx.y, tid = threadIdx.x;
     const int vw = L.vr > 0 ? L.vr : L.hd;
     pdl_trigger();
     pdl_wait();
-    float *part = w + nsplit, *red = part + CMB_THREADS;
+    float *part = w + ((nsplit + 3) & ~3), *red = part + 4 * CMB_THREADS;
     const float *ml = work + split_ml_off(L.n_heads, b, h, nsplit);
     const float *ac = work + split_acc_off(gridDim.y, L.n_heads, b, h, nsplit, vw_max);
+    int t0, t1, ns;
+    split_range(pos[b] + 1, nsplit, 0, t0, t1);
+    ns = (pos[b] + 1 + t1 - 1) / t1; /* the splits holding tokens (t1: a split's length) */
     float M = -INFINITY;
-    for (int i = tid; i < nsplit; i += CMB_THREADS) M = fmaxf(M, ml[2 * i]);
+    for (int i = tid; i < ns; i += CMB_THREADS) M = fmaxf(M, ml[2 * i]);
     M = block_reduce(M, red, true);
     float den = 0.0f;
-    for (int i = tid; i < nsplit; i += CMB_THREADS) {
+    for (int i = tid; i < ns; i += CMB_THREADS) {
         float m = ml[2 * i], wi = m > -INFINITY ? expf(m - M) : 0.0f;
         w[i] = wi;
         den += wi * ml[2 * i + 1];
     }
     den = block_reduce(den, red, false); /* its barriers also publish w */
+    if (vw % 4 == 0 && vw_max % 4 == 0 && vw <= 4 * CMB_THREADS) {
+        /* (4-column chunk, part of the splits) threads, 16-byte loads, 8 splits in flight */
+        const int c4n = vw / 4, nparts = CMB_THREADS / c4n, c4 = tid % c4n, p = tid / c4n;
+        float4 a = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (p < nparts) {
+#pragma unroll 8
+            for (int i = p; i < ns; i += nparts) {
+                const float wi = w[i];
+                const float4 x = *reinterpret_cast<const float4 *>(ac + (size_t)i * vw_max + 4 * c4);
+                if (wi != 0.0f) a.x += wi * x.x, a.y += wi * x.y, a.z += wi * x.z, a.w += wi * x.w;
+            }
+        }
+        reinterpret_cast<float4 *>(part)[tid] = a;
+        __syncthreads();
+        if (p == 0) {
+            for (int q = 1; q < nparts; q++) {
+                const float4 y = reinterpret_cast<const float4 *>(part)[q * c4n + c4];
+                a.x += y.x, a.y += y.y, a.z += y.z, a.w += y.w;
+            }
+            uint2 pk;
+            pk.x = (uint32_t)f2h(a.x / den) | (uint32_t)f2h(a.y / den) << 16;
+            pk.y = (uint32_t)f2h(a.z / den) | (uint32_t)f2h(a.w / den) << 16;
+            *reinterpret_cast<uint2 *>(out + ((size_t)b * L.n_heads + h) * vw + 4 * c4) = pk;
+        }
+        return;
+    }
     const int cols = min(vw, CMB_THREADS), nparts = CMB_THREADS / cols; /* (column, part of the splits) threads */
     for (int c0 = 0; c0 < vw; c0 += CMB_THREADS) {
         const int c = c0 + tid % cols, p = tid / cols;
         float a = 0.0f;
         if (p < nparts && c < vw) {
 #pragma unroll 4
-            for (int i = p; i < nsplit; i += nparts) {
+            for (int i = p; i < ns; i += nparts) {
                 float wi = w[i], x = ac[(size_t)i * vw_max + c];
-                a += wi != 0.0f ? wi * x : 0.0f; /* empty splits hold no values */
+                a += wi != 0.0f ? wi * x : 0.0f;
             }
         }
         part[tid] = a;
@@ -1447,8 +1516,34 @@ extern "C" int alrd_gpu_attn_prepare(size_t bytes) {
     return 0;
 }
 
+extern "C" int alrd_gpu_attn_occupancy(const alrd_gpu_attn_layer *L, int *groups) {
+    int n = 0;
+    cudaError_t e;
+    if (v3_ok(L)) {
+        *groups = L->n_kv;
+        e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, L->hd == 64 ? attn_fp16_kernel<64> : attn_fp16_kernel<128>,
+                                                          NW3 * 32, v3_smem(L->hd));
+    } else if (v4_ok(L)) {
+        plan4_t p;
+        make_plan4(L, &p);
+        *groups = L->n_kv / L->group_heads;
+        e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, pick4(L->hd, L->vr), NW4 * 32, p.total);
+    } else if (v2_ok(L)) {
+        plan2_t p;
+        make_plan2(L, &p);
+        *groups = L->n_kv / p.nkh;
+        e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, pick2(L->hd, L->kmode), NTHREADS, p.total);
+    } else {
+        plan_t p;
+        make_plan(L, &p);
+        *groups = L->n_kv / p.nkh;
+        e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, pick(L->hd, L->kmode), NTHREADS, p.total);
+    }
+    return e == cudaSuccess ? n : 1;
+}
+
 extern "C" size_t alrd_gpu_attn_work_floats(int n_heads, int B, int nsplit, int vw_max) {
-    return (size_t)B * n_heads * nsplit * (2 + (size_t)vw_max);
+    return (size_t)B * n_heads * nsplit * (2 + (size_t)vw_max) + 4; /* the mixes start 16-byte aligned */
 }
 
 extern "C" int alrd_gpu_attn_decode(const alrd_gpu_attn_layer *L, const uint16_t *q16, const int *pos_dev, int B,
@@ -1476,6 +1571,7 @@ extern "C" int alrd_gpu_attn_decode(const alrd_gpu_attn_layer *L, const uint16_t
     }
     if (!e) e = (int)cudaGetLastError();
     if (e) return e;
-    return launch_pdl(attn_combine_kernel, dim3(L->n_heads, B), CMB_THREADS, sizeof(float) * (nsplit + CMB_THREADS + 32),
-                      st, *L, nsplit, vw_max, work, out);
+    return launch_pdl(attn_combine_kernel, dim3(L->n_heads, B), CMB_THREADS,
+                      sizeof(float) * (((nsplit + 3) & ~3) + 4 * CMB_THREADS + 32), st, *L, nsplit, vw_max, pos_dev, work,
+                      out);
 }

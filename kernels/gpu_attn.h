@@ -44,6 +44,9 @@ typedef struct {
 size_t alrd_gpu_attn_smem(const alrd_gpu_attn_layer *L, size_t limit);
 /* Raises the kernels' dynamic shared-memory limit to bytes (once). */
 int alrd_gpu_attn_prepare(size_t bytes);
+/* Blocks of the layer's fused decode kernel that one SM holds at once;
+ * *groups = its blocks per sequence and split (KV heads or groups). */
+int alrd_gpu_attn_occupancy(const alrd_gpu_attn_layer *L, int *groups);
 /* Floats of work space for B sequences and nsplit splits (vw_max = the
  * largest value width over the layers: vr or hd). */
 size_t alrd_gpu_attn_work_floats(int n_heads, int B, int nsplit, int vw_max);

@@ -25,7 +25,7 @@ struct glayer {
     float *attn_norm, *ffn_norm;
     alrd_gpu_side ks, vs;
     alrd_gpu_attn_layer al;
-    int fused_ok;
+    int fused_ok, nsplit; /* nsplit: splits of the fused decode kernel (layer_nsplit) */
 };
 
 } // namespace
@@ -282,19 +282,23 @@ static int engine_init(alrd_gpu *g, const alrd_config *cfg, int group_heads, con
                      dalloc(g, &g->Sq, 4 * (size_t)g->nh * TB * N, err, "score") ||
                      dalloc(g, &g->Pq, 2 * (size_t)g->nh * TB * N, err, "score")))
         return -1;
-
-    /* fused decode: enough splits to fill the machine */
-    int gmin = g->nkv;
-    for (int l = 0; l < g->L; l++)
-        if (g->ly[l].kmode == ALRD_GPU_K_LATENT && g->n_groups < gmin) gmin = g->n_groups;
-    int want = (8 * g->sm_count + gmin * o->n_seq - 1) / (gmin * o->n_seq); /* several blocks per SM */
-    int cap = o->max_ctx / 64 > 1 ? o->max_ctx / 64 : 1;
-    g->nsplit = want < 1 ? 1 : (want > cap ? cap : want);
-    if (g->nsplit > 256) g->nsplit = 256;
-    if (dalloc(g, &g->attn_work, 4 * alrd_gpu_attn_work_floats(g->nh, o->n_seq, g->nsplit, g->vw_max), err,
-               "attention work"))
-        return -1;
     return 0;
+}
+
+/* Splits of the sequence for a layer's fused decode kernel: a split of len
+ * tokens (a multiple of 64, as split_range makes it) is one block per KV
+ * group and sequence, and len is the shortest that keeps the blocks of a
+ * max_ctx sequence within one wave of what the GPU holds at once (a
+ * second, partly filled wave would double the kernel's time; shorter
+ * contexts leave splits empty). Sweeps over ALRD_GPU_NSPLIT=n, which
+ * fixes it instead: tests/gpu/device.sh T, NOTES.md. */
+static int layer_nsplit(const alrd_gpu *g, const alrd_gpu_attn_layer *a) {
+    int groups = 1, per_sm = alrd_gpu_attn_occupancy(a, &groups);
+    long ctx = g->o.max_ctx, wave = (long)(per_sm > 0 ? per_sm : 1) * g->sm_count / ((long)groups * g->o.n_seq);
+    if (wave < 1) wave = 1;
+    const char *env = getenv("ALRD_GPU_NSPLIT");
+    long len = ((ctx + wave - 1) / wave + 63) / 64 * 64, n = env && atoi(env) > 0 ? atoi(env) : (ctx + len - 1) / len;
+    return n < 1 ? 1 : n > 256 ? 256 : (int)n;
 }
 
 /* After the weights: the fused attention descriptors. */
@@ -328,6 +332,15 @@ static int engine_finish(alrd_gpu *g, alrd_error *err) {
         int e = alrd_gpu_attn_prepare(smax);
         if (e) return cuerr(err, "fused attention shared memory", (cudaError_t)e);
     }
+    g->nsplit = 1; /* the largest over the layers sizes the work space */
+    for (int l = 0; l < g->L; l++) {
+        glayer *y = &g->ly[l];
+        y->nsplit = y->fused_ok ? layer_nsplit(g, &y->al) : 1;
+        if (y->nsplit > g->nsplit) g->nsplit = y->nsplit;
+    }
+    if (dalloc(g, &g->attn_work, 4 * alrd_gpu_attn_work_floats(g->nh, g->o.n_seq, g->nsplit, g->vw_max), err,
+               "attention work"))
+        return -1;
     cudaError_t e = cudaStreamSynchronize(g->st);
     if (e == cudaSuccess) e = cudaGetLastError();
     if (e != cudaSuccess) return cuerr(err, "engine setup", e);
@@ -708,7 +721,7 @@ static void layer_decode(alrd_gpu *g, int l) {
     FAILS(g, alrd_gpu_append_decode(&y->ks, &y->vs, g->qkv, y->nqkv, qd, qd + y->dk, B, g->d_pos, g->hd, g->cos_tab,
                                     g->sin_tab, g->st));
     if (g->attn == ALRD_GPU_ATTN_FUSED && y->fused_ok) {
-        FAILS(g, alrd_gpu_attn_decode(&y->al, g->q16, g->d_pos, B, g->nsplit, g->vw_max, g->attn_work,
+        FAILS(g, alrd_gpu_attn_decode(&y->al, g->q16, g->d_pos, B, y->nsplit, g->vw_max, g->attn_work,
                                       y->vr ? g->U16 : g->att16, g->st));
     } else {
         for (int b = 0; b < B; b++) { /* reference path: materialise this sequence's cache */

@@ -1,5 +1,5 @@
 #!/bin/sh
-# tests/gpu/device.sh A0|A|B|C|E|K|N|P|S|W: the GPU checks as run on the device machine
+# tests/gpu/device.sh A0|A|B|C|E|K|N|P|S|T|W: the GPU checks as run on the device machine
 # (DESIGN 7). Logs go to $OUT.
 #   A  (carry .devcarry/p1 + debs): build, unit tests, compute-sanitizer, the synthetic SmolLM2 /
 #      llama2-7b speed tables (SmolLM2 also with the previous latent kernel) and the capacity
@@ -14,7 +14,7 @@
 #   C: compute-sanitizer and a synthetic llama3-8b benchmark. K: unit tests, sanitizers, SmolLM2 speed
 #   and the decode step's kernels by name (ncu). N: ncu's full report of the latent kernel.
 #   P: speed and ncu probes of the attention kernels. S: unit tests, sanitizers, and the speed tables with
-#   and without a setting (CMP=VAR=value) in the same run.
+#   and without a setting (CMP=VAR=value) in the same run. T: the decode kernels' split count, swept.
 set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -207,6 +207,27 @@ S) # units, sanitizers, and the speed tables in the same run with and without a 
             -v name=l-fp16-$pass -o "$OUT/bench-l-$pass.json" | grep tg
     done | tee "$OUT/bench.log"
     ;;
+T) # splits of the decode kernels: step times at TDEPTHS (32768) (SmolLM2 shape, fp16 and rank 0.5 2-bit, batch 1
+   # and 16) with the default (whole waves) and fixed ALRD_GPU_NSPLIT values, and ncu's DRAM throughput of
+   # the fp16 kernel with the default
+    start
+    units
+    for ns in default ${NSPLITS:-64 128 256}; do
+        pre=; [ $ns != default ] && pre="env ALRD_GPU_NSPLIT=$ns"
+        for d in ${TDEPTHS:-32768}; do
+            $pre build/alrd-bench --synthetic smollm2-135m -d $d -b ${TB:-1,16} -p 16 -n 64 -r 3 -v name=fp16-ns-$ns \
+                -v r=0.5,gh=3,k=2,v=2,name=r0.5-k2v2-ns-$ns 2>&1 | grep tg
+        done
+        [ -n "${TL:-1}" ] && $pre build/alrd-bench --synthetic llama2-7b -d 4096 -b 1 -p 16 -n 32 -r 2 \
+            -v name=l-fp16-ns-$ns 2>&1 | grep tg
+    done | tee "$OUT/nsplit.log"
+    for B in 1 16; do
+        timeout 120 ncu --kernel-name regex:attn_fp16 --launch-skip 60 --launch-count 1 --section SpeedOfLight \
+            --section MemoryWorkloadAnalysis --section LaunchStats --section Occupancy build/alrd-bench --synthetic smollm2-135m \
+            -d 32768 -b $B -p 16 -n 4 -r 1 -v name=fp16 > "$OUT/ncu-fp16-b$B.log" 2>&1
+        echo "fp16 kernel, batch $B:"; grep -E "Duration|DRAM Throughput|Grid Size|Waves Per SM|Achieved Occupancy" "$OUT/ncu-fp16-b$B.log"
+    done
+    ;;
 *)
-    echo "usage: tests/gpu/device.sh A0|A|B|C|E|K|N|P|S|W"; exit 2 ;;
+    echo "usage: tests/gpu/device.sh A0|A|B|C|E|K|N|P|S|T|W"; exit 2 ;;
 esac
