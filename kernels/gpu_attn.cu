@@ -940,6 +940,7 @@ __global__ void __launch_bounds__(NW3 * 32) attn_fp16_kernel(alrd_gpu_attn_layer
 
 #define NW4 4
 #define T4 16
+#define V4_VM 5 /* value tasks per lane: 2-bit value rank <= 160 (6: <= 192, measured no faster) */
 
 typedef struct {
     int rpad, vpad, zstr, vstr, buf_h; /* buf_h: halves of a warp's key staging buffer */
@@ -981,7 +982,7 @@ static int v4_ok(const alrd_gpu_attn_layer *L) {
     if (L->group_heads * per_kv > 16) return 0;
     if (L->vs.bits != 16 && L->n_kv / L->group_heads > 1 && L->vr % 16) return 0; /* a group starts mid-word */
     int vcw = L->vs.bits == 16 ? 8 : L->vs.cpw;
-    if (ceil16(L->kr) > 32 * 5 || T4 * ((L->vr + vcw - 1) / vcw) > 32 * 5) return 0; /* KM, VM per lane */
+    if (ceil16(L->kr) > 32 * 5 || T4 * ((L->vr + vcw - 1) / vcw) > 32 * V4_VM) return 0; /* KM, VM per lane */
     static int off = -1; /* ALRD_GPU_LATENT_V2=1: the previous kernel, for comparisons */
     if (off < 0) off = getenv("ALRD_GPU_LATENT_V2") && atoi(getenv("ALRD_GPU_LATENT_V2")) ? 1 : 0;
     return !off && v4_side_ok(&L->ks, 1) && v4_side_ok(&L->vs, 0);
@@ -1099,7 +1100,7 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
     /* The packed codes of a tile, fetched a tile ahead into registers: key
      * channels lane + 32 i (one word per 16 tokens at 2 bits, two at 4)
      * with their scale | zero << 16; value tasks (row, word) of this lane. */
-    constexpr int KM = 5, VM = 5;
+    constexpr int KM = 5, VM = V4_VM;
     uint32_t kw[KM][2], ksz[KM], vwd[VM], vsz[VM];
     int vrow[VM], vtask[VM];
     const int vcw = vs.bits == 16 ? 8 : vs.cpw, ntask = (vr + vcw - 1) / vcw;
