@@ -221,11 +221,14 @@ T) # splits of the decode kernels: step times at TDEPTHS (32768) (SmolLM2 shape,
         [ -n "${TL:-1}" ] && $pre build/alrd-bench --synthetic llama2-7b -d 4096 -b 1 -p 16 -n 32 -r 2 \
             -v name=l-fp16-ns-$ns 2>&1 | grep tg
     done | tee "$OUT/nsplit.log"
+    # ncu's default locks the clocks at base (1.28 GHz SM here); CLOCKS=none measures at the clocks a real run
+    # gets (the step times above), with the caches left as the previous kernels leave them
+    cc=; [ "${CLOCKS:-base}" = none ] && cc="--clock-control none --cache-control none"
     for B in 1 16; do
-        timeout 120 ncu --kernel-name regex:attn_fp16 --launch-skip 60 --launch-count 1 --section SpeedOfLight \
+        timeout 120 ncu $cc --kernel-name regex:attn_ --launch-skip 60 --launch-count 2 --section SpeedOfLight \
             --section MemoryWorkloadAnalysis --section LaunchStats --section Occupancy build/alrd-bench --synthetic smollm2-135m \
             -d 32768 -b $B -p 16 -n 4 -r 1 -v name=fp16 > "$OUT/ncu-fp16-b$B.log" 2>&1
-        echo "fp16 kernel, batch $B:"; grep -E "Duration|DRAM Throughput|Grid Size|Waves Per SM|Achieved Occupancy" "$OUT/ncu-fp16-b$B.log"
+        echo "fp16 kernels, batch $B:"; grep -E "  [a-z_]+kernel|SM Frequency|Duration|DRAM Throughput|L2 Cache Throughput|Grid Size" "$OUT/ncu-fp16-b$B.log"
     done
     ;;
 *)
