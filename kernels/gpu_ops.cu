@@ -350,23 +350,30 @@ extern "C" int alrd_gpu_silu_mul(const float *gu, int T, int ffn, uint16_t *out,
     return launch_pdl(silu_mul_kernel, (unsigned)((total + 255) / 256), 256, 0, ST(stream), gu, ffn, total, out);
 }
 
-__global__ void qkv_post_kernel(float *qkv, int ld, int n_heads, int hd, int dk, int dv, const float *bq,
-                                const float *bk, const float *bv, const int *pos_dev, int pos0,
-                                const float *cos_tab, const float *sin_tab, uint16_t *q16, uint16_t *k16,
-                                uint16_t *v16, int ld16k, int ld16v) {
-    int t = blockIdx.x, half = hd / 2, qd = n_heads * hd;
-    pdl_trigger();
-    pdl_wait();
-    int p = pos_dev ? pos_dev[t] : pos0 + t;
-    float *row = qkv + (size_t)t * ld;
+/* The query part of a q|k|v row: (+ bias), RoPE at position p, fp16. */
+__device__ void rope_q_row(const float *row, int n_heads, int hd, const float *bq, int p, const float *cos_tab,
+                           const float *sin_tab, uint16_t *q16) {
+    const int half = hd / 2;
     const float *cs = cos_tab + (size_t)p * half, *sn = sin_tab + (size_t)p * half;
     for (int i = threadIdx.x; i < n_heads * half; i += blockDim.x) {
         int h = i / half, j = i % half, c = h * hd + j;
         float x1 = row[c], x2 = row[c + half];
         if (bq) x1 += bq[c], x2 += bq[c + half];
-        q16[(size_t)t * qd + c] = f2h(x1 * cs[j] - x2 * sn[j]);
-        q16[(size_t)t * qd + c + half] = f2h(x2 * cs[j] + x1 * sn[j]);
+        q16[c] = f2h(x1 * cs[j] - x2 * sn[j]);
+        q16[c + half] = f2h(x2 * cs[j] + x1 * sn[j]);
     }
+}
+
+__global__ void qkv_post_kernel(float *qkv, int ld, int n_heads, int hd, int dk, int dv, const float *bq,
+                                const float *bk, const float *bv, const int *pos_dev, int pos0,
+                                const float *cos_tab, const float *sin_tab, uint16_t *q16, uint16_t *k16,
+                                uint16_t *v16, int ld16k, int ld16v) {
+    int t = blockIdx.x, qd = n_heads * hd;
+    pdl_trigger();
+    pdl_wait();
+    int p = pos_dev ? pos_dev[t] : pos0 + t;
+    float *row = qkv + (size_t)t * ld;
+    rope_q_row(row, n_heads, hd, bq, p, cos_tab, sin_tab, q16 + (size_t)t * qd);
     float *k = row + qd, *v = k + dk;
     for (int c = threadIdx.x; c < dk; c += blockDim.x) {
         float x = k[c];
@@ -436,15 +443,11 @@ __device__ void write_row(const alrd_gpu_side &sd, int b, long s, const float *x
     }
 }
 
-__global__ void append_decode_kernel(alrd_gpu_side k, alrd_gpu_side v, const float *src, int ld, int kcol,
-                                     int vcol, const int *pos, int hd, const float *cos_tab,
-                                     const float *sin_tab) {
-    const int b = blockIdx.x;
-    const alrd_gpu_side &sd = blockIdx.y ? v : k;
-    const float *x = src + (size_t)b * ld + (blockIdx.y ? vcol : kcol);
-    pdl_trigger();
-    pdl_wait();
-    const int p = pos[b], n = p + 1;
+/* Sequence b's new token x (fp32, position p) into one side of its cache
+ * (the whole block). */
+__device__ void append_row(const alrd_gpu_side &sd, int b, const float *x, int p, int hd, const float *cos_tab,
+                           const float *sin_tab) {
+    const int n = p + 1;
     if (sd.bits == 16) {
         write_row(sd, b, p, x, hd, cos_tab, sin_tab);
         return;
@@ -463,6 +466,48 @@ __global__ void append_decode_kernel(alrd_gpu_side k, alrd_gpu_side v, const flo
         __syncthreads();
         write_row(sd, b, p, x, hd, cos_tab, sin_tab);
     }
+}
+
+__global__ void append_decode_kernel(alrd_gpu_side k, alrd_gpu_side v, const float *src, int ld, int kcol,
+                                     int vcol, const int *pos, int hd, const float *cos_tab,
+                                     const float *sin_tab) {
+    const int b = blockIdx.x;
+    pdl_trigger();
+    pdl_wait();
+    append_row(blockIdx.y ? v : k, b, src + (size_t)b * ld + (blockIdx.y ? vcol : kcol), pos[b], hd, cos_tab, sin_tab);
+}
+
+/* qkv_post and append_decode of a decode step in one launch: block (b, 0)
+ * RoPEs sequence b's query, (b, 1) and (b, 2) add the key / value bias in
+ * place and append the token to that side of the cache. */
+__global__ void qkv_append_kernel(float *qkv, int ld, int n_heads, int hd, int dk, const float *bq, const float *bk,
+                                  const float *bv, const int *pos, const float *cos_tab, const float *sin_tab,
+                                  uint16_t *q16, alrd_gpu_side k, alrd_gpu_side v) {
+    const int b = blockIdx.x, part = blockIdx.y, qd = n_heads * hd;
+    pdl_trigger();
+    pdl_wait();
+    const int p = pos[b];
+    float *row = qkv + (size_t)b * ld;
+    if (part == 0) {
+        rope_q_row(row, n_heads, hd, bq, p, cos_tab, sin_tab, q16 + (size_t)b * qd);
+        return;
+    }
+    const alrd_gpu_side &sd = part == 1 ? k : v;
+    float *x = row + qd + (part == 1 ? 0 : dk);
+    const float *bias = part == 1 ? bk : bv;
+    if (bias) { /* uniform per block */
+        for (int c = threadIdx.x; c < sd.d; c += blockDim.x) x[c] += bias[c];
+        __syncthreads();
+    }
+    append_row(sd, b, x, p, hd, cos_tab, sin_tab);
+}
+
+extern "C" int alrd_gpu_qkv_append_decode(float *qkv, int B, int ld, int n_heads, int hd, int dk, const float *bq,
+                                          const float *bk, const float *bv, const int *pos_dev, const float *cos_tab,
+                                          const float *sin_tab, uint16_t *q16, const alrd_gpu_side *k,
+                                          const alrd_gpu_side *v, void *stream) {
+    return launch_pdl(qkv_append_kernel, dim3(B, 3), 256, 0, ST(stream), qkv, ld, n_heads, hd, dk, bq, bk, bv, pos_dev,
+                      cos_tab, sin_tab, q16, *k, *v);
 }
 
 extern "C" int alrd_gpu_append_decode(const alrd_gpu_side *k, const alrd_gpu_side *v, const float *src,

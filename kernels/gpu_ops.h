@@ -76,6 +76,14 @@ int alrd_gpu_rope_rows(const float *in32, const uint16_t *in16, int ld_in, const
                        int r0, int r1, int n_heads, int hd, const float *cos_tab,
                        const float *sin_tab, uint16_t *out16, int ld_out, void *stream);
 
+/* Both of the next two in one launch, for a decode step of B sequences
+ * (positions pos_dev): the queries RoPE'd into q16, the keys and values
+ * (+ bias, in place in qkv) appended to their sides k, v. */
+int alrd_gpu_qkv_append_decode(float *qkv, int B, int ld, int n_heads, int hd, int dk, const float *bq,
+                               const float *bk, const float *bv, const int *pos_dev, const float *cos_tab,
+                               const float *sin_tab, uint16_t *q16, const alrd_gpu_side *k, const alrd_gpu_side *v,
+                               void *stream);
+
 /* Decode step: appends each sequence's new token (fp32 row b of src, at
  * column offset col; position pos_dev[b]) to both sides of one layer's
  * cache, quantising what kv_cache.h's rules quantise at this step. B

@@ -716,10 +716,17 @@ static void layer_decode(alrd_gpu *g, int l) {
     const int H = g->H, qd = g->qd, B = g->o.n_seq;
     FAILS(g, alrd_gpu_rmsnorm(g->h, y->attn_norm, B, H, g->cfg.rms_eps, g->xn16, g->st));
     FAILS(g, lin(g, B, y->nqkv, H, g->xn16, H, y->w_qkv, g->qkv, y->nqkv, 0.0f));
-    FAILS(g, alrd_gpu_qkv_post(g->qkv, B, y->nqkv, g->nh, g->hd, y->dk, y->dv, y->bq, y->bk_full, y->bv_full, g->d_pos,
-                               0, g->cos_tab, g->sin_tab, g->q16, NULL, NULL, 0, 0, g->st));
-    FAILS(g, alrd_gpu_append_decode(&y->ks, &y->vs, g->qkv, y->nqkv, qd, qd + y->dk, B, g->d_pos, g->hd, g->cos_tab,
-                                    g->sin_tab, g->st));
+    static int fuse = -1; /* ALRD_GPU_FUSE_APPEND=0: the two kernels, for comparisons */
+    if (fuse < 0) fuse = !(getenv("ALRD_GPU_FUSE_APPEND") && atoi(getenv("ALRD_GPU_FUSE_APPEND")) == 0);
+    if (fuse) {
+        FAILS(g, alrd_gpu_qkv_append_decode(g->qkv, B, y->nqkv, g->nh, g->hd, y->dk, y->bq, y->bk_full, y->bv_full,
+                                            g->d_pos, g->cos_tab, g->sin_tab, g->q16, &y->ks, &y->vs, g->st));
+    } else {
+        FAILS(g, alrd_gpu_qkv_post(g->qkv, B, y->nqkv, g->nh, g->hd, y->dk, y->dv, y->bq, y->bk_full, y->bv_full,
+                                   g->d_pos, 0, g->cos_tab, g->sin_tab, g->q16, NULL, NULL, 0, 0, g->st));
+        FAILS(g, alrd_gpu_append_decode(&y->ks, &y->vs, g->qkv, y->nqkv, qd, qd + y->dk, B, g->d_pos, g->hd,
+                                        g->cos_tab, g->sin_tab, g->st));
+    }
     if (g->attn == ALRD_GPU_ATTN_FUSED && y->fused_ok) {
         FAILS(g, alrd_gpu_attn_decode(&y->al, g->q16, g->d_pos, B, y->nsplit, g->vw_max, g->attn_work,
                                       y->vr ? g->U16 : g->att16, g->st));

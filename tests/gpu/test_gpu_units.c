@@ -325,6 +325,90 @@ static void test_engine(const engine_case *e, int steps) {
 }
 
 /* One-pass scoring vs prefill(first) + decode steps (reference attention). */
+/* Device copy of n random bytes (the same bytes each call with the same seed). */
+static void *drandom(size_t n, unsigned seed) {
+    unsigned char *h = malloc(n ? n : 1);
+    for (size_t i = 0; i < n; i++) h[i] = (unsigned char)((seed = seed * 1103515245u + 12345u) >> 16);
+    void *d = dmalloc(n);
+    CU(cudaMemcpy(d, h, n, cudaMemcpyHostToDevice));
+    free(h);
+    return d;
+}
+
+static int dsame(const void *a, const void *b, size_t n) {
+    if (!n) return 1;
+    unsigned char *x = malloc(n), *y = malloc(n);
+    CU(cudaMemcpy(x, a, n, cudaMemcpyDeviceToHost));
+    CU(cudaMemcpy(y, b, n, cudaMemcpyDeviceToHost));
+    int same = !memcmp(x, y, n);
+    free(x), free(y);
+    return same;
+}
+
+/* One side of B sequences with every buffer filled from seed (so two calls
+ * give two identical caches, whatever state earlier steps left). */
+static void side_random(alrd_gpu_side *s, int B, unsigned seed) {
+    if (s->bits == 16) {
+        s->rows = drandom(2 * s->seq_rows * B, seed);
+        return;
+    }
+    s->codes = drandom(4 * s->seq_words * B, seed + 1);
+    s->scales = drandom(2 * s->seq_groups * B, seed + 2);
+    s->zeros = drandom(2 * s->seq_groups * B, seed + 3);
+    s->ring = drandom(2 * s->seq_ring * B, seed + 4);
+}
+
+static int side_same(const alrd_gpu_side *a, const alrd_gpu_side *b, int B) {
+    if (a->bits == 16) return dsame(a->rows, b->rows, 2 * a->seq_rows * B);
+    return dsame(a->codes, b->codes, 4 * a->seq_words * B) && dsame(a->scales, b->scales, 2 * a->seq_groups * B) &&
+           dsame(a->zeros, b->zeros, 2 * a->seq_groups * B) && dsame(a->ring, b->ring, 2 * a->seq_ring * B);
+}
+
+/* The decode step's fused query RoPE + cache append equals qkv_post then
+ * append_decode bit for bit (queries, the biased k/v rows, every cache
+ * buffer), with biases, at positions that quantise a key chunk and a token. */
+static void test_qkv_append(int kb, int vb) {
+    const int B = 3, nh = 4, hd = 64, dk = 64, dv = 96, R = 64, G = 32, max_ctx = 256, qd = nh * hd, ld = qd + dk + dv;
+    const int pos[3] = {63, 64 + 70, 200};
+    alrd_gpu_side k1, v1, k2, v2;
+    size_t units;
+    alrd_gpu_side_init(&k1, dk, kb, kb < 16, G, R, kb == 16, max_ctx, &units);
+    alrd_gpu_side_init(&v1, dv, vb, 0, G, R, 0, max_ctx, &units);
+    k2 = k1, v2 = v1;
+    side_random(&k1, B, 11), side_random(&k2, B, 11), side_random(&v1, B, 21), side_random(&v2, B, 21);
+    float *qkv1 = malloc(sizeof(float) * B * ld), *tab = malloc(sizeof(float) * max_ctx * hd / 2);
+    for (int i = 0; i < B * ld; i++) qkv1[i] = (float)(urand() * 2 - 1);
+    float *bias = malloc(sizeof(float) * ld);
+    for (int i = 0; i < ld; i++) bias[i] = (float)(urand() * 2 - 1) * 0.5f;
+    float *dq1 = dmalloc(4 * (size_t)B * ld), *dq2 = dmalloc(4 * (size_t)B * ld), *db = dmalloc(4 * (size_t)ld);
+    float *cs = dmalloc(4 * (size_t)max_ctx * hd / 2), *sn = dmalloc(4 * (size_t)max_ctx * hd / 2);
+    for (int i = 0; i < max_ctx * hd / 2; i++) tab[i] = (float)cos(i * 0.37);
+    CU(cudaMemcpy(cs, tab, 4 * (size_t)max_ctx * hd / 2, cudaMemcpyHostToDevice));
+    for (int i = 0; i < max_ctx * hd / 2; i++) tab[i] = (float)sin(i * 0.37);
+    CU(cudaMemcpy(sn, tab, 4 * (size_t)max_ctx * hd / 2, cudaMemcpyHostToDevice));
+    CU(cudaMemcpy(dq1, qkv1, 4 * (size_t)B * ld, cudaMemcpyHostToDevice));
+    CU(cudaMemcpy(dq2, qkv1, 4 * (size_t)B * ld, cudaMemcpyHostToDevice));
+    CU(cudaMemcpy(db, bias, 4 * (size_t)ld, cudaMemcpyHostToDevice));
+    int *dpos = dmalloc(sizeof pos);
+    CU(cudaMemcpy(dpos, pos, sizeof pos, cudaMemcpyHostToDevice));
+    uint16_t *q1 = dmalloc(2 * (size_t)B * qd), *q2 = dmalloc(2 * (size_t)B * qd);
+    int rc = alrd_gpu_qkv_post(dq1, B, ld, nh, hd, dk, dv, db, db + qd, db + qd + dk, dpos, 0, cs, sn, q1, NULL, NULL, 0,
+                               0, NULL) ||
+             alrd_gpu_append_decode(&k1, &v1, dq1, ld, qd, qd + dk, B, dpos, hd, cs, sn, NULL) ||
+             alrd_gpu_qkv_append_decode(dq2, B, ld, nh, hd, dk, db, db + qd, db + qd + dk, dpos, cs, sn, q2, &k2, &v2,
+                                        NULL);
+    CU(cudaDeviceSynchronize());
+    int sq = dsame(q1, q2, 2 * (size_t)B * qd), sr = dsame(dq1, dq2, 4 * (size_t)B * ld);
+    int sk = side_same(&k1, &k2, B), sv = side_same(&v1, &v2, B);
+    printf("  qkv_post + append_decode vs one launch, k%d v%d: queries %s, rows %s, keys %s, values %s\n", kb, vb,
+           sq ? "same" : "DIFFER", sr ? "same" : "DIFFER", sk ? "same" : "DIFFER", sv ? "same" : "DIFFER");
+    CHECK(!rc && sq && sr && sk && sv, "fused qkv + append differs (k%d v%d): q %d rows %d k %d v %d", kb, vb, sq, sr,
+          sk, sv);
+    side_free(&k1), side_free(&k2), side_free(&v1), side_free(&v2);
+    cudaFree(dq1), cudaFree(dq2), cudaFree(db), cudaFree(cs), cudaFree(sn), cudaFree(dpos), cudaFree(q1), cudaFree(q2);
+    free(qkv1), free(tab), free(bias);
+}
+
 static void test_score(const engine_case *e) {
     const int T = 192, first = 96, nv = e->vocab;
     alrd_gpu *gs = make_engine(e, 1, T, T, ALRD_GPU_ATTN_FUSED, 0, 1);
@@ -407,6 +491,11 @@ int main(int argc, char **argv) {
     int nc = (int)(sizeof cases / sizeof cases[0]);
     for (int i = 0; i < nc; i++)
         if (!small || i == 2 || i == 0 || i == 8) test_engine(&cases[i], race ? 3 : small ? 24 : 140);
+    printf("== decode query RoPE + cache append in one launch\n");
+    test_qkv_append(2, 2);
+    test_qkv_append(16, 16);
+    if (!small) test_qkv_append(4, 3);
+
     printf("== one-pass scoring vs decode steps\n");
     if (!race) test_score(&cases[2]);
     if (!small) {
