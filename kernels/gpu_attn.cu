@@ -57,12 +57,13 @@ __device__ __forceinline__ void mma16816(float *c, uint32_t a0, uint32_t a1, uin
 __device__ __forceinline__ uint32_t ld32(const uint16_t *p) { return *reinterpret_cast<const uint32_t *>(p); }
 
 /* The tokens [t0, t1) of a sequence of n that split sp of nsplit covers:
- * equal TILE-aligned runs, the same in every decode kernel. */
+ * equal TILE-aligned runs of split_len tokens, the same in every decode
+ * kernel; the first splits_used(n) of them hold tokens. */
+__device__ __forceinline__ int split_len(int n, int nsplit) { return ((n + nsplit - 1) / nsplit + TILE - 1) / TILE * TILE; }
+__device__ __forceinline__ int splits_used(int n, int nsplit) { return (n + split_len(n, nsplit) - 1) / split_len(n, nsplit); }
 __device__ __forceinline__ void split_range(int n, int nsplit, int sp, int &t0, int &t1) {
-    int len = (n + nsplit - 1) / nsplit;
-    len = (len + TILE - 1) / TILE * TILE;
-    t0 = sp * len;
-    t1 = min(n, t0 + len);
+    t0 = sp * split_len(n, nsplit);
+    t1 = min(n, t0 + split_len(n, nsplit));
 }
 
 /* Where the splits of query heads h0.. of sequence b leave their results
@@ -75,12 +76,35 @@ __device__ __forceinline__ size_t split_acc_off(int B, int n_heads, int b, int h
     return (((size_t)B * n_heads * nsplit * 2 + 3) & ~(size_t)3) + ((size_t)b * n_heads + h0) * nsplit * vw_max;
 }
 
-/* (max, sum) of the QH query heads of split sp, read by the combine; an
- * empty split stores (-inf, 0) and gets no weight. */
+/* Split sp of sequence b (n tokens) for query heads h0..: its tokens
+ * [t0, t1) and where its results go; false when it holds none (the
+ * combine reads only the splits_used ones, so an empty split writes
+ * nothing). */
+__device__ __forceinline__ bool split_begin(int n, int nsplit, int sp, int n_heads, int b, int h0, int vw_max, float *work,
+                                            int &t0, int &t1, float *&wml, float *&wacc) {
+    split_range(n, nsplit, sp, t0, t1);
+    wml = work + split_ml_off(n_heads, b, h0, nsplit);
+    wacc = work + split_acc_off(gridDim.z, n_heads, b, h0, nsplit, vw_max);
+    return t0 < t1;
+}
+
+/* (max, sum) of the QH query heads of split sp, read by the combine. */
 __device__ __forceinline__ void split_store_ml(float *wml, int QH, int nsplit, int sp, const float *m, const float *l) {
     for (int qh = threadIdx.x; qh < QH; qh += blockDim.x) {
-        wml[((size_t)qh * nsplit + sp) * 2] = m ? m[qh] : -INFINITY;
-        wml[((size_t)qh * nsplit + sp) * 2 + 1] = l ? l[qh] : 0.0f;
+        wml[((size_t)qh * nsplit + sp) * 2] = m[qh];
+        wml[((size_t)qh * nsplit + sp) * 2 + 1] = l[qh];
+    }
+}
+
+/* f(r, c) for the chunks (row r, column c) of rows x nch numbered first,
+ * first + step, ... (row-major), stepped without a division per chunk. */
+template <typename F>
+__device__ __forceinline__ void for_each_chunk(int first, int step, int nch, int rows, F f) {
+    const int dr = step / nch, dc = step % nch;
+    for (int r = first / nch, c = first % nch; r < rows;) {
+        f(r, c);
+        r += dr, c += dc;
+        if (c >= nch) c -= nch, r++;
     }
 }
 
@@ -163,14 +187,8 @@ __global__ void __launch_bounds__(NTHREADS) attn_decode_kernel(alrd_gpu_attn_lay
     const int qd = L.n_heads * HD, vw = P.vw, kstr = P.kstr, vstr = P.vstr;
     const int n = pos[b] + 1;
     int t0, t1;
-    split_range(n, nsplit, sp, t0, t1);
-
-    float *wml = work + split_ml_off(L.n_heads, b, h0, nsplit);
-    float *wacc = work + split_acc_off(gridDim.z, L.n_heads, b, h0, nsplit, vw_max);
-    if (t0 >= t1) {
-        split_store_ml(wml, QH, nsplit, sp, NULL, NULL);
-        return;
-    }
+    float *wml, *wacc;
+    if (!split_begin(n, nsplit, sp, L.n_heads, b, h0, vw_max, work, t0, t1, wml, wacc)) return;
 
     const int kq = side_quantized(L.ks, n), vq = side_quantized(L.vs, n);
     /* value columns of the block: the group's latent, or its heads' slices */
@@ -537,13 +555,8 @@ __global__ void __launch_bounds__(NTHREADS) attn_v2_kernel(alrd_gpu_attn_layer L
     const int qd = L.n_heads * HD, vw = P.vw, kstr = P.kstr;
     const int n = pos[b] + 1;
     int t0, t1;
-    split_range(n, nsplit, sp, t0, t1);
-    float *wml = work + split_ml_off(L.n_heads, b, h0, nsplit);
-    float *wacc = work + split_acc_off(gridDim.z, L.n_heads, b, h0, nsplit, vw_max);
-    if (t0 >= t1) {
-        split_store_ml(wml, QH, nsplit, sp, NULL, NULL);
-        return;
-    }
+    float *wml, *wacc;
+    if (!split_begin(n, nsplit, sp, L.n_heads, b, h0, vw_max, work, t0, t1, wml, wacc)) return;
     const int kq = side_quantized(L.ks, n), vq = side_quantized(L.vs, n);
     const int vbase = L.vr > 0 ? (kh0 / L.group_heads) * L.vr : kh0 * HD;
 
@@ -841,13 +854,8 @@ __global__ void __launch_bounds__(NW3 * 32) attn_fp16_kernel(alrd_gpu_attn_layer
     pdl_trigger();
     pdl_wait();
     int t0, t1;
-    split_range(pos[b] + 1, nsplit, sp, t0, t1);
-    float *wml = work + split_ml_off(L.n_heads, b, h0, nsplit);
-    float *wacc = work + split_acc_off(gridDim.z, L.n_heads, b, h0, nsplit, vw_max);
-    if (t0 >= t1) {
-        split_store_ml(wml, per_kv, nsplit, sp, NULL, NULL);
-        return;
-    }
+    float *wml, *wacc;
+    if (!split_begin(pos[b] + 1, nsplit, sp, L.n_heads, b, h0, vw_max, work, t0, t1, wml, wacc)) return;
     uint16_t *ring = reinterpret_cast<uint16_t *>(smem) + warp * S::WARP;
     const uint16_t *kbase = L.ks.rows + (size_t)b * L.ks.seq_rows + (size_t)kvh * HD;
     const uint16_t *vbase = L.vs.rows + (size_t)b * L.vs.seq_rows + (size_t)kvh * HD;
@@ -984,7 +992,7 @@ static int v4_ok(const alrd_gpu_attn_layer *L) {
     int vcw = L->vs.bits == 16 ? 8 : L->vs.cpw;
     if (ceil16(L->kr) > 32 * 5 || T4 * ((L->vr + vcw - 1) / vcw) > 32 * V4_VM) return 0; /* KM, VM per lane */
     static int off = -1; /* ALRD_GPU_LATENT_V2=1: the previous kernel, for comparisons */
-    if (off < 0) off = getenv("ALRD_GPU_LATENT_V2") && atoi(getenv("ALRD_GPU_LATENT_V2")) ? 1 : 0;
+    if (off < 0) off = alrd_gpu_env_int("ALRD_GPU_LATENT_V2", 0) != 0;
     return !off && v4_side_ok(&L->ks, 1) && v4_side_ok(&L->vs, 0);
 }
 
@@ -1060,12 +1068,9 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
      * empty) requests it before pdl_wait(), while the kernel before this one finishes */
     auto load_ak = [&]() {
         const uint16_t *A = L.kA + (size_t)grp * nkh * HD * kr;
-        const int nch = kr / 8, rows = nkh * HD, dr = NW4 * 32 / nch, dc = NW4 * 32 % nch;
-        for (int r = tid / nch, c = tid % nch; r < rows;) { /* 16-byte chunk (r, c), stepped without divisions */
-            cp_async16(As + r * astr + c * 8, A + (size_t)r * kr + c * 8, 16);
-            r += dr, c += dc;
-            if (c >= nch) c -= nch, r++;
-        }
+        const int rows = nkh * HD;
+        for_each_chunk(tid, NW4 * 32, kr / 8, rows,
+                       [&](int r, int c) { cp_async16(As + r * astr + c * 8, A + (size_t)r * kr + c * 8, 16); });
         if (rpad > kr)
             for (int r = tid; r < rows; r += NW4 * 32) *reinterpret_cast<uint4 *>(As + r * astr + kr) = make_uint4(0, 0, 0, 0);
     };
@@ -1076,13 +1081,8 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
     V4_STAMP(1);
     const int n = pos[b] + 1;
     int t0, t1;
-    split_range(n, nsplit, sp, t0, t1);
-    float *wml = work + split_ml_off(L.n_heads, b, h0, nsplit);
-    float *wacc = work + split_acc_off(gridDim.z, L.n_heads, b, h0, nsplit, vw_max);
-    if (t0 >= t1) {
-        split_store_ml(wml, QH, nsplit, sp, NULL, NULL);
-        return;
-    }
+    float *wml, *wacc;
+    if (!split_begin(n, nsplit, sp, L.n_heads, b, h0, vw_max, work, t0, t1, wml, wacc)) return;
     const alrd_gpu_side &ks = L.ks, &vs = L.vs;
     const int kq = side_quantized(ks, n), vq = side_quantized(vs, n);
     const int kc0 = grp * kr, vc0 = grp * vr; /* the group's latent columns */
@@ -1153,26 +1153,20 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
         const int ts = t0 + tile * T4, nv = min(T4, t1 - ts);
         if (ts >= kq) {
             const uint16_t *base = ks.bits == 16 ? ks.rows + (size_t)b * ks.seq_rows : ks.ring + (size_t)b * ks.seq_ring;
-            const int nch = rpad / 8, dr = 32 / nch, dc = 32 % nch;
-            for (int r = lane / nch, ch = lane % nch; r < T4;) {
+            for_each_chunk(lane, 32, rpad / 8, T4, [&](int r, int ch) {
                 const bool ok = r < nv && ch * 8 < kr;
                 const long s = ts + (ok ? r : 0), row = ks.bits == 16 ? s : s % ks.R;
                 cp_async16(buf + r * (rpad + 8) + ch * 8, base + (size_t)row * ks.d + kc0 + (ok ? ch * 8 : 0), ok ? 16 : 0);
-                r += dr, ch += dc;
-                if (ch >= nch) ch -= nch, r++;
-            }
+            });
         }
         if (vs.bits == 16 || ts + nv > vq) {
             const uint16_t *base = vs.bits == 16 ? vs.rows + (size_t)b * vs.seq_rows : vs.ring + (size_t)b * vs.seq_ring;
-            const int nch = vr / 8, dr = 32 / nch, dc = 32 % nch;
-            for (int r = lane / nch, ch = lane % nch; r < nv;) {
+            for_each_chunk(lane, 32, vr / 8, nv, [&](int r, int ch) {
                 const long s = ts + r;
                 if (vs.bits == 16 || s >= vq)
                     cp_async16(vbuf + r * P.vstr + ch * 8,
                                base + (size_t)(vs.bits == 16 ? s : s % vs.R) * vs.d + vc0 + ch * 8, 16);
-                r += dr, ch += dc;
-                if (ch >= nch) ch -= nch, r++;
-            }
+            });
         }
     };
 
@@ -1382,19 +1376,22 @@ __device__ __forceinline__ float block_reduce(float x, float *red, bool is_max) 
     return x;
 }
 
+/* The combine's shared floats: the splits' weights (rounded up to 4) |
+ * 4 x CMB_THREADS partial sums | 32 for reductions. */
+__host__ __device__ __forceinline__ int cmb_parts_at(int nsplit) { return (nsplit + 3) & ~3; }
+static size_t cmb_smem(int nsplit) { return sizeof(float) * (cmb_parts_at(nsplit) + 4 * CMB_THREADS + 32); }
+
 __global__ void __launch_bounds__(CMB_THREADS) attn_combine_kernel(alrd_gpu_attn_layer L, int nsplit, int vw_max,
                                                                    const int *pos, const float *work, uint16_t *out) {
-    extern __shared__ float w[]; /* [nsplit] weights | [4 * CMB_THREADS] partial sums | [8] reduction */
+    extern __shared__ float w[]; /* cmb_smem */
     const int h = blockIdx.x, b = blockIdx.y, tid = threadIdx.x;
     const int vw = L.vr > 0 ? L.vr : L.hd;
     pdl_trigger();
     pdl_wait();
-    float *part = w + ((nsplit + 3) & ~3), *red = part + 4 * CMB_THREADS;
+    float *part = w + cmb_parts_at(nsplit), *red = part + 4 * CMB_THREADS;
     const float *ml = work + split_ml_off(L.n_heads, b, h, nsplit);
     const float *ac = work + split_acc_off(gridDim.y, L.n_heads, b, h, nsplit, vw_max);
-    int t0, t1, ns;
-    split_range(pos[b] + 1, nsplit, 0, t0, t1);
-    ns = (pos[b] + 1 + t1 - 1) / t1; /* the splits holding tokens (t1: a split's length) */
+    const int ns = splits_used(pos[b] + 1, nsplit);
     float M = -INFINITY;
     for (int i = tid; i < ns; i += CMB_THREADS) M = fmaxf(M, ml[2 * i]);
     M = block_reduce(M, red, true);
@@ -1452,29 +1449,6 @@ __global__ void __launch_bounds__(CMB_THREADS) attn_combine_kernel(alrd_gpu_attn
     }
 }
 
-extern "C" size_t alrd_gpu_attn_smem(const alrd_gpu_attn_layer *L, size_t limit) {
-    if (L->hd != 64 && L->hd != 128) return 0;
-    if (L->n_kv <= 0 || L->n_heads % L->n_kv || L->group_heads <= 0 || L->n_kv % L->group_heads) return 0;
-    if (L->kmode == ALRD_GPU_K_LATENT && (L->kr <= 0 || !L->kA)) return 0;
-    if (L->kmode == ALRD_GPU_K_ROPED && L->ks.bits != 16) return 0;
-    size_t total;
-    if (v3_ok(L)) {
-        total = v3_smem(L->hd);
-    } else if (v4_ok(L)) {
-        plan4_t p;
-        make_plan4(L, &p);
-        total = p.total;
-    } else if (v2_ok(L)) {
-        plan2_t p;
-        make_plan2(L, &p);
-        total = p.total;
-    } else {
-        plan_t p;
-        make_plan(L, &p);
-        total = p.total;
-    }
-    return total <= limit ? total : 0;
-}
 
 typedef void (*attn_fn)(alrd_gpu_attn_layer, plan_t, const uint16_t *, const int *, int, int, float *);
 typedef void (*attn2_fn)(alrd_gpu_attn_layer, plan2_t, const uint16_t *, const int *, int, int, float *);
@@ -1517,30 +1491,48 @@ extern "C" int alrd_gpu_attn_prepare(size_t bytes) {
     return 0;
 }
 
-extern "C" int alrd_gpu_attn_occupancy(const alrd_gpu_attn_layer *L, int *groups) {
-    int n = 0;
-    cudaError_t e;
-    if (v3_ok(L)) {
-        *groups = L->n_kv;
-        e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, L->hd == 64 ? attn_fp16_kernel<64> : attn_fp16_kernel<128>,
-                                                          NW3 * 32, v3_smem(L->hd));
-    } else if (v4_ok(L)) {
+/* The fused decode kernel alrd_gpu_attn_decode launches for a layer: the
+ * function, its threads per block, its blocks per sequence and split (KV
+ * heads or groups) and its dynamic shared memory. */
+typedef struct {
+    const void *fn;
+    int threads, groups;
+    size_t smem;
+} kshape;
+
+static kshape shape_of(const alrd_gpu_attn_layer *L) {
+    if (v3_ok(L))
+        return {(const void *)(L->hd == 64 ? attn_fp16_kernel<64> : attn_fp16_kernel<128>), NW3 * 32, L->n_kv,
+                v3_smem(L->hd)};
+    if (v4_ok(L)) {
         plan4_t p;
         make_plan4(L, &p);
-        *groups = L->n_kv / L->group_heads;
-        e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, pick4(L->hd, L->vr), NW4 * 32, p.total);
-    } else if (v2_ok(L)) {
+        return {(const void *)pick4(L->hd, L->vr), NW4 * 32, L->n_kv / L->group_heads, p.total};
+    }
+    if (v2_ok(L)) {
         plan2_t p;
         make_plan2(L, &p);
-        *groups = L->n_kv / p.nkh;
-        e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, pick2(L->hd, L->kmode), NTHREADS, p.total);
-    } else {
-        plan_t p;
-        make_plan(L, &p);
-        *groups = L->n_kv / p.nkh;
-        e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, pick(L->hd, L->kmode), NTHREADS, p.total);
+        return {(const void *)pick2(L->hd, L->kmode), NTHREADS, L->n_kv / p.nkh, p.total};
     }
-    return e == cudaSuccess ? n : 1;
+    plan_t p;
+    make_plan(L, &p);
+    return {(const void *)pick(L->hd, L->kmode), NTHREADS, L->n_kv / p.nkh, p.total};
+}
+
+extern "C" size_t alrd_gpu_attn_smem(const alrd_gpu_attn_layer *L, size_t limit) {
+    if (L->hd != 64 && L->hd != 128) return 0;
+    if (L->n_kv <= 0 || L->n_heads % L->n_kv || L->group_heads <= 0 || L->n_kv % L->group_heads) return 0;
+    if (L->kmode == ALRD_GPU_K_LATENT && (L->kr <= 0 || !L->kA)) return 0;
+    if (L->kmode == ALRD_GPU_K_ROPED && L->ks.bits != 16) return 0;
+    const size_t total = shape_of(L).smem;
+    return total <= limit ? total : 0;
+}
+
+extern "C" int alrd_gpu_attn_occupancy(const alrd_gpu_attn_layer *L, int *groups) {
+    const kshape k = shape_of(L);
+    int n = 0;
+    *groups = k.groups;
+    return cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, k.fn, k.threads, k.smem) == cudaSuccess ? n : 1;
 }
 
 extern "C" size_t alrd_gpu_attn_work_floats(int n_heads, int B, int nsplit, int vw_max) {
@@ -1572,7 +1564,6 @@ extern "C" int alrd_gpu_attn_decode(const alrd_gpu_attn_layer *L, const uint16_t
     }
     if (!e) e = (int)cudaGetLastError();
     if (e) return e;
-    return launch_pdl(attn_combine_kernel, dim3(L->n_heads, B), CMB_THREADS,
-                      sizeof(float) * (((nsplit + 3) & ~3) + 4 * CMB_THREADS + 32), st, *L, nsplit, vw_max, pos_dev, work,
-                      out);
+    return launch_pdl(attn_combine_kernel, dim3(L->n_heads, B), CMB_THREADS, cmb_smem(nsplit), st, *L, nsplit, vw_max,
+                      pos_dev, work, out);
 }

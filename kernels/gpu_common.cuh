@@ -6,7 +6,6 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
-#include <stdlib.h>
 
 #include "gpu_ops.h"
 
@@ -62,7 +61,7 @@ __device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;\
 
 static inline int pdl_enabled(void) {
     static int on = -1;
-    if (on < 0) on = !(getenv("ALRD_GPU_PDL") && atoi(getenv("ALRD_GPU_PDL")) == 0);
+    if (on < 0) on = alrd_gpu_env_int("ALRD_GPU_PDL", 1) != 0;
     return on;
 }
 

@@ -7,6 +7,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "gpu_common.cuh"
@@ -15,6 +16,11 @@
 #define ST(s) ((cudaStream_t)(s))
 
 static inline int cdiv(long a, long b) { return (int)((a + b - 1) / b); }
+
+extern "C" int alrd_gpu_env_int(const char *name, int dflt) {
+    const char *v = getenv(name);
+    return v && *v ? atoi(v) : dflt;
+}
 
 /* ---- KIVI arithmetic (kernels/kivi.c) -------------------------------- */
 

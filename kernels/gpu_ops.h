@@ -133,6 +133,10 @@ int alrd_gpu_softmax(const float *S, const float *Sq, uint16_t *P, uint16_t *Pq,
 int alrd_gpu_gemv(const uint16_t *W, const uint16_t *X, int ldx, float *Y, int ldy, int M, int N, int K,
                   float beta, void *stream);
 
+/* The integer setting name from the environment, dflt when unset or empty
+ * (the ALRD_GPU_* switches for same-run comparisons). */
+int alrd_gpu_env_int(const char *name, int dflt);
+
 /* y[t][i] += b[i] for fp32 rows of width n. */
 int alrd_gpu_add_bias_f32(float *y, int T, int n, const float *b, void *stream);
 

@@ -49,6 +49,7 @@ struct alrd_gpu {
     int dk_max, dv_max, vr_max, nqkv_max, vw_max, any_latent_k;
     float *attn_work;
     int nsplit, fused_all;
+    int fuse_append; /* the query RoPE and the cache appends in one launch (ALRD_GPU_FUSE_APPEND=0: two) */
     double *d_gram, *x64;       /* calibration: [L][H][H] Gram sums, [max_batch][H] scratch */
     long long gram_rows;
     int *pos;
@@ -145,6 +146,7 @@ static int engine_init(alrd_gpu *g, const alrd_config *cfg, int group_heads, con
                        const float *inv_freq, const alrd_gpu_opts *o, alrd_error *err) {
     g->cfg = *cfg;
     g->o = *o;
+    g->fuse_append = alrd_gpu_env_int("ALRD_GPU_FUSE_APPEND", 1) != 0;
     g->L = cfg->n_layers;
     g->H = cfg->hidden;
     g->hd = cfg->head_dim;
@@ -296,8 +298,8 @@ static int layer_nsplit(const alrd_gpu *g, const alrd_gpu_attn_layer *a) {
     int groups = 1, per_sm = alrd_gpu_attn_occupancy(a, &groups);
     long ctx = g->o.max_ctx, wave = (long)(per_sm > 0 ? per_sm : 1) * g->sm_count / ((long)groups * g->o.n_seq);
     if (wave < 1) wave = 1;
-    const char *env = getenv("ALRD_GPU_NSPLIT");
-    long len = ((ctx + wave - 1) / wave + 63) / 64 * 64, n = env && atoi(env) > 0 ? atoi(env) : (ctx + len - 1) / len;
+    long len = ((ctx + wave - 1) / wave + 63) / 64 * 64, n = alrd_gpu_env_int("ALRD_GPU_NSPLIT", 0);
+    if (n <= 0) n = (ctx + len - 1) / len;
     return n < 1 ? 1 : n > 256 ? 256 : (int)n;
 }
 
@@ -716,9 +718,7 @@ static void layer_decode(alrd_gpu *g, int l) {
     const int H = g->H, qd = g->qd, B = g->o.n_seq;
     FAILS(g, alrd_gpu_rmsnorm(g->h, y->attn_norm, B, H, g->cfg.rms_eps, g->xn16, g->st));
     FAILS(g, lin(g, B, y->nqkv, H, g->xn16, H, y->w_qkv, g->qkv, y->nqkv, 0.0f));
-    static int fuse = -1; /* ALRD_GPU_FUSE_APPEND=0: the two kernels, for comparisons */
-    if (fuse < 0) fuse = !(getenv("ALRD_GPU_FUSE_APPEND") && atoi(getenv("ALRD_GPU_FUSE_APPEND")) == 0);
-    if (fuse) {
+    if (g->fuse_append) {
         FAILS(g, alrd_gpu_qkv_append_decode(g->qkv, B, y->nqkv, g->nh, g->hd, y->dk, y->bq, y->bk_full, y->bv_full,
                                             g->d_pos, g->cos_tab, g->sin_tab, g->q16, &y->ks, &y->vs, g->st));
     } else {

@@ -61,15 +61,29 @@ static void *dmalloc(size_t n) {
     return p;
 }
 
-static void side_alloc(alrd_gpu_side *s) {
+/* Device copy of n random bytes (the same bytes each call with the same seed). */
+static void *drandom(size_t n, unsigned seed) {
+    unsigned char *h = malloc(n ? n : 1);
+    for (size_t i = 0; i < n; i++) h[i] = (unsigned char)((seed = seed * 1103515245u + 12345u) >> 16);
+    void *d = dmalloc(n);
+    CU(cudaMemcpy(d, h, n, cudaMemcpyHostToDevice));
+    free(h);
+    return d;
+}
+
+static void *dbuf(size_t n, unsigned seed) { return seed ? drandom(n, seed) : dmalloc(n); }
+
+/* A side's buffers for B sequences: zeros (seed 0), or bytes from seed, so
+ * that two calls with one seed give two identical caches. */
+static void side_alloc(alrd_gpu_side *s, int B, unsigned seed) {
     if (s->bits == 16) {
-        s->rows = dmalloc(2 * s->seq_rows);
+        s->rows = dbuf(2 * s->seq_rows * B, seed);
         return;
     }
-    s->codes = dmalloc(4 * s->seq_words);
-    s->scales = dmalloc(2 * s->seq_groups);
-    s->zeros = dmalloc(2 * s->seq_groups);
-    s->ring = dmalloc(2 * s->seq_ring);
+    s->codes = dbuf(4 * s->seq_words * B, seed);
+    s->scales = dbuf(2 * s->seq_groups * B, seed);
+    s->zeros = dbuf(2 * s->seq_groups * B, seed);
+    s->ring = dbuf(2 * s->seq_ring * B, seed);
 }
 
 static void side_free(alrd_gpu_side *s) {
@@ -143,8 +157,8 @@ static void test_cache(int d, int kb, int vb, int G, int R, int use_kivi, int L0
     size_t units;
     alrd_gpu_side_init(&ks, dk, kb, use_kivi, G, R, 0, max_ctx, &units);
     alrd_gpu_side_init(&vs, dv, vb, 0, G, R, 0, max_ctx, &units);
-    side_alloc(&ks);
-    side_alloc(&vs);
+    side_alloc(&ks, 1, 0);
+    side_alloc(&vs, 1, 0);
     int W = dk + dv, total = L0 + L1 + steps;
     float *x = malloc(sizeof(float) * (size_t)total * W);
     for (int t = 0; t < total; t++)
@@ -325,16 +339,6 @@ static void test_engine(const engine_case *e, int steps) {
 }
 
 /* One-pass scoring vs prefill(first) + decode steps (reference attention). */
-/* Device copy of n random bytes (the same bytes each call with the same seed). */
-static void *drandom(size_t n, unsigned seed) {
-    unsigned char *h = malloc(n ? n : 1);
-    for (size_t i = 0; i < n; i++) h[i] = (unsigned char)((seed = seed * 1103515245u + 12345u) >> 16);
-    void *d = dmalloc(n);
-    CU(cudaMemcpy(d, h, n, cudaMemcpyHostToDevice));
-    free(h);
-    return d;
-}
-
 static int dsame(const void *a, const void *b, size_t n) {
     if (!n) return 1;
     unsigned char *x = malloc(n), *y = malloc(n);
@@ -343,19 +347,6 @@ static int dsame(const void *a, const void *b, size_t n) {
     int same = !memcmp(x, y, n);
     free(x), free(y);
     return same;
-}
-
-/* One side of B sequences with every buffer filled from seed (so two calls
- * give two identical caches, whatever state earlier steps left). */
-static void side_random(alrd_gpu_side *s, int B, unsigned seed) {
-    if (s->bits == 16) {
-        s->rows = drandom(2 * s->seq_rows * B, seed);
-        return;
-    }
-    s->codes = drandom(4 * s->seq_words * B, seed + 1);
-    s->scales = drandom(2 * s->seq_groups * B, seed + 2);
-    s->zeros = drandom(2 * s->seq_groups * B, seed + 3);
-    s->ring = drandom(2 * s->seq_ring * B, seed + 4);
 }
 
 static int side_same(const alrd_gpu_side *a, const alrd_gpu_side *b, int B) {
@@ -375,7 +366,7 @@ static void test_qkv_append(int kb, int vb) {
     alrd_gpu_side_init(&k1, dk, kb, kb < 16, G, R, kb == 16, max_ctx, &units);
     alrd_gpu_side_init(&v1, dv, vb, 0, G, R, 0, max_ctx, &units);
     k2 = k1, v2 = v1;
-    side_random(&k1, B, 11), side_random(&k2, B, 11), side_random(&v1, B, 21), side_random(&v2, B, 21);
+    side_alloc(&k1, B, 11), side_alloc(&k2, B, 11), side_alloc(&v1, B, 21), side_alloc(&v2, B, 21);
     float *qkv1 = malloc(sizeof(float) * B * ld), *tab = malloc(sizeof(float) * max_ctx * hd / 2);
     for (int i = 0; i < B * ld; i++) qkv1[i] = (float)(urand() * 2 - 1);
     float *bias = malloc(sizeof(float) * ld);
