@@ -397,9 +397,23 @@ __device__ __forceinline__ uint32_t pack2(float a, float b) {
 }
 
 /* 16 bytes global -> shared without registers; src_bytes 0 writes zeros. */
+#ifndef ALRD_CP_HINT
+#define ALRD_CP_HINT 0 /* experiments (tests/gpu/sweep_v3.sh): 1 L2::128B, 2 L2::256B prefetch, 3 L2 evict_first */
+#endif
 __device__ __forceinline__ void cp_async16(void *dst, const void *src, int src_bytes) {
     unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+#if ALRD_CP_HINT == 1
+    asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(src_bytes));
+#elif ALRD_CP_HINT == 2
+    asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(src_bytes));
+#elif ALRD_CP_HINT == 3
+    uint64_t pol;
+    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(pol));
+    asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2, %3;\n" ::"r"(d), "l"(src),
+                 "r"(src_bytes), "l"(pol));
+#else
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(src_bytes));
+#endif
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
@@ -1054,7 +1068,7 @@ __device__ unsigned v4_launches;
 #define V4_STAMP(i) do { } while (0)
 #endif
 
-template <int HD, int VT>
+template <int HD, int VT, int KB, int VB> /* KB, VB: key / value bits fixed at compile time, 0: read from L */
 __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_layer L, plan4_t P, const uint16_t *q16,
                                                                const int *pos, int nsplit, int vw_max, float *work) {
     constexpr int NT = HD / 8, KS = HD / 16, RS = v4_rope<HD>::RS;
@@ -1084,6 +1098,8 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
     float *wml, *wacc;
     if (!split_begin(n, nsplit, sp, L.n_heads, b, h0, vw_max, work, t0, t1, wml, wacc)) return;
     const alrd_gpu_side &ks = L.ks, &vs = L.vs;
+    const int kbits = KB ? KB : ks.bits, vbits = VB ? VB : vs.bits; /* one dequantisation path when fixed */
+    const int kcpw = KB ? 32 / KB : ks.cpw, vcpw = VB ? 32 / VB : vs.cpw;
     const int kq = side_quantized(ks, n), vq = side_quantized(vs, n);
     const int kc0 = grp * kr, vc0 = grp * vr; /* the group's latent columns */
     const int ntiles = (t1 - t0 + T4 - 1) / T4;
@@ -1103,7 +1119,7 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
     constexpr int KM = 5, VM = V4_VM;
     uint32_t kw[KM][2], ksz[KM], vwd[VM], vsz[VM];
     int vrow[VM], vtask[VM];
-    const int vcw = vs.bits == 16 ? 8 : vs.cpw, ntask = (vr + vcw - 1) / vcw;
+    const int vcw = vbits == 16 ? 8 : vcpw, ntask = (vr + vcw - 1) / vcw;
 #pragma unroll
     for (int k = 0; k < VM; k++) {
         const int i = lane + 32 * k;
@@ -1115,7 +1131,7 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
         if (i >= ntiles || ts >= kq) return;
         const long unit = ts / ks.R;
         const int i0 = (int)(ts % ks.R);
-        const uint32_t *cw = ks.codes + (size_t)b * ks.seq_words + (size_t)unit * ks.unit_words + i0 / ks.cpw;
+        const uint32_t *cw = ks.codes + (size_t)b * ks.seq_words + (size_t)unit * ks.unit_words + i0 / kcpw;
         const size_t g0 = (size_t)b * ks.seq_groups + (size_t)unit * ks.unit_groups + i0 / ks.G;
 #pragma unroll
         for (int k = 0; k < KM; k++) {
@@ -1123,21 +1139,21 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
             if (c < kr) {
                 const size_t cc = (size_t)(kc0 + c);
                 kw[k][0] = cw[cc * ks.wpr];
-                if (ks.bits == 4) kw[k][1] = cw[cc * ks.wpr + 1];
+                if (kbits == 4) kw[k][1] = cw[cc * ks.wpr + 1];
                 ksz[k] = (uint32_t)ks.scales[g0 + cc * ks.ng] | (uint32_t)ks.zeros[g0 + cc * ks.ng] << 16;
             }
         }
     };
     auto fetch_v = [&](int i) {
         const int ts = t0 + i * T4;
-        if (i >= ntiles || vs.bits == 16 || ts >= vq) return;
+        if (i >= ntiles || vbits == 16 || ts >= vq) return;
         const int nv = min(T4, t1 - ts);
 #pragma unroll
         for (int k = 0; k < VM; k++) {
             const long sidx = ts + vrow[k];
             if (vrow[k] < nv && sidx < vq) {
                 const int c = vc0 + vtask[k] * vcw;
-                vwd[k] = vs.codes[(size_t)b * vs.seq_words + (size_t)sidx * vs.unit_words + c / vs.cpw];
+                vwd[k] = vs.codes[(size_t)b * vs.seq_words + (size_t)sidx * vs.unit_words + c / vcpw];
                 const size_t go = (size_t)b * vs.seq_groups + (size_t)sidx * vs.unit_groups + c / vs.G;
                 vsz[k] = (uint32_t)vs.scales[go] | (uint32_t)vs.zeros[go] << 16;
             }
@@ -1152,20 +1168,20 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
         if (tile >= ntiles) return;
         const int ts = t0 + tile * T4, nv = min(T4, t1 - ts);
         if (ts >= kq) {
-            const uint16_t *base = ks.bits == 16 ? ks.rows + (size_t)b * ks.seq_rows : ks.ring + (size_t)b * ks.seq_ring;
+            const uint16_t *base = kbits == 16 ? ks.rows + (size_t)b * ks.seq_rows : ks.ring + (size_t)b * ks.seq_ring;
             for_each_chunk(lane, 32, rpad / 8, T4, [&](int r, int ch) {
                 const bool ok = r < nv && ch * 8 < kr;
-                const long s = ts + (ok ? r : 0), row = ks.bits == 16 ? s : s % ks.R;
+                const long s = ts + (ok ? r : 0), row = kbits == 16 ? s : s % ks.R;
                 cp_async16(buf + r * (rpad + 8) + ch * 8, base + (size_t)row * ks.d + kc0 + (ok ? ch * 8 : 0), ok ? 16 : 0);
             });
         }
-        if (vs.bits == 16 || ts + nv > vq) {
-            const uint16_t *base = vs.bits == 16 ? vs.rows + (size_t)b * vs.seq_rows : vs.ring + (size_t)b * vs.seq_ring;
+        if (vbits == 16 || ts + nv > vq) {
+            const uint16_t *base = vbits == 16 ? vs.rows + (size_t)b * vs.seq_rows : vs.ring + (size_t)b * vs.seq_ring;
             for_each_chunk(lane, 32, vr / 8, nv, [&](int r, int ch) {
                 const long s = ts + r;
-                if (vs.bits == 16 || s >= vq)
+                if (vbits == 16 || s >= vq)
                     cp_async16(vbuf + r * P.vstr + ch * 8,
-                               base + (size_t)(vs.bits == 16 ? s : s % vs.R) * vs.d + vc0 + ch * 8, 16);
+                               base + (size_t)(vbits == 16 ? s : s % vs.R) * vs.d + vc0 + ch * 8, 16);
             });
         }
     };
@@ -1220,7 +1236,7 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
                 }
                 const __half2 sc = __half2half2(__ushort_as_half((uint16_t)ksz[k]));
                 const __half2 zr = __half2half2(__ushort_as_half((uint16_t)(ksz[k] >> 16)));
-                if (ks.bits == 2) {
+                if (kbits == 2) {
                     dequant_word(kw[k][0], 2, sc, zr, dst);
                 } else {
                     dequant_word(kw[k][0], 4, sc, zr, dst);
@@ -1304,8 +1320,8 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
             if (r >= nv) {
                 dst[0] = make_uint4(0, 0, 0, 0);
                 if (vcw == 16) dst[1] = make_uint4(0, 0, 0, 0);
-            } else if (vs.bits != 16 && sidx < vq) {
-                dequant_word(vwd[k], vs.bits, __half2half2(__ushort_as_half((uint16_t)vsz[k])),
+            } else if (vbits != 16 && sidx < vq) {
+                dequant_word(vwd[k], vbits, __half2half2(__ushort_as_half((uint16_t)vsz[k])),
                              __half2half2(__ushort_as_half((uint16_t)(vsz[k] >> 16))), dst);
             }
         }
@@ -1343,18 +1359,30 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
 
 typedef void (*attn4_fn)(alrd_gpu_attn_layer, plan4_t, const uint16_t *, const int *, int, int, float *);
 
-static attn4_fn pick4(int hd, int vr) {
-    switch (v4_vt(vr) * (hd == 64 ? 1 : -1)) {
-    case 8: return attn_latent_kernel<64, 8>;
-    case 16: return attn_latent_kernel<64, 16>;
-    case 24: return attn_latent_kernel<64, 24>;
-    case 32: return attn_latent_kernel<64, 32>;
-    case -8: return attn_latent_kernel<128, 8>;
-    case -16: return attn_latent_kernel<128, 16>;
-    case -24: return attn_latent_kernel<128, 24>;
-    case -32: return attn_latent_kernel<128, 32>;
+/* The instance for a head dim, value rank and bits: 2-bit keys and values
+ * (the common case) have their own, with one dequantisation path and no
+ * fp16-storage branches in its code; other bits share one that reads them
+ * from the layer. kb22 = 2: that instance, 0: the shared one. */
+#define PICK4_VT(HD, KB, VB)                                                                                          \
+    switch (v4_vt(vr)) {                                                                                              \
+    case 8: return attn_latent_kernel<HD, 8, KB, VB>;                                                                 \
+    case 16: return attn_latent_kernel<HD, 16, KB, VB>;                                                               \
+    case 24: return attn_latent_kernel<HD, 24, KB, VB>;                                                               \
+    case 32: return attn_latent_kernel<HD, 32, KB, VB>;                                                               \
     }
+static attn4_fn pick4_at(int hd, int vr, int kb22) {
+    if (hd == 64 && kb22) PICK4_VT(64, 2, 2)
+    if (hd == 64 && !kb22) PICK4_VT(64, 0, 0)
+    if (hd == 128 && kb22) PICK4_VT(128, 2, 2)
+    if (hd == 128 && !kb22) PICK4_VT(128, 0, 0)
     return NULL;
+}
+#undef PICK4_VT
+
+static attn4_fn pick4(const alrd_gpu_attn_layer *L) {
+    static int generic = -1; /* ALRD_GPU_LATENT_GENERIC=1: always the shared instance, for comparisons */
+    if (generic < 0) generic = alrd_gpu_env_int("ALRD_GPU_LATENT_GENERIC", 0) != 0;
+    return pick4_at(L->hd, L->vr, !generic && L->ks.bits == 2 && L->vs.bits == 2);
 }
 
 /* Reduces the splits of one (query head, sequence) into its output row (the
@@ -1485,7 +1513,9 @@ extern "C" int alrd_gpu_attn_prepare(size_t bytes) {
                 e = cudaFuncSetAttribute(hd == 64 ? attn_fp16_kernel<64> : attn_fp16_kernel<128>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
             for (int vr = 64; vr <= 256 && e == cudaSuccess; vr += 64)
-                e = cudaFuncSetAttribute(pick4(hd, vr), cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+                for (int kb22 = 0; kb22 < 2 && e == cudaSuccess; kb22++)
+                    e = cudaFuncSetAttribute(pick4_at(hd, vr, kb22), cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             (int)bytes);
             if (e != cudaSuccess) return (int)e;
         }
     return 0;
@@ -1507,7 +1537,7 @@ static kshape shape_of(const alrd_gpu_attn_layer *L) {
     if (v4_ok(L)) {
         plan4_t p;
         make_plan4(L, &p);
-        return {(const void *)pick4(L->hd, L->vr), NW4 * 32, L->n_kv / L->group_heads, p.total};
+        return {(const void *)pick4(L), NW4 * 32, L->n_kv / L->group_heads, p.total};
     }
     if (v2_ok(L)) {
         plan2_t p;
@@ -1549,8 +1579,11 @@ extern "C" int alrd_gpu_attn_decode(const alrd_gpu_attn_layer *L, const uint16_t
     } else if (v4_ok(L)) {
         plan4_t p;
         make_plan4(L, &p);
-        e = launch_pdl(pick4(L->hd, L->vr), dim3(nsplit, L->n_kv / L->group_heads, B), NW4 * 32, p.total, st, *L, p,
-                       q16, pos_dev, nsplit, vw_max, work);
+        static int runs = 0; /* ALRD_GPU_LATENT_TWICE=1 launches it twice (it is idempotent): an experiment */
+        if (!runs) runs = alrd_gpu_env_int("ALRD_GPU_LATENT_TWICE", 0) ? 2 : 1;
+        for (int r = 0; r < runs && !e; r++)
+            e = launch_pdl(pick4(L), dim3(nsplit, L->n_kv / L->group_heads, B), NW4 * 32, p.total, st, *L, p, q16,
+                           pos_dev, nsplit, vw_max, work);
     } else if (v2_ok(L)) {
         plan2_t p;
         make_plan2(L, &p);

@@ -194,7 +194,8 @@ K) # units, compute-sanitizer, SmolLM2-shaped speed, and each decode step's kern
     ;;
 S) # units, sanitizers, and the speed tables in the same run with and without a setting (CMP, default
    # ALRD_GPU_PDL=0: kernels launched without programmatic dependent launch): SmolLM2 shape fp16 and rank 0.5
-   # 2-bit at DEPTHS (0,512,32768), batch 1 and 16; llama2-7b fp16 at depth 4096 and 32768, batch 1
+   # 2-bit at DEPTHS (0,512,32768), batch 1 and 16 (SV: more -v variants); llama2-7b fp16 at depth 4096 and
+   # 32768, batch 1
     start
     units
     [ "${SAN:-1}" = 1 ] && sanitize
@@ -202,7 +203,7 @@ S) # units, sanitizers, and the speed tables in the same run with and without a 
     for pass in new cmp; do
         pre=; [ $pass = cmp ] && pre="env $CMP"
         $pre timeout 240 build/alrd-bench --synthetic smollm2-135m -d ${DEPTHS:-0,512,32768} -b 1,16 -p 512 -n 64 \
-            -r 3 -v name=fp16-$pass -v r=0.5,gh=3,k=2,v=2,name=r0.5-k2v2-$pass -o "$OUT/bench-s-$pass.json" 2>&1 | grep tg
+            -r 3 -v name=fp16-$pass -v r=0.5,gh=3,k=2,v=2,name=r0.5-k2v2-$pass ${SV:-} -o "$OUT/bench-s-$pass.json" 2>&1 | grep tg
         $pre timeout 200 build/alrd-bench --synthetic llama2-7b -d 4096,32768 -b 1 -p 512 -n 32 -r 2 \
             -v name=l-fp16-$pass -o "$OUT/bench-l-$pass.json" | grep tg
     done | tee "$OUT/bench.log"
