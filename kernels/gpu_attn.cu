@@ -971,7 +971,7 @@ typedef struct {
 
 template <int HD> struct v4_rope { static constexpr int RS = HD / 2 + 8; }; /* conflict-free float2 rows */
 
-static int v4_vt(int vr) { return vr <= 64 ? 8 : vr <= 128 ? 16 : vr <= 192 ? 24 : vr <= 256 ? 32 : 0; }
+static int v4_vt(int vr) { return vr <= 64 ? 8 : vr <= 96 ? 12 : vr <= 128 ? 16 : vr <= 192 ? 24 : vr <= 256 ? 32 : 0; }
 
 static void make_plan4(const alrd_gpu_attn_layer *L, plan4_t *p) {
     p->rpad = ceil16(L->kr);
@@ -1117,6 +1117,7 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
      * channels lane + 32 i (one word per 16 tokens at 2 bits, two at 4)
      * with their scale | zero << 16; value tasks (row, word) of this lane. */
     constexpr int KM = 5, VM = V4_VM;
+    constexpr int KU = HD == 64 ? KM * 2 : 1; /* k-steps of the reconstruction unrolled (HD 128: spills) */
     uint32_t kw[KM][2], ksz[KM], vwd[VM], vsz[VM];
     int vrow[VM], vtask[VM];
     const int vcw = vbits == 16 ? 8 : vcpw, ntask = (vr + vcw - 1) / vcw;
@@ -1210,6 +1211,9 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
     }
     V4_STAMP(3);
     const int nvt = vr / 8;
+    /* this lane's ldmatrix rows of the key staging buffer: Z^T (codes) or Z (fp16 rows) */
+    const uint16_t *zt_lane = buf + ((lane & 7) + (lane >> 4) * 8) * P.zstr + ((lane >> 3) & 1) * 8;
+    const uint16_t *z_lane = buf + (lane & 15) * (rpad + 8) + (lane >> 4) * 8;
     float o[VT][4];
 #pragma unroll
     for (int i = 0; i < VT; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
@@ -1256,17 +1260,20 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
             float c[NT][4];
 #pragma unroll
             for (int nt = 0; nt < NT; nt++) c[nt][0] = c[nt][1] = c[nt][2] = c[nt][3] = 0.0f;
-            for (int k0 = 0; k0 < rpad; k0 += 16) {
+            const uint16_t *Aj = As + (j * HD + (lane & 7) + (lane >> 4) * 8) * astr + ((lane >> 3) & 1) * 8;
+#pragma unroll KU
+            for (int ks16 = 0; ks16 < KM * 2; ks16++) { /* kr <= 32 KM */
+                const int k0 = ks16 * 16;
+                if (k0 >= rpad) break;
                 uint32_t a0, a1, a2, a3;
                 if (kcodes) /* Z^T rows are channels: matrices (tok 0-7 | 8-15) x (ch k0.. | k0+8..) */
-                    ldsm_x4_trans(a0, a1, a2, a3, buf + (k0 + (lane & 7) + (lane >> 4) * 8) * P.zstr + ((lane >> 3) & 1) * 8);
+                    ldsm_x4_trans(a0, a1, a2, a3, zt_lane + k0 * P.zstr);
                 else
-                    ldsm_x4(a0, a1, a2, a3, buf + (lane & 15) * (rpad + 8) + k0 + (lane >> 4) * 8);
+                    ldsm_x4(a0, a1, a2, a3, z_lane + k0);
 #pragma unroll
                 for (int nt = 0; nt < NT; nt += 2) {
                     uint32_t b0, b1, b2, b3;
-                    ldsm_x4(b0, b1, b2, b3,
-                            As + (j * HD + nt * 8 + (lane & 7) + (lane >> 4) * 8) * astr + k0 + ((lane >> 3) & 1) * 8);
+                    ldsm_x4(b0, b1, b2, b3, Aj + nt * 8 * astr + k0);
                     mma16816(c[nt], a0, a1, a2, a3, b0, b1);
                     mma16816(c[nt + 1], a0, a1, a2, a3, b2, b3);
                 }
@@ -1366,6 +1373,7 @@ typedef void (*attn4_fn)(alrd_gpu_attn_layer, plan4_t, const uint16_t *, const i
 #define PICK4_VT(HD, KB, VB)                                                                                          \
     switch (v4_vt(vr)) {                                                                                              \
     case 8: return attn_latent_kernel<HD, 8, KB, VB>;                                                                 \
+    case 12: return attn_latent_kernel<HD, 12, KB, VB>;                                                               \
     case 16: return attn_latent_kernel<HD, 16, KB, VB>;                                                               \
     case 24: return attn_latent_kernel<HD, 24, KB, VB>;                                                               \
     case 32: return attn_latent_kernel<HD, 32, KB, VB>;                                                               \
@@ -1512,7 +1520,7 @@ extern "C" int alrd_gpu_attn_prepare(size_t bytes) {
             if (e == cudaSuccess)
                 e = cudaFuncSetAttribute(hd == 64 ? attn_fp16_kernel<64> : attn_fp16_kernel<128>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
-            for (int vr = 64; vr <= 256 && e == cudaSuccess; vr += 64)
+            for (int vr = 32; vr <= 256 && e == cudaSuccess; vr += 32)
                 for (int kb22 = 0; kb22 < 2 && e == cudaSuccess; kb22++)
                     e = cudaFuncSetAttribute(pick4_at(hd, vr, kb22), cudaFuncAttributeMaxDynamicSharedMemorySize,
                                              (int)bytes);

@@ -477,6 +477,7 @@ int main(int argc, char **argv) {
         {"latent 1 group kr48 vr40 k4 v4", 3, 256, 8, 2, 64, 512, 1000, 2, 48, 40, 4, 4, 32, 64, 1},
         {"latent 3 heads kr72 vr136 k2 v2", 3, 256, 9, 3, 64, 512, 1000, 3, 72, 136, 2, 2, 32, 128, 1},
         {"latent 3 heads kr72 vr184 k2 v2", 3, 256, 9, 3, 64, 512, 1000, 3, 72, 184, 2, 2, 32, 128, 1},
+        {"latent 3 heads kr96 vr96 k2 v2 (SmolLM2 r0.5)", 3, 256, 9, 3, 64, 512, 1000, 3, 96, 96, 2, 2, 32, 128, 1},
         {"hd128 latent per head kr64 vr64 k2 v2", 3, 512, 8, 4, 128, 512, 1000, 1, 64, 64, 2, 2, 32, 64, 1},
     };
     int nc = (int)(sizeof cases / sizeof cases[0]);
