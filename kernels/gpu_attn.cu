@@ -397,23 +397,16 @@ __device__ __forceinline__ uint32_t pack2(float a, float b) {
 }
 
 /* 16 bytes global -> shared without registers; src_bytes 0 writes zeros. */
-#ifndef ALRD_CP_HINT
-#define ALRD_CP_HINT 0 /* experiments (tests/gpu/sweep_v3.sh): 1 L2::128B, 2 L2::256B prefetch, 3 L2 evict_first */
-#endif
 __device__ __forceinline__ void cp_async16(void *dst, const void *src, int src_bytes) {
     unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-#if ALRD_CP_HINT == 1
-    asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(src_bytes));
-#elif ALRD_CP_HINT == 2
-    asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(src_bytes));
-#elif ALRD_CP_HINT == 3
-    uint64_t pol;
-    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(pol));
-    asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2, %3;\n" ::"r"(d), "l"(src),
-                 "r"(src_bytes), "l"(pol));
-#else
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(src_bytes));
-#endif
+}
+/* The same with the L2::128B prefetch hint, for the fp16 kernel's cache rows (128 contiguous bytes per row
+ * and head at head dim 64): depth 32768 batch 16 115.5 -> 113.8 us per layer by ncu; 256B fetched the next
+ * head's row too and took longer, an evict_first policy gained less (results/session5/sweep-v3-l2-hint.log) */
+__device__ __forceinline__ void cp_async16_l2(void *dst, const void *src, int src_bytes) {
+    unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(src_bytes));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
@@ -887,7 +880,7 @@ __global__ void __launch_bounds__(NW3 * 32) attn_fp16_kernel(alrd_gpu_attn_layer
                 const int side = c / (T3 * CH), r = (c / CH) % T3, ch = c % CH;
                 const bool ok = ts + r < t1;
                 const uint16_t *src = (side ? vbase : kbase) + (size_t)(ok ? ts + r : t0) * (side ? L.vs.d : L.ks.d) + ch * 8;
-                cp_async16(st + side * T3 * S::RS + r * S::RS + ch * 8, src, ok ? 16 : 0);
+                cp_async16_l2(st + side * T3 * S::RS + r * S::RS + ch * 8, src, ok ? 16 : 0);
             }
         }
         cp_async_commit(); /* an empty group keeps the wait count uniform */
@@ -973,6 +966,8 @@ template <int HD> struct v4_rope { static constexpr int RS = HD / 2 + 8; }; /* c
 
 static int v4_vt(int vr) { return vr <= 64 ? 8 : vr <= 96 ? 12 : vr <= 128 ? 16 : vr <= 192 ? 24 : vr <= 256 ? 32 : 0; }
 
+static int v4_block_heads(const alrd_gpu_attn_layer *L) { return L->head_split ? 1 : L->group_heads; }
+
 static void make_plan4(const alrd_gpu_attn_layer *L, plan4_t *p) {
     p->rpad = ceil16(L->kr);
     p->vpad = ceil16(L->vr);
@@ -981,7 +976,7 @@ static void make_plan4(const alrd_gpu_attn_layer *L, plan4_t *p) {
     int zt = p->rpad * p->zstr, zr = T4 * (p->rpad + 8);
     p->buf_h = zt > zr ? zt : zr;
     size_t o = 0;
-    p->as = o;    o = al16(o + 2 * (size_t)L->group_heads * L->hd * (p->rpad + 8));
+    p->as = o;    o = al16(o + 2 * (size_t)v4_block_heads(L) * L->hd * (p->rpad + 8));
     p->warps = o;
     p->wvals = al16(2 * (size_t)p->buf_h);
     p->wrope = p->wvals + al16(2 * (size_t)T4 * p->vstr);
@@ -1074,14 +1069,17 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
     constexpr int NT = HD / 8, KS = HD / 16, RS = v4_rope<HD>::RS;
     extern __shared__ __align__(16) unsigned char smem[];
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gid = lane >> 2, t4 = lane & 3;
-    const int sp = blockIdx.x, grp = blockIdx.y, b = blockIdx.z;
-    const int per_kv = L.n_heads / L.n_kv, nkh = L.group_heads, QH = nkh * per_kv, h0 = grp * QH;
+    const int sp = blockIdx.x, b = blockIdx.z;
+    /* the block's KV heads kh0 .. kh0 + nkh - 1: its group's, or one of them (head_split) */
+    const int nkh = L.head_split ? 1 : L.group_heads, grp = L.head_split ? blockIdx.y / L.group_heads : blockIdx.y;
+    const int kh0 = L.head_split ? blockIdx.y : grp * nkh;
+    const int per_kv = L.n_heads / L.n_kv, QH = nkh * per_kv, h0 = kh0 * per_kv;
     const int kr = L.kr, vr = L.vr, rpad = P.rpad, astr = rpad + 8;
     uint16_t *As = reinterpret_cast<uint16_t *>(smem + P.as);
-    /* A_k of the group, rows [nkh*HD][rpad] (zero beyond kr), once per block: a weight, so split 0 (never
-     * empty) requests it before pdl_wait(), while the kernel before this one finishes */
+    /* A_k of the block's heads, rows [nkh*HD][rpad] (zero beyond kr), once per block: a weight, so split 0
+     * (never empty) requests it before pdl_wait(), while the kernel before this one finishes */
     auto load_ak = [&]() {
-        const uint16_t *A = L.kA + (size_t)grp * nkh * HD * kr;
+        const uint16_t *A = L.kA + (size_t)kh0 * HD * kr;
         const int rows = nkh * HD;
         for_each_chunk(tid, NW4 * 32, kr / 8, rows,
                        [&](int r, int c) { cp_async16(As + r * astr + c * 8, A + (size_t)r * kr + c * 8, 16); });
@@ -1279,7 +1277,7 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
                 }
             }
             if (L.bk) { /* warp-uniform: most models have no k_proj bias */
-                const float *bk = L.bk + (size_t)(grp * nkh + j) * HD;
+                const float *bk = L.bk + (size_t)(kh0 + j) * HD;
 #pragma unroll
                 for (int nt = 0; nt < NT; nt++) {
                     const float2 bb = *reinterpret_cast<const float2 *>(bk + nt * 8 + 2 * t4);
@@ -1545,7 +1543,7 @@ static kshape shape_of(const alrd_gpu_attn_layer *L) {
     if (v4_ok(L)) {
         plan4_t p;
         make_plan4(L, &p);
-        return {(const void *)pick4(L), NW4 * 32, L->n_kv / L->group_heads, p.total};
+        return {(const void *)pick4(L), NW4 * 32, L->n_kv / v4_block_heads(L), p.total};
     }
     if (v2_ok(L)) {
         plan2_t p;
@@ -1590,7 +1588,7 @@ extern "C" int alrd_gpu_attn_decode(const alrd_gpu_attn_layer *L, const uint16_t
         static int runs = 0; /* ALRD_GPU_LATENT_TWICE=1 launches it twice (it is idempotent): an experiment */
         if (!runs) runs = alrd_gpu_env_int("ALRD_GPU_LATENT_TWICE", 0) ? 2 : 1;
         for (int r = 0; r < runs && !e; r++)
-            e = launch_pdl(pick4(L), dim3(nsplit, L->n_kv / L->group_heads, B), NW4 * 32, p.total, st, *L, p, q16,
+            e = launch_pdl(pick4(L), dim3(nsplit, L->n_kv / v4_block_heads(L), B), NW4 * 32, p.total, st, *L, p, q16,
                            pos_dev, nsplit, vw_max, work);
     } else if (v2_ok(L)) {
         plan2_t p;

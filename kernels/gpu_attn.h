@@ -37,6 +37,8 @@ typedef struct {
     alrd_gpu_side ks, vs;   /* the layer's cache */
     const float *cos_tab, *sin_tab; /* [max_ctx][hd/2] */
     float scale;            /* 1/sqrt(hd) */
+    int head_split;         /* latent kernel: a block per KV head instead of per group (more, shorter blocks:
+                               each reconstructs one head's keys, all of them read the group's latents) */
 } alrd_gpu_attn_layer;
 
 /* Dynamic shared memory of the fused kernel for this layer, or 0 when the

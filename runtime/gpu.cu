@@ -303,6 +303,25 @@ static int layer_nsplit(const alrd_gpu *g, const alrd_gpu_attn_layer *a) {
     return n < 1 ? 1 : n > 256 ? 256 : (int)n;
 }
 
+/* A latent layer's decode blocks split by KV head instead of by group when
+ * the group blocks would leave the GPU idle: when even 64-token splits of a
+ * max_ctx sequence (at most 256) give at most 3/4 of a wave of blocks. A
+ * block of one head reconstructs a third of the keys (SmolLM2's groups of 3)
+ * but reads and dequantises all of the group's latents, so where the group
+ * blocks fill the GPU it costs (SmolLM2 shape, rank 0.5 2-bit, batch 1: depth
+ * 0 0.888 -> 0.828 ms, 4096 1.152 -> 1.055, 32768 1.632 -> 1.760; batch 16
+ * depth 4096 2.39 -> 3.10; results/session5/head-split.log).
+ * ALRD_GPU_HEAD_SPLIT=0|1 fixes it. */
+static int want_head_split(const alrd_gpu *g, const alrd_gpu_attn_layer *a) {
+    if (a->kmode != ALRD_GPU_K_LATENT || g->group_heads < 2) return 0;
+    const int env = alrd_gpu_env_int("ALRD_GPU_HEAD_SPLIT", -1);
+    if (env >= 0) return env != 0;
+    int groups = 1, per_sm = alrd_gpu_attn_occupancy(a, &groups);
+    long splits = ((long)g->o.max_ctx + 63) / 64;
+    if (splits > 256) splits = 256;
+    return 4 * splits * groups * g->o.n_seq <= 3L * (per_sm > 0 ? per_sm : 1) * g->sm_count;
+}
+
 /* After the weights: the fused attention descriptors. */
 static int engine_finish(alrd_gpu *g, alrd_error *err) {
     size_t smax = 0;
@@ -326,6 +345,10 @@ static int engine_finish(alrd_gpu *g, alrd_error *err) {
         a->sin_tab = g->sin_tab;
         a->scale = 1.0f / sqrtf((float)g->hd);
         size_t sm = alrd_gpu_attn_smem(a, g->smem_optin);
+        if (sm && want_head_split(g, a)) {
+            a->head_split = 1;
+            sm = alrd_gpu_attn_smem(a, g->smem_optin);
+        }
         y->fused_ok = sm > 0;
         if (!sm) g->fused_all = 0;
         if (sm > smax) smax = sm;

@@ -1,15 +1,16 @@
 #!/bin/sh
 # tests/gpu/sweep_v3.sh: the fp16 flash-decoding kernel's warps per block and
-# ring stages (ALRD_NW3 x ALRD_ST3), optionally x the cp.async L2 hint
-# (ALRD_CP_HINT, kernels/gpu_attn.cu; CFGS entries NWxST or NWxSTxHINT), each built into its own alrd-bench and
+# ring stages (ALRD_NW3 x ALRD_ST3), each built into its own alrd-bench and
 # timed with ncu (kernel DRAM throughput) and alrd-bench (step time) on the
 # SmolLM2 shape at depth 32768. Needs the cJSON debs unpacked in /tmp/deps
-# (tests/gpu/device.sh P does that).
+# (tests/gpu/device.sh P does that). The cp.async L2-hint comparison
+# (results/session5/sweep-v3-l2-hint.log) ran this script at commit 3ba81c7,
+# whose ALRD_CP_HINT switch and NWxSTxHINT entries it used.
 OUT=${OUT:-/tmp/out}
 NV="-O3 -std=c++17 -arch=sm_90a -Xcompiler -Wall,-Werror -lineinfo -MMD -MP"
 for cfg in ${CFGS:-4x3 4x4 8x3 8x2 2x4}; do # one build tree per configuration, built side by side
-    nw=$(echo $cfg | cut -dx -f1); st=$(echo $cfg | cut -dx -f2); hint=$(echo $cfg | cut -dx -f3)
-    make -j4 BUILD=/tmp/v3-$cfg DEPS_PREFIX=/tmp/deps/usr NVFLAGS="$NV -DALRD_NW3=$nw -DALRD_ST3=$st -DALRD_CP_HINT=${hint:-0}" \
+    nw=${cfg%x*}; st=${cfg#*x}
+    make -j4 BUILD=/tmp/v3-$cfg DEPS_PREFIX=/tmp/deps/usr NVFLAGS="$NV -DALRD_NW3=$nw -DALRD_ST3=$st" \
         /tmp/v3-$cfg/alrd-bench > /tmp/v3-$cfg.log 2>&1 &
 done
 wait

@@ -483,6 +483,14 @@ int main(int argc, char **argv) {
     int nc = (int)(sizeof cases / sizeof cases[0]);
     for (int i = 0; i < nc; i++)
         if (!small || i == 2 || i == 0 || i == 8) test_engine(&cases[i], race ? 3 : small ? 24 : 140);
+    /* these small engines split latent decode blocks by KV head (want_head_split in runtime/gpu.cu);
+     * the group blocks of larger batches and contexts, forced */
+    printf("== latent decode blocks per group (ALRD_GPU_HEAD_SPLIT=0)\n");
+    setenv("ALRD_GPU_HEAD_SPLIT", "0", 1);
+    const int grouped[3] = {2, 7, 10};
+    for (int i = 0; i < 3; i++)
+        if (!small || i == 0) test_engine(&cases[grouped[i]], race ? 3 : small ? 24 : 140);
+    unsetenv("ALRD_GPU_HEAD_SPLIT");
     printf("== decode query RoPE + cache append in one launch\n");
     test_qkv_append(2, 2);
     test_qkv_append(16, 16);
