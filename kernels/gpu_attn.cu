@@ -108,6 +108,17 @@ __device__ __forceinline__ void for_each_chunk(int first, int step, int nch, int
     }
 }
 
+/* The same with the chunk count as a launch-time divisor. */
+template <typename F>
+__device__ __forceinline__ void for_each_chunk(int first, int step, const alrd_fdiv &nch, int rows, F f) {
+    const int n = (int)nch.d, dr = fdiv_q(step, nch), dc = step - dr * n;
+    for (int r = fdiv_q(first, nch), c = first - r * n; r < rows;) {
+        f(r, c);
+        r += dr, c += dc;
+        if (c >= n) c -= n, r++;
+    }
+}
+
 /* Keys of KV head j of a latent group for the tile rows r0, r1 in mma
  * accumulator layout (column d = nt*8 + 2*t4 + e): Z A_j^T on the tensor
  * cores from the latent tile Zt and the group's A_k (As), then the bias
@@ -795,8 +806,7 @@ __device__ __forceinline__ void merge_warps(const float (&o)[VT][4], int nvt, fl
         }
     }
     __syncthreads();
-    for (int i = tid; i < rows * width; i += NW * 32) {
-        const int qh = i / width, d = i % width;
+    for_each_chunk(tid, NW * 32, width, rows, [&](int qh, int d) { /* element (qh, d) of rows x width */
         float M = -INFINITY;
 #pragma unroll
         for (int w = 0; w < NW; w++) M = fmaxf(M, mw[w * 16 + qh]);
@@ -812,7 +822,7 @@ __device__ __forceinline__ void merge_warps(const float (&o)[VT][4], int nvt, fl
             wml[((size_t)qh * nsplit + sp) * 2] = M;
             wml[((size_t)qh * nsplit + sp) * 2 + 1] = den;
         }
-    }
+    });
 }
 
 /* ==== v3: the fp16 cache (RoPE'd keys, fp16 values), flash-decoding with
@@ -960,6 +970,9 @@ __global__ void __launch_bounds__(NW3 * 32) attn_fp16_kernel(alrd_gpu_attn_layer
 typedef struct {
     int rpad, vpad, zstr, vstr, buf_h; /* buf_h: halves of a warp's key staging buffer */
     size_t as, warps, wbytes, wvals, wrope, total; /* wvals, wrope: the values, the RoPE rows within a warp's bytes */
+    /* divisors: the sides' chunk (R) and group (G) sizes, value tasks per row, 16-byte chunks of an A_k row
+     * (kr/8), of a padded latent key row (rpad/8) and of a latent value row (vr/8) */
+    alrd_fdiv kR, kG, vR, vG, ntask, akc, rpc, vrc, perkv; /* perkv: query heads per KV head */
 } plan4_t;
 
 template <int HD> struct v4_rope { static constexpr int RS = HD / 2 + 8; }; /* conflict-free float2 rows */
@@ -984,6 +997,16 @@ static void make_plan4(const alrd_gpu_attn_layer *L, plan4_t *p) {
     o += NW4 * p->wbytes;
     size_t merge = 4 * (size_t)NW4 * 16 * (2 + p->vpad); /* the end: (max, sum) and O of each warp */
     p->total = o > merge ? o : merge;
+    const int vcw = L->vs.bits == 16 ? 8 : L->vs.cpw;
+    p->kR = alrd_fdiv_make(L->ks.R);
+    p->kG = alrd_fdiv_make(L->ks.G);
+    p->vR = alrd_fdiv_make(L->vs.R);
+    p->vG = alrd_fdiv_make(L->vs.G);
+    p->ntask = alrd_fdiv_make((L->vr + vcw - 1) / vcw);
+    p->akc = alrd_fdiv_make(L->kr / 8);
+    p->rpc = alrd_fdiv_make(p->rpad / 8);
+    p->vrc = alrd_fdiv_make(L->vr / 8);
+    p->perkv = alrd_fdiv_make(L->n_heads / L->n_kv);
 }
 
 static int v4_side_ok(const alrd_gpu_side *s, int per_channel) {
@@ -1073,7 +1096,7 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
     /* the block's KV heads kh0 .. kh0 + nkh - 1: its group's, or one of them (head_split) */
     const int nkh = L.head_split ? 1 : L.group_heads, grp = L.head_split ? blockIdx.y / L.group_heads : blockIdx.y;
     const int kh0 = L.head_split ? blockIdx.y : grp * nkh;
-    const int per_kv = L.n_heads / L.n_kv, QH = nkh * per_kv, h0 = kh0 * per_kv;
+    const int per_kv = (int)P.perkv.d, QH = nkh * per_kv, h0 = kh0 * per_kv;
     const int kr = L.kr, vr = L.vr, rpad = P.rpad, astr = rpad + 8;
     uint16_t *As = reinterpret_cast<uint16_t *>(smem + P.as);
     /* A_k of the block's heads, rows [nkh*HD][rpad] (zero beyond kr), once per block: a weight, so split 0
@@ -1081,7 +1104,7 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
     auto load_ak = [&]() {
         const uint16_t *A = L.kA + (size_t)kh0 * HD * kr;
         const int rows = nkh * HD;
-        for_each_chunk(tid, NW4 * 32, kr / 8, rows,
+        for_each_chunk(tid, NW4 * 32, P.akc, rows,
                        [&](int r, int c) { cp_async16(As + r * astr + c * 8, A + (size_t)r * kr + c * 8, 16); });
         if (rpad > kr)
             for (int r = tid; r < rows; r += NW4 * 32) *reinterpret_cast<uint4 *>(As + r * astr + kr) = make_uint4(0, 0, 0, 0);
@@ -1118,20 +1141,19 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
     constexpr int KU = HD == 64 ? KM * 2 : 1; /* k-steps of the reconstruction unrolled (HD 128: spills) */
     uint32_t kw[KM][2], ksz[KM], vwd[VM], vsz[VM];
     int vrow[VM], vtask[VM];
-    const int vcw = vbits == 16 ? 8 : vcpw, ntask = (vr + vcw - 1) / vcw;
+    const int vcw = vbits == 16 ? 8 : vcpw, ntask = (int)P.ntask.d;
 #pragma unroll
     for (int k = 0; k < VM; k++) {
-        const int i = lane + 32 * k;
-        vrow[k] = i < T4 * ntask ? i / ntask : T4; /* T4: no task */
-        vtask[k] = i % ntask;
+        const int i = lane + 32 * k, q = fdiv_q(i, P.ntask);
+        vrow[k] = i < T4 * ntask ? q : T4; /* T4: no task */
+        vtask[k] = i - q * ntask;
     }
     auto fetch_k = [&](int i) {
         const int ts = t0 + i * T4;
         if (i >= ntiles || ts >= kq) return;
-        const long unit = ts / ks.R;
-        const int i0 = (int)(ts % ks.R);
+        const int unit = fdiv_q(ts, P.kR), i0 = ts - unit * (int)P.kR.d;
         const uint32_t *cw = ks.codes + (size_t)b * ks.seq_words + (size_t)unit * ks.unit_words + i0 / kcpw;
-        const size_t g0 = (size_t)b * ks.seq_groups + (size_t)unit * ks.unit_groups + i0 / ks.G;
+        const size_t g0 = (size_t)b * ks.seq_groups + (size_t)unit * ks.unit_groups + fdiv_q(i0, P.kG);
 #pragma unroll
         for (int k = 0; k < KM; k++) {
             const int c = lane + 32 * k;
@@ -1149,11 +1171,11 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
         const int nv = min(T4, t1 - ts);
 #pragma unroll
         for (int k = 0; k < VM; k++) {
-            const long sidx = ts + vrow[k];
+            const int sidx = ts + vrow[k];
             if (vrow[k] < nv && sidx < vq) {
                 const int c = vc0 + vtask[k] * vcw;
                 vwd[k] = vs.codes[(size_t)b * vs.seq_words + (size_t)sidx * vs.unit_words + c / vcpw];
-                const size_t go = (size_t)b * vs.seq_groups + (size_t)sidx * vs.unit_groups + c / vs.G;
+                const size_t go = (size_t)b * vs.seq_groups + (size_t)sidx * vs.unit_groups + fdiv_q(c, P.vG);
                 vsz[k] = (uint32_t)vs.scales[go] | (uint32_t)vs.zeros[go] << 16;
             }
         }
@@ -1168,26 +1190,26 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
         const int ts = t0 + tile * T4, nv = min(T4, t1 - ts);
         if (ts >= kq) {
             const uint16_t *base = kbits == 16 ? ks.rows + (size_t)b * ks.seq_rows : ks.ring + (size_t)b * ks.seq_ring;
-            for_each_chunk(lane, 32, rpad / 8, T4, [&](int r, int ch) {
+            for_each_chunk(lane, 32, P.rpc, T4, [&](int r, int ch) {
                 const bool ok = r < nv && ch * 8 < kr;
-                const long s = ts + (ok ? r : 0), row = kbits == 16 ? s : s % ks.R;
+                const int s = ts + (ok ? r : 0), row = kbits == 16 ? s : s - fdiv_q(s, P.kR) * (int)P.kR.d;
                 cp_async16(buf + r * (rpad + 8) + ch * 8, base + (size_t)row * ks.d + kc0 + (ok ? ch * 8 : 0), ok ? 16 : 0);
             });
         }
         if (vbits == 16 || ts + nv > vq) {
             const uint16_t *base = vbits == 16 ? vs.rows + (size_t)b * vs.seq_rows : vs.ring + (size_t)b * vs.seq_ring;
-            for_each_chunk(lane, 32, vr / 8, nv, [&](int r, int ch) {
-                const long s = ts + r;
+            for_each_chunk(lane, 32, P.vrc, nv, [&](int r, int ch) {
+                const int s = ts + r;
                 if (vbits == 16 || s >= vq)
                     cp_async16(vbuf + r * P.vstr + ch * 8,
-                               base + (size_t)(vbits == 16 ? s : s % vs.R) * vs.d + vc0 + ch * 8, 16);
+                               base + (size_t)(vbits == 16 ? s : s - fdiv_q(s, P.vR) * (int)P.vR.d) * vs.d + vc0 + ch * 8, 16);
             });
         }
     };
 
     /* Q as the A operand: row r = query head h0 + r of the group (zero beyond QH) */
     uint32_t qa[KS][4];
-    const int jr0 = gid < QH ? gid / per_kv : -1, jr1 = gid + 8 < QH ? (gid + 8) / per_kv : -1;
+    const int jr0 = gid < QH ? fdiv_q(gid, P.perkv) : -1, jr1 = gid + 8 < QH ? fdiv_q(gid + 8, P.perkv) : -1;
     { /* the first tile's data (and A_k, unless requested above) and Q: one round trip */
         if (sp != 0) load_ak();
         ring_issue(warp);

@@ -46,6 +46,28 @@ __device__ __forceinline__ float side_value(const alrd_gpu_side &sd, int b, int 
     return dequant((w >> (slot * sd.bits)) & mask, h2f(sd.scales[go]), h2f(sd.zeros[go]));
 }
 
+/* Division by a divisor fixed at launch (a cache's chunk or group size, a
+ * rank's chunk count) as a multiply-high and a shift instead of the ~20
+ * instructions of a run-time integer division: exact for 0 <= x < 2^31
+ * (m = ceil(2^p / d), p = 31 + ceil(log2 d), so the error of x m / 2^p is
+ * below 1/d). Made on the host, passed in a kernel's parameters. */
+typedef struct {
+    uint32_t d, m, s;
+} alrd_fdiv;
+
+static inline alrd_fdiv alrd_fdiv_make(int d) {
+    alrd_fdiv f = {d > 1 ? (uint32_t)d : 1u, 0u, 0u};
+    if (f.d == 1) return f;
+    uint32_t l = 0;
+    while ((1u << l) < f.d) l++;
+    f.m = (uint32_t)(((1ull << (31 + l)) + f.d - 1) / f.d);
+    f.s = l - 1; /* p - 32 */
+    return f;
+}
+__device__ __forceinline__ int fdiv_q(int x, const alrd_fdiv &f) {
+    return f.d == 1 ? x : (int)(__umulhi((uint32_t)x, f.m) >> f.s);
+}
+
 /* ---- programmatic dependent launch (sm_90) ------------------------------
  * A kernel started by launch_pdl may begin while the kernel before it in
  * the stream is still running, so that its launch, its blocks' set-up and
