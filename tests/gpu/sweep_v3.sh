@@ -14,11 +14,12 @@ for cfg in ${CFGS:-4x3 4x4 8x3 8x2 2x4}; do # one build tree per configuration, 
         /tmp/v3-$cfg/alrd-bench > /tmp/v3-$cfg.log 2>&1 &
 done
 wait
+cc=; [ "${CLOCKS:-base}" = none ] && cc="--clock-control none --cache-control none" # CLOCKS=none: a real run's clocks
 for cfg in ${CFGS:-4x3 4x4 8x3 8x2 2x4}; do
     d=/tmp/v3-$cfg
     [ -x $d/alrd-bench ] || { echo "$cfg: build failed"; tail -5 /tmp/v3-$cfg.log; continue; }
     for b in 1 16; do
-        r=$(timeout 60 ncu --kernel-name regex:attn_fp16 --launch-skip 60 --launch-count 1 --section SpeedOfLight \
+        r=$(timeout 60 ncu $cc --kernel-name regex:attn_fp16 --launch-skip 60 --launch-count 1 --section SpeedOfLight \
             $d/alrd-bench --synthetic smollm2-135m -d 32768 -b $b -p 16 -n 4 -r 1 -v name=fp16 2>&1 |
             grep -E "DRAM Throughput|Duration" | awk '{print $NF}' | tr '\n' ' ')
         t=$($d/alrd-bench --synthetic smollm2-135m -d 32768 -b $b -p 16 -n 64 -r 3 -v name=fp16 | grep tg | sed 's/.*step *//')
