@@ -965,7 +965,11 @@ __global__ void __launch_bounds__(NW3 * 32) attn_fp16_kernel(alrd_gpu_attn_layer
 
 #define NW4 4
 #define T4 16
-#define V4_VM 5 /* value tasks per lane: 2-bit value rank <= 160 (6: <= 192, measured no faster) */
+/* Value tasks (16 tokens x one code word) per lane: 5 for up to 16 n-tiles of values (2-bit rank <= 128),
+ * 6 for the 24-tile instances (2-bit rank <= 192). Real rank-0.5 files have layers of value rank 161-184,
+ * which 5 left to the older kernel: 6 there took the real file's step at depth 32768 batch 16 from 11.61 to
+ * 11.25 ms (H200, results/session5/vm6-real-h200.log); 6 everywhere cost the 12-tile instance 2% (vm6-synth). */
+__host__ __device__ constexpr int v4_vm(int vt) { return vt >= 24 ? 6 : 5; }
 
 typedef struct {
     int rpad, vpad, zstr, vstr, buf_h; /* buf_h: halves of a warp's key staging buffer */
@@ -1022,7 +1026,7 @@ static int v4_ok(const alrd_gpu_attn_layer *L) {
     if (L->group_heads * per_kv > 16) return 0;
     if (L->vs.bits != 16 && L->n_kv / L->group_heads > 1 && L->vr % 16) return 0; /* a group starts mid-word */
     int vcw = L->vs.bits == 16 ? 8 : L->vs.cpw;
-    if (ceil16(L->kr) > 32 * 5 || T4 * ((L->vr + vcw - 1) / vcw) > 32 * V4_VM) return 0; /* KM, VM per lane */
+    if (ceil16(L->kr) > 32 * 5 || T4 * ((L->vr + vcw - 1) / vcw) > 32 * v4_vm(v4_vt(L->vr))) return 0; /* KM, VM */
     static int off = -1; /* ALRD_GPU_LATENT_V2=1: the previous kernel, for comparisons */
     if (off < 0) off = alrd_gpu_env_int("ALRD_GPU_LATENT_V2", 0) != 0;
     return !off && v4_side_ok(&L->ks, 1) && v4_side_ok(&L->vs, 0);
@@ -1137,7 +1141,7 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
     /* The packed codes of a tile, fetched a tile ahead into registers: key
      * channels lane + 32 i (one word per 16 tokens at 2 bits, two at 4)
      * with their scale | zero << 16; value tasks (row, word) of this lane. */
-    constexpr int KM = 5, VM = V4_VM;
+    constexpr int KM = 5, VM = v4_vm(VT);
     constexpr int KU = HD == 64 ? KM * 2 : 1; /* k-steps of the reconstruction unrolled (HD 128: spills) */
     uint32_t kw[KM][2], ksz[KM], vwd[VM], vsz[VM];
     int vrow[VM], vtask[VM];
