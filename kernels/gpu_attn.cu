@@ -108,7 +108,8 @@ __device__ __forceinline__ void for_each_chunk(int first, int step, int nch, int
     }
 }
 
-/* The same with the chunk count as a launch-time divisor. */
+/* The same with the chunk count as a launch-time divisor (two loops: one
+ * shared stepping helper changed the latent kernels' generated code). */
 template <typename F>
 __device__ __forceinline__ void for_each_chunk(int first, int step, const alrd_fdiv &nch, int rows, F f) {
     const int n = (int)nch.d, dr = fdiv_q(step, nch), dc = step - dr * n;
@@ -981,9 +982,12 @@ typedef struct {
 
 template <int HD> struct v4_rope { static constexpr int RS = HD / 2 + 8; }; /* conflict-free float2 rows */
 
-static int v4_vt(int vr) { return vr <= 64 ? 8 : vr <= 96 ? 12 : vr <= 128 ? 16 : vr <= 192 ? 24 : vr <= 256 ? 32 : 0; }
+/* KV heads of one latent-kernel block: its group's, or one of them (head_split) */
+__host__ __device__ __forceinline__ int v4_block_heads(const alrd_gpu_attn_layer &L) {
+    return L.head_split ? 1 : L.group_heads;
+}
 
-static int v4_block_heads(const alrd_gpu_attn_layer *L) { return L->head_split ? 1 : L->group_heads; }
+static int v4_vt(int vr) { return vr <= 64 ? 8 : vr <= 96 ? 12 : vr <= 128 ? 16 : vr <= 192 ? 24 : vr <= 256 ? 32 : 0; }
 
 static void make_plan4(const alrd_gpu_attn_layer *L, plan4_t *p) {
     p->rpad = ceil16(L->kr);
@@ -993,7 +997,7 @@ static void make_plan4(const alrd_gpu_attn_layer *L, plan4_t *p) {
     int zt = p->rpad * p->zstr, zr = T4 * (p->rpad + 8);
     p->buf_h = zt > zr ? zt : zr;
     size_t o = 0;
-    p->as = o;    o = al16(o + 2 * (size_t)v4_block_heads(L) * L->hd * (p->rpad + 8));
+    p->as = o;    o = al16(o + 2 * (size_t)v4_block_heads(*L) * L->hd * (p->rpad + 8));
     p->warps = o;
     p->wvals = al16(2 * (size_t)p->buf_h);
     p->wrope = p->wvals + al16(2 * (size_t)T4 * p->vstr);
@@ -1097,8 +1101,8 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
     extern __shared__ __align__(16) unsigned char smem[];
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gid = lane >> 2, t4 = lane & 3;
     const int sp = blockIdx.x, b = blockIdx.z;
-    /* the block's KV heads kh0 .. kh0 + nkh - 1: its group's, or one of them (head_split) */
-    const int nkh = L.head_split ? 1 : L.group_heads, grp = L.head_split ? blockIdx.y / L.group_heads : blockIdx.y;
+    /* the block's KV heads kh0 .. kh0 + nkh - 1 (v4_block_heads) and their group */
+    const int nkh = v4_block_heads(L), grp = L.head_split ? blockIdx.y / L.group_heads : blockIdx.y;
     const int kh0 = L.head_split ? blockIdx.y : grp * nkh;
     const int per_kv = (int)P.perkv.d, QH = nkh * per_kv, h0 = kh0 * per_kv;
     const int kr = L.kr, vr = L.vr, rpad = P.rpad, astr = rpad + 8;
@@ -1196,7 +1200,7 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
             const uint16_t *base = kbits == 16 ? ks.rows + (size_t)b * ks.seq_rows : ks.ring + (size_t)b * ks.seq_ring;
             for_each_chunk(lane, 32, P.rpc, T4, [&](int r, int ch) {
                 const bool ok = r < nv && ch * 8 < kr;
-                const int s = ts + (ok ? r : 0), row = kbits == 16 ? s : s - fdiv_q(s, P.kR) * (int)P.kR.d;
+                const int s = ts + (ok ? r : 0), row = kbits == 16 ? s : fdiv_r(s, P.kR);
                 cp_async16(buf + r * (rpad + 8) + ch * 8, base + (size_t)row * ks.d + kc0 + (ok ? ch * 8 : 0), ok ? 16 : 0);
             });
         }
@@ -1206,7 +1210,7 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
                 const int s = ts + r;
                 if (vbits == 16 || s >= vq)
                     cp_async16(vbuf + r * P.vstr + ch * 8,
-                               base + (size_t)(vbits == 16 ? s : s - fdiv_q(s, P.vR) * (int)P.vR.d) * vs.d + vc0 + ch * 8, 16);
+                               base + (size_t)(vbits == 16 ? s : fdiv_r(s, P.vR)) * vs.d + vc0 + ch * 8, 16);
             });
         }
     };
@@ -1569,7 +1573,7 @@ static kshape shape_of(const alrd_gpu_attn_layer *L) {
     if (v4_ok(L)) {
         plan4_t p;
         make_plan4(L, &p);
-        return {(const void *)pick4(L), NW4 * 32, L->n_kv / v4_block_heads(L), p.total};
+        return {(const void *)pick4(L), NW4 * 32, L->n_kv / v4_block_heads(*L), p.total};
     }
     if (v2_ok(L)) {
         plan2_t p;
@@ -1611,11 +1615,8 @@ extern "C" int alrd_gpu_attn_decode(const alrd_gpu_attn_layer *L, const uint16_t
     } else if (v4_ok(L)) {
         plan4_t p;
         make_plan4(L, &p);
-        static int runs = 0; /* ALRD_GPU_LATENT_TWICE=1 launches it twice (it is idempotent): an experiment */
-        if (!runs) runs = alrd_gpu_env_int("ALRD_GPU_LATENT_TWICE", 0) ? 2 : 1;
-        for (int r = 0; r < runs && !e; r++)
-            e = launch_pdl(pick4(L), dim3(nsplit, L->n_kv / v4_block_heads(L), B), NW4 * 32, p.total, st, *L, p, q16,
-                           pos_dev, nsplit, vw_max, work);
+        e = launch_pdl(pick4(L), dim3(nsplit, L->n_kv / v4_block_heads(*L), B), NW4 * 32, p.total, st, *L, p, q16,
+                       pos_dev, nsplit, vw_max, work);
     } else if (v2_ok(L)) {
         plan2_t p;
         make_plan2(L, &p);

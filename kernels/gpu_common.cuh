@@ -58,8 +58,7 @@ typedef struct {
 static inline alrd_fdiv alrd_fdiv_make(int d) {
     alrd_fdiv f = {d > 1 ? (uint32_t)d : 1u, 0u, 0u};
     if (f.d == 1) return f;
-    uint32_t l = 0;
-    while ((1u << l) < f.d) l++;
+    const uint32_t l = 32 - (uint32_t)__builtin_clz(f.d - 1); /* ceil(log2 d) */
     f.m = (uint32_t)(((1ull << (31 + l)) + f.d - 1) / f.d);
     f.s = l - 1; /* p - 32 */
     return f;
@@ -67,6 +66,7 @@ static inline alrd_fdiv alrd_fdiv_make(int d) {
 __device__ __forceinline__ int fdiv_q(int x, const alrd_fdiv &f) {
     return f.d == 1 ? x : (int)(__umulhi((uint32_t)x, f.m) >> f.s);
 }
+__device__ __forceinline__ int fdiv_r(int x, const alrd_fdiv &f) { return x - fdiv_q(x, f) * (int)f.d; }
 
 /* ---- programmatic dependent launch (sm_90) ------------------------------
  * A kernel started by launch_pdl may begin while the kernel before it in

@@ -294,13 +294,24 @@ static int engine_init(alrd_gpu *g, const alrd_config *cfg, int group_heads, con
  * second, partly filled wave would double the kernel's time; shorter
  * contexts leave splits empty). Sweeps over ALRD_GPU_NSPLIT=n, which
  * fixes it instead: tests/gpu/device.sh T, NOTES.md. */
-static int layer_nsplit(const alrd_gpu *g, const alrd_gpu_attn_layer *a) {
+#define SPLIT_TOKENS 64 /* a split's length is a multiple of this (split_range's tiles) */
+#define MAX_SPLITS 256
+
+/* Blocks of a layer's fused decode kernel one wave holds, per sequence and
+ * KV group (or head): the GPU's SMs times the blocks one SM holds, shared
+ * by the groups x sequences that each split launches. */
+static long wave_splits(const alrd_gpu *g, const alrd_gpu_attn_layer *a) {
     int groups = 1, per_sm = alrd_gpu_attn_occupancy(a, &groups);
-    long ctx = g->o.max_ctx, wave = (long)(per_sm > 0 ? per_sm : 1) * g->sm_count / ((long)groups * g->o.n_seq);
-    if (wave < 1) wave = 1;
-    long len = ((ctx + wave - 1) / wave + 63) / 64 * 64, n = alrd_gpu_env_int("ALRD_GPU_NSPLIT", 0);
+    long wave = (long)(per_sm > 0 ? per_sm : 1) * g->sm_count / ((long)groups * g->o.n_seq);
+    return wave < 1 ? 1 : wave;
+}
+
+static int layer_nsplit(const alrd_gpu *g, const alrd_gpu_attn_layer *a) {
+    long ctx = g->o.max_ctx, wave = wave_splits(g, a);
+    long len = ((ctx + wave - 1) / wave + SPLIT_TOKENS - 1) / SPLIT_TOKENS * SPLIT_TOKENS;
+    long n = alrd_gpu_env_int("ALRD_GPU_NSPLIT", 0);
     if (n <= 0) n = (ctx + len - 1) / len;
-    return n < 1 ? 1 : n > 256 ? 256 : (int)n;
+    return n < 1 ? 1 : n > MAX_SPLITS ? MAX_SPLITS : (int)n;
 }
 
 /* A latent layer's decode blocks split by KV head instead of by group when
@@ -316,10 +327,9 @@ static int want_head_split(const alrd_gpu *g, const alrd_gpu_attn_layer *a) {
     if (a->kmode != ALRD_GPU_K_LATENT || g->group_heads < 2) return 0;
     const int env = alrd_gpu_env_int("ALRD_GPU_HEAD_SPLIT", -1);
     if (env >= 0) return env != 0;
-    int groups = 1, per_sm = alrd_gpu_attn_occupancy(a, &groups);
-    long splits = ((long)g->o.max_ctx + 63) / 64;
-    if (splits > 256) splits = 256;
-    return 4 * splits * groups * g->o.n_seq <= 3L * (per_sm > 0 ? per_sm : 1) * g->sm_count;
+    long splits = ((long)g->o.max_ctx + SPLIT_TOKENS - 1) / SPLIT_TOKENS;
+    if (splits > MAX_SPLITS) splits = MAX_SPLITS;
+    return 4 * splits <= 3 * wave_splits(g, a);
 }
 
 /* After the weights: the fused attention descriptors. */

@@ -338,7 +338,6 @@ static void test_engine(const engine_case *e, int steps) {
     alrd_gpu_free(gg);
 }
 
-/* One-pass scoring vs prefill(first) + decode steps (reference attention). */
 static int dsame(const void *a, const void *b, size_t n) {
     if (!n) return 1;
     unsigned char *x = malloc(n), *y = malloc(n);
@@ -400,6 +399,7 @@ static void test_qkv_append(int kb, int vb) {
     free(qkv1), free(tab), free(bias);
 }
 
+/* One-pass scoring vs prefill(first) + decode steps (reference attention). */
 static void test_score(const engine_case *e) {
     const int T = 192, first = 96, nv = e->vocab;
     alrd_gpu *gs = make_engine(e, 1, T, T, ALRD_GPU_ATTN_FUSED, 0, 1);
@@ -481,15 +481,16 @@ int main(int argc, char **argv) {
         {"hd128 latent per head kr64 vr64 k2 v2", 3, 512, 8, 4, 128, 512, 1000, 1, 64, 64, 2, 2, 32, 64, 1},
     };
     int nc = (int)(sizeof cases / sizeof cases[0]);
+    const int steps = race ? 3 : small ? 24 : 140;
     for (int i = 0; i < nc; i++)
-        if (!small || i == 2 || i == 0 || i == 8) test_engine(&cases[i], race ? 3 : small ? 24 : 140);
+        if (!small || i == 2 || i == 0 || i == 8) test_engine(&cases[i], steps);
     /* these small engines split latent decode blocks by KV head (want_head_split in runtime/gpu.cu);
      * the group blocks of larger batches and contexts, forced */
     printf("== latent decode blocks per group (ALRD_GPU_HEAD_SPLIT=0)\n");
     setenv("ALRD_GPU_HEAD_SPLIT", "0", 1);
     const int grouped[3] = {2, 7, 10};
     for (int i = 0; i < 3; i++)
-        if (!small || i == 0) test_engine(&cases[grouped[i]], race ? 3 : small ? 24 : 140);
+        if (!small || i == 0) test_engine(&cases[grouped[i]], steps);
     unsetenv("ALRD_GPU_HEAD_SPLIT");
     printf("== decode query RoPE + cache append in one launch\n");
     test_qkv_append(2, 2);
