@@ -647,73 +647,183 @@ extern "C" int alrd_gpu_softmax(const float *S, const float *Sq, uint16_t *P, ui
 
 /* ---- decode products ------------------------------------------------- */
 
-/* Y[m][n] = W[n] . X[m] (+ beta Y), a warp per output row n, for MB <= 4
- * rows of X. Each lane streams its share of the weight row 4 x 16 bytes
- * at a time, the next four in flight while the current ones are used; the
- * first four are requested before pdl_wait(), so weight traffic starts
- * while the kernel before this one (which writes X) is finishing. */
-template <int MB>
-__global__ void __launch_bounds__(256) gemv_kernel(const uint4 *W, const uint16_t *X, int ldx, float *Y, int ldy, int N,
-                                                   int K8, float beta) {
-    const int lane = threadIdx.x & 31;
-    const int n = blockIdx.x * 8 + (threadIdx.x >> 5);
+/* The decode step's products, Y[m] = W . X[m] for M <= 4 rows: memory-bound,
+ * every weight read once per step. A block of 8 warps takes 8 / KS rows, KS
+ * warps per row: warp slice s of a row reads its 512-byte pieces s, s + KS,
+ * ..., each lane 16 bytes of a piece, U pieces in flight while the previous
+ * U are used; the slices' sums meet in shared memory. Two warps per short
+ * row (a few pieces) give a small model's products twice the blocks. The
+ * first pieces are requested before pdl_wait(), so the
+ * weight stream starts while the kernel before this one finishes.
+ * Fused forms: GEMV_NORM, X = fp16(RMSNorm(h[m]) * gamma), made by each block
+ * into shared memory from the fp32 residual stream (the arithmetic of
+ * rmsnorm_kernel, so the same bits); GEMV_GLU, a warp takes row j of the gate
+ * half (W rows 0..N-1) and row j of the up half (rows N..2N-1) and writes
+ * fp16(silu(gate) * up). */
+#define GEMV_WARPS 8
+enum { GEMV_NORM = 1, GEMV_GLU = 2 };
+
+template <int MB, int MODE>
+__global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(alrd_gpu_gemv_op a, int KS) {
+    constexpr bool NORM = MODE & GEMV_NORM, GLU = MODE & GEMV_GLU;
+    constexpr int NR = GLU ? 2 : 1; /* weight rows per warp */
+    constexpr int U = 4 / NR;       /* pieces of each row per stage */
+    extern __shared__ uint4 gemv_xs[];
+    __shared__ float part[GEMV_WARPS][NR * MB];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, N = a.N, K8 = a.K / 8;
+    const int rpb = GEMV_WARPS / KS, sl = warp / rpb, n = blockIdx.x * rpb + warp % rpb;
+    const int npc = (K8 + 31) / 32; /* 512-byte pieces of a row */
     pdl_trigger();
-    const uint4 *w = W + (size_t)(n < N ? n : 0) * K8;
-    auto fetch = [&](int k0, uint4 *wv) {
+    const uint4 *W = reinterpret_cast<const uint4 *>(a.W);
+    const uint4 *wr[NR];
 #pragma unroll
-        for (int u = 0; u < 4; u++) wv[u] = k0 + 32 * u < K8 ? __ldg(w + k0 + 32 * u) : make_uint4(0, 0, 0, 0);
+    for (int r = 0; r < NR; r++) wr[r] = W + ((size_t)(n < N ? n : 0) + (size_t)r * N) * K8;
+    uint4 nx[NR][U];
+    auto fetch = [&](int c0) {
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int k = (c0 + KS * u) * 32 + lane;
+#pragma unroll
+            for (int r = 0; r < NR; r++) nx[r][u] = k < K8 ? __ldg(wr[r] + k) : make_uint4(0, 0, 0, 0);
+        }
     };
-    uint4 nx[4];
-    fetch(lane, nx);
+    if (n < N) fetch(sl);
     pdl_wait();
-    if (n >= N) return;
-    float acc[MB];
+    const uint16_t *X = a.X;
+    size_t ldx = a.ldx;
+    if (NORM) { /* every warp of the block takes part, also those without a row */
+        __shared__ double red[32];
+        uint16_t *xs = reinterpret_cast<uint16_t *>(gemv_xs);
+        const int K = a.K, n4 = K / 4;
+        for (int m = 0; m < MB; m++) {
+            const float4 *hr = reinterpret_cast<const float4 *>(a.h + (size_t)m * a.ldh);
+            double ss = 0;
+            for (int i = threadIdx.x; i < n4; i += blockDim.x) {
+                const float4 v = hr[i];
+                ss += (double)v.x * v.x + (double)v.y * v.y + (double)v.z * v.z + (double)v.w * v.w;
+            }
+            ss = block_sum_d(ss, red);
+            const float rs = 1.0f / sqrtf((float)(ss / K) + a.eps);
+            for (int i = threadIdx.x; i < n4; i += blockDim.x) {
+                const float4 v = hr[i], g = reinterpret_cast<const float4 *>(a.gamma)[i];
+                uint2 pk;
+                pk.x = (uint32_t)f2h(v.x * rs * g.x) | (uint32_t)f2h(v.y * rs * g.y) << 16;
+                pk.y = (uint32_t)f2h(v.z * rs * g.z) | (uint32_t)f2h(v.w * rs * g.w) << 16;
+                reinterpret_cast<uint2 *>(xs + (size_t)m * K)[i] = pk;
+            }
+        }
+        __syncthreads();
+        X = xs;
+        ldx = K;
+    }
+    float acc[NR][MB];
 #pragma unroll
-    for (int m = 0; m < MB; m++) acc[m] = 0.0f;
-    for (int k0 = lane; k0 < K8; k0 += 32 * 4) {
-        uint4 wv[4];
+    for (int r = 0; r < NR; r++)
 #pragma unroll
-        for (int u = 0; u < 4; u++) wv[u] = nx[u];
-        if (k0 + 32 * 4 < K8) fetch(k0 + 32 * 4, nx);
+        for (int m = 0; m < MB; m++) acc[r][m] = 0.0f;
+    if (n < N)
+        for (int c0 = sl; c0 < npc; c0 += KS * U) {
+            uint4 wv[NR][U];
 #pragma unroll
-        for (int u = 0; u < 4; u++) {
-            int k = k0 + 32 * u;
-            if (k >= K8) break;
-            const __half2 *wh = reinterpret_cast<const __half2 *>(&wv[u]);
+            for (int r = 0; r < NR; r++)
 #pragma unroll
-            for (int m = 0; m < MB; m++) {
-                uint4 xv = *reinterpret_cast<const uint4 *>(X + (size_t)m * ldx + (size_t)k * 8);
-                const __half2 *xh = reinterpret_cast<const __half2 *>(&xv);
+                for (int u = 0; u < U; u++) wv[r][u] = nx[r][u];
+            if (c0 + KS * U < npc) fetch(c0 + KS * U);
 #pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    float2 a = __half22float2(wh[e]), x = __half22float2(xh[e]);
-                    acc[m] += a.x * x.x + a.y * x.y;
+            for (int u = 0; u < U; u++) {
+                const int k = (c0 + KS * u) * 32 + lane;
+                if (k >= K8) break;
+#pragma unroll
+                for (int m = 0; m < MB; m++) {
+                    const uint4 xv = *reinterpret_cast<const uint4 *>(X + (size_t)m * ldx + (size_t)k * 8);
+                    const __half2 *xh = reinterpret_cast<const __half2 *>(&xv);
+#pragma unroll
+                    for (int r = 0; r < NR; r++) {
+                        const __half2 *wh = reinterpret_cast<const __half2 *>(&wv[r][u]);
+#pragma unroll
+                        for (int e = 0; e < 4; e++) {
+                            float2 w2 = __half22float2(wh[e]), x2 = __half22float2(xh[e]);
+                            acc[r][m] += w2.x * x2.x + w2.y * x2.y;
+                        }
+                    }
                 }
             }
         }
+#pragma unroll
+    for (int r = 0; r < NR; r++)
+#pragma unroll
+        for (int m = 0; m < MB; m++) {
+            for (int o = 16; o; o >>= 1) acc[r][m] += __shfl_xor_sync(0xffffffffu, acc[r][m], o);
+            if (KS > 1 && lane == 0) part[warp][r * MB + m] = acc[r][m];
+        }
+    if (KS > 1) {
+        __syncthreads();
+        if (sl == 0)
+#pragma unroll
+            for (int r = 0; r < NR; r++)
+#pragma unroll
+                for (int m = 0; m < MB; m++)
+                    for (int j = 1; j < KS; j++) acc[r][m] += part[warp + j * rpb][r * MB + m];
     }
+    if (n >= N || sl != 0 || lane != 0) return;
 #pragma unroll
     for (int m = 0; m < MB; m++) {
-        float v = acc[m];
-        for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-        if (lane == 0) {
-            float *y = Y + (size_t)m * ldy + n;
-            *y = beta != 0.0f ? v + beta * *y : v;
+        if (GLU) {
+            a.act[(size_t)m * a.ldact + n] = f2h(acc[0][m] / (1.0f + expf(-acc[0][m])) * acc[NR - 1][m]);
+        } else {
+            float *y = a.Y + (size_t)m * a.ldy + n;
+            *y = a.beta != 0.0f ? acc[0][m] + a.beta * *y : acc[0][m];
         }
     }
 }
 
+extern "C" int alrd_gpu_gemv_norm_fits(int M, int K) {
+    return M >= 1 && M <= 4 && K % 8 == 0 && (size_t)M * K * 2 <= 48 * 1024;
+}
+
+template <int MODE> static void *gemv_pick(int M) {
+    switch (M) {
+    case 1: return (void *)gemv_kernel<1, MODE>;
+    case 2: return (void *)gemv_kernel<2, MODE>;
+    case 3: return (void *)gemv_kernel<3, MODE>;
+    case 4: return (void *)gemv_kernel<4, MODE>;
+    default: return NULL;
+    }
+}
+
+extern "C" int alrd_gpu_gemv_run(const alrd_gpu_gemv_op *a, void *stream) {
+    static int ks_env = -1;
+    if (ks_env < 0) ks_env = alrd_gpu_env_int("ALRD_GPU_GEMV_KS", 0);
+    const int norm = a->h != NULL, glu = a->act != NULL;
+    if (a->M < 1 || a->M > 4 || a->K % 8 || a->N < 1 || (norm ? !alrd_gpu_gemv_norm_fits(a->M, a->K) || !a->gamma : !a->X) ||
+        (glu ? norm == 0 : !a->Y))
+        return (int)cudaErrorInvalidValue;
+    void *k = norm ? (glu ? gemv_pick<GEMV_NORM | GEMV_GLU>(a->M) : gemv_pick<GEMV_NORM>(a->M)) : gemv_pick<0>(a->M);
+    /* warps per row: 2 for rows of up to 4 KB (SmolLM2's products: depth 0 batch 1 steps 0.627 -> 0.592 ms
+     * with the fp16 cache, 0.750 -> 0.741 with rank 0.5 latents), else 1 (Llama-2-7B's 8-22 KB rows: 6.40 ms
+     * with 1, 6.56 with 2, 6.70 with 4, 6.46 splitting only the single-wave grids; H100, session 6,
+     * results/session6/gvars-ks-h100.log) */
+    int ks = a->k_split > 0 ? a->k_split : ks_env > 0 ? ks_env : a->K <= 2048 ? 2 : 1;
+    if (ks != 1 && ks != 2 && ks != 4 && ks != 8) return (int)cudaErrorInvalidValue;
+    const unsigned grid = (unsigned)cdiv(a->N, GEMV_WARPS / ks);
+    const size_t smem = norm ? (size_t)a->M * a->K * 2 : 0;
+    alrd_gpu_gemv_op op = *a;
+    return launch_pdl((void (*)(alrd_gpu_gemv_op, int))k, grid, GEMV_WARPS * 32, smem, ST(stream), op, ks);
+}
+
 extern "C" int alrd_gpu_gemv(const uint16_t *W, const uint16_t *X, int ldx, float *Y, int ldy, int M, int N, int K,
                              float beta, void *stream) {
-    dim3 grid((N + 7) / 8);
-    const uint4 *w = reinterpret_cast<const uint4 *>(W);
-    switch (M) {
-    case 1: return launch_pdl(gemv_kernel<1>, grid, 256, 0, ST(stream), w, X, ldx, Y, ldy, N, K / 8, beta);
-    case 2: return launch_pdl(gemv_kernel<2>, grid, 256, 0, ST(stream), w, X, ldx, Y, ldy, N, K / 8, beta);
-    case 3: return launch_pdl(gemv_kernel<3>, grid, 256, 0, ST(stream), w, X, ldx, Y, ldy, N, K / 8, beta);
-    case 4: return launch_pdl(gemv_kernel<4>, grid, 256, 0, ST(stream), w, X, ldx, Y, ldy, N, K / 8, beta);
-    default: return (int)cudaErrorInvalidValue;
-    }
+    alrd_gpu_gemv_op op = {};
+    op.W = W;
+    op.M = M;
+    op.N = N;
+    op.K = K;
+    op.X = X;
+    op.ldx = ldx;
+    op.Y = Y;
+    op.ldy = ldy;
+    op.beta = beta;
+    return alrd_gpu_gemv_run(&op, stream);
 }
 
 __global__ void bias_f32_kernel(float *y, int n, const float *b) {

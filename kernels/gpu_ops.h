@@ -133,6 +133,30 @@ int alrd_gpu_softmax(const float *S, const float *Sq, uint16_t *P, uint16_t *Pq,
 int alrd_gpu_gemv(const uint16_t *W, const uint16_t *X, int ldx, float *Y, int ldy, int M, int N, int K,
                   float beta, void *stream);
 
+/* The same product in its fused forms, for M <= 4 rows of K (K % 8 == 0):
+ * input X (fp16 rows, ldx) or, with h, X = fp16(RMSNorm(h[m]) * gamma)
+ * (fp32 rows of K, ldh; M * K * 2 bytes <= 48 KB, alrd_gpu_gemv_norm_fits);
+ * output Y = X W^T + beta Y (fp32 rows, ldy) or, with act (and h), act[m][j]
+ * = fp16(silu(X . W[j]) * (X . W[N + j])) for j < N (W holds 2N rows: the
+ * gate rows, then the up rows). */
+typedef struct {
+    const uint16_t *W;
+    int M, N, K;
+    const uint16_t *X;
+    int ldx;
+    const float *h, *gamma;
+    float eps;
+    int ldh;
+    float *Y;
+    int ldy;
+    float beta;
+    uint16_t *act;
+    int ldact;
+    int k_split; /* warps per row, 1 2 4 or 8; 0: ALRD_GPU_GEMV_KS, else by the grid's waves */
+} alrd_gpu_gemv_op;
+int alrd_gpu_gemv_run(const alrd_gpu_gemv_op *op, void *stream);
+int alrd_gpu_gemv_norm_fits(int M, int K);
+
 /* The integer setting name from the environment, dflt when unset or empty
  * (the ALRD_GPU_* switches for same-run comparisons). */
 int alrd_gpu_env_int(const char *name, int dflt);

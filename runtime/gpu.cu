@@ -50,6 +50,8 @@ struct alrd_gpu {
     float *attn_work;
     int nsplit, fused_all;
     int fuse_append; /* the query RoPE and the cache appends in one launch (ALRD_GPU_FUSE_APPEND=0: two) */
+    int fuse_norm;   /* decode products with the RMSNorm in (and the SwiGLU out): 1 for hidden sizes up to
+                        FUSE_NORM_MAX_K, 2 at any size, 0 never (ALRD_GPU_FUSE_NORM) */
     double *d_gram, *x64;       /* calibration: [L][H][H] Gram sums, [max_batch][H] scratch */
     long long gram_rows;
     int *pos;
@@ -147,6 +149,7 @@ static int engine_init(alrd_gpu *g, const alrd_config *cfg, int group_heads, con
     g->cfg = *cfg;
     g->o = *o;
     g->fuse_append = alrd_gpu_env_int("ALRD_GPU_FUSE_APPEND", 1) != 0;
+    g->fuse_norm = alrd_gpu_env_int("ALRD_GPU_FUSE_NORM", 1);
     g->L = cfg->n_layers;
     g->H = cfg->hidden;
     g->hd = cfg->head_dim;
@@ -686,14 +689,60 @@ static void attn_core(alrd_gpu *g, glayer *y, int T, int nk, int p0, const uint1
     }
 }
 
+/* The decode step's few rows take the RMSNorm into the product (and the
+ * SwiGLU out of it): one launch where there were two or three. Each block
+ * of the fused product normalises the rows itself, a round trip through L2
+ * and two barriers before its first row: for SmolLM2 (hidden 576) that is
+ * cheaper than a launch (depth 0 batch 1, 0.678 -> 0.651 ms a step), for
+ * Llama-2-7B's 4096 it is not (6.349 -> 6.404 ms; H100, session 6's first G
+ * run, results/session6/gvars-1-h100.log). */
+#define FUSE_NORM_MAX_K 1024
+static int fused_norm(const alrd_gpu *g, int T) {
+    return (g->fuse_norm == 2 || (g->fuse_norm == 1 && g->H <= FUSE_NORM_MAX_K)) && alrd_gpu_gemv_norm_fits(T, g->H);
+}
+
+static alrd_gpu_gemv_op norm_op(const alrd_gpu *g, int T, int N, const float *gamma, const uint16_t *W) {
+    alrd_gpu_gemv_op op = {};
+    op.W = W;
+    op.M = T;
+    op.N = N;
+    op.K = g->H;
+    op.h = g->h;
+    op.gamma = gamma;
+    op.eps = g->cfg.rms_eps;
+    op.ldh = g->H;
+    return op;
+}
+
+/* Y[T][N] = fp16(RMSNorm(h) * gamma) . W^T (rows r0.. of h). */
+static void norm_lin(alrd_gpu *g, int r0, int T, int N, const float *gamma, const uint16_t *W, float *Y) {
+    if (fused_norm(g, T)) {
+        alrd_gpu_gemv_op op = norm_op(g, T, N, gamma, W);
+        op.h += (size_t)r0 * g->H;
+        op.Y = Y;
+        op.ldy = N;
+        FAILS(g, alrd_gpu_gemv_run(&op, g->st));
+        return;
+    }
+    FAILS(g, alrd_gpu_rmsnorm(g->h + (size_t)r0 * g->H, gamma, T, g->H, g->cfg.rms_eps, g->xn16, g->st));
+    FAILS(g, lin(g, T, N, g->H, g->xn16, g->H, W, Y, N, 0.0f));
+}
+
 /* o_proj (+ residual), then the MLP (+ residual), for T rows. */
 static void post_attn(alrd_gpu *g, glayer *y, int T) {
     const int H = g->H, ffn = g->ffn;
     FAILS(g, lin(g, T, H, y->wo_k, y->vr ? g->U16 : g->att16, y->wo_k, y->wo, g->h, H, 1.0f));
     if (y->bo) FAILS(g, alrd_gpu_add_bias_f32(g->h, T, H, y->bo, g->st));
-    FAILS(g, alrd_gpu_rmsnorm(g->h, y->ffn_norm, T, H, g->cfg.rms_eps, g->xn16, g->st));
-    FAILS(g, lin(g, T, 2 * ffn, H, g->xn16, H, y->w_gu, g->gu, 2 * ffn, 0.0f));
-    FAILS(g, alrd_gpu_silu_mul(g->gu, T, ffn, g->act16, g->st));
+    if (fused_norm(g, T)) {
+        alrd_gpu_gemv_op op = norm_op(g, T, ffn, y->ffn_norm, y->w_gu);
+        op.act = g->act16;
+        op.ldact = ffn;
+        FAILS(g, alrd_gpu_gemv_run(&op, g->st));
+    } else {
+        FAILS(g, alrd_gpu_rmsnorm(g->h, y->ffn_norm, T, H, g->cfg.rms_eps, g->xn16, g->st));
+        FAILS(g, lin(g, T, 2 * ffn, H, g->xn16, H, y->w_gu, g->gu, 2 * ffn, 0.0f));
+        FAILS(g, alrd_gpu_silu_mul(g->gu, T, ffn, g->act16, g->st));
+    }
     FAILS(g, lin(g, T, H, ffn, g->act16, ffn, y->w_down, g->h, H, 1.0f));
 }
 
@@ -748,9 +797,8 @@ static void layer_prefill(alrd_gpu *g, int l, int b, int T, int p0, int mode, in
 /* One decode layer for all n_seq rows (the cache append included). */
 static void layer_decode(alrd_gpu *g, int l) {
     glayer *y = &g->ly[l];
-    const int H = g->H, qd = g->qd, B = g->o.n_seq;
-    FAILS(g, alrd_gpu_rmsnorm(g->h, y->attn_norm, B, H, g->cfg.rms_eps, g->xn16, g->st));
-    FAILS(g, lin(g, B, y->nqkv, H, g->xn16, H, y->w_qkv, g->qkv, y->nqkv, 0.0f));
+    const int qd = g->qd, B = g->o.n_seq;
+    norm_lin(g, 0, B, y->nqkv, y->attn_norm, y->w_qkv, g->qkv);
     if (g->fuse_append) {
         FAILS(g, alrd_gpu_qkv_append_decode(g->qkv, B, y->nqkv, g->nh, g->hd, y->dk, y->bq, y->bk_full, y->bv_full,
                                             g->d_pos, g->cos_tab, g->sin_tab, g->q16, &y->ks, &y->vs, g->st));
@@ -780,8 +828,7 @@ static void layer_decode(alrd_gpu *g, int l) {
 
 /* Final norm + lm_head of `rows` rows of h starting at row r0 into logits. */
 static void head(alrd_gpu *g, int r0, int rows) {
-    FAILS(g, alrd_gpu_rmsnorm(g->h + (size_t)r0 * g->H, g->final_norm, rows, g->H, g->cfg.rms_eps, g->xn16, g->st));
-    FAILS(g, lin(g, rows, g->nv, g->H, g->xn16, g->H, g->lm_head, g->logits, g->nv, 0.0f));
+    norm_lin(g, r0, rows, g->nv, g->final_norm, g->lm_head, g->logits);
 }
 
 static int check_tokens(const alrd_gpu *g, const int32_t *tokens, int n, alrd_error *err) {

@@ -13,6 +13,8 @@
 #      the CPU side in 16 shards through tests/bench/gpu_cpu_ppl.sh (FIRST/LAST: a range of chunks).
 #   C: compute-sanitizer and a synthetic llama3-8b benchmark. K: unit tests, sanitizers, SmolLM2 speed
 #   and the decode step's kernels by name (ncu). N: ncu's full report of the latent kernel.
+#   G: unit tests, then step times under each of GVARS (space-separated settings, each VAR=v,VAR=v), in
+#      that order, twice: llama2-7b fp16 at depth 4096 batch 1, SmolLM2 shape fp16 and rank 0.5 2-bit.
 #   P: speed and ncu probes of the attention kernels. S: unit tests, sanitizers, and the speed tables with
 #   and without a setting (CMP=VAR=value) in the same run. T: the decode kernels' split count, swept.
 set -u
@@ -232,6 +234,19 @@ T) # splits of the decode kernels: step times at TDEPTHS (32768) (SmolLM2 shape,
         echo "fp16 kernels, batch $B:"; grep -E "  [a-z_]+kernel|SM Frequency|Duration|DRAM Throughput|L2 Cache Throughput|Grid Size" "$OUT/ncu-fp16-b$B.log"
     done
     ;;
+G) # step times under several settings (GVARS), interleaved twice in one run
+    start
+    units
+    for rep in 1 2; do
+        for v in ${GVARS:-ALRD_GPU_PDL=1}; do
+            pre="env $(echo $v | tr , ' ')"
+            $pre timeout 100 build/alrd-bench --synthetic llama2-7b -d 4096 -b 1 -p 512 -n 32 -r 2 -v name=l-fp16 \
+                2>&1 | grep tg | sed "s/^/$v  /"
+            $pre timeout 100 build/alrd-bench --synthetic smollm2-135m -d ${GDEPTHS:-0,32768} -b 1,16 -p 512 -n 64 -r 2 \
+                -v name=s-fp16 -v r=0.5,gh=3,k=2,v=2,name=s-r0.5 2>&1 | grep tg | sed "s/^/$v  /"
+        done
+    done | tee "$OUT/gvars.log"
+    ;;
 *)
-    echo "usage: tests/gpu/device.sh A0|A|B|C|E|K|N|P|S|T|W"; exit 2 ;;
+    echo "usage: tests/gpu/device.sh A0|A|B|C|E|G|K|N|P|S|T|W"; exit 2 ;;
 esac

@@ -6,7 +6,10 @@
  *      the fused decode attention gives the logits of the reference path
  *      (materialised K/V through cuBLAS), B sequences at different positions;
  *      the CUDA graph replay is bit-identical to direct launches;
- *   3. the one-pass scoring equals prefill + decode steps.
+ *   3. the one-pass scoring equals prefill + decode steps;
+ *   4. the decode products: plain against a double-precision host product,
+ *      the RMSNorm and SwiGLU fused forms bit for bit against the separate
+ *      kernels.
  * Plain C (the device has no cmocka): prints one line per check, exits 1 on
  * any failure. --small: fewer configurations (for compute-sanitizer). */
 #include <cuda_runtime_api.h>
@@ -442,6 +445,71 @@ static void test_score(const engine_case *e) {
     alrd_gpu_free(gd);
 }
 
+static void *dcopy(const void *h, size_t n) {
+    void *d = dmalloc(n);
+    CU(cudaMemcpy(d, h, n, cudaMemcpyHostToDevice));
+    return d;
+}
+
+static void *hcopy(const void *d, size_t n) {
+    void *h = malloc(n);
+    CU(cudaMemcpy(h, d, n, cudaMemcpyDeviceToHost));
+    return h;
+}
+
+/* M rows of K through W (2N x K): the plain product (beta 1 onto a random Y)
+ * against the host in double; the RMSNorm-fused product equals rmsnorm +
+ * plain, and the SwiGLU-fused one rmsnorm + plain + silu_mul, bit for bit.
+ * The plain call takes the launch's rule for warps per row, the fused ones
+ * and their references ks (0: the rule); N % 8 != 0 leaves idle warps. */
+static void test_gemv(int M, int N, int K, int ks) {
+    const float eps = 1e-5f;
+    size_t nw = (size_t)2 * N * K;
+    uint16_t *w = malloc(2 * nw), *x = malloc((size_t)2 * M * K);
+    float *h = malloc(sizeof(float) * M * K), *gm = malloc(sizeof(float) * K), *y0 = malloc(sizeof(float) * M * N);
+    for (size_t i = 0; i < nw; i++) w[i] = alrd_f32_to_f16(rnd16(0.05f));
+    for (int i = 0; i < M * K; i++) h[i] = (float)(urand() * 2 - 1) * 3.0f, x[i] = alrd_f32_to_f16(rnd16(1.0f));
+    for (int i = 0; i < K; i++) gm[i] = (float)(0.5 + urand());
+    for (int i = 0; i < M * N; i++) y0[i] = (float)(urand() * 2 - 1);
+    uint16_t *dw = dcopy(w, 2 * nw), *dx = dcopy(x, (size_t)2 * M * K), *dxn = dmalloc((size_t)2 * M * K);
+    float *dh = dcopy(h, sizeof(float) * M * K), *dg = dcopy(gm, sizeof(float) * K);
+    float *dy = dcopy(y0, sizeof(float) * M * N), *dgu = dmalloc(sizeof(float) * M * 2 * N);
+    float *dy2 = dmalloc(sizeof(float) * M * N), *dy3 = dmalloc(sizeof(float) * M * N);
+    uint16_t *da = dmalloc((size_t)2 * M * N), *da2 = dmalloc((size_t)2 * M * N);
+    int rc = alrd_gpu_gemv(dw, dx, K, dy, N, M, N, K, 1.0f, NULL);
+    CU(cudaDeviceSynchronize());
+    float *y = hcopy(dy, sizeof(float) * M * N);
+    double num = 0, den = 0;
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) {
+            double ref = y0[(size_t)m * N + n];
+            for (int k = 0; k < K; k++)
+                ref += (double)alrd_f16_to_f32(w[(size_t)n * K + k]) * alrd_f16_to_f32(x[(size_t)m * K + k]);
+            double d = y[(size_t)m * N + n] - ref;
+            num += d * d, den += ref * ref;
+        }
+    CHECK(!rc && sqrt(num / den) < 1e-5, "gemv M%d N%d K%d: rel L2 %.2e against the host (rc %d)", M, N, K,
+          sqrt(num / den), rc);
+    alrd_gpu_gemv_op op = {.W = dw, .M = M, .N = N, .K = K, .h = dh, .gamma = dg, .eps = eps, .ldh = K, .Y = dy3,
+                           .ldy = N, .k_split = ks};
+    alrd_gpu_gemv_op pl = {.W = dw, .M = M, .N = N, .K = K, .X = dxn, .ldx = K, .Y = dy2, .ldy = N, .k_split = ks};
+    rc = alrd_gpu_rmsnorm(dh, dg, M, K, eps, dxn, NULL) || alrd_gpu_gemv_run(&pl, NULL) || alrd_gpu_gemv_run(&op, NULL);
+    pl.N = 2 * N, pl.Y = dgu, pl.ldy = 2 * N;
+    rc = rc || alrd_gpu_gemv_run(&pl, NULL) || alrd_gpu_silu_mul(dgu, M, N, da, NULL);
+    op.Y = NULL, op.act = da2, op.ldact = N;
+    rc = rc || alrd_gpu_gemv_run(&op, NULL);
+    CU(cudaDeviceSynchronize());
+    CHECK(!rc && dsame(dy2, dy3, sizeof(float) * M * N), "gemv M%d N%d K%d: RMSNorm-fused differs (rc %d)", M, N, K,
+          rc);
+    CHECK(!rc && dsame(da, da2, (size_t)2 * M * N), "gemv M%d N%d K%d: SwiGLU-fused differs (rc %d)", M, N, K, rc);
+    printf("  gemv M%d N%d K%d (%d warps/row): rel L2 %.2e against the host; RMSNorm-fused %s, SwiGLU-fused %s\n", M, N, K, ks,
+           sqrt(num / den), dsame(dy2, dy3, sizeof(float) * M * N) ? "same" : "DIFFERS",
+           dsame(da, da2, (size_t)2 * M * N) ? "same" : "DIFFERS");
+    free(w), free(x), free(h), free(gm), free(y0), free(y);
+    void *dev[] = {dw, dx, dxn, dh, dg, dy, dgu, dy2, dy3, da, da2};
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) CU(cudaFree(dev[i]));
+}
+
 int main(int argc, char **argv) {
     /* --small: for memcheck; --race: smaller still, for racecheck (which
      * instruments every shared-memory access) */
@@ -496,6 +564,16 @@ int main(int argc, char **argv) {
     test_qkv_append(2, 2);
     test_qkv_append(16, 16);
     if (!small) test_qkv_append(4, 3);
+
+    printf("== decode products (plain, RMSNorm-fused, SwiGLU-fused)\n");
+    test_gemv(1, 576, 576, 0);
+    test_gemv(4, 1003, 4096, 4);
+    if (!small) {
+        test_gemv(1, 5003, 4096, 2);
+        test_gemv(2, 4500, 64, 1);
+        test_gemv(3, 1536, 1024, 8);
+        test_gemv(1, 1000, 4000, 0);
+    }
 
     printf("== one-pass scoring vs decode steps\n");
     if (!race) test_score(&cases[2]);
