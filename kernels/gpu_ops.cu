@@ -663,8 +663,8 @@ extern "C" int alrd_gpu_softmax(const float *S, const float *Sq, uint16_t *P, ui
 #define GEMV_WARPS 8
 enum { GEMV_NORM = 1, GEMV_GLU = 2 };
 
-template <int MB, int MODE>
-__global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(alrd_gpu_gemv_op a, int KS) {
+template <int MB, int MODE, int KS>
+__global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(alrd_gpu_gemv_op a) {
     constexpr bool NORM = MODE & GEMV_NORM, GLU = MODE & GEMV_GLU;
     constexpr int NR = GLU ? 2 : 1; /* weight rows per warp */
     constexpr int U = 4 / NR;       /* pieces of each row per stage */
@@ -781,14 +781,18 @@ extern "C" int alrd_gpu_gemv_norm_fits(int M, int K) {
     return M >= 1 && M <= 4 && K % 8 == 0 && (size_t)M * K * 2 <= 48 * 1024;
 }
 
-template <int MODE> static void *gemv_pick(int M) {
+template <int MODE, int KS> static void *gemv_pick(int M) {
     switch (M) {
-    case 1: return (void *)gemv_kernel<1, MODE>;
-    case 2: return (void *)gemv_kernel<2, MODE>;
-    case 3: return (void *)gemv_kernel<3, MODE>;
-    case 4: return (void *)gemv_kernel<4, MODE>;
+    case 1: return (void *)gemv_kernel<1, MODE, KS>;
+    case 2: return (void *)gemv_kernel<2, MODE, KS>;
+    case 3: return (void *)gemv_kernel<3, MODE, KS>;
+    case 4: return (void *)gemv_kernel<4, MODE, KS>;
     default: return NULL;
     }
+}
+
+template <int KS> static void *gemv_pick_ks(int M, int norm, int glu) {
+    return norm ? (glu ? gemv_pick<GEMV_NORM | GEMV_GLU, KS>(M) : gemv_pick<GEMV_NORM, KS>(M)) : gemv_pick<0, KS>(M);
 }
 
 extern "C" int alrd_gpu_gemv_run(const alrd_gpu_gemv_op *a, void *stream) {
@@ -798,17 +802,17 @@ extern "C" int alrd_gpu_gemv_run(const alrd_gpu_gemv_op *a, void *stream) {
     if (a->M < 1 || a->M > 4 || a->K % 8 || a->N < 1 || (norm ? !alrd_gpu_gemv_norm_fits(a->M, a->K) || !a->gamma : !a->X) ||
         (glu ? norm == 0 : !a->Y))
         return (int)cudaErrorInvalidValue;
-    void *k = norm ? (glu ? gemv_pick<GEMV_NORM | GEMV_GLU>(a->M) : gemv_pick<GEMV_NORM>(a->M)) : gemv_pick<0>(a->M);
     /* warps per row: 2 for rows of up to 4 KB (SmolLM2's products: depth 0 batch 1 steps 0.627 -> 0.592 ms
      * with the fp16 cache, 0.750 -> 0.741 with rank 0.5 latents), else 1 (Llama-2-7B's 8-22 KB rows: 6.40 ms
      * with 1, 6.56 with 2, 6.70 with 4, 6.46 splitting only the single-wave grids; H100, session 6,
      * results/session6/gvars-ks-h100.log) */
     int ks = a->k_split > 0 ? a->k_split : ks_env > 0 ? ks_env : a->K <= 2048 ? 2 : 1;
-    if (ks != 1 && ks != 2 && ks != 4 && ks != 8) return (int)cudaErrorInvalidValue;
+    void *k = ks == 1 ? gemv_pick_ks<1>(a->M, norm, glu) : ks == 2 ? gemv_pick_ks<2>(a->M, norm, glu) : NULL;
+    if (!k) return (int)cudaErrorInvalidValue;
     const unsigned grid = (unsigned)cdiv(a->N, GEMV_WARPS / ks);
     const size_t smem = norm ? (size_t)a->M * a->K * 2 : 0;
     alrd_gpu_gemv_op op = *a;
-    return launch_pdl((void (*)(alrd_gpu_gemv_op, int))k, grid, GEMV_WARPS * 32, smem, ST(stream), op, ks);
+    return launch_pdl((void (*)(alrd_gpu_gemv_op))k, grid, GEMV_WARPS * 32, smem, ST(stream), op);
 }
 
 extern "C" int alrd_gpu_gemv(const uint16_t *W, const uint16_t *X, int ldx, float *Y, int ldy, int M, int N, int K,

@@ -152,7 +152,7 @@ typedef struct {
     float beta;
     uint16_t *act;
     int ldact;
-    int k_split; /* warps per row, 1 2 4 or 8; 0: ALRD_GPU_GEMV_KS, else by the grid's waves */
+    int k_split; /* warps per row, 1 or 2; 0: ALRD_GPU_GEMV_KS, else by the row's length */
 } alrd_gpu_gemv_op;
 int alrd_gpu_gemv_run(const alrd_gpu_gemv_op *op, void *stream);
 int alrd_gpu_gemv_norm_fits(int M, int K);

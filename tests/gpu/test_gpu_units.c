@@ -567,11 +567,11 @@ int main(int argc, char **argv) {
 
     printf("== decode products (plain, RMSNorm-fused, SwiGLU-fused)\n");
     test_gemv(1, 576, 576, 0);
-    test_gemv(4, 1003, 4096, 4);
+    test_gemv(4, 1003, 4096, 2);
     if (!small) {
         test_gemv(1, 5003, 4096, 2);
         test_gemv(2, 4500, 64, 1);
-        test_gemv(3, 1536, 1024, 8);
+        test_gemv(3, 1536, 1024, 2);
         test_gemv(1, 1000, 4000, 0);
     }
 
