@@ -436,16 +436,18 @@ extern "C" int alrd_gpu_rope_rows(const float *in32, const uint16_t *in16, int l
 
 /* ---- cache appends ---------------------------------------------------- */
 
+/* Columns c0 .. c1 - 1 of token s (RoPE'd fp16 rows: whole heads). */
 __device__ void write_row(const alrd_gpu_side &sd, int b, long s, const float *x, int hd, const float *cos_tab,
-                          const float *sin_tab) {
+                          const float *sin_tab, int c0 = 0, int c1 = -1) {
+    if (c1 < 0) c1 = sd.d;
     if (sd.bits == 16) {
         uint16_t *dst = sd.rows + (size_t)b * sd.seq_rows + (size_t)s * sd.d;
         const float *cs = cos_tab + (size_t)s * (hd / 2), *sn = sin_tab + (size_t)s * (hd / 2);
-        for (int c = threadIdx.x; c < sd.d; c += blockDim.x)
+        for (int c = c0 + threadIdx.x; c < c1; c += blockDim.x)
             dst[c] = f2h(sd.roped ? rope_elem(x, c, hd, cs, sn) : x[c]);
     } else {
         uint16_t *dst = sd.ring + (size_t)b * sd.seq_ring + (size_t)(s % sd.R) * sd.d;
-        for (int c = threadIdx.x; c < sd.d; c += blockDim.x) dst[c] = f2h(x[c]);
+        for (int c = c0 + threadIdx.x; c < c1; c += blockDim.x) dst[c] = f2h(x[c]);
     }
 }
 
@@ -483,37 +485,57 @@ __global__ void append_decode_kernel(alrd_gpu_side k, alrd_gpu_side v, const flo
     append_row(blockIdx.y ? v : k, b, src + (size_t)b * ld + (blockIdx.y ? vcol : kcol), pos[b], hd, cos_tab, sin_tab);
 }
 
-/* qkv_post and append_decode of a decode step in one launch: block (b, 0)
- * RoPEs sequence b's query, (b, 1) and (b, 2) add the key / value bias in
- * place and append the token to that side of the cache. */
+/* qkv_post and append_decode of a decode step in one launch: blocks (b, 0,
+ * z) RoPE slice z of sequence b's query heads, (b, 1, z) and (b, 2, z) add
+ * the key / value bias in place and append the token to that side of the
+ * cache (an fp16 side in slices of whole heads, a quantised one by block
+ * z = 0). A slice is QKV_SLICE columns or fewer, so a large model's row
+ * (Llama-2-7B: 4096 per part) is spread over more blocks than three. */
+#define QKV_SLICE 256
 __global__ void qkv_append_kernel(float *qkv, int ld, int n_heads, int hd, int dk, const float *bq, const float *bk,
                                   const float *bv, const int *pos, const float *cos_tab, const float *sin_tab,
                                   uint16_t *q16, alrd_gpu_side k, alrd_gpu_side v) {
-    const int b = blockIdx.x, part = blockIdx.y, qd = n_heads * hd;
+    const int b = blockIdx.x, part = blockIdx.y, z = blockIdx.z, nz = gridDim.z, qd = n_heads * hd;
     pdl_trigger();
     pdl_wait();
     const int p = pos[b];
     float *row = qkv + (size_t)b * ld;
     if (part == 0) {
-        rope_q_row(row, n_heads, hd, bq, p, cos_tab, sin_tab, q16 + (size_t)b * qd);
+        const int hps = (n_heads + nz - 1) / nz, h0 = z * hps, nh = min(n_heads - h0, hps);
+        if (nh > 0)
+            rope_q_row(row + (size_t)h0 * hd, nh, hd, bq ? bq + (size_t)h0 * hd : NULL, p, cos_tab, sin_tab,
+                       q16 + (size_t)b * qd + (size_t)h0 * hd);
         return;
     }
     const alrd_gpu_side &sd = part == 1 ? k : v;
     float *x = row + qd + (part == 1 ? 0 : dk);
     const float *bias = part == 1 ? bk : bv;
+    int c0 = 0, c1 = sd.d;
+    if (sd.bits == 16) {
+        const int len = ((sd.d + nz - 1) / nz + hd - 1) / hd * hd;
+        c0 = min(sd.d, z * len), c1 = min(sd.d, c0 + len);
+    } else if (z > 0) {
+        return;
+    }
+    if (c0 >= c1) return;
     if (bias) { /* uniform per block */
-        for (int c = threadIdx.x; c < sd.d; c += blockDim.x) x[c] += bias[c];
+        for (int c = c0 + threadIdx.x; c < c1; c += blockDim.x) x[c] += bias[c];
         __syncthreads();
     }
-    append_row(sd, b, x, p, hd, cos_tab, sin_tab);
+    if (sd.bits == 16) write_row(sd, b, p, x, hd, cos_tab, sin_tab, c0, c1);
+    else append_row(sd, b, x, p, hd, cos_tab, sin_tab);
 }
 
 extern "C" int alrd_gpu_qkv_append_decode(float *qkv, int B, int ld, int n_heads, int hd, int dk, const float *bq,
                                           const float *bk, const float *bv, const int *pos_dev, const float *cos_tab,
                                           const float *sin_tab, uint16_t *q16, const alrd_gpu_side *k,
                                           const alrd_gpu_side *v, void *stream) {
-    return launch_pdl(qkv_append_kernel, dim3(B, 3), 256, 0, ST(stream), qkv, ld, n_heads, hd, dk, bq, bk, bv, pos_dev,
-                      cos_tab, sin_tab, q16, *k, *v);
+    /* slices for up to 4 sequences (3B blocks leave the GPU idle): Llama-2-7B batch 1 4.956 / 4.969 -> 4.904 /
+     * 4.885 ms a step; at batch 16 SmolLM2's 144 blocks were enough and slices cost 3-4% (H200, session 6,
+     * results/session6/qkv-slices-h200.log) */
+    const int widest = max(n_heads * hd, max(k->d, v->d)), nz = B <= 4 ? max(1, cdiv(widest, QKV_SLICE)) : 1;
+    return launch_pdl(qkv_append_kernel, dim3(B, 3, nz), 256, 0, ST(stream), qkv, ld, n_heads, hd, dk, bq, bk, bv,
+                      pos_dev, cos_tab, sin_tab, q16, *k, *v);
 }
 
 extern "C" int alrd_gpu_append_decode(const alrd_gpu_side *k, const alrd_gpu_side *v, const float *src,

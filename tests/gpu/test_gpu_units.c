@@ -361,7 +361,9 @@ static int side_same(const alrd_gpu_side *a, const alrd_gpu_side *b, int B) {
  * append_decode bit for bit (queries, the biased k/v rows, every cache
  * buffer), with biases, at positions that quantise a key chunk and a token. */
 static void test_qkv_append(int kb, int vb) {
-    const int B = 3, nh = 4, hd = 64, dk = 64, dv = 96, R = 64, G = 32, max_ctx = 256, qd = nh * hd, ld = qd + dk + dv;
+    /* 8 query heads and, at 16 bits, 5 RoPE'd key heads: slices of the launch (QKV_SLICE 256 columns, B <= 4) */
+    const int B = 3, nh = 8, hd = 64, dk = kb == 16 ? 320 : 64, dv = 96, R = 64, G = 32, max_ctx = 256, qd = nh * hd,
+              ld = qd + dk + dv;
     const int pos[3] = {63, 64 + 70, 200};
     alrd_gpu_side k1, v1, k2, v2;
     size_t units;
