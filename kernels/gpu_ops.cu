@@ -675,8 +675,8 @@ extern "C" int alrd_gpu_softmax(const float *S, const float *Sq, uint16_t *P, ui
  * ..., each lane 16 bytes of a piece, U pieces in flight while the previous
  * U are used; the slices' sums meet in shared memory. Two warps per short
  * row (a few pieces) give a small model's products twice the blocks. The
- * first pieces are requested before pdl_wait(), so the
- * weight stream starts while the kernel before this one finishes.
+ * first pieces are requested before pdl_wait(), so the weight stream starts
+ * while the kernel before this one finishes.
  * Fused forms: GEMV_NORM, X = fp16(RMSNorm(h[m]) * gamma), made by each block
  * into shared memory from the fp32 residual stream (the arithmetic of
  * rmsnorm_kernel, so the same bits); GEMV_GLU, a warp takes row j of the gate
@@ -821,8 +821,8 @@ extern "C" int alrd_gpu_gemv_run(const alrd_gpu_gemv_op *a, void *stream) {
     static int ks_env = -1;
     if (ks_env < 0) ks_env = alrd_gpu_env_int("ALRD_GPU_GEMV_KS", 0);
     const int norm = a->h != NULL, glu = a->act != NULL;
-    if (a->M < 1 || a->M > 4 || a->K % 8 || a->N < 1 || (norm ? !alrd_gpu_gemv_norm_fits(a->M, a->K) || !a->gamma : !a->X) ||
-        (glu ? norm == 0 : !a->Y))
+    if (a->M < 1 || a->M > 4 || a->K % 8 || a->N < 1 ||
+        (norm ? !alrd_gpu_gemv_norm_fits(a->M, a->K) || !a->gamma : !a->X) || (glu ? !norm : !a->Y))
         return (int)cudaErrorInvalidValue;
     /* warps per row: 2 for rows of up to 4 KB (SmolLM2's products: depth 0 batch 1 steps 0.627 -> 0.592 ms
      * with the fp16 cache, 0.750 -> 0.741 with rank 0.5 latents), else 1 (Llama-2-7B's 8-22 KB rows: 6.40 ms
