@@ -64,12 +64,23 @@ static void *dmalloc(size_t n) {
     return p;
 }
 
+static void *dcopy(const void *h, size_t n) {
+    void *d = dmalloc(n);
+    CU(cudaMemcpy(d, h, n, cudaMemcpyHostToDevice));
+    return d;
+}
+
+static void *hcopy(const void *d, size_t n) {
+    void *h = malloc(n);
+    CU(cudaMemcpy(h, d, n, cudaMemcpyDeviceToHost));
+    return h;
+}
+
 /* Device copy of n random bytes (the same bytes each call with the same seed). */
 static void *drandom(size_t n, unsigned seed) {
     unsigned char *h = malloc(n ? n : 1);
     for (size_t i = 0; i < n; i++) h[i] = (unsigned char)((seed = seed * 1103515245u + 12345u) >> 16);
-    void *d = dmalloc(n);
-    CU(cudaMemcpy(d, h, n, cudaMemcpyHostToDevice));
+    void *d = dcopy(h, n);
     free(h);
     return d;
 }
@@ -343,9 +354,7 @@ static void test_engine(const engine_case *e, int steps) {
 
 static int dsame(const void *a, const void *b, size_t n) {
     if (!n) return 1;
-    unsigned char *x = malloc(n), *y = malloc(n);
-    CU(cudaMemcpy(x, a, n, cudaMemcpyDeviceToHost));
-    CU(cudaMemcpy(y, b, n, cudaMemcpyDeviceToHost));
+    unsigned char *x = hcopy(a, n), *y = hcopy(b, n);
     int same = !memcmp(x, y, n);
     free(x), free(y);
     return same;
@@ -375,17 +384,13 @@ static void test_qkv_append(int kb, int vb) {
     for (int i = 0; i < B * ld; i++) qkv1[i] = (float)(urand() * 2 - 1);
     float *bias = malloc(sizeof(float) * ld);
     for (int i = 0; i < ld; i++) bias[i] = (float)(urand() * 2 - 1) * 0.5f;
-    float *dq1 = dmalloc(4 * (size_t)B * ld), *dq2 = dmalloc(4 * (size_t)B * ld), *db = dmalloc(4 * (size_t)ld);
-    float *cs = dmalloc(4 * (size_t)max_ctx * hd / 2), *sn = dmalloc(4 * (size_t)max_ctx * hd / 2);
+    float *dq1 = dcopy(qkv1, 4 * (size_t)B * ld), *dq2 = dcopy(qkv1, 4 * (size_t)B * ld);
+    float *db = dcopy(bias, 4 * (size_t)ld);
     for (int i = 0; i < max_ctx * hd / 2; i++) tab[i] = (float)cos(i * 0.37);
-    CU(cudaMemcpy(cs, tab, 4 * (size_t)max_ctx * hd / 2, cudaMemcpyHostToDevice));
+    float *cs = dcopy(tab, 4 * (size_t)max_ctx * hd / 2);
     for (int i = 0; i < max_ctx * hd / 2; i++) tab[i] = (float)sin(i * 0.37);
-    CU(cudaMemcpy(sn, tab, 4 * (size_t)max_ctx * hd / 2, cudaMemcpyHostToDevice));
-    CU(cudaMemcpy(dq1, qkv1, 4 * (size_t)B * ld, cudaMemcpyHostToDevice));
-    CU(cudaMemcpy(dq2, qkv1, 4 * (size_t)B * ld, cudaMemcpyHostToDevice));
-    CU(cudaMemcpy(db, bias, 4 * (size_t)ld, cudaMemcpyHostToDevice));
-    int *dpos = dmalloc(sizeof pos);
-    CU(cudaMemcpy(dpos, pos, sizeof pos, cudaMemcpyHostToDevice));
+    float *sn = dcopy(tab, 4 * (size_t)max_ctx * hd / 2);
+    int *dpos = dcopy(pos, sizeof pos);
     uint16_t *q1 = dmalloc(2 * (size_t)B * qd), *q2 = dmalloc(2 * (size_t)B * qd);
     int rc = alrd_gpu_qkv_post(dq1, B, ld, nh, hd, dk, dv, db, db + qd, db + qd + dk, dpos, 0, cs, sn, q1, NULL, NULL, 0,
                                0, NULL) ||
@@ -447,17 +452,6 @@ static void test_score(const engine_case *e) {
     alrd_gpu_free(gd);
 }
 
-static void *dcopy(const void *h, size_t n) {
-    void *d = dmalloc(n);
-    CU(cudaMemcpy(d, h, n, cudaMemcpyHostToDevice));
-    return d;
-}
-
-static void *hcopy(const void *d, size_t n) {
-    void *h = malloc(n);
-    CU(cudaMemcpy(h, d, n, cudaMemcpyDeviceToHost));
-    return h;
-}
 
 /* M rows of K through W (2N x K): the plain product (beta 1 onto a random Y)
  * against the host in double; the RMSNorm-fused product equals rmsnorm +
@@ -504,8 +498,8 @@ static void test_gemv(int M, int N, int K, int ks) {
     CHECK(!rc && dsame(dy2, dy3, sizeof(float) * M * N), "gemv M%d N%d K%d: RMSNorm-fused differs (rc %d)", M, N, K,
           rc);
     CHECK(!rc && dsame(da, da2, (size_t)2 * M * N), "gemv M%d N%d K%d: SwiGLU-fused differs (rc %d)", M, N, K, rc);
-    printf("  gemv M%d N%d K%d (%d warps/row): rel L2 %.2e against the host; RMSNorm-fused %s, SwiGLU-fused %s\n", M, N, K, ks,
-           sqrt(num / den), dsame(dy2, dy3, sizeof(float) * M * N) ? "same" : "DIFFERS",
+    printf("  gemv M%d N%d K%d (%d warps/row): rel L2 %.2e against the host; RMSNorm-fused %s, SwiGLU-fused %s\n",
+           M, N, K, ks, sqrt(num / den), dsame(dy2, dy3, sizeof(float) * M * N) ? "same" : "DIFFERS",
            dsame(da, da2, (size_t)2 * M * N) ? "same" : "DIFFERS");
     free(w), free(x), free(h), free(gm), free(y0), free(y);
     void *dev[] = {dw, dx, dxn, dh, dg, dy, dgu, dy2, dy3, da, da2};
