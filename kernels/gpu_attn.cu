@@ -979,14 +979,18 @@ __global__ void __launch_bounds__(NW3 * 32) attn_fp16_kernel(alrd_gpu_attn_layer
 __host__ __device__ constexpr int v4_vm(int vt) { return vt >= 24 ? 6 : 5; }
 
 typedef struct {
-    int rpad, vpad, zstr, vstr, buf_h; /* buf_h: halves of a warp's key staging buffer */
-    size_t as, warps, wbytes, wvals, wrope, total; /* wvals, wrope: the values, the RoPE rows within a warp's bytes */
-    /* divisors: the sides' chunk (R) and group (G) sizes, value tasks per row, 16-byte chunks of an A_k row
-     * (kr/8), of a padded latent key row (rpad/8) and of a latent value row (vr/8) */
-    alrd_fdiv kR, kG, vR, vG, ntask, akc, rpc, vrc, perkv; /* perkv: query heads per KV head */
+    int rpad, vpad, buf_h; /* buf_h: halves of a warp's key staging buffer */
+    size_t as, ahead, warps, wbytes, wvals, wrope, total; /* ahead: halves of A_k per KV head; wvals, wrope: the
+                                                              values, the RoPE rows within a warp's bytes */
+    /* divisors: the sides' chunk (R) and group (G) sizes, value tasks per row, 16-byte chunks of a padded
+     * latent key row (rpad/8) and of a latent value row (vr/8) */
+    alrd_fdiv kR, kG, vR, vG, ntask, rpc, vrc, perkv; /* perkv: query heads per KV head */
 } plan4_t;
 
 template <int HD> struct v4_rope { static constexpr int RS = HD / 2 + 8; }; /* conflict-free float2 rows */
+#define V4_ZSTR (T4 + 8) /* Z^T rows (a channel's 16 tokens), 48 bytes: conflict-free ldmatrix / stmatrix */
+/* value rows of the VT-tile instance: (VT + 1) 16-byte units, odd: conflict-free ldmatrix */
+__host__ __device__ constexpr int v4_vstr(int vt) { return vt * 8 + 8; }
 
 /* KV heads of one latent-kernel block: its group's, or one of them (head_split) */
 __host__ __device__ __forceinline__ int v4_block_heads(const alrd_gpu_attn_layer &L) {
@@ -998,15 +1002,14 @@ static int v4_vt(int vr) { return vr <= 64 ? 8 : vr <= 96 ? 12 : vr <= 128 ? 16 
 static void make_plan4(const alrd_gpu_attn_layer *L, plan4_t *p) {
     p->rpad = ceil16(L->kr);
     p->vpad = ceil16(L->vr);
-    p->zstr = T4 + 8; /* Z^T rows: a channel's 16 tokens */
-    p->vstr = p->vpad + 8;
-    int zt = p->rpad * p->zstr, zr = T4 * (p->rpad + 8);
-    p->buf_h = zt > zr ? zt : zr;
+    /* Z^T; full-precision key rows [16][rpad + 8] are staged in the same buffer (smaller for rpad >= 16) */
+    p->buf_h = p->rpad * V4_ZSTR;
+    p->ahead = (size_t)L->hd * p->rpad;
     size_t o = 0;
-    p->as = o;    o = al16(o + 2 * (size_t)v4_block_heads(*L) * L->hd * (p->rpad + 8));
+    p->as = o;    o = al16(o + 2 * (size_t)v4_block_heads(*L) * p->ahead);
     p->warps = o;
     p->wvals = al16(2 * (size_t)p->buf_h);
-    p->wrope = p->wvals + al16(2 * (size_t)T4 * p->vstr);
+    p->wrope = p->wvals + al16(2 * (size_t)T4 * v4_vstr(v4_vt(L->vr)));
     p->wbytes = p->wrope + al16(4 * (size_t)2 * 2 * T4 * (L->hd / 2 + 8)); /* 2 stages of cos | sin rows */
     o += NW4 * p->wbytes;
     size_t merge = 4 * (size_t)NW4 * 16 * (2 + p->vpad); /* the end: (max, sum) and O of each warp */
@@ -1017,7 +1020,6 @@ static void make_plan4(const alrd_gpu_attn_layer *L, plan4_t *p) {
     p->vR = alrd_fdiv_make(L->vs.R);
     p->vG = alrd_fdiv_make(L->vs.G);
     p->ntask = alrd_fdiv_make((L->vr + vcw - 1) / vcw);
-    p->akc = alrd_fdiv_make(L->kr / 8);
     p->rpc = alrd_fdiv_make(p->rpad / 8);
     p->vrc = alrd_fdiv_make(L->vr / 8);
     p->perkv = alrd_fdiv_make(L->n_heads / L->n_kv);
@@ -1027,11 +1029,12 @@ static int v4_side_ok(const alrd_gpu_side *s, int per_channel) {
     if (s->bits == 16) return s->d % 8 == 0;
     if (s->bits != 2 && s->bits != 4) return 0;
     if (s->per_channel != per_channel || s->R % T4 || s->G % T4 || s->d % 8) return 0;
+    if (s->seq_words >= (1u << 31) || s->seq_groups >= (1u << 31)) return 0; /* 32-bit offsets in a sequence */
     return per_channel ? 1 : s->G % s->cpw == 0;
 }
 
 static int v4_ok(const alrd_gpu_attn_layer *L) {
-    if (L->kmode != ALRD_GPU_K_LATENT || L->vr <= 0 || L->kr % 8 || L->vr % 8 || !v4_vt(L->vr)) return 0;
+    if (L->kmode != ALRD_GPU_K_LATENT || !L->kAf || L->vr <= 0 || L->kr % 8 || L->vr % 8 || !v4_vt(L->vr)) return 0;
     int per_kv = L->n_heads / L->n_kv;
     if (L->group_heads * per_kv > 16) return 0;
     if (L->vs.bits != 16 && L->n_kv / L->group_heads > 1 && L->vr % 16) return 0; /* a group starts mid-word */
@@ -1042,16 +1045,57 @@ static int v4_ok(const alrd_gpu_attn_layer *L) {
     return !off && v4_side_ok(&L->ks, 1) && v4_side_ok(&L->vs, 0);
 }
 
-__device__ __forceinline__ void ldsm_x4(uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3, const uint16_t *p) {
-    unsigned a = (unsigned)__cvta_generic_to_shared(p);
+/* ldmatrix.x4 at a shared-memory address (a) or pointer (p), plain or transposed */
+/* 16-byte chunk i of the packed A_k: lane i % 32 = (matrix m, row), q = i / 32 = (KV head j, k-step ks) * HD/16
+ * + n-tile pair np; matrix m = (n-tile 2np + m / 2, k half m % 2), row = key column within the n-tile */
+__global__ void pack_ak_kernel(const uint16_t *A, int n_chunks, int hd, int kr, int ksn, uint16_t *out) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n_chunks) return;
+    const int m = (i >> 3) & 3, row = i & 7, q = i >> 5, np = q % (hd / 16), jk = q / (hd / 16);
+    const int j = jk / ksn, ks = jk % ksn, n = j * hd + np * 16 + (m >> 1) * 8 + row, c0 = (ks * 2 + (m & 1)) * 8;
+    for (int e = 0; e < 8; e++) out[(size_t)i * 8 + e] = c0 + e < kr ? A[(size_t)n * kr + c0 + e] : (uint16_t)0;
+}
+
+extern "C" size_t alrd_gpu_attn_ak_halves(int n_kv, int hd, int kr) { return (size_t)n_kv * hd * ceil16(kr); }
+
+extern "C" int alrd_gpu_attn_pack_ak(const uint16_t *kA, int n_kv, int hd, int kr, uint16_t *kAf, void *stream) {
+    if (hd % 16 || kr <= 0) return (int)cudaErrorInvalidValue;
+    const int n = (int)(alrd_gpu_attn_ak_halves(n_kv, hd, kr) / 8);
+    pack_ak_kernel<<<(n + 255) / 256, 256, 0, (cudaStream_t)stream>>>(kA, n, hd, kr, ceil16(kr) / 16, kAf);
+    return (int)cudaGetLastError();
+}
+
+__device__ __forceinline__ void ldsm_x4(uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3, unsigned a) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                  : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(a));
 }
-__device__ __forceinline__ void ldsm_x4_trans(uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3,
-                                              const uint16_t *p) {
-    unsigned a = (unsigned)__cvta_generic_to_shared(p);
+__device__ __forceinline__ void ldsm_x4_trans(uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3, unsigned a) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                  : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(a));
+}
+__device__ __forceinline__ void ldsm_x4(uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3, const uint16_t *p) {
+    ldsm_x4(r0, r1, r2, r3, (unsigned)__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ void ldsm_x4_trans(uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3,
+                                              const uint16_t *p) {
+    ldsm_x4_trans(r0, r1, r2, r3, (unsigned)__cvta_generic_to_shared(p));
+}
+/* x itself, made opaque: the compiler keeps the value in a register instead of recomputing it from its
+ * inputs at each use (which it does under register pressure) or folding it into 64-bit address arithmetic */
+template <typename T> __device__ __forceinline__ T opaque(T x) {
+    static_assert(sizeof(T) == 4 || sizeof(T) == 8, "one register or a pair");
+    if constexpr (sizeof(T) == 8)
+        asm volatile("" : "+l"(x));
+    else
+        asm volatile("" : "+r"(x));
+    return x;
+}
+/* the inverse of ldsm_x4_trans: the four fragments stored as transposed 8x8 matrices (lane l gives row l % 8
+ * of matrix l / 8) */
+__device__ __forceinline__ void stsm_x4_trans(uint16_t *p, uint32_t r0, uint32_t r1, uint32_t r2, uint32_t r3) {
+    unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%0], {%1, %2, %3, %4};\n"
+                 :: "r"(a), "r"(r0), "r"(r1), "r"(r2), "r"(r3) : "memory");
 }
 
 /* The codes of one word (bits 2: 16 codes, 4: 8) as fp16 pairs
@@ -1103,7 +1147,7 @@ __device__ unsigned v4_launches;
 template <int HD, int VT, int KB, int VB> /* KB, VB: key / value bits fixed at compile time, 0: read from L */
 __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_layer L, plan4_t P, const uint16_t *q16,
                                                                const int *pos, int nsplit, int vw_max, float *work) {
-    constexpr int NT = HD / 8, KS = HD / 16, RS = v4_rope<HD>::RS;
+    constexpr int NT = HD / 8, KS = HD / 16, RS = v4_rope<HD>::RS, VSTR = v4_vstr(VT);
     extern __shared__ __align__(16) unsigned char smem[];
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gid = lane >> 2, t4 = lane & 3;
     const int sp = blockIdx.x, b = blockIdx.z;
@@ -1111,17 +1155,15 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
     const int nkh = v4_block_heads(L), grp = L.head_split ? blockIdx.y / L.group_heads : blockIdx.y;
     const int kh0 = L.head_split ? blockIdx.y : grp * nkh;
     const int per_kv = (int)P.perkv.d, QH = nkh * per_kv, h0 = kh0 * per_kv;
-    const int kr = L.kr, vr = L.vr, rpad = P.rpad, astr = rpad + 8;
+    const int kr = L.kr, vr = L.vr, rpad = P.rpad;
     uint16_t *As = reinterpret_cast<uint16_t *>(smem + P.as);
-    /* A_k of the block's heads, rows [nkh*HD][rpad] (zero beyond kr), once per block: a weight, so split 0
-     * (never empty) requests it before pdl_wait(), while the kernel before this one finishes */
+    /* A_k of the block's heads, a straight copy of L.kAf (alrd_gpu_attn_pack_ak's order): a lane's B fragments
+     * of head j, k-step ks and n-tile pair np are at As + j*ahead + (ks*HD/16 + np)*256 + lane*8 halves,
+     * constant offsets in the unrolled loop, without bank conflicts. A weight, loaded once per block: split 0
+     * (never empty) requests it before pdl_wait(), while the kernel before this one finishes. */
     auto load_ak = [&]() {
-        const uint16_t *A = L.kA + (size_t)kh0 * HD * kr;
-        const int rows = nkh * HD;
-        for_each_chunk(tid, NW4 * 32, P.akc, rows,
-                       [&](int r, int c) { cp_async16(As + r * astr + c * 8, A + (size_t)r * kr + c * 8, 16); });
-        if (rpad > kr)
-            for (int r = tid; r < rows; r += NW4 * 32) *reinterpret_cast<uint4 *>(As + r * astr + kr) = make_uint4(0, 0, 0, 0);
+        const uint16_t *A = L.kAf + (size_t)kh0 * P.ahead;
+        for (int i = tid; i < nkh * (int)P.ahead / 8; i += NW4 * 32) cp_async16(As + i * 8, A + i * 8, 16);
     };
     V4_STAMP(0);
     pdl_trigger();
@@ -1134,7 +1176,7 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
     if (!split_begin(n, nsplit, sp, L.n_heads, b, h0, vw_max, work, t0, t1, wml, wacc)) return;
     const alrd_gpu_side &ks = L.ks, &vs = L.vs;
     const int kbits = KB ? KB : ks.bits, vbits = VB ? VB : vs.bits; /* one dequantisation path when fixed */
-    const int kcpw = KB ? 32 / KB : ks.cpw, vcpw = VB ? 32 / VB : vs.cpw;
+    const int vcpw = VB ? 32 / VB : vs.cpw;
     const int kq = side_quantized(ks, n), vq = side_quantized(vs, n);
     const int kc0 = grp * kr, vc0 = grp * vr; /* the group's latent columns */
     const int ntiles = (t1 - t0 + T4 - 1) / T4;
@@ -1142,10 +1184,20 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
     uint16_t *vbuf = reinterpret_cast<uint16_t *>(smem + P.warps + warp * P.wbytes + P.wvals);
     float *rope = reinterpret_cast<float *>(smem + P.warps + warp * P.wbytes + P.wrope); /* 2 stages of cos | sin */
 
-    /* RoPE rows of tile i's positions (clamped to valid ones) into a stage, as one cp.async group */
+    /* RoPE rows of tile i's positions (clamped to valid ones) into a stage, as one cp.async group: cos rows,
+     * then sin rows; lane takes 16-byte chunk lane % CH of rows lane / CH + k * 32 / CH */
     auto rope_issue = [&](int i, int stage) {
-        if (i < ntiles)
-            rope_rows_async<HD, T4>(L, t0 + i * T4, min(T4, t1 - (t0 + i * T4)), rope + stage * 2 * T4 * RS, RS, lane, 32);
+        constexpr int CH = HD / 8, RPL = 32 / CH;
+        if (i < ntiles) {
+            const int ts = t0 + i * T4, last = min(T4, t1 - ts) - 1, ch = lane % CH, r0 = lane / CH;
+            float *d = rope + stage * 2 * T4 * RS + r0 * RS + ch * 4;
+#pragma unroll
+            for (int k = 0; k < T4 / RPL; k++) {
+                const size_t o = (size_t)(ts + min(r0 + k * RPL, last)) * (HD / 2) + ch * 4;
+                cp_async16(d + k * RPL * RS, L.cos_tab + o, 16);
+                cp_async16(d + (T4 + k * RPL) * RS, L.sin_tab + o, 16);
+            }
+        }
         cp_async_commit();
     };
     /* The packed codes of a tile, fetched a tile ahead into registers: key
@@ -1162,20 +1214,24 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
         vrow[k] = i < T4 * ntask ? q : T4; /* T4: no task */
         vtask[k] = i - q * ntask;
     }
+    /* (offsets within sequence b's part of a side are 32-bit: v4_side_ok; the codes were written by earlier
+     * kernels, so the read-only path is safe) */
     auto fetch_k = [&](int i) {
         const int ts = t0 + i * T4;
         if (i >= ntiles || ts >= kq) return;
         const int unit = fdiv_q(ts, P.kR), i0 = ts - unit * (int)P.kR.d;
-        const uint32_t *cw = ks.codes + (size_t)b * ks.seq_words + (size_t)unit * ks.unit_words + i0 / kcpw;
-        const size_t g0 = (size_t)b * ks.seq_groups + (size_t)unit * ks.unit_groups + fdiv_q(i0, P.kG);
+        const int w0 = unit * (int)ks.unit_words + kc0 * ks.wpr + (i0 >> (kbits == 2 ? 4 : 3)); /* 16 or 8 a word */
+        const int g0 = unit * (int)ks.unit_groups + kc0 * ks.ng + fdiv_q(i0, P.kG);
+        const uint32_t *cw = opaque(ks.codes + (size_t)b * ks.seq_words);
+        const uint16_t *sc = opaque(ks.scales + (size_t)b * ks.seq_groups), *ze = opaque(ks.zeros + (size_t)b * ks.seq_groups);
 #pragma unroll
         for (int k = 0; k < KM; k++) {
             const int c = lane + 32 * k;
             if (c < kr) {
-                const size_t cc = (size_t)(kc0 + c);
-                kw[k][0] = cw[cc * ks.wpr];
-                if (kbits == 4) kw[k][1] = cw[cc * ks.wpr + 1];
-                ksz[k] = (uint32_t)ks.scales[g0 + cc * ks.ng] | (uint32_t)ks.zeros[g0 + cc * ks.ng] << 16;
+                const int w = w0 + c * ks.wpr, g = g0 + c * ks.ng;
+                kw[k][0] = __ldg(cw + w);
+                if (kbits == 4) kw[k][1] = __ldg(cw + w + 1);
+                ksz[k] = (uint32_t)__ldg(sc + g) | (uint32_t)__ldg(ze + g) << 16;
             }
         }
     };
@@ -1183,14 +1239,15 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
         const int ts = t0 + i * T4;
         if (i >= ntiles || vbits == 16 || ts >= vq) return;
         const int nv = min(T4, t1 - ts);
+        const uint32_t *cw = opaque(vs.codes + (size_t)b * vs.seq_words);
+        const uint16_t *sc = opaque(vs.scales + (size_t)b * vs.seq_groups), *ze = opaque(vs.zeros + (size_t)b * vs.seq_groups);
 #pragma unroll
         for (int k = 0; k < VM; k++) {
             const int sidx = ts + vrow[k];
             if (vrow[k] < nv && sidx < vq) {
-                const int c = vc0 + vtask[k] * vcw;
-                vwd[k] = vs.codes[(size_t)b * vs.seq_words + (size_t)sidx * vs.unit_words + c / vcpw];
-                const size_t go = (size_t)b * vs.seq_groups + (size_t)sidx * vs.unit_groups + fdiv_q(c, P.vG);
-                vsz[k] = (uint32_t)vs.scales[go] | (uint32_t)vs.zeros[go] << 16;
+                const int c = vc0 + vtask[k] * vcw, g = sidx * (int)vs.unit_groups + fdiv_q(c, P.vG);
+                vwd[k] = __ldg(cw + sidx * (int)vs.unit_words + (c >> (vbits == 2 ? 4 : 3)));
+                vsz[k] = (uint32_t)__ldg(sc + g) | (uint32_t)__ldg(ze + g) << 16;
             }
         }
     };
@@ -1215,7 +1272,7 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
             for_each_chunk(lane, 32, P.vrc, nv, [&](int r, int ch) {
                 const int s = ts + r;
                 if (vbits == 16 || s >= vq)
-                    cp_async16(vbuf + r * P.vstr + ch * 8,
+                    cp_async16(vbuf + r * VSTR + ch * 8,
                                base + (size_t)(vbits == 16 ? s : fdiv_r(s, P.vR)) * vs.d + vc0 + ch * 8, 16);
             });
         }
@@ -1246,7 +1303,7 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
     V4_STAMP(3);
     const int nvt = vr / 8;
     /* this lane's ldmatrix rows of the key staging buffer: Z^T (codes) or Z (fp16 rows) */
-    const uint16_t *zt_lane = buf + ((lane & 7) + (lane >> 4) * 8) * P.zstr + ((lane >> 3) & 1) * 8;
+    const uint16_t *zt_lane = buf + ((lane & 7) + (lane >> 4) * 8) * V4_ZSTR + ((lane >> 3) & 1) * 8;
     const uint16_t *z_lane = buf + (lane & 15) * (rpad + 8) + (lane >> 4) * 8;
     float o[VT][4];
 #pragma unroll
@@ -1267,7 +1324,7 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
             for (int k = 0; k < KM; k++) {
                 const int c = lane + 32 * k;
                 if (c >= rpad) break;
-                uint4 *dst = reinterpret_cast<uint4 *>(buf + c * P.zstr);
+                uint4 *dst = reinterpret_cast<uint4 *>(buf + c * V4_ZSTR);
                 if (c >= kr) {
                     dst[0] = dst[1] = make_uint4(0, 0, 0, 0);
                     continue;
@@ -1290,24 +1347,25 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
         float s[2][4];
 #pragma unroll
         for (int e = 0; e < 2; e++) s[e][0] = s[e][1] = s[e][2] = s[e][3] = 0.0f;
+        /* the A operand's lane address: Z^T (transposed ldmatrix, 16 channels a k-step) or Z (plain, 16 columns) */
+        const unsigned za = opaque((unsigned)__cvta_generic_to_shared(kcodes ? zt_lane : z_lane));
         for (int j = 0; j < nkh; j++) {
             float c[NT][4];
 #pragma unroll
             for (int nt = 0; nt < NT; nt++) c[nt][0] = c[nt][1] = c[nt][2] = c[nt][3] = 0.0f;
-            const uint16_t *Aj = As + (j * HD + (lane & 7) + (lane >> 4) * 8) * astr + ((lane >> 3) & 1) * 8;
+            const uint16_t *Aj = As + j * (int)P.ahead + lane * 8;
 #pragma unroll KU
             for (int ks16 = 0; ks16 < KM * 2; ks16++) { /* kr <= 32 KM */
-                const int k0 = ks16 * 16;
-                if (k0 >= rpad) break;
+                if (ks16 * 16 >= rpad) break;
                 uint32_t a0, a1, a2, a3;
                 if (kcodes) /* Z^T rows are channels: matrices (tok 0-7 | 8-15) x (ch k0.. | k0+8..) */
-                    ldsm_x4_trans(a0, a1, a2, a3, zt_lane + k0 * P.zstr);
+                    ldsm_x4_trans(a0, a1, a2, a3, za + ks16 * 16 * V4_ZSTR * 2);
                 else
-                    ldsm_x4(a0, a1, a2, a3, z_lane + k0);
+                    ldsm_x4(a0, a1, a2, a3, za + ks16 * 32);
 #pragma unroll
                 for (int nt = 0; nt < NT; nt += 2) {
                     uint32_t b0, b1, b2, b3;
-                    ldsm_x4(b0, b1, b2, b3, Aj + nt * 8 * astr + k0);
+                    ldsm_x4(b0, b1, b2, b3, Aj + (ks16 * (HD / 16) + nt / 2) * 256);
                     mma16816(c[nt], a0, a1, a2, a3, b0, b1);
                     mma16816(c[nt + 1], a0, a1, a2, a3, b2, b3);
                 }
@@ -1356,7 +1414,7 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
         for (int k = 0; k < VM; k++) {
             const int r = vrow[k];
             if (r >= T4) break;
-            uint4 *dst = reinterpret_cast<uint4 *>(vbuf + r * P.vstr + vtask[k] * vcw);
+            uint4 *dst = reinterpret_cast<uint4 *>(vbuf + r * VSTR + vtask[k] * vcw);
             const long sidx = ts + r;
             if (r >= nv) {
                 dst[0] = make_uint4(0, 0, 0, 0);
@@ -1377,7 +1435,7 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
         for (int nt = 0; nt < VT; nt++) {
             if (nt >= nvt) break;
             uint32_t b0, b1;
-            ldsm_x2_trans(b0, b1, vbuf + (lane & 15) * P.vstr + nt * 8);
+            ldsm_x2_trans(b0, b1, vbuf + (lane & 15) * VSTR + nt * 8);
             mma16816(o[nt], pa[0], pa[1], pa[2], pa[3], b0, b1);
         }
         __syncwarp(); /* buf, vbuf and this RoPE stage are refilled by later tiles */

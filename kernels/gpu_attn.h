@@ -33,6 +33,7 @@ typedef struct {
     int kmode;              /* ALRD_GPU_K_* */
     int kr, vr;             /* latent ranks; vr 0 = full values */
     const uint16_t *kA;     /* [n_groups][group_heads*hd][kr] fp16 (LATENT) */
+    const uint16_t *kAf;    /* kA in the fused latent kernel's order (alrd_gpu_attn_pack_ak), or NULL */
     const float *bk;        /* [n_kv*hd] bias of a decomposed k_proj, or NULL */
     alrd_gpu_side ks, vs;   /* the layer's cache */
     const float *cos_tab, *sin_tab; /* [max_ctx][hd/2] */
@@ -40,6 +41,13 @@ typedef struct {
     int head_split;         /* latent kernel: a block per KV head instead of per group (more, shorter blocks:
                                each reconstructs one head's keys, all of them read the group's latents) */
 } alrd_gpu_attn_layer;
+
+/* Halves of A_k (n_kv*hd rows of kr) in the fused latent kernel's order, and
+ * that copy of kA made on the device: per KV head, per k-step of 16 latent
+ * columns (zero beyond kr) and pair of 8-row n-tiles, the four 8x8 matrices
+ * of one ldmatrix.x4 as 512 contiguous bytes. */
+size_t alrd_gpu_attn_ak_halves(int n_kv, int hd, int kr);
+int alrd_gpu_attn_pack_ak(const uint16_t *kA, int n_kv, int hd, int kr, uint16_t *kAf, void *stream);
 
 /* Dynamic shared memory of the fused kernel for this layer, or 0 when the
  * layer is outside what it supports (hd 64 or 128, shared memory <= limit). */

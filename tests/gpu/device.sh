@@ -15,6 +15,7 @@
 #   and the decode step's kernels by name (ncu). N: ncu's full report of the latent kernel.
 #   G: unit tests, then step times under each of GVARS (space-separated settings, each VAR=v,VAR=v), in
 #      that order, twice: llama2-7b fp16 at depth 4096 batch 1, SmolLM2 shape fp16 and rank 0.5 2-bit.
+#   O: unit tests and memcheck, then alrd-bench of the tree against .devcarry/old's build, interleaved.
 #   P: speed and ncu probes of the attention kernels. S: unit tests, sanitizers, and the speed tables with
 #   and without a setting (CMP=VAR=value) in the same run. T: the decode kernels' split count, swept.
 set -u
@@ -164,14 +165,28 @@ N) # ncu's full report of the latent kernel at depth NCU_D (32768), batch NCU_B 
    # 2-bit): its sections, and per-SASS-line counters as CSV for tests/gpu/sass_hot.py (its summary printed)
     deps
     build
-    timeout 300 ncu --kernel-name regex:attn_latent --launch-skip 60 --launch-count 1 --set full --import-source yes \
-        -o "$OUT/lat" build/alrd-bench --synthetic smollm2-135m -d ${NCU_D:-32768} -b ${NCU_B:-16} -p 16 -n 2 -r 1 \
-        -v r=0.5,gh=3,k=2,v=2 > "$OUT/ncu-run.log" 2>&1; tail -3 "$OUT/ncu-run.log"
+    # NCU_BIN: another build's alrd-bench (e.g. .devcarry/old/build/alrd-bench, built beforehand); NCU_SET:
+    # ncu's section set (full)
+    timeout 300 ncu --kernel-name regex:attn_latent --launch-skip 60 --launch-count 1 --set ${NCU_SET:-full} \
+        --section SourceCounters --import-source yes -o "$OUT/lat" ${NCU_BIN:-build/alrd-bench} --synthetic smollm2-135m \
+        -d ${NCU_D:-32768} -b ${NCU_B:-16} -p 16 -n 2 -r 1 -v r=0.5,gh=3,k=2,v=2 > "$OUT/ncu-run.log" 2>&1
+    tail -3 "$OUT/ncu-run.log"
     ncu -i "$OUT/lat.ncu-rep" --page details > "$OUT/lat-details.txt" 2>&1
     grep -E "Duration|Registers|Achieved Occupancy|Theoretical Occupancy|Issued Warp|No Eligible|Active Warps|Eligible Warps|Executed Ipc|Block Limit|Stall|L1/TEX Hit|L2 Hit|DRAM Through|Compute \(SM\) Through|Memory Through|Bank" "$OUT/lat-details.txt" | head -60
     ncu -i "$OUT/lat.ncu-rep" --page source --csv --print-source sass > "$OUT/lat-src.csv" 2>/dev/null
     python3 tests/gpu/sass_hot.py "$OUT/lat-src.csv" 30 > "$OUT/lat-hot.txt" 2>&1; head -20 "$OUT/lat-hot.txt"
     rm -f "$OUT/lat.ncu-rep"
+    gzip -9 "$OUT/lat-src.csv"
+    [ -n "${NCU_TAG:-}" ] && for f in lat-src.csv.gz lat-details.txt lat-hot.txt; do mv "$OUT/$f" "$OUT/$NCU_TAG-$f"; done
+    [ "${NCU_SOL:-1}" = 1 ] || exit 0
+    # both attention kernels at the clocks a real run gets: duration and DRAM throughput, fp16 cache and
+    # rank 0.5 2-bit latents, same depth and batch
+    for v in name=fp16 r=0.5,gh=3,k=2,v=2; do
+        timeout 120 ncu --clock-control none --kernel-name regex:attn_ --launch-skip 60 --launch-count 2 \
+            --section SpeedOfLight build/alrd-bench --synthetic smollm2-135m -d ${NCU_D:-32768} -b ${NCU_B:-16} \
+            -p 16 -n 4 -r 1 -v $v > "$OUT/ncu-sol.log" 2>&1
+        echo "$v:"; grep -E "  [a-z_]+kernel|SM Frequency|Duration|DRAM Throughput" "$OUT/ncu-sol.log"
+    done
     ;;
 K) # units, compute-sanitizer, SmolLM2-shaped speed, and each decode step's kernels by name (ncu, one step's
    # worth: gpu__time_duration per kernel, summed; PROF_ALL=1 adds depth 512 and llama2-7b at depth 4096)
@@ -247,6 +262,21 @@ G) # step times under several settings (GVARS), interleaved twice in one run
         done
     done | tee "$OUT/gvars.log"
     ;;
+O) # the tree against .devcarry/old (a git archive of an older commit, built beside): unit tests and
+   # memcheck of the tree, then both builds' alrd-bench interleaved twice (SmolLM2 shape at ODEPTHS, fp16
+   # and rank 0.5 2-bit; OV: more -v variants)
+    start
+    (cd .devcarry/old && make -j16 DEPS_PREFIX=/tmp/deps/usr build/alrd-bench > "$OUT/build-old.log" 2>&1) &
+    units
+    [ "${SAN:-1}" = 1 ] && sanitize
+    wait
+    for rep in 1 2; do
+        for bin in build .devcarry/old/build; do
+            timeout 200 $bin/alrd-bench --synthetic smollm2-135m -d ${ODEPTHS:-0,512,32768} -b 1,16 -p 512 -n 64 \
+                -r 2 -v name=fp16 -v r=0.5,gh=3,k=2,v=2,name=r0.5 ${OV:-} 2>&1 | grep tg | sed "s|^|$bin  |"
+        done
+    done | tee "$OUT/oldnew.log"
+    ;;
 *)
-    echo "usage: tests/gpu/device.sh A0|A|B|C|E|G|K|N|P|S|T|W"; exit 2 ;;
+    echo "usage: tests/gpu/device.sh A0|A|B|C|E|G|K|N|O|P|S|T|W"; exit 2 ;;
 esac

@@ -17,9 +17,9 @@ num = lambda r, k: float(r[ix[k]] or 0)
 by_op, total = collections.Counter(), 0
 for r in body:
     n = num(r, "Instructions Executed")
-    op = r[ix["Source"]].strip().split(" ")[0]
+    op = r[ix["Source"]].strip().split()[0]
     if op.startswith("@"):
-        op = r[ix["Source"]].strip().split(" ")[1]
+        op = r[ix["Source"]].strip().split()[1]
     by_op[op.split(".")[0]] += n
     total += n
 print(f"warp instructions executed: {total:.0f}")
