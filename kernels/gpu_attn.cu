@@ -1355,8 +1355,9 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
             for (int nt = 0; nt < NT; nt++) c[nt][0] = c[nt][1] = c[nt][2] = c[nt][3] = 0.0f;
             const uint16_t *Aj = As + j * (int)P.ahead + lane * 8;
 #pragma unroll KU
-            for (int ks16 = 0; ks16 < KM * 2; ks16++) { /* kr <= 32 KM */
-                if (ks16 * 16 >= rpad) break;
+            for (int ks16 = 0; ks16 < KM * 2; ks16++) { /* kr <= 32 KM; the first step always runs (rpad >= 16),
+                                                          * so c's zeros fold into it */
+                if (ks16 > 0 && ks16 * 16 >= rpad) break;
                 uint32_t a0, a1, a2, a3;
                 if (kcodes) /* Z^T rows are channels: matrices (tok 0-7 | 8-15) x (ch k0.. | k0+8..) */
                     ldsm_x4_trans(a0, a1, a2, a3, za + ks16 * 16 * V4_ZSTR * 2);
