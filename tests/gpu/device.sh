@@ -276,6 +276,7 @@ O) # the tree against .devcarry/old (a git archive of an older commit, built bes
                 -r 2 -v name=fp16 -v r=0.5,gh=3,k=2,v=2,name=r0.5 ${OV:-} 2>&1 | grep tg | sed "s|^|$bin  |"
         done
     done | tee "$OUT/oldnew.log"
+    python3 tests/gpu/oldnew_table.py "$OUT/oldnew.log"
     ;;
 *)
     echo "usage: tests/gpu/device.sh A0|A|B|C|E|G|K|N|O|P|S|T|W"; exit 2 ;;
