@@ -1047,7 +1047,6 @@ static int v4_ok(const alrd_gpu_attn_layer *L) {
     return !off && v4_side_ok(&L->ks, 1) && v4_side_ok(&L->vs, 0);
 }
 
-/* ldmatrix.x4 at a shared-memory address (a) or pointer (p), plain or transposed */
 /* 16-byte chunk i of the packed A_k: lane i % 32 = (matrix m, row), q = i / 32 = (KV head j, k-step ks) * HD/16
  * + n-tile pair np; matrix m = (n-tile 2np + m / 2, k half m % 2), row = key column within the n-tile */
 __global__ void pack_ak_kernel(const uint16_t *A, int n_chunks, int hd, int kr, int ksn, uint16_t *out) {
@@ -1067,6 +1066,7 @@ extern "C" int alrd_gpu_attn_pack_ak(const uint16_t *kA, int n_kv, int hd, int k
     return (int)cudaGetLastError();
 }
 
+/* ldmatrix.x4 at a shared-memory address (a) or pointer (p), plain or transposed */
 __device__ __forceinline__ void ldsm_x4(uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3, unsigned a) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                  : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(a));
@@ -1091,13 +1091,6 @@ template <typename T> __device__ __forceinline__ T opaque(T x) {
     else
         asm volatile("" : "+r"(x));
     return x;
-}
-/* the inverse of ldsm_x4_trans: the four fragments stored as transposed 8x8 matrices (lane l gives row l % 8
- * of matrix l / 8) */
-__device__ __forceinline__ void stsm_x4_trans(uint16_t *p, uint32_t r0, uint32_t r1, uint32_t r2, uint32_t r3) {
-    unsigned a = (unsigned)__cvta_generic_to_shared(p);
-    asm volatile("stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%0], {%1, %2, %3, %4};\n"
-                 :: "r"(a), "r"(r0), "r"(r1), "r"(r2), "r"(r3) : "memory");
 }
 
 /* The codes of one word (bits 2: 16 codes, 4: 8) as fp16 pairs
@@ -1225,7 +1218,8 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
         const int w0 = unit * (int)ks.unit_words + kc0 * ks.wpr + (i0 >> (kbits == 2 ? 4 : 3)); /* 16 or 8 a word */
         const int g0 = unit * (int)ks.unit_groups + kc0 * ks.ng + fdiv_q(i0, P.kG);
         const uint32_t *cw = opaque(ks.codes + (size_t)b * ks.seq_words);
-        const uint16_t *sc = opaque(ks.scales + (size_t)b * ks.seq_groups), *ze = opaque(ks.zeros + (size_t)b * ks.seq_groups);
+        const uint16_t *sc = opaque(ks.scales + (size_t)b * ks.seq_groups);
+        const uint16_t *ze = opaque(ks.zeros + (size_t)b * ks.seq_groups);
 #pragma unroll
         for (int k = 0; k < KM; k++) {
             const int c = lane + 32 * k;
@@ -1242,7 +1236,8 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
         if (i >= ntiles || vbits == 16 || ts >= vq) return;
         const int nv = min(T4, t1 - ts);
         const uint32_t *cw = opaque(vs.codes + (size_t)b * vs.seq_words);
-        const uint16_t *sc = opaque(vs.scales + (size_t)b * vs.seq_groups), *ze = opaque(vs.zeros + (size_t)b * vs.seq_groups);
+        const uint16_t *sc = opaque(vs.scales + (size_t)b * vs.seq_groups);
+        const uint16_t *ze = opaque(vs.zeros + (size_t)b * vs.seq_groups);
 #pragma unroll
         for (int k = 0; k < VM; k++) {
             const int sidx = ts + vrow[k];
