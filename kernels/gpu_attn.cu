@@ -990,7 +990,7 @@ typedef struct {
 } plan4_t;
 
 template <int HD> struct v4_rope { static constexpr int RS = HD / 2 + 8; }; /* conflict-free float2 rows */
-#define V4_ZSTR (T4 + 8) /* Z^T rows (a channel's 16 tokens), 48 bytes: conflict-free ldmatrix / stmatrix */
+#define V4_ZSTR (T4 + 8) /* Z^T rows (a channel's 16 tokens), 48 bytes: conflict-free ldmatrix */
 /* value rows of the VT-tile instance: (VT + 1) 16-byte units, odd: conflict-free ldmatrix */
 __host__ __device__ constexpr int v4_vstr(int vt) { return vt * 8 + 8; }
 
