@@ -1197,10 +1197,13 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
     };
     /* The packed codes of a tile, fetched a tile ahead into registers: key
      * channels lane + 32 i (one word per 16 tokens at 2 bits, two at 4)
-     * with their scale | zero << 16; value tasks (row, word) of this lane. */
+     * with their scale and zero; value tasks (row, word) of this lane. */
     constexpr int KM = 5, VM = v4_vm(VT);
     constexpr int KU = HD == 64 ? KM * 2 : 1; /* k-steps of the reconstruction unrolled (HD 128: spills) */
-    uint32_t kw[KM][2], ksz[KM], vwd[VM], vsz[VM];
+    /* scales and zeros stay in registers of their own until the tile that uses them: packing the pair into one
+     * register as they arrive made each warp wait for the loads right there (20% of the stall samples, ncu at
+     * 8b62f23, depth 32768 batch 16) */
+    uint32_t kw[KM][2], ksc[KM], kze[KM], vwd[VM], vsc[VM], vze[VM];
     int vrow[VM], vtask[VM];
     const int vcw = vbits == 16 ? 8 : vcpw, ntask = (int)P.ntask.d;
 #pragma unroll
@@ -1227,7 +1230,7 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
                 const int w = w0 + c * ks.wpr, g = g0 + c * ks.ng;
                 kw[k][0] = __ldg(cw + w);
                 if (kbits == 4) kw[k][1] = __ldg(cw + w + 1);
-                ksz[k] = (uint32_t)__ldg(sc + g) | (uint32_t)__ldg(ze + g) << 16;
+                ksc[k] = __ldg(sc + g), kze[k] = __ldg(ze + g);
             }
         }
     };
@@ -1244,7 +1247,7 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
             if (vrow[k] < nv && sidx < vq) {
                 const int c = vc0 + vtask[k] * vcw, g = sidx * (int)vs.unit_groups + fdiv_q(c, P.vG);
                 vwd[k] = __ldg(cw + sidx * (int)vs.unit_words + (c >> (vbits == 2 ? 4 : 3)));
-                vsz[k] = (uint32_t)__ldg(sc + g) | (uint32_t)__ldg(ze + g) << 16;
+                vsc[k] = __ldg(sc + g), vze[k] = __ldg(ze + g);
             }
         }
     };
@@ -1326,8 +1329,8 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
                     dst[0] = dst[1] = make_uint4(0, 0, 0, 0);
                     continue;
                 }
-                const __half2 sc = __half2half2(__ushort_as_half((uint16_t)ksz[k]));
-                const __half2 zr = __half2half2(__ushort_as_half((uint16_t)(ksz[k] >> 16)));
+                const __half2 sc = __half2half2(__ushort_as_half((uint16_t)ksc[k]));
+                const __half2 zr = __half2half2(__ushort_as_half((uint16_t)kze[k]));
                 if (kbits == 2) {
                     dequant_word(kw[k][0], 2, sc, zr, dst);
                 } else {
@@ -1418,8 +1421,8 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
                 dst[0] = make_uint4(0, 0, 0, 0);
                 if (vcw == 16) dst[1] = make_uint4(0, 0, 0, 0);
             } else if (vbits != 16 && sidx < vq) {
-                dequant_word(vwd[k], vbits, __half2half2(__ushort_as_half((uint16_t)vsz[k])),
-                             __half2half2(__ushort_as_half((uint16_t)(vsz[k] >> 16))), dst);
+                dequant_word(vwd[k], vbits, __half2half2(__ushort_as_half((uint16_t)vsc[k])),
+                             __half2half2(__ushort_as_half((uint16_t)vze[k])), dst);
             }
         }
         fetch_v(tile + NW4);
