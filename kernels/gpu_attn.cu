@@ -423,18 +423,23 @@ __device__ __forceinline__ void cp_async16_l2(void *dst, const void *src, int sr
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
 
-/* cos rows then sin rows (row stride rs floats) of the positions ts ..
+/* cos rows then sin rows (row stride RS floats) of the positions ts ..
  * ts + ROWS - 1 into dst by cp.async, rows past nv repeating the last
- * valid position (the tables end at max_ctx); the caller's threads
- * t = t0, t0 + nt, ... share the chunks and commit the group. */
-template <int HD, int ROWS>
-__device__ __forceinline__ void rope_rows_async(const alrd_gpu_attn_layer &L, long ts, int nv, float *dst, int rs,
-                                                int t0, int nt) {
-    constexpr int CH = HD / 8; /* 16-byte chunks per row */
-    for (int i = t0; i < 2 * ROWS * CH; i += nt) {
-        const int sn = i / (ROWS * CH), r = i / CH % ROWS, ch = i % CH;
-        const float *src = (sn ? L.sin_tab : L.cos_tab) + (size_t)(ts + min(r, nv - 1)) * (HD / 2) + ch * 4;
-        cp_async16(dst + (sn * ROWS + r) * rs + ch * 4, src, 16);
+ * valid position (the tables end at max_ctx). The caller's NT threads
+ * (t = 0 .. NT - 1) share the chunks: t takes 16-byte column t % CH of
+ * rows t / CH + k * NT / CH, so its shared-memory offsets are constants;
+ * the caller commits the group. */
+template <int HD, int ROWS, int NT, int RS>
+__device__ __forceinline__ void rope_rows_async(const alrd_gpu_attn_layer &L, int ts, int nv, float *dst, int t) {
+    constexpr int CH = HD / 8, RPP = NT / CH; /* 16-byte chunks per row, rows per pass */
+    static_assert(NT % CH == 0 && ROWS % RPP == 0, "whole rows per pass, whole passes per tile");
+    const int last = nv - 1, ch = t % CH, r0 = t / CH;
+    float *d = dst + r0 * RS + ch * 4;
+#pragma unroll
+    for (int k = 0; k < ROWS / RPP; k++) {
+        const size_t o = (size_t)(ts + min(r0 + k * RPP, last)) * (HD / 2) + ch * 4;
+        cp_async16(d + k * RPP * RS, L.cos_tab + o, 16);
+        cp_async16(d + (ROWS + k * RPP) * RS, L.sin_tab + o, 16);
     }
 }
 
@@ -614,7 +619,7 @@ __global__ void __launch_bounds__(NTHREADS) attn_v2_kernel(alrd_gpu_attn_layer L
     for (int ts = t0; ts < t1; ts += TILE) {
         const int nv = min(TILE, t1 - ts);
         if (KMODE == ALRD_GPU_K_LATENT) { /* the RoPE rows of the tile's positions, in flight with the tile */
-            rope_rows_async<HD, TILE>(L, ts, nv, Rc, RRS, tid, NTHREADS);
+            rope_rows_async<HD, TILE, NTHREADS, RRS>(L, ts, nv, Rc, tid);
             cp_async_commit();
         }
         if (KMODE == ALRD_GPU_K_LATENT) load_tile(L.ks, b, kq, ts, nv, grp * L.kr, L.kr, Kt, kstr);
@@ -1179,20 +1184,10 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
     uint16_t *vbuf = reinterpret_cast<uint16_t *>(smem + P.warps + warp * P.wbytes + P.wvals);
     float *rope = reinterpret_cast<float *>(smem + P.warps + warp * P.wbytes + P.wrope); /* 2 stages of cos | sin */
 
-    /* RoPE rows of tile i's positions (clamped to valid ones) into a stage, as one cp.async group: cos rows,
-     * then sin rows; lane takes 16-byte chunk lane % CH of rows lane / CH + k * 32 / CH */
+    /* RoPE rows of tile i's positions (clamped to valid ones) into a stage, as one cp.async group */
     auto rope_issue = [&](int i, int stage) {
-        constexpr int CH = HD / 8, RPL = 32 / CH;
-        if (i < ntiles) {
-            const int ts = t0 + i * T4, last = min(T4, t1 - ts) - 1, ch = lane % CH, r0 = lane / CH;
-            float *d = rope + stage * 2 * T4 * RS + r0 * RS + ch * 4;
-#pragma unroll
-            for (int k = 0; k < T4 / RPL; k++) {
-                const size_t o = (size_t)(ts + min(r0 + k * RPL, last)) * (HD / 2) + ch * 4;
-                cp_async16(d + k * RPL * RS, L.cos_tab + o, 16);
-                cp_async16(d + (T4 + k * RPL) * RS, L.sin_tab + o, 16);
-            }
-        }
+        if (i < ntiles)
+            rope_rows_async<HD, T4, 32, RS>(L, t0 + i * T4, min(T4, t1 - (t0 + i * T4)), rope + stage * 2 * T4 * RS, lane);
         cp_async_commit();
     };
     /* The packed codes of a tile, fetched a tile ahead into registers: key

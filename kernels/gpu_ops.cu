@@ -340,6 +340,9 @@ extern "C" int alrd_gpu_rmsnorm(const float *x, const float *w, int T, int H, fl
 
 /* An element per thread over all rows: a decode step has one row of ffn
  * elements, which a block per row would walk serially. */
+/* fp16(silu(g) * u): the SwiGLU of silu_mul_kernel and of the gate/up product's epilogue (the same bits) */
+__device__ __forceinline__ uint16_t swiglu_h(float g, float u) { return f2h(g / (1.0f + expf(-g)) * u); }
+
 __global__ void silu_mul_kernel(const float *gu, int ffn, long total, uint16_t *out) {
     const long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
     pdl_trigger();
@@ -347,8 +350,7 @@ __global__ void silu_mul_kernel(const float *gu, int ffn, long total, uint16_t *
     if (i >= total) return;
     const long t = i / ffn, c = i % ffn;
     const float *g = gu + t * 2 * ffn;
-    const float x = g[c];
-    out[i] = f2h(x / (1.0f + expf(-x)) * g[ffn + c]);
+    out[i] = swiglu_h(g[c], g[ffn + c]);
 }
 
 extern "C" int alrd_gpu_silu_mul(const float *gu, int T, int ffn, uint16_t *out, void *stream) {
@@ -791,7 +793,7 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(alrd_gpu_gemv_op 
 #pragma unroll
     for (int m = 0; m < MB; m++) {
         if (GLU) {
-            a.act[(size_t)m * a.ldact + n] = f2h(acc[0][m] / (1.0f + expf(-acc[0][m])) * acc[NR - 1][m]);
+            a.act[(size_t)m * a.ldact + n] = swiglu_h(acc[0][m], acc[NR - 1][m]);
         } else {
             float *y = a.Y + (size_t)m * a.ldy + n;
             *y = a.beta != 0.0f ? acc[0][m] + a.beta * *y : acc[0][m];

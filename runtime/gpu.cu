@@ -20,7 +20,7 @@ namespace {
 struct glayer {
     int kr, vr, dk, dv, kb, vb, kmode, nqkv;
     int wo_k; /* input width of o_proj: n_heads * hd, or n_heads * vr when A_v is folded in */
-    uint16_t *w_qkv, *wo, *w_gu, *w_down, *kA, *kAf; /* kAf: kA in the fused latent kernel's order */
+    uint16_t *w_qkv, *wo, *w_gu, *w_down, *kA;
     float *bq, *bk_full, *bv_full, *bk_lat, *bo;
     float *attn_norm, *ffn_norm;
     alrd_gpu_side ks, vs;
@@ -351,12 +351,13 @@ static int engine_finish(alrd_gpu *g, alrd_error *err) {
         a->kr = y->kr;
         a->vr = y->vr;
         a->kA = y->kA;
-        if (y->kr) { /* a second, reordered copy of A_k (derived from kA: not counted as weights) */
-            const int e = dalloc(g, &y->kAf, 2 * alrd_gpu_attn_ak_halves(g->nkv, g->hd, y->kr), err, "weights");
-            if (e) return e;
-            const int pe = alrd_gpu_attn_pack_ak(y->kA, g->nkv, g->hd, y->kr, y->kAf, g->st);
-            if (pe) return cuerr(err, "A_k reorder", (cudaError_t)pe);
-            a->kAf = y->kAf;
+        if (y->kr) { /* a second, reordered copy of A_k (derived from kA: not counted as weights; freed with
+                      * the engine's other allocations) */
+            uint16_t *kAf;
+            if (dalloc(g, &kAf, 2 * alrd_gpu_attn_ak_halves(g->nkv, g->hd, y->kr), err, "weights")) return -1;
+            const int e = alrd_gpu_attn_pack_ak(y->kA, g->nkv, g->hd, y->kr, kAf, g->st);
+            if (e) return cuerr(err, "A_k reorder", (cudaError_t)e);
+            a->kAf = kAf;
         }
         a->bk = y->bk_lat;
         a->ks = y->ks;
