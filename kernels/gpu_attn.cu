@@ -1071,7 +1071,7 @@ extern "C" int alrd_gpu_attn_pack_ak(const uint16_t *kA, int n_kv, int hd, int k
     return (int)cudaGetLastError();
 }
 
-/* ldmatrix.x4 at a shared-memory address (a) or pointer (p), plain or transposed */
+/* ldmatrix.x4 at a shared-memory address (a), plain or transposed, or at a pointer (p), plain */
 __device__ __forceinline__ void ldsm_x4(uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3, unsigned a) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                  : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(a));
@@ -1083,10 +1083,6 @@ __device__ __forceinline__ void ldsm_x4_trans(uint32_t &r0, uint32_t &r1, uint32
 __device__ __forceinline__ void ldsm_x4(uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3, const uint16_t *p) {
     ldsm_x4(r0, r1, r2, r3, (unsigned)__cvta_generic_to_shared(p));
 }
-__device__ __forceinline__ void ldsm_x4_trans(uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3,
-                                              const uint16_t *p) {
-    ldsm_x4_trans(r0, r1, r2, r3, (unsigned)__cvta_generic_to_shared(p));
-}
 /* x itself, made opaque: the compiler keeps the value in a register instead of recomputing it from its
  * inputs at each use (which it does under register pressure) or folding it into 64-bit address arithmetic */
 template <typename T> __device__ __forceinline__ T opaque(T x) {
@@ -1096,6 +1092,17 @@ template <typename T> __device__ __forceinline__ T opaque(T x) {
     else
         asm volatile("" : "+r"(x));
     return x;
+}
+
+/* Sequence b's part of a side (codes, scales, zeros), opaque: the decode kernel indexes it with 32-bit offsets
+ * (v4_side_ok) through the read-only path (the codes were written by earlier kernels) */
+struct seq_side {
+    const uint32_t *cw;
+    const uint16_t *sc, *ze;
+};
+__device__ __forceinline__ seq_side seq_side_of(const alrd_gpu_side &s, int b) {
+    return {opaque(s.codes + (size_t)b * s.seq_words), opaque(s.scales + (size_t)b * s.seq_groups),
+            opaque(s.zeros + (size_t)b * s.seq_groups)};
 }
 
 /* The codes of one word (bits 2: 16 codes, 4: 8) as fp16 pairs
@@ -1207,25 +1214,21 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
         vrow[k] = i < T4 * ntask ? q : T4; /* T4: no task */
         vtask[k] = i - q * ntask;
     }
-    /* (offsets within sequence b's part of a side are 32-bit: v4_side_ok; the codes were written by earlier
-     * kernels, so the read-only path is safe) */
     auto fetch_k = [&](int i) {
         const int ts = t0 + i * T4;
         if (i >= ntiles || ts >= kq) return;
         const int unit = fdiv_q(ts, P.kR), i0 = ts - unit * (int)P.kR.d;
         const int w0 = unit * (int)ks.unit_words + kc0 * ks.wpr + (i0 >> (kbits == 2 ? 4 : 3)); /* 16 or 8 a word */
         const int g0 = unit * (int)ks.unit_groups + kc0 * ks.ng + fdiv_q(i0, P.kG);
-        const uint32_t *cw = opaque(ks.codes + (size_t)b * ks.seq_words);
-        const uint16_t *sc = opaque(ks.scales + (size_t)b * ks.seq_groups);
-        const uint16_t *ze = opaque(ks.zeros + (size_t)b * ks.seq_groups);
+        const seq_side q = seq_side_of(ks, b);
 #pragma unroll
         for (int k = 0; k < KM; k++) {
             const int c = lane + 32 * k;
             if (c < kr) {
                 const int w = w0 + c * ks.wpr, g = g0 + c * ks.ng;
-                kw[k][0] = __ldg(cw + w);
-                if (kbits == 4) kw[k][1] = __ldg(cw + w + 1);
-                ksc[k] = __ldg(sc + g), kze[k] = __ldg(ze + g);
+                kw[k][0] = __ldg(q.cw + w);
+                if (kbits == 4) kw[k][1] = __ldg(q.cw + w + 1);
+                ksc[k] = __ldg(q.sc + g), kze[k] = __ldg(q.ze + g);
             }
         }
     };
@@ -1233,16 +1236,14 @@ __global__ void __launch_bounds__(NW4 * 32) attn_latent_kernel(alrd_gpu_attn_lay
         const int ts = t0 + i * T4;
         if (i >= ntiles || vbits == 16 || ts >= vq) return;
         const int nv = min(T4, t1 - ts);
-        const uint32_t *cw = opaque(vs.codes + (size_t)b * vs.seq_words);
-        const uint16_t *sc = opaque(vs.scales + (size_t)b * vs.seq_groups);
-        const uint16_t *ze = opaque(vs.zeros + (size_t)b * vs.seq_groups);
+        const seq_side q = seq_side_of(vs, b);
 #pragma unroll
         for (int k = 0; k < VM; k++) {
             const int sidx = ts + vrow[k];
             if (vrow[k] < nv && sidx < vq) {
                 const int c = vc0 + vtask[k] * vcw, g = sidx * (int)vs.unit_groups + fdiv_q(c, P.vG);
-                vwd[k] = __ldg(cw + sidx * (int)vs.unit_words + (c >> (vbits == 2 ? 4 : 3)));
-                vsc[k] = __ldg(sc + g), vze[k] = __ldg(ze + g);
+                vwd[k] = __ldg(q.cw + sidx * (int)vs.unit_words + (c >> (vbits == 2 ? 4 : 3)));
+                vsc[k] = __ldg(q.sc + g), vze[k] = __ldg(q.ze + g);
             }
         }
     };

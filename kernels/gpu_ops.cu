@@ -338,11 +338,11 @@ extern "C" int alrd_gpu_rmsnorm(const float *x, const float *w, int T, int H, fl
     return launch_pdl(rmsnorm_kernel, T, RMS_THREADS, 0, ST(stream), x, w, H, eps, out);
 }
 
-/* An element per thread over all rows: a decode step has one row of ffn
- * elements, which a block per row would walk serially. */
 /* fp16(silu(g) * u): the SwiGLU of silu_mul_kernel and of the gate/up product's epilogue (the same bits) */
 __device__ __forceinline__ uint16_t swiglu_h(float g, float u) { return f2h(g / (1.0f + expf(-g)) * u); }
 
+/* An element per thread over all rows: a decode step has one row of ffn
+ * elements, which a block per row would walk serially. */
 __global__ void silu_mul_kernel(const float *gu, int ffn, long total, uint16_t *out) {
     const long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
     pdl_trigger();
