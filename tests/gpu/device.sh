@@ -1,5 +1,5 @@
 #!/bin/sh
-# tests/gpu/device.sh A0|A|B|C|E|K|N|P|S|T|W: the GPU checks as run on the device machine
+# tests/gpu/device.sh A0|A|B|C|E|G|K|N|O|P|R|S|T|W: the GPU checks as run on the device machine
 # (DESIGN 7). Logs go to $OUT.
 #   A  (carry .devcarry/p1 + debs): build, unit tests, compute-sanitizer, the synthetic SmolLM2 /
 #      llama2-7b speed tables (SmolLM2 also with the previous latent kernel) and the capacity
@@ -16,6 +16,7 @@
 #   G: unit tests, then step times under each of GVARS (space-separated settings, each VAR=v,VAR=v), in
 #      that order, twice: llama2-7b fp16 at depth 4096 batch 1, SmolLM2 shape fp16 and rank 0.5 2-bit.
 #   O: unit tests and memcheck, then alrd-bench of the tree against .devcarry/old's build, interleaved.
+#   R: both attention kernels' duration and DRAM throughput at real clocks (ncu), depth 32768, batch 1 and 16.
 #   P: speed and ncu probes of the attention kernels. S: unit tests, sanitizers, and the speed tables with
 #   and without a setting (CMP=VAR=value) in the same run. T: the decode kernels' split count, swept.
 set -u
@@ -49,6 +50,18 @@ sanitize() { # compute-sanitizer memcheck and racecheck on a small run of the un
         [ $tool = racecheck ] && echo "racecheck hazards outside cuBLAS (nvjet): \
 $(grep 'Race reported' "$OUT/$tool.log" | grep -vc nvjet); in nvjet: $(grep 'Race reported' "$OUT/$tool.log" | grep -c nvjet)"
         grep -m3 -A3 "Error: " "$OUT/$tool.log" | grep -v nvjet | cut -c1-200
+    done
+}
+sol() { # both attention kernels at the clocks a real run gets (ncu --clock-control none), SmolLM2 shape at
+    # depth $1 and each batch of $2: duration and DRAM throughput of the fp16-cache kernel and the latent kernel
+    # (rank 0.5, 2-bit), each followed by its split combine
+    for v in name=fp16 r=0.5,gh=3,k=2,v=2; do
+        for B in $2; do
+            echo "$v batch $B:"
+            timeout 120 ncu --clock-control none --kernel-name regex:attn_ --launch-skip 60 --launch-count 2 \
+                --section SpeedOfLight build/alrd-bench --synthetic smollm2-135m -d $1 -b $B -p 16 -n 4 -r 1 -v $v \
+                2>&1 | grep -E "  [a-z_]+kernel|SM Frequency|Duration|DRAM Throughput"
+        done
     done
 }
 smollm2_speed() { # depths, repetitions: fp16 cache against rank 0.5 2-bit latents, then the latter on the previous kernel
@@ -179,14 +192,13 @@ N) # ncu's full report of the latent kernel at depth NCU_D (32768), batch NCU_B 
     gzip -9 "$OUT/lat-src.csv"
     [ -n "${NCU_TAG:-}" ] && for f in lat-src.csv.gz lat-details.txt lat-hot.txt; do mv "$OUT/$f" "$OUT/$NCU_TAG-$f"; done
     [ "${NCU_SOL:-1}" = 1 ] || exit 0
-    # both attention kernels at the clocks a real run gets: duration and DRAM throughput, fp16 cache and
-    # rank 0.5 2-bit latents, same depth and batch
-    for v in name=fp16 r=0.5,gh=3,k=2,v=2; do
-        timeout 120 ncu --clock-control none --kernel-name regex:attn_ --launch-skip 60 --launch-count 2 \
-            --section SpeedOfLight build/alrd-bench --synthetic smollm2-135m -d ${NCU_D:-32768} -b ${NCU_B:-16} \
-            -p 16 -n 4 -r 1 -v $v > "$OUT/ncu-sol.log" 2>&1
-        echo "$v:"; grep -E "  [a-z_]+kernel|SM Frequency|Duration|DRAM Throughput" "$OUT/ncu-sol.log"
-    done
+    sol ${NCU_D:-32768} ${NCU_B:-16}
+    ;;
+R) # both attention kernels at real clocks, depth 32768, batch 1 and 16 (the README's kernel times)
+    deps
+    nvidia-smi --query-gpu=name --format=csv,noheader
+    build
+    sol 32768 "1 16"
     ;;
 K) # units, compute-sanitizer, SmolLM2-shaped speed, and each decode step's kernels by name (ncu, one step's
    # worth: gpu__time_duration per kernel, summed; PROF_ALL=1 adds depth 512 and llama2-7b at depth 4096)
@@ -279,5 +291,5 @@ O) # the tree against .devcarry/old (a git archive of an older commit, built bes
     python3 tests/gpu/oldnew_table.py "$OUT/oldnew.log"
     ;;
 *)
-    echo "usage: tests/gpu/device.sh A0|A|B|C|E|G|K|N|O|P|S|T|W"; exit 2 ;;
+    echo "usage: tests/gpu/device.sh A0|A|B|C|E|G|K|N|O|P|R|S|T|W"; exit 2 ;;
 esac
