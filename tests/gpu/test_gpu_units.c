@@ -543,11 +543,18 @@ int main(int argc, char **argv) {
         {"latent 3 heads kr72 vr184 k2 v2", 3, 256, 9, 3, 64, 512, 1000, 3, 72, 184, 2, 2, 32, 128, 1},
         {"latent 3 heads kr96 vr96 k2 v2 (SmolLM2 r0.5)", 3, 256, 9, 3, 64, 512, 1000, 3, 96, 96, 2, 2, 32, 128, 1},
         {"hd128 latent per head kr64 vr64 k2 v2", 3, 512, 8, 4, 128, 512, 1000, 1, 64, 64, 2, 2, 32, 64, 1},
+        /* full-width keys at every bit width (gpu_attn_kivi.cu) */
+        {"full K/V k2 v2 GQA 9/3 (SmolLM2 KIVI-2)", 3, 256, 9, 3, 64, 512, 1000, 3, 0, 0, 2, 2, 32, 128, 1},
+        {"full K/V k3 v3 G16", 3, 256, 8, 2, 64, 512, 1000, 2, 0, 0, 3, 3, 16, 64, 1},
+        {"hd128 full K/V k8 v4", 3, 512, 8, 4, 128, 512, 1000, 4, 0, 0, 8, 4, 32, 64, 1},
+        {"full K k2 G8, fp16 V", 3, 256, 8, 2, 64, 512, 1000, 2, 0, 0, 2, 16, 8, 32, 1},
+        {"fp16 K, V v3", 3, 256, 8, 2, 64, 512, 1000, 2, 0, 0, 16, 3, 32, 64, 1},
+        {"hd128 full K/V k4 v8 GQA 8/2", 3, 512, 8, 2, 128, 512, 1000, 2, 0, 0, 4, 8, 32, 128, 1},
     };
     int nc = (int)(sizeof cases / sizeof cases[0]);
     const int steps = race ? 3 : small ? 24 : 140;
     for (int i = 0; i < nc; i++)
-        if (!small || i == 2 || i == 0 || i == 8) test_engine(&cases[i], steps);
+        if (!small || i == 2 || i == 0 || i == 8 || i == 12 || i == 14) test_engine(&cases[i], steps);
     /* these small engines split latent decode blocks by KV head (want_head_split in runtime/gpu.cu);
      * the group blocks of larger batches and contexts, forced */
     printf("== latent decode blocks per group (ALRD_GPU_HEAD_SPLIT=0)\n");
