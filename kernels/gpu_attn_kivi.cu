@@ -46,7 +46,8 @@ typedef struct {
     int kstr, kgch;            /* a key channel's codes in a stage (words, odd); 16-byte chunks of a chunk's scales */
     int stage;                 /* words of one ring stage */
     int ksc, kze, rope, vst;   /* word offsets in a stage: key scales, zeros, the RoPE row (cos | sin), the values */
-    size_t delta, warps, wbytes, kt, vt, total; /* bytes: RoPE offsets table, warps' areas, K^T and V in a warp's */
+    size_t delta, ring, warps, wbytes, kt, vt, total; /* bytes: RoPE tables, the block's ring, warps' areas, K^T and
+                                                            V in a warp's */
     alrd_fdiv pl, wpr, kR, kG, vR, vG, vch, vi_div; /* divisors: piece length (R or 16), key words per channel, chunk
                                                        and group sizes, value chunks per row, vi */
 } kplan;
@@ -114,11 +115,12 @@ __device__ __forceinline__ void rot2(uint32_t x1h, uint32_t x2h, uint2 cs, uint3
 }
 
 template <int HD, int KB, int VB>
-__global__ void __launch_bounds__(KW * 32) attn_kivi_kernel(alrd_gpu_attn_layer L, kplan P, const uint16_t *q16,
+__global__ void __launch_bounds__(KW * 32, HD == 64 ? 4 : 1) attn_kivi_kernel(alrd_gpu_attn_layer L, kplan P, const uint16_t *q16,
                                                             const int *pos, int nsplit, int vw_max, float *work) {
     constexpr int KS = HD / 16, NT = HD / 8, NP = HD / 64; /* k-steps, value n-tiles at most, RoPE pairs a lane */
     constexpr bool KQ = KB < 16, VQ = VB < 16;
-    constexpr int NST = KQ ? 2 : 4; /* ring stages: pieces are key chunks (R tokens) or single tiles */
+    constexpr int NST = KQ ? 2 : 3; /* ring stages: pieces are key chunks (R tokens) or 64-token runs */
+    constexpr int NTH = KW * 32;
     constexpr int VCPW = codes_per_word(VB < 16 ? VB : 2), KRS = HD + 8;
     extern __shared__ __align__(16) unsigned char smem[];
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gid = lane >> 2, t4 = lane & 3;
@@ -136,13 +138,14 @@ __global__ void __launch_bounds__(KW * 32) attn_kivi_kernel(alrd_gpu_attn_layer 
     const int vq = VQ ? max(0, n - vs.R) : 0;    /* values: all but the last R */
     const int PL = (int)P.pl.d, pc0 = fdiv_q(t0, P.pl), npieces = fdiv_q(t1 - 1, P.pl) - pc0 + 1;
     unsigned char *wb = smem + P.warps + warp * P.wbytes;
-    uint32_t *ring = reinterpret_cast<uint32_t *>(wb);
+    uint32_t *ring = reinterpret_cast<uint32_t *>(smem + P.ring); /* the block's NST stages */
     uint16_t *Kt = reinterpret_cast<uint16_t *>(wb + P.kt); /* K^T [HD][ZSTR] (quantised keys), then */
     uint16_t *Vt = reinterpret_cast<uint16_t *>(wb + P.vt); /* V [16][VSTR] (quantised values): one buffer */
     /* RoPE by a key's offset j in its tile: [8][HD/2] fp16 pairs (cos, cos | sin, sin) of tokens 2t, 2t + 1;
      * then [HD/2] (cos, sin) of 16 theta in fp32, for the query's step from tile to tile */
     const uint2 *rot = reinterpret_cast<const uint2 *>(smem + P.delta);
     const float2 *step16 = reinterpret_cast<const float2 *>(smem + P.delta + 8 * (KT / 2) * (HD / 2));
+    const float2 *step64 = step16 + HD / 2; /* and of 64 theta: from a warp's tile to its next (KW = 4) */
 
     /* the sequence's packed sides (32-bit offsets within them: attn_kivi_ok) */
     const uint32_t *kcw = KQ ? ks.codes + (size_t)b * ks.seq_words : nullptr;
@@ -155,36 +158,36 @@ __global__ void __launch_bounds__(KW * 32) attn_kivi_kernel(alrd_gpu_attn_layer 
     const int wlo = vc0 / VCPW, whi = (vc0 + vw - 1) / VCPW;
     const int glo = VQ ? fdiv_q(vc0, P.vG) : 0, ghi = VQ ? fdiv_q(vc0 + vw - 1, P.vG) : 0;
 
-    /* piece i of this warp (piece warp + KW i of the split: its tokens [ps, pe)) into ring stage i % NST, as one
+    /* piece i of the split (its tokens [ps, pe)) into ring stage i % NST by all of the block's threads, as one
      * cp.async group. A quantised key chunk comes whole (its codes, channel-major, rows padded to an odd
      * number of words; its scales and zeros), so every byte of a sector it touches is used. */
     auto issue = [&](int i) {
-        const int k = warp + KW * i;
+        const int k = i;
         if (k < npieces) {
             const int cs = (pc0 + k) * PL, ps = max(t0, cs), pe = min(t1, cs + PL);
             uint32_t *st = ring + (i % NST) * P.stage;
             if constexpr (KQ) {
                 if (cs < kq) {
                     const uint32_t *src = kcw + (pc0 + k) * (int)ks.unit_words + kvh * HD * ks.wpr;
-                    for_each_chunk(lane, 32, P.wpr, HD, [&](int c, int w) {
+                    for_each_chunk(tid, NTH, P.wpr, HD, [&](int c, int w) {
                         cp_async4(st + c * P.kstr + w, src + c * ks.wpr + w, 4);
                     });
                     const int g0 = (pc0 + k) * (int)ks.unit_groups + kvh * HD * ks.ng; /* HD*ng halves each */
-                    for (int c = lane; c < P.kgch; c += 32) {
+                    for (int c = tid; c < P.kgch; c += NTH) {
                         cp_async16(st + P.ksc + c * 4, ksc + g0 + c * 8, 16);
                         cp_async16(st + P.kze + c * 4, kze + g0 + c * 8, 16);
                     }
                 }
-                if (lane < HD / 4) { /* the RoPE row of ps: cos then sin, HD/2 floats each */
-                    const int half = lane / (HD / 8), ch = lane % (HD / 8);
-                    cp_async16(st + P.rope + lane * 4, (half ? L.sin_tab : L.cos_tab) + (size_t)ps * (HD / 2) + ch * 4, 16);
+                if (tid < HD / 4) { /* the RoPE row of ps: cos then sin, HD/2 floats each */
+                    const int half = tid / (HD / 8), ch = tid % (HD / 8);
+                    cp_async16(st + P.rope + tid * 4, (half ? L.sin_tab : L.cos_tab) + (size_t)ps * (HD / 2) + ch * 4, 16);
                 }
-            } else { /* fp16 RoPE'd key rows [16][KRS] */
+            } else { /* fp16 RoPE'd key rows [PL][KRS], zero past pe to the tile's end */
                 const uint16_t *kr = ks.rows + (size_t)b * ks.seq_rows + (size_t)kvh * HD;
                 uint16_t *d = reinterpret_cast<uint16_t *>(st);
                 const int nv = pe - ps;
-#pragma unroll
-                for (int c = lane; c < KT * HD / 8; c += 32) {
+                const int rows = (nv + KT - 1) / KT * KT;
+                for (int c = tid; c < rows * (HD / 8); c += NTH) {
                     const int r = c / (HD / 8), ch = c % (HD / 8);
                     const bool ok = r < nv;
                     cp_async16(d + r * KRS + ch * 8, kr + (size_t)(ps + (ok ? r : 0)) * ks.d + ch * 8, ok ? 16 : 0);
@@ -192,7 +195,7 @@ __global__ void __launch_bounds__(KW * 32) attn_kivi_kernel(alrd_gpu_attn_layer 
             }
             if constexpr (VQ) { /* per token: its code words, scale pairs, zero pairs (stage rows 0..) */
                 const int nq = min(pe, vq) - ps;
-                for (int r = lane; r < nq; r += 32) {
+                for (int r = tid; r < nq; r += NTH) {
                     const int s = ps + r, p0 = (s * (int)vs.unit_groups + glo) >> 1;
                     const int np = ((s * (int)vs.unit_groups + ghi) >> 1) - p0;
                     uint32_t *d = st + P.vst + r * P.vi;
@@ -211,7 +214,7 @@ __global__ void __launch_bounds__(KW * 32) attn_kivi_kernel(alrd_gpu_attn_layer 
                 const uint16_t *vr = vs.rows + (size_t)b * vs.seq_rows + vc0;
                 uint16_t *d = reinterpret_cast<uint16_t *>(st + P.vst);
                 const int nv = pe - ps; /* rows to the tile's end, zero past pe (p = 0 there, and 0 * NaN is NaN) */
-                for_each_chunk(lane, 32, P.vch, (nv + KT - 1) / KT * KT, [&](int r, int ch) {
+                for_each_chunk(tid, NTH, P.vch, (nv + KT - 1) / KT * KT, [&](int r, int ch) {
                     const bool ok = r < nv;
                     cp_async16(d + r * VSTR + ch * 8, vr + (size_t)(ps + (ok ? r : 0)) * vs.d + ch * 8, ok ? 16 : 0);
                 });
@@ -228,9 +231,9 @@ __global__ void __launch_bounds__(KW * 32) attn_kivi_kernel(alrd_gpu_attn_layer 
                                pack2(L.sin_tab[(size_t)j0 * (HD / 2) + p], L.sin_tab[(size_t)j1 * (HD / 2) + p]));
         }
         float2 *s16 = reinterpret_cast<float2 *>(smem + P.delta + 8 * (KT / 2) * (HD / 2));
-        for (int p = tid; p < HD / 2; p += KW * 32) {
-            const int j = min(KT, n - 1);
-            s16[p] = make_float2(L.cos_tab[(size_t)j * (HD / 2) + p], L.sin_tab[(size_t)j * (HD / 2) + p]);
+        for (int i = tid; i < HD; i += KW * 32) { /* rows 16 and 64 (used only when n exceeds them) */
+            const int j = min(i < HD / 2 ? KT : KT * KW, n - 1), p = i % (HD / 2);
+            s16[i] = make_float2(L.cos_tab[(size_t)j * (HD / 2) + p], L.sin_tab[(size_t)j * (HD / 2) + p]);
         }
     }
 #pragma unroll
@@ -269,14 +272,25 @@ __global__ void __launch_bounds__(KW * 32) attn_kivi_kernel(alrd_gpu_attn_layer 
         vg[k] = VQ ? fdiv_q(c, P.vG) - glo : 0;
     }
 
-    const int mine = npieces > warp ? (npieces - warp + KW - 1) / KW : 0;
-    for (int i = 0; i < mine; i++) {
-        issue(i + NST - 1);
+    /* the query's step from tile to tile: R(d)^T applied to the rotated query */
+    auto qstep = [&](float (&qr)[KS][4], const float2 *stp) {
+#pragma unroll
+        for (int kk = 0; kk < KS / 2; kk++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const float2 d = stp[kk * 16 + 2 * t4 + (e & 1) + (e >> 1) * 8];
+                const float x1 = qr[kk][e], x2 = qr[kk + KS / 2][e];
+                qr[kk][e] = x1 * d.x + x2 * d.y;
+                qr[kk + KS / 2][e] = x2 * d.x - x1 * d.y;
+            }
+    };
+    for (int i = 0; i < npieces; i++) {
+        issue(i + NST - 1); /* into the stage every warp finished with in the last piece */
         asm volatile("cp.async.wait_group %0;\n" ::"n"(NST - 1) : "memory");
-        __syncwarp();
+        __syncthreads(); /* piece i is in its stage, for every warp */
         const uint32_t *st = ring + (i % NST) * P.stage;
-        const int cs = (pc0 + warp + KW * i) * PL, ps = max(t0, cs), pe = min(t1, cs + PL);
-        float qr[KS][4]; /* KQ: the query rotated back by the current tile's first position, R(ts)^T q */
+        const int cs = (pc0 + i) * PL, ps = max(t0, cs), pe = min(t1, cs + PL);
+        float qr[KS][4]; /* KQ: the query rotated back by this warp's current tile's first position, R(ts)^T q */
         if constexpr (KQ) {
             const float *cr = reinterpret_cast<const float *>(st + P.rope), *sr = cr + HD / 2;
 #pragma unroll
@@ -294,7 +308,9 @@ __global__ void __launch_bounds__(KW * 32) attn_kivi_kernel(alrd_gpu_attn_layer 
                     }
                 }
         }
-        for (int ts = ps; ts < pe; ts += KT) {
+        if constexpr (KQ)
+            for (int w = 0; w < warp; w++) qstep(qr, step16); /* the warp's first tile: ps + 16 warp */
+        for (int ts = ps + KT * warp; ts < pe; ts += KT * KW) {
             const int nv = min(KT, pe - ts);
             float s[2][4];
 #pragma unroll
@@ -358,16 +374,7 @@ __global__ void __launch_bounds__(KW * 32) attn_kivi_kernel(alrd_gpu_attn_layer 
                         d2[0] = make_uint4(y2[0], y2[1], y2[2], y2[3]), d2[1] = make_uint4(y2[4], y2[5], y2[6], y2[7]);
                     }
                 }
-                /* the next tile's query: R(ts + 16)^T q = R(16)^T R(ts)^T q */
-#pragma unroll
-                for (int kk = 0; kk < KS / 2; kk++)
-#pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        const float2 d = step16[kk * 16 + 2 * t4 + (e & 1) + (e >> 1) * 8];
-                        const float x1 = qr[kk][e], x2 = qr[kk + KS / 2][e];
-                        qr[kk][e] = x1 * d.x + x2 * d.y;
-                        qr[kk + KS / 2][e] = x2 * d.x - x1 * d.y;
-                    }
+                qstep(qr, step64); /* the warp's next tile: R(ts + 64)^T q = R(64)^T R(ts)^T q */
                 __syncwarp();
                 /* S^T rows = query heads, columns = tokens: B fragments of K^T by transposed ldmatrix (matrices:
                  * channels lo / hi x tokens 0-7 / 8-15) */
@@ -381,7 +388,7 @@ __global__ void __launch_bounds__(KW * 32) attn_kivi_kernel(alrd_gpu_attn_layer 
                     mma16816(s[1], qa[kk][0], 0u, qa[kk][1], 0u, b2, b3);
                 }
             } else {
-                const uint16_t *Kr = reinterpret_cast<const uint16_t *>(st);
+                const uint16_t *Kr = reinterpret_cast<const uint16_t *>(st) + (ts - ps) * KRS;
 #pragma unroll
                 for (int nt = 0; nt < 2; nt++) {
                     const uint16_t *kr = Kr + (nt * 8 + gid) * KRS + 2 * t4;
@@ -435,6 +442,7 @@ __global__ void __launch_bounds__(KW * 32) attn_kivi_kernel(alrd_gpu_attn_layer 
             }
             __syncwarp(); /* K^T and V are refilled by the next tile */
         }
+        __syncthreads(); /* every warp is done with the stage: the next piece's issue refills it */
     }
     asm volatile("cp.async.wait_all;\n" ::: "memory"); /* the rings are drained: shared memory is free */
     merge_warps<KW, NT>(o, nvt, m0, m1, l0, l1, smem, vw, per_kv, vw, wml, wacc, nsplit, sp, vw_max);
@@ -487,7 +495,7 @@ static void make_kplan(const alrd_gpu_attn_layer *L, kplan *p) {
         }
         p->vi = p->nvw + 2 * p->nvp;
     }
-    const int pl = kb < 16 ? k->R : KT; /* a piece: one key chunk, or one tile of fp16 keys */
+    const int pl = kb < 16 ? k->R : KT * KW; /* a piece: one key chunk, or 64 tokens of fp16 keys */
     size_t words = 0;
     p->kstr = p->kgch = p->ksc = p->kze = p->rope = 0;
     if (kb < 16) {
@@ -501,19 +509,21 @@ static void make_kplan(const alrd_gpu_attn_layer *L, kplan *p) {
         p->rope = (int)words;
         words += hd; /* cos | sin row, hd/2 floats each */
     } else {
-        words = (size_t)KT * (hd + 8) / 2;
+        words = (size_t)pl * (hd + 8) / 2;
     }
     words = (words + 3) & ~(size_t)3; /* 16-byte aligned values */
     p->vst = (int)words;
     words += vb < 16 ? (size_t)pl * p->vi : (size_t)pl * p->vstr / 2;
     words = (words + 3) & ~(size_t)3;
     p->stage = (int)words;
-    const int nst = kb < 16 ? 2 : 4; /* the kernel's NST */
+    const int nst = kb < 16 ? 2 : 3; /* the kernel's NST */
     size_t o = 0;
     p->delta = o;
-    if (kb < 16) o = al16k(o + 8 * (size_t)(KT / 2 + 1) * (hd / 2));
+    if (kb < 16) o = al16k(o + 8 * (size_t)(KT / 2 + 2) * (hd / 2));
+    p->ring = o;
+    o = al16k(o + 4 * (size_t)nst * p->stage);
     p->warps = o;
-    size_t w = 4 * (size_t)nst * p->stage;
+    size_t w = 0;
     p->kt = p->vt = w; /* K^T and V share a buffer: a tile's keys are read before its values are written */
     const size_t ktb = kb < 16 ? 2 * (size_t)hd * ZSTR : 0, vtb = vb < 16 ? 2 * (size_t)KT * p->vstr : 0;
     w = al16k(w + (ktb > vtb ? ktb : vtb));

@@ -95,7 +95,7 @@ F) # the fast-decode table: units, sanitizers, then every cache type's step time
     [ "${SAN:-1}" = 1 ] && sanitize
     timeout 420 build/alrd-bench --synthetic smollm2-135m -d ${FDEPTHS:-0,512,4096,32768} -b 1,16 -p 16 -n 64 -r 2 \
         -v name=fp16 -v k=4,v=4,name=kivi4 -v k=2,v=2,name=kivi2 -v k=3,v=3,name=kivi3 -v k=16,v=2,name=k16-v2 \
-        -v r=0.5,gh=3,k=16,v=16,name=r0.5-16bit -v r=0.5,gh=3,k=2,v=2,name=r0.5-k2v2 \
+        ${FLATENT--v r=0.5,gh=3,k=16,v=16,name=r0.5-16bit -v r=0.5,gh=3,k=2,v=2,name=r0.5-k2v2} \
         -o "$OUT/bench-fast.json" 2>&1 | grep -E "tg|error|alrd-bench" | tee "$OUT/bench-fast.log"
     ;;
 A0) # only the first model part and the build, for a B that follows
