@@ -8,7 +8,7 @@
 #   make test-gpu   GPU tests (tests/gpu/, needs nvcc and a GPU; MODEL=... ALRD=...
 #                   DATA=... add the real-model checks) + compute-sanitizer
 # DEPS_PREFIX=/path/usr adds a prefix for headers and libraries that are not
-# on the system (the device machine gets cJSON this way, see DESIGN 7).
+# on the system (the device machine gets cJSON this way, see docs/design.md 7).
 
 CC      ?= cc
 NVCC    ?= $(shell command -v nvcc 2>/dev/null)

@@ -1,4 +1,4 @@
-/* calib_gpu: the calibration statistics pass on the GPU (DESIGN 5.1).
+/* calib_gpu: the calibration statistics pass on the GPU (docs/design.md 5.1).
  * The samples run through the GPU forward (fp16 weights, the same engine
  * alrd-run decodes with); each layer's attention-normed input rows are
  * folded into its Gram sum on the device in fp64 (runtime/gpu.h,

@@ -1,5 +1,5 @@
 /* compress: the calibration pipeline of alrd-compress and alrd-sweep
- * (DESIGN 5.1-5.3) on a loaded model, in stages so a sweep reuses the
+ * (docs/design.md 5.1-5.3) on a loaded model, in stages so a sweep reuses the
  * expensive ones:
  *   alrd_calib     one pass over the calibration tokens: each layer's Gram
  *                  matrix of the k/v input, and the uncompressed model's
@@ -88,7 +88,7 @@ int alrd_decomp_ranks(alrd_decomp *d, double ratio, int uniform, int *k_rank, in
 
 /* Factors of every layer at the ranks (rank 0: NULL, not decomposed):
  * A [n_groups][g*hd][r], B [n_groups][r][hidden], malloc'd, caller frees.
- * hadamard != 0 folds a seeded rotation of each latent (DESIGN 5.4). */
+ * hadamard != 0 folds a seeded rotation of each latent (docs/design.md 5.4). */
 int alrd_decomp_factors(const alrd_decomp *d, const int *k_rank, const int *v_rank, int hadamard,
                         uint64_t seed, float **kA, float **kB, float **vA, float **vB,
                         alrd_error *err);

@@ -1,4 +1,4 @@
-/* gram: per-layer calibration statistics (DESIGN 5.1).
+/* gram: per-layer calibration statistics (docs/design.md 5.1).
  * Accumulates the Gram matrix C = sum_t x_t^T x_t (d x d, fp64) of the
  * activation rows x_t that feed k_proj/v_proj of one layer. Rows arrive as
  * float in chunks of any size; they are converted to double and folded in

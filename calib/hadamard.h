@@ -1,5 +1,5 @@
 /* hadamard: a seeded random orthogonal rotation H (r x r) of the latent
- * space, folded offline into the factors (DESIGN 5.4): B <- H B, A <- A H^T,
+ * space, folded offline into the factors (docs/design.md 5.4): B <- H B, A <- A H^T,
  * so A B is unchanged while the latent l = B x is rotated, spreading the
  * energy SVD piles into the first channels before KIVI quantisation.
  *

@@ -1,5 +1,5 @@
 /* qerr: the predicted output loss of KIVI-quantising a module's cache
- * (DESIGN 5.3, 5.4), measured on the calibration probe tokens, and the joint
+ * (docs/design.md 5.3, 5.4), measured on the calibration probe tokens, and the joint
  * rank + bits allocation under a KV byte budget built on it.
  *
  * Module m = 2*layer + (0 K, 1 V). For rank r > 0 (decomposed; factors

@@ -1,4 +1,4 @@
-/* ranks: rank (and bit) allocation under a budget (DESIGN 5.3), and the
+/* ranks: rank (and bit) allocation under a budget (docs/design.md 5.3), and the
  * ranks.json file of the seed's interface.
  *
  * A module m is one layer's K or V projection. Its tail table gives the

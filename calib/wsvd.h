@@ -1,4 +1,4 @@
-/* wsvd: activation-aware (whitened) SVD of one projection (DESIGN 5.2).
+/* wsvd: activation-aware (whitened) SVD of one projection (docs/design.md 5.2).
  *
  * For W [rows, d] (rows = g*head_dim for a group of g KV heads) and the
  * layer's calibration Gram C = X^T X [d, d]:

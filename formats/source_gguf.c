@@ -1,7 +1,7 @@
 /* source_gguf: a llama / qwen2 GGUF file as an alrd_source: config from the
  * ARCH.* keys, tensors renamed to HF names (data stays in the mapping), and
  * the tokenizer from tokenizer.ggml.*. llama-architecture attn_q / attn_k
- * rows are marked for unpermuting (DESIGN 4.1). */
+ * rows are marked for unpermuting (docs/design.md 4.1). */
 #include "source.h"
 
 #include <limits.h>

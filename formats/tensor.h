@@ -40,7 +40,7 @@ typedef struct {
     size_t nbytes;
     /* Rows of a llama-architecture GGUF attn_q/attn_k are permuted per head
      * by llama.cpp's converter; when unpermute_heads > 0 reading rows undoes
-     * it for that many heads (DESIGN 4.1). 0: rows are in HF order. */
+     * it for that many heads (docs/design.md 4.1). 0: rows are in HF order. */
     int unpermute_heads;
 } alrd_tensor;
 

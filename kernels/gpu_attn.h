@@ -1,20 +1,16 @@
-/* gpu_attn: fused decode attention over the latent, KIVI-quantised cache
- * (DESIGN 5.5), flash-decoding style (kernels/gpu_attn.cu).
- *
- * One block per (split of the sequence, KV group, sequence). For each tile
- * of 64 cached tokens it loads the packed latent keys, dequantises them into
- * shared memory, reconstructs K = latent . A_k^T on the tensor cores
- * (mma.sync m16n8k16, fp16 in, fp32 accumulate) for every KV head of the
- * group, adds the bias, applies RoPE in registers, dots with every query
- * head of the group, and keeps an online softmax; values stay in latent
- * space (p . latent_v accumulated per query head). The fp16 residual window
- * is read like any other token. A second kernel reduces the splits; a
- * head's latent mix is its output (the engine folds A_v and b_v into
- * o_proj).
- *
- * Undecomposed layers use the same kernel without the reconstruction:
- * quantised pre-RoPE keys are dequantised and RoPE'd on load, and an fp16
- * cache of RoPE'd keys is read as is (the fp16 flash-decoding baseline).
+/* gpu_attn: fused flash-decoding attention over every cache alrd keeps
+ * (docs/design.md 5.5, docs/gpu-kernels.md). One kernel per layer, chosen by
+ * the layer's cache:
+ *   fp16 RoPE'd keys and fp16 values: attn_fp16_kernel (gpu_attn.cu);
+ *   full-width keys quantised per channel (2/3/4/8 bits, pre-RoPE) or fp16
+ *     keys with quantised values: attn_kivi_kernel (gpu_attn_kivi.cu);
+ *   latent keys K = RoPE(latent . A_k^T + b_k), reconstructed on the tensor
+ *     cores: attn_latent_kernel (gpu_attn.cu), 2/4/16-bit latents;
+ *   what none of these covers: the older block-synchronous kernels.
+ * Every kernel splits the sequence (flash-decoding) and writes per-split
+ * (max, sum, unnormalised mix); a second kernel reduces the splits. Values of
+ * a latent layer stay in latent space: a head's latent mix is its output
+ * (the engine folds A_v and b_v into o_proj).
  * Plain-C interface; pointers are device memory. */
 #ifndef ALRD_GPU_ATTN_H
 #define ALRD_GPU_ATTN_H

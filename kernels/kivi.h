@@ -1,4 +1,4 @@
-/* kivi: asymmetric min/max quantisation of KV-cache blocks (DESIGN 5.4),
+/* kivi: asymmetric min/max quantisation of KV-cache blocks (docs/design.md 5.4),
  * the CPU reference. Same semantics as the seed's kivi_quantize_per_channel /
  * kivi_quantize_per_token; a GPU kernel reading this layout must decode to
  * the same floats.

@@ -245,7 +245,7 @@ static void attend(alrd_ctx *x, int l, const alrd_layer *L, int T, int pos0, con
     int gh = m->group_heads * hd, per_kv = c->n_heads / c->n_kv_heads;
     int dk = alrd_model_k_width(m, l), dv = alrd_model_v_width(m, l);
 
-    /* keys: K = RoPE(A . latent + b_k), per head group (DESIGN 5.5) */
+    /* keys: K = RoPE(A . latent + b_k), per head group (docs/design.md 5.5) */
     if (L->k_rank) {
         int r = L->k_rank;
         for (int g = 0; g < m->n_groups; g++)

@@ -46,7 +46,7 @@ size_t alrd_ctx_cache_bytes(const alrd_ctx *c);
 
 /* Runs T tokens at positions pos..pos+T-1. At position 0 with T > 1 this is
  * a prefill (attention over full-precision K/V, then the cache stores them
- * as DESIGN 5.4 says); otherwise tokens go one by one through the decode
+ * as docs/design.md 5.4 says); otherwise tokens go one by one through the decode
  * path. logits: if all_logits, [T][vocab]; else [vocab] for the last token;
  * may be NULL. */
 int alrd_ctx_forward(alrd_ctx *c, const int32_t *tokens, int T, float *logits, int all_logits,

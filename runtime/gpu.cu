@@ -296,7 +296,7 @@ static int engine_init(alrd_gpu *g, const alrd_config *cfg, int group_heads, con
  * max_ctx sequence within one wave of what the GPU holds at once (a
  * second, partly filled wave would double the kernel's time; shorter
  * contexts leave splits empty). Sweeps over ALRD_GPU_NSPLIT=n, which
- * fixes it instead: tests/gpu/device.sh T, NOTES.md. */
+ * fixes it instead: tests/gpu/device.sh T. */
 #define SPLIT_TOKENS 64 /* a split's length is a multiple of this (split_range's tiles) */
 #define MAX_SPLITS 256
 

@@ -1,4 +1,4 @@
-/* kv_cache: the mixed latent KV cache of one sequence (DESIGN 5.4): per
+/* kv_cache: the mixed latent KV cache of one sequence (docs/design.md 5.4): per
  * layer, a quantised part (packed KIVI codes, kernels/kivi.h) and a
  * full-precision residual window of the most recent tokens.
  *
@@ -16,7 +16,7 @@
  *   use_kivi = 0  keys follow the values' rule (per token, last R full).
  * Appending tokens (prefill or decode) moves tokens from the residual into the
  * quantised part exactly when these rules say so. On an empty layer,
- * prefill(L) and then one append per decode step are exactly DESIGN 5.4:
+ * prefill(L) and then one append per decode step are exactly docs/design.md 5.4:
  *   prefill:  keys quantise the first L - L%R tokens in chunks of R, values
  *             all but the last R;
  *   decode:   when the key residual reaches R it is quantised as one chunk
@@ -41,7 +41,7 @@
  *   bits 16: no packed data; the mirror is the cache (an fp16 cache in
  *     bytes()).
  * Bytes: codes + 2-byte scales + 2-byte zeros of the quantised part, plus 2
- * bytes per element of the residual (counted as fp16, DESIGN 6) -- every
+ * bytes per element of the residual (counted as fp16, docs/design.md 6) -- every
  * element 2 bytes when bits are 16.
  *
  * Nothing is allocated after create. Not thread safe per cache; a batch of

@@ -1,4 +1,4 @@
-/* perplexity: llama.cpp's llama-perplexity convention (DESIGN 6). The text
+/* perplexity: llama.cpp's llama-perplexity convention (docs/design.md 6). The text
  * is tokenized whole, cut into chunks of ctx tokens (BOS replaces the first
  * token of each chunk when the vocab adds BOS), each chunk starts from an
  * empty cache, and only the second half of each chunk is scored. With a

@@ -1,6 +1,6 @@
 /* test_kv_cache: the mixed latent cache (runtime/kv_cache.h). After every
  * prefill and decode step the split into quantised and full-precision tokens
- * follows DESIGN 5.4 exactly, residual tokens come back bit for bit,
+ * follows docs/design.md 5.4 exactly, residual tokens come back bit for bit,
  * quantised ones are exactly kivi's decode of their own chunk/token, within
  * s/2, and the byte count matches the layout. */
 #include "testutil.h"
@@ -51,7 +51,7 @@ static alrd_kv_cache *make_cache(int use_kivi, int rlen) {
     return c;
 }
 
-/* Expected quantised counts for n tokens (DESIGN 5.4). */
+/* Expected quantised counts for n tokens (docs/design.md 5.4). */
 static int exp_kq(int n, int use_kivi, int rlen) {
     if (use_kivi) return n - n % rlen;
     return n > rlen ? n - rlen : 0;

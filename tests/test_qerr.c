@@ -51,7 +51,7 @@ static int teardown(void **state) {
     return 0;
 }
 
-/* The KIVI quantiser written out from DESIGN 5.4 / kernels/kivi.h. */
+/* The KIVI quantiser written out from docs/design.md 5.4 / kernels/kivi.h. */
 static float bf_quant(const float *x, int n, int stride, int bits, float *out) {
     float mn = x[0], mx = x[0];
     for (int i = 1; i < n; i++) {

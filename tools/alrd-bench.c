@@ -12,6 +12,12 @@
  * with a -p token prefill batch, found by creating engines (weights,
  * caches, work space) and running a decode step.
  *
+ * --kv-budget SIZE (e.g. 64GiB, 512MiB, bytes): throughput at a fixed
+ * memory budget, the number a serving user compares. For each variant and
+ * depth d the batch is as many sequences as fit in SIZE bytes of KV cache
+ * at context d + n (one sequence's exact bytes, from an engine), instead of
+ * -b; tg then reports tokens/s of that batch.
+ *
  * A variant SPEC is a comma list: r=RATIO (synthetic: latent rank as a
  * fraction of the group's width; 1 = full projections), gh=N (synthetic: KV
  * heads per latent group), k=BITS, v=BITS, G=GROUP, R=RESIDUAL, kivi=0|1,
@@ -22,6 +28,7 @@
  * steps of all b sequences from depth d (one CUDA graph replay per step).
  * Without a GPU (or with --cpu) a CPU fallback measures pp at depth 0 and
  * tg after a real prefill of d tokens, through the context API. */
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -214,6 +221,19 @@ static int max_fit(const alrd_model *m, const alrd_config *syn, const variant *v
     return lo * 1024;
 }
 
+/* The sequences of context ctx whose KV caches fit in budget bytes (0: not
+ * one), from one sequence's exact bytes in an engine of this variant. */
+static long budget_batch(const alrd_model *m, const alrd_config *syn, const variant *v, int ctx, int p, double budget,
+                         double *seq_bytes, alrd_error *err) {
+    alrd_gpu *g = NULL;
+    if (new_engine(m, syn, v, ctx, 1, p, &g, err)) return -1;
+    int rc = alrd_gpu_fill_random(g, 0, ctx, 3, err);
+    *seq_bytes = (double)alrd_gpu_cache_bytes(g, 0);
+    alrd_gpu_free(g);
+    if (rc) return -1;
+    return *seq_bytes > 0 ? (long)floor(budget / *seq_bytes) : 0;
+}
+
 /* One (variant, depth, batch) on the GPU: pp and tg rows appended to arr. */
 static void bench_gpu(const alrd_model *m, const alrd_config *syn, const variant *v, int d, int b, int p, int n, int reps,
                       cJSON *arr) {
@@ -363,16 +383,32 @@ static void bench_cpu(alrd_model *m, const variant *v, int d, int b, int p, int 
     alrd_ctx_free(c);
 }
 
+/* "64GiB", "512MiB", "1.5GB", "1000000": bytes, > 0; -1 when malformed */
+static double parse_size(const char *s) {
+    char *end;
+    double x = strtod(s, &end);
+    if (end == s || !(x > 0)) return -1;
+    static const struct { const char *suf; double mul; } u[] = {
+        {"", 1}, {"B", 1}, {"KiB", 1024.0}, {"MiB", 1048576.0}, {"GiB", 1073741824.0}, {"TiB", 1099511627776.0},
+        {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"K", 1024.0}, {"M", 1048576.0}, {"G", 1073741824.0},
+    };
+    for (size_t i = 0; i < sizeof u / sizeof u[0]; i++)
+        if (!strcmp(end, u[i].suf)) return x * u[i].mul;
+    return -1;
+}
+
 static void usage(void) {
     fprintf(stderr, "usage: alrd-bench MODEL|--synthetic llama2-7b|llama3-8b|smollm2-135m [-d 0,4096,32768] [-b 1,16] [-p 512]\n"
-                    "                  [-n 128] [-v SPEC]... [-r REPS] [-o out.json] [--cpu] [--max-fit MAXCTX]\n"
+                    "                  [-n 128] [-v SPEC]... [-r REPS] [-o out.json] [--cpu] [--max-fit MAXCTX] [--kv-budget SIZE]\n"
                     "  --max-fit: instead of speed, the largest context (<= MAXCTX) each batch size fits in GPU memory\n"
+                    "  --kv-budget: instead of -b, as many sequences as fit in SIZE (64GiB, 512MiB, bytes) of KV cache\n"
                     "  SPEC: comma list of r=RATIO gh=N k=BITS v=BITS G=N R=N kivi=0|1 attn=fused|ref graph=0|1 name=X\n");
 }
 
 int main(int argc, char **argv) {
     const char *model = NULL, *synth = NULL, *out = NULL;
     int depths[MAXL] = {0}, nd = 1, batches[MAXL] = {1}, nb = 1, p = 512, n = 128, reps = 3, cpu = 0, nvar = 0, fit = 0;
+    double budget = 0;
     variant vars[MAXV];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -389,6 +425,7 @@ int main(int argc, char **argv) {
             nvar++, i++;
         } else if (!strcmp(a, "--cpu")) cpu = 1;
         else if (!strcmp(a, "--max-fit") && val) { if ((fit = atoi(val)) < 1024) goto bad; i++; }
+        else if (!strcmp(a, "--kv-budget") && val) { if ((budget = parse_size(val)) <= 0) goto bad; i++; }
         else if (a[0] == '-') goto bad;
         else if (!model) model = a;
         else goto bad;
@@ -428,6 +465,16 @@ int main(int argc, char **argv) {
         have_model = 1;
     }
     int gpu = !cpu && alrd_ctx_gpu_available();
+    if (budget > 0 && !gpu) {
+        fprintf(stderr, "alrd-bench: --kv-budget needs a GPU\n");
+        if (have_model) alrd_model_free(&m);
+        return 1;
+    }
+    if (budget > 0 && fit) {
+        fprintf(stderr, "alrd-bench: --kv-budget and --max-fit are separate runs\n");
+        if (have_model) alrd_model_free(&m);
+        return 2;
+    }
     if (!gpu && synth) {
         fprintf(stderr, "alrd-bench: --synthetic needs a GPU\n");
         return 1;
@@ -462,6 +509,30 @@ int main(int argc, char **argv) {
                 fflush(stdout);
             }
         nd = 0; /* no speed runs */
+    }
+#endif
+#if ALRD_CUDA
+    if (gpu && budget > 0) { /* throughput at a fixed KV budget: the batch that fits, per (variant, depth) */
+        cJSON_AddNumberToObject(root, "kv_budget_bytes", budget);
+        for (int vi = 0; vi < nvar; vi++)
+            for (int di = 0; di < nd; di++) {
+                double sb = 0;
+                long B = budget_batch(have_model ? &m : NULL, &syn, &vars[vi], depths[di] + n, p, budget, &sb, &err);
+                if (B < 1 || B > INT_MAX / 2) {
+                    cJSON *r = result(&vars[vi], depths[di], 0, "kv-budget");
+                    cJSON_AddStringToObject(r, "error", B < 0 ? err.msg : B < 1 ? "not one sequence fits" : "too many");
+                    cJSON_AddItemToArray(arr, r);
+                    fprintf(stderr, "alrd-bench: %s d=%d: %s\n", vars[vi].name, depths[di],
+                            B < 0 ? err.msg : B < 1 ? "not one sequence fits the budget" : "batch too large");
+                    continue;
+                }
+                printf("%-28s kv-budget %.2f GiB at context %d: %.1f MiB a sequence, batch %ld\n", vars[vi].name,
+                       budget / 1073741824.0, depths[di] + n, sb / 1048576.0, B);
+                fflush(stdout);
+                bench_gpu(have_model ? &m : NULL, &syn, &vars[vi], depths[di], (int)B, p, n, reps, arr);
+                fflush(stdout);
+            }
+        nd = 0; /* no -b runs */
     }
 #endif
     for (int vi = 0; vi < nvar; vi++)

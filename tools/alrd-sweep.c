@@ -321,7 +321,7 @@ typedef struct {
     char error[ALRD_ERR_MSG];
 } result;
 
-/* Fractions of the cache the scored positions see quantised (DESIGN 6:
+/* Fractions of the cache the scored positions see quantised (docs/design.md 6:
  * second half of each chunk, n = ctx/2 + 1 .. ctx - 1 cached tokens). */
 static double eval_frac(const sweep_opts *o, int is_v) {
     return alrd_qerr_quantized_fraction(is_v, o->R, o->kivi, o->ctx / 2 + 1, o->ctx - 1);

@@ -1,5 +1,5 @@
 #!/bin/bash
-# The README's result tables, as run on the device machine (DESIGN 7):
+# The README's result tables, as run on the device machine (docs/design.md 7):
 #   compress  -- every .alrd the tables need, 16 compressions in parallel on
 #                the CPU (one BLAS thread each), into $W
 #   eval      -- whole-file perplexities on the GPU with alrd-run, into $OUT

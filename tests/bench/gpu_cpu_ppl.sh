@@ -6,8 +6,7 @@
 # --first-chunk / --chunks) and combines their NLL lines weighted by tokens.
 # The GPU side scores the same file (carried to the GPU machine: its sha256
 # must match) with build/alrd-run FILE --ppl ... --kv-bits B (tests/gpu/device.sh
-# W runs both there); the results of session 3 are in
-# tests/gpu/results/session3/whole-file.log. The 2-bit CPU run takes 21-25
+# W runs both there). The 2-bit CPU run takes 21-25
 # core-seconds per chunk (595 chunks); FIRST/LAST limit it. An existing OUTF
 # is scored as it is.
 set -eu

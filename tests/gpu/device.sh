@@ -1,6 +1,6 @@
 #!/bin/sh
-# tests/gpu/device.sh A0|A|B|C|E|G|K|N|O|P|R|S|T|W: the GPU checks as run on the device machine
-# (DESIGN 7). Logs go to $OUT.
+# tests/gpu/device.sh A0|A|B|C|E|F|G|K|N|O|P|Q|R|S|T|W: the GPU checks as run on the device machine
+# (docs/design.md 7). Logs go to $OUT.
 #   A  (carry .devcarry/p1 + debs): build, unit tests, compute-sanitizer, the synthetic SmolLM2 /
 #      llama2-7b speed tables (SmolLM2 also with the previous latent kernel) and the capacity
 #      (--max-fit) table; keeps the first model part in /tmp/model. A0: only that and the build.
@@ -17,7 +17,8 @@
 #      that order, twice: llama2-7b fp16 at depth 4096 batch 1, SmolLM2 shape fp16 and rank 0.5 2-bit.
 #   O: unit tests and memcheck, then alrd-bench of the tree against .devcarry/old's build, interleaved.
 #   R: both attention kernels' duration and DRAM throughput at real clocks (ncu), depth 32768, batch 1 and 16.
-#   P: speed and ncu probes of the attention kernels. S: unit tests, sanitizers, and the speed tables with
+#   F: units, sanitizers and every cache type's step time (the fast-decode table). Q: throughput at a fixed KV
+#   budget (alrd-bench --kv-budget). P: speed and ncu probes of the attention kernels. S: unit tests, sanitizers, and the speed tables with
 #   and without a setting (CMP=VAR=value) in the same run. T: the decode kernels' split count, swept.
 set -u
 OUT=${OUT:-/tmp/out}
@@ -97,6 +98,16 @@ F) # the fast-decode table: units, sanitizers, then every cache type's step time
         -v name=fp16 -v k=4,v=4,name=kivi4 -v k=2,v=2,name=kivi2 -v k=3,v=3,name=kivi3 -v k=16,v=2,name=k16-v2 \
         ${FLATENT--v r=0.5,gh=3,k=16,v=16,name=r0.5-16bit -v r=0.5,gh=3,k=2,v=2,name=r0.5-k2v2} \
         -o "$OUT/bench-fast.json" 2>&1 | grep -E "tg|error|alrd-bench" | tee "$OUT/bench-fast.log"
+    ;;
+Q) # throughput at a fixed KV budget (KVB, default 64GiB): as many sequences as fit at context 32768 + 32, per cache
+   # type, SmolLM2 shape and Llama-3-8B shape
+    start
+    for S in smollm2-135m llama3-8b; do
+        gh=1; [ $S = smollm2-135m ] && gh=3
+        timeout 280 build/alrd-bench --synthetic $S --kv-budget ${KVB:-64GiB} -d ${QDEPTHS:-32768} -p 16 -n 32 -r 1 \
+            -v name=fp16 -v k=2,v=2,name=kivi2 -v k=4,v=4,name=kivi4 -v r=0.5,gh=$gh,k=2,v=2,name=r0.5-k2v2 \
+            -o "$OUT/budget-$S.json" 2>&1 | grep -E "tg|kv-budget|alrd-bench" | tee -a "$OUT/budget.log"
+    done
     ;;
 A0) # only the first model part and the build, for a B that follows
     start

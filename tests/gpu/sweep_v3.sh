@@ -3,9 +3,7 @@
 # ring stages (ALRD_NW3 x ALRD_ST3), each built into its own alrd-bench and
 # timed with ncu (kernel DRAM throughput) and alrd-bench (step time) on the
 # SmolLM2 shape at depth 32768. Needs the cJSON debs unpacked in /tmp/deps
-# (tests/gpu/device.sh P does that). The cp.async L2-hint comparison
-# (results/session5/sweep-v3-l2-hint.log) ran this script at commit 3ba81c7,
-# whose ALRD_CP_HINT switch and NWxSTxHINT entries it used.
+# (tests/gpu/device.sh P does that).
 OUT=${OUT:-/tmp/out}
 NV="-O3 -std=c++17 -arch=sm_90a -Xcompiler -Wall,-Werror -lineinfo -MMD -MP"
 for cfg in ${CFGS:-4x3 4x4 8x3 8x2 2x4}; do # one build tree per configuration, built side by side
