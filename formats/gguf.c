@@ -100,6 +100,31 @@ static void value_free(alrd_gguf_value *v) {
     v->v.arr.items = NULL;
 }
 
+alrd_gguf_value alrd_gguf_item(const alrd_gguf_value *a, uint64_t i) {
+    alrd_gguf_value x;
+    memset(&x, 0, sizeof x);
+    if (a->type != GGUF_T_ARRAY || i >= a->v.arr.n) return x;
+    if (a->v.arr.items) return a->v.arr.items[i];
+    const alrd_gguf_type t = a->v.arr.elem;
+    const uint8_t *p = a->v.arr.raw + (size_t)i * scalar_size(t);
+    x.type = t;
+    switch (t) {
+    case GGUF_T_UINT8: x.v.u64 = p[0]; break;
+    case GGUF_T_INT8: x.v.i64 = (int8_t)p[0]; break;
+    case GGUF_T_BOOL: x.v.b = p[0]; break;
+    case GGUF_T_UINT16: { uint16_t y; memcpy(&y, p, 2); x.v.u64 = y; break; }
+    case GGUF_T_INT16: { int16_t y; memcpy(&y, p, 2); x.v.i64 = y; break; }
+    case GGUF_T_UINT32: { uint32_t y; memcpy(&y, p, 4); x.v.u64 = y; break; }
+    case GGUF_T_INT32: { int32_t y; memcpy(&y, p, 4); x.v.i64 = y; break; }
+    case GGUF_T_FLOAT32: { float y; memcpy(&y, p, 4); x.v.f64 = y; break; }
+    case GGUF_T_UINT64: memcpy(&x.v.u64, p, 8); break;
+    case GGUF_T_INT64: memcpy(&x.v.i64, p, 8); break;
+    case GGUF_T_FLOAT64: memcpy(&x.v.f64, p, 8); break;
+    default: break;
+    }
+    return x;
+}
+
 static int rd_value(cursor *c, uint32_t type, alrd_gguf_value *v, int depth) {
     memset(v, 0, sizeof *v);
     v->type = (alrd_gguf_type)type;
@@ -137,14 +162,24 @@ static int rd_value(cursor *c, uint32_t type, alrd_gguf_value *v, int depth) {
     if (n > (c->size - c->pos) / min_size(elem))
         return alrd_errf(c->err, "%s: %s: array length %llu of %s cannot fit in the %zu bytes left (truncated or corrupt)",
                          c->path, c->what, (unsigned long long)n, alrd_gguf_type_name(elem), c->size - c->pos);
-    if (n > MAX_TOTAL_ITEMS - c->total_items)
+    if (!scalar_size(elem) && n > MAX_TOTAL_ITEMS - c->total_items)
         return alrd_errf(c->err, "%s: %s: array length %llu exceeds the limit of %u items per file",
                          c->path, c->what, (unsigned long long)n, MAX_TOTAL_ITEMS);
-    c->total_items += n;
+    v->v.arr.n = n;
     if (n == 0) return 0;
+    const size_t es = scalar_size(elem);
+    if (es) { /* scalars stay in the mapping: no allocation at all (the length check above bounds n * es) */
+        if (take(c, (size_t)n * es, &v->v.arr.raw)) return -1;
+        if (elem == GGUF_T_BOOL)
+            for (uint64_t i = 0; i < n; i++)
+                if (v->v.arr.raw[i] > 1)
+                    return alrd_errf(c->err, "%s: %s: bool byte %llu is %u, expected 0 or 1", c->path, c->what,
+                                     (unsigned long long)i, v->v.arr.raw[i]);
+        return 0;
+    }
+    c->total_items += n; /* strings and nested arrays: one value each, bounded across the file */
     v->v.arr.items = calloc((size_t)n, sizeof *v->v.arr.items);
     if (!v->v.arr.items) return alrd_errf(c->err, "%s: %s: out of memory", c->path, c->what);
-    v->v.arr.n = n;
     for (uint64_t i = 0; i < n; i++) {
         if (rd_value(c, elem, &v->v.arr.items[i], depth + 1)) {
             value_free(v);
@@ -556,12 +591,12 @@ static int vocab_fill(alrd_vocab *v, const alrd_gguf *g, alrd_error *err) {
     if (scores) {
         v->scores = malloc((size_t)n * sizeof *v->scores);
         if (!v->scores) return alrd_errf(err, "%s: tokenizer.ggml.scores: out of memory", path);
-        for (uint64_t i = 0; i < n; i++) v->scores[i] = (float)scores->v.arr.items[i].v.f64;
+        for (uint64_t i = 0; i < n; i++) v->scores[i] = (float)alrd_gguf_item(scores, i).v.f64;
     }
     if (types) {
         v->types = malloc((size_t)n * sizeof *v->types);
         if (!v->types) return alrd_errf(err, "%s: tokenizer.ggml.token_type: out of memory", path);
-        for (uint64_t i = 0; i < n; i++) v->types[i] = (int32_t)types->v.arr.items[i].v.i64;
+        for (uint64_t i = 0; i < n; i++) v->types[i] = (int32_t)alrd_gguf_item(types, i).v.i64;
     }
     if (merges && merges->v.arr.n) {
         uint64_t m = merges->v.arr.n;

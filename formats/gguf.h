@@ -21,7 +21,10 @@ struct alrd_gguf_value {
     union {
         uint64_t u64; int64_t i64; double f64; int b;
         struct { const char *ptr; uint64_t len; } str;  /* points into the mapping, NOT NUL-terminated */
-        struct { alrd_gguf_type elem; uint64_t n; alrd_gguf_value *items; } arr; /* items owned by alrd_gguf */
+        /* an array: of strings or arrays, items (owned by alrd_gguf, one value each); of scalars, raw points
+         * at the n little-endian elements in the mapping and items is NULL, so an array never costs more
+         * memory than its bytes in the file justify (read them with alrd_gguf_item) */
+        struct { alrd_gguf_type elem; uint64_t n; alrd_gguf_value *items; const uint8_t *raw; } arr;
     } v;
 };
 
@@ -45,6 +48,9 @@ int alrd_gguf_open(alrd_gguf *g, const char *path, alrd_error *err);
 void alrd_gguf_close(alrd_gguf *g);
 
 const alrd_gguf_kv *alrd_gguf_find(const alrd_gguf *g, const char *key);
+/* Item i < a->v.arr.n of an array value, decoded (a scalar from the raw
+ * bytes, or a copy of the string / nested array value). */
+alrd_gguf_value alrd_gguf_item(const alrd_gguf_value *a, uint64_t i);
 /* Typed getters: return 0 and set *out if key exists with a compatible
  * type (any integer type for int, any int/float for float), -1 otherwise
  * (with err naming file and key when err != NULL). */

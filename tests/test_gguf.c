@@ -198,7 +198,11 @@ static void test_all_types(void **state) {
         assert_int_equal(a->type, GGUF_T_ARRAY);
         assert_int_equal(a->v.arr.elem, GGUF_T_INT32);
         assert_int_equal(a->v.arr.n, 3);
-        assert_true(a->v.arr.items[0].v.i64 == 1 && a->v.arr.items[1].v.i64 == -2 && a->v.arr.items[2].v.i64 == 3);
+        /* scalars stay in the mapping: no per-item values */
+        assert_null(a->v.arr.items);
+        assert_true(a->v.arr.raw > g.map.data && a->v.arr.raw < g.map.data + g.map.size);
+        assert_true(alrd_gguf_item(a, 0).v.i64 == 1 && alrd_gguf_item(a, 1).v.i64 == -2 && alrd_gguf_item(a, 2).v.i64 == 3);
+        assert_int_equal(alrd_gguf_item(a, 3).type, 0); /* past the end: a zero value */
         a = &alrd_gguf_find(&g, "t.arr_str")->value;
         assert_int_equal(a->v.arr.n, 3);
         assert_int_equal(a->v.arr.items[1].v.str.len, 2);
@@ -208,9 +212,9 @@ static void test_all_types(void **state) {
         assert_int_equal(a->v.arr.elem, GGUF_T_ARRAY);
         assert_int_equal(a->v.arr.n, 3);
         assert_int_equal(a->v.arr.items[0].v.arr.n, 2);
-        assert_int_equal(a->v.arr.items[0].v.arr.items[1].v.u64, 2);
+        assert_int_equal(alrd_gguf_item(&a->v.arr.items[0], 1).v.u64, 2);
         assert_int_equal(a->v.arr.items[1].v.arr.n, 0);
-        assert_int_equal(a->v.arr.items[2].v.arr.items[0].v.u64, 3);
+        assert_int_equal(alrd_gguf_item(&a->v.arr.items[2], 0).v.u64, 3);
         a = &alrd_gguf_find(&g, "t.empty")->value;
         assert_int_equal(a->v.arr.elem, GGUF_T_FLOAT32);
         assert_int_equal(a->v.arr.n, 0);
@@ -237,6 +241,57 @@ static void test_all_types(void **state) {
         assert_null(alrd_gguf_tensor(&g, "x"));
         alrd_gguf_close(&g);
     }
+}
+
+/* A 32 MiB array of u8 costs its 32 MiB in the mapping and nothing more: one value struct per item would be
+ * a 1 GiB allocation, sized by a count the file states. */
+static void test_big_scalar_array(void **state) {
+    (void)state;
+    const uint64_t n = 32ull << 20;
+    buf b = {0};
+    b_header(&b, 3, 0, 2);
+    kv_hdr(&b, "big.u8", GGUF_T_ARRAY);
+    b_u32(&b, GGUF_T_UINT8);
+    b_u64(&b, n);
+    size_t at = b.n;
+    for (uint64_t i = 0; i < n; i += 4096) {
+        uint8_t blk[4096];
+        for (int k = 0; k < 4096; k++) blk[k] = (uint8_t)((i + k) * 7);
+        b_put(&b, blk, sizeof blk);
+    }
+    kv_hdr(&b, "big.f32", GGUF_T_ARRAY);
+    b_u32(&b, GGUF_T_FLOAT32);
+    b_u64(&b, 3);
+    b_f32(&b, 0.5f), b_f32(&b, -1.0f), b_f32(&b, 3e9f);
+    assert_int_equal(b.p[at + 12345], (uint8_t)(12345 * 7));
+    const char *path = write_tmp("big.gguf", &b);
+    free(b.p);
+    alrd_gguf g;
+    alrd_error err;
+    if (alrd_gguf_open(&g, path, &err) != 0) {
+        print_error("%s\n", err.msg);
+        fail();
+    }
+    const alrd_gguf_value *a = &alrd_gguf_find(&g, "big.u8")->value;
+    assert_true(a->v.arr.n == n);
+    assert_null(a->v.arr.items);
+    assert_ptr_equal(a->v.arr.raw, g.map.data + at);
+    assert_int_equal(alrd_gguf_item(a, 12345).v.u64, (uint8_t)(12345 * 7));
+    assert_int_equal(alrd_gguf_item(a, n - 1).v.u64, (uint8_t)((n - 1) * 7));
+    a = &alrd_gguf_find(&g, "big.f32")->value;
+    assert_true(alrd_gguf_item(a, 0).v.f64 == 0.5 && alrd_gguf_item(a, 1).v.f64 == -1.0 && alrd_gguf_item(a, 2).v.f64 == 3e9f);
+    alrd_gguf_close(&g);
+
+    /* a bool array with a byte that is not 0 or 1: refused, naming the item */
+    buf c = {0};
+    b_header(&c, 3, 0, 1);
+    kv_hdr(&c, "bad.bools", GGUF_T_ARRAY);
+    b_u32(&c, GGUF_T_BOOL);
+    b_u64(&c, 3);
+    b_u8(&c, 1), b_u8(&c, 0), b_u8(&c, 2);
+    path = write_tmp("bools.gguf", &c);
+    free(c.p);
+    expect_open_fails(path, "bad.bools", "bool byte 2 is 2");
 }
 
 static void test_zero_tensors(void **state) {
@@ -1033,7 +1088,8 @@ static void test_inspect_tool(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_all_types),       cmocka_unit_test(test_zero_tensors),
+        cmocka_unit_test(test_all_types),       cmocka_unit_test(test_big_scalar_array),
+        cmocka_unit_test(test_zero_tensors),
         cmocka_unit_test(test_truncated),       cmocka_unit_test(test_bad_header),
         cmocka_unit_test(test_bad_kv),          cmocka_unit_test(test_bad_tensors),
         cmocka_unit_test(test_source_tiny_llama), cmocka_unit_test(test_source_tiny_qwen2),

@@ -43,7 +43,8 @@ static void print_value(const alrd_gguf_value *v) {
         putchar('[');
         for (uint64_t i = 0; i < shown; i++) {
             if (i) fputs(", ", stdout);
-            print_value(&v->v.arr.items[i]);
+            const alrd_gguf_value x = alrd_gguf_item(v, i);
+            print_value(&x);
         }
         if (n > shown) printf(", ... (%llu more)", (unsigned long long)(n - shown));
         putchar(']');
