@@ -73,6 +73,17 @@ static const char *write_tmp(const char *name, const buf *b) {
     return p;
 }
 
+/* b written to the temporary file name (b freed) and opened as g, which must succeed. */
+static void open_tmp(alrd_gguf *g, const char *name, buf *b) {
+    const char *path = write_tmp(name, b);
+    free(b->p);
+    alrd_error err;
+    if (alrd_gguf_open(g, path, &err) != 0) {
+        print_error("%s\n", err.msg);
+        fail();
+    }
+}
+
 /* Asserts opening path fails with a message naming the file and each of
  * the given substrings. */
 static void expect_open_fails(const char *path, const char *want1, const char *want2) {
@@ -264,14 +275,8 @@ static void test_big_scalar_array(void **state) {
     b_u64(&b, 3);
     b_f32(&b, 0.5f), b_f32(&b, -1.0f), b_f32(&b, 3e9f);
     assert_int_equal(b.p[at + 12345], (uint8_t)(12345 * 7));
-    const char *path = write_tmp("big.gguf", &b);
-    free(b.p);
     alrd_gguf g;
-    alrd_error err;
-    if (alrd_gguf_open(&g, path, &err) != 0) {
-        print_error("%s\n", err.msg);
-        fail();
-    }
+    open_tmp(&g, "big.gguf", &b);
     const alrd_gguf_value *a = &alrd_gguf_find(&g, "big.u8")->value;
     assert_true(a->v.arr.n == n);
     assert_null(a->v.arr.items);
@@ -289,7 +294,7 @@ static void test_big_scalar_array(void **state) {
     b_u32(&c, GGUF_T_BOOL);
     b_u64(&c, 3);
     b_u8(&c, 1), b_u8(&c, 0), b_u8(&c, 2);
-    path = write_tmp("bools.gguf", &c);
+    const char *path = write_tmp("bools.gguf", &c);
     free(c.p);
     expect_open_fails(path, "bad.bools", "bool byte 2 is 2");
 }
