@@ -771,6 +771,17 @@ void alrd_compress_packed_free(alrd_packed *p) {
     memset(p, 0, sizeof *p);
 }
 
+/* name is exactly "model.layers.N.self_attn.{k,v}_proj.weight": the
+ * projections that factors replace. (A plain sscanf pattern would accept
+ * "...k_proj.bias" too: its count stops at the last conversion, so the
+ * literal tail after %c is never checked, and the k/v biases of a model
+ * that has them -- Qwen2 -- were dropped from the file.) */
+static int kv_weight_name(const char *name, int *layer, char *proj) {
+    int end = -1;
+    if (sscanf(name, "model.layers.%d.self_attn.%c_proj.weight%n", layer, proj, &end) != 2 || end < 0) return 0;
+    return name[end] == '\0' && (*proj == 'k' || *proj == 'v');
+}
+
 int alrd_compress_pack_source(alrd_packed *out, const alrd_source *src, alrd_dtype wdt, alrd_error *err) {
     memset(out, 0, sizeof *out);
     if (wdt != ALRD_F16 && wdt != ALRD_BF16 && wdt != ALRD_F32)
@@ -811,7 +822,7 @@ int alrd_compress_pack_factors(alrd_packed *out, const alrd_packed *base, int n_
         const alrd_tensor *t = &base->tensors[i];
         int layer;
         char proj;
-        if (sscanf(t->name, "model.layers.%d.self_attn.%c_proj.weight", &layer, &proj) == 2 && layer >= 0 &&
+        if (kv_weight_name(t->name, &layer, &proj) && layer >= 0 &&
             layer < n_layers && (proj == 'k' || proj == 'v') && (proj == 'k' ? k_rank : v_rank)[layer] > 0)
             continue; /* replaced by its factors */
         out->tensors[out->n++] = *t;
@@ -906,7 +917,7 @@ int alrd_compress_write(const char *path, const alrd_source *src, alrd_dtype wdt
         const alrd_tensor *t = &src->tensors[i];
         int layer;
         char proj;
-        if (sscanf(t->name, "model.layers.%d.self_attn.%c_proj.weight", &layer, &proj) == 2 && layer >= 0 &&
+        if (kv_weight_name(t->name, &layer, &proj) && layer >= 0 &&
             layer < L && (proj == 'k' || proj == 'v') && (proj == 'k' ? r->k_rank : r->v_rank)[layer] > 0)
             continue; /* replaced by its factors */
         size_t ne = (size_t)alrd_tensor_numel(t), nb;

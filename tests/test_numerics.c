@@ -19,6 +19,7 @@
 #include <math.h>
 
 #include "../formats/alrd_file.h"
+#include "../runtime/context.h"
 #include "tinymodel.h"
 #include "toolrun.h"
 
@@ -202,6 +203,73 @@ static void test_degenerate_calibration_real(void **state) {
     degenerate_case(ALRD_TEST_MODEL, "smollm2", 49152, quick() ? g_ranks : NULL);
 }
 
+/* Last-position logits of model on tokens (CPU, fp16-free cache), into out [vocab]. */
+static void last_logits(const char *path, const int32_t *tok, int n, float *out, int vocab) {
+    alrd_model m;
+    alrd_error err;
+    if (alrd_model_open(&m, path, &err)) fail_msg("%s", err.msg);
+    assert_int_equal(m.cfg.vocab_size, vocab);
+    alrd_cache_opts co;
+    alrd_cache_opts_default(&m, &co);
+    co.k_bits = co.v_bits = 16;
+    alrd_ctx *c = NULL;
+    if (alrd_ctx_new(&c, &m, 64, 64, &co, &err)) fail_msg("%s", err.msg);
+    if (alrd_ctx_forward(c, tok, n, out, 0, &err)) fail_msg("%s", err.msg);
+    alrd_ctx_free(c);
+    alrd_model_free(&m);
+}
+
+/* A model whose q/k/v projections have biases (Qwen2's case) keeps its k and
+ * v biases through alrd-compress: they are not low rank, so they stay out of
+ * the factorisation and come back exactly (K = A l + b_k; the value bias adds
+ * after the lift). At rank ratio 1.0 the file reproduces the model's logits.
+ * (The writer once took "k_proj.bias" for "k_proj.weight" and dropped both
+ * biases: the logits then differed by tens of percent.) */
+static void test_kv_biases_kept(void **state) {
+    (void)state;
+    char m[700], out[700], log[700];
+    snprintf(m, sizeof m, "%s/tiny-bias.gguf", g_dir);
+    snprintf(out, sizeof out, "%s/tiny-bias.alrd", g_dir);
+    snprintf(log, sizeof log, "%s/tiny-bias.log", g_dir);
+    tiny_opts o = tiny_defaults();
+    o.qkv_bias = 1;
+    assert_int_equal(tiny_model_write(m, &o), 0);
+    const char *args[] = {m, "-o", out, "--calib", g_calib, "--calib-samples", "2", "--calib-len", "64",
+                          "--probe-tokens", "64", "--rank-ratio", "1.0", NULL};
+    if (run_tool("alrd-compress", args, 0, log) != 0) {
+        char *t = get_text(log);
+        fail_msg("alrd-compress exited non-zero:\n%s", t ? t : "");
+    }
+    expect_finite_file(out);
+    alrd_file f;
+    alrd_error err;
+    if (alrd_file_open(&f, out, &err)) fail_msg("%s", err.msg);
+    int biases = 0;
+    for (int i = 0; i < f.n_tensors; i++)
+        for (int l = 0; l < o.n_layers; l++)
+            for (const char *const *w = (const char *const[]){"q", "k", "v", NULL}; *w; w++) {
+                char name[96];
+                snprintf(name, sizeof name, "model.layers.%d.self_attn.%s_proj.bias", l, *w);
+                biases += !strcmp(f.tensors[i].name, name);
+            }
+    alrd_file_close(&f);
+    assert_int_equal(biases, 3 * o.n_layers);
+    enum { N = 24, V = TINY_VOCAB };
+    int32_t tok[N];
+    for (int i = 0; i < N; i++) tok[i] = (int32_t)((i * 37 + 11) % (V - 1));
+    float *a = malloc(sizeof(float) * V), *b = malloc(sizeof(float) * V);
+    assert_non_null(a);
+    assert_non_null(b);
+    last_logits(m, tok, N, a, V);
+    last_logits(out, tok, N, b, V);
+    double num = 0, den = 0;
+    for (int i = 0; i < V; i++) num += (double)(a[i] - b[i]) * (a[i] - b[i]), den += (double)a[i] * a[i];
+    print_message("rank 1.0 with q/k/v biases: logits rel L2 %.2e against the model\n", sqrt(num / den));
+    assert_true(sqrt(num / den) < 1e-2);
+    free(a);
+    free(b);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_nonfinite_weights_named),
@@ -209,6 +277,7 @@ int main(void) {
         cmocka_unit_test(test_f16_overflow_refused),
         cmocka_unit_test(test_bad_calibration_text),
         cmocka_unit_test(test_degenerate_calibration_tiny),
+        cmocka_unit_test(test_kv_biases_kept),
         cmocka_unit_test(test_degenerate_calibration_real),
     };
     return cmocka_run_group_tests(tests, setup, NULL);

@@ -18,10 +18,11 @@ typedef struct {
     long poison_index;         /* first element replaced in it */
     long poison_count;         /* how many consecutive elements (0: one) */
     float poison_value;
+    int qkv_bias;              /* 1: q/k/v projections with biases (as Qwen2 has) */
 } tiny_opts;
 
 static inline tiny_opts tiny_defaults(void) {
-    tiny_opts o = {2, 64, 4, 2, 128, 512, NULL, 0, 0, 0};
+    tiny_opts o = {2, 64, 4, 2, 128, 512, NULL, 0, 0, 0, 0};
     return o;
 }
 
@@ -85,13 +86,13 @@ static inline uint32_t tiny_lcg(uint64_t *s) {
 static inline int tiny_model_write(const char *path, const tiny_opts *o) {
     const int H = o->hidden, hd = o->hidden / o->n_heads, q = o->n_heads * hd, kv = o->n_kv_heads * hd;
     tiny_buf b = {0};
-    char names[2 + 9 * 8][64];
-    uint64_t shapes[2 + 9 * 8][2]; /* rows, cols (cols 0: 1-D) */
+    char names[2 + 12 * 8][64];
+    uint64_t shapes[2 + 12 * 8][2]; /* rows, cols (cols 0: 1-D) */
     int nt = 0;
 #define TINY_T(nm, r, c) (snprintf(names[nt], 64, "%s", nm), shapes[nt][0] = (r), shapes[nt][1] = (c), nt++)
     TINY_T("token_embd.weight", TINY_VOCAB, H);
     TINY_T("output_norm.weight", H, 0);
-    int n_tensors = 2 + 9 * o->n_layers;
+    int n_tensors = 2 + (o->qkv_bias ? 12 : 9) * o->n_layers;
     tb_put(&b, "GGUF", 4);
     tb_u32(&b, 3);
     tb_u64(&b, (uint64_t)n_tensors);
@@ -132,7 +133,7 @@ static inline int tiny_model_write(const char *path, const tiny_opts *o) {
 
     /* tensor directory, then data (32-aligned) */
     uint64_t off = 0;
-    uint64_t offs[2 + 9 * 8];
+    uint64_t offs[2 + 12 * 8];
     if (o->n_layers < 1 || o->n_layers > 8) return -1;
     for (int l = 0; l < o->n_layers; l++) {
         char n[64];
@@ -142,6 +143,11 @@ static inline int tiny_model_write(const char *path, const tiny_opts *o) {
         TINY_L("attn_q.weight", q, H);
         TINY_L("attn_k.weight", kv, H);
         TINY_L("attn_v.weight", kv, H);
+        if (o->qkv_bias) {
+            TINY_L("attn_q.bias", q, 0);
+            TINY_L("attn_k.bias", kv, 0);
+            TINY_L("attn_v.bias", kv, 0);
+        }
         TINY_L("attn_output.weight", H, q);
         TINY_L("ffn_gate.weight", o->ffn, H);
         TINY_L("ffn_up.weight", o->ffn, H);
@@ -166,9 +172,9 @@ static inline int tiny_model_write(const char *path, const tiny_opts *o) {
     for (int i = 0; i < nt; i++) {
         while (b.n < data0 + offs[i]) tb_put(&b, "", 1);
         uint64_t numel = shapes[i][0] * (shapes[i][1] ? shapes[i][1] : 1);
-        int norm = shapes[i][1] == 0;
-        /* scale ~ 1/sqrt(fan_in) keeps activations O(1) through the layers */
-        float scale = norm ? 0 : 1.7f / sqrtf((float)shapes[i][1]);
+        const int bias = strstr(names[i], ".bias") != NULL, norm = shapes[i][1] == 0 && !bias;
+        /* scale ~ 1/sqrt(fan_in) keeps activations O(1) through the layers; biases of about a weight row's size */
+        float scale = norm ? 0 : bias ? 0.8f : 1.7f / sqrtf((float)shapes[i][1]);
         for (uint64_t k = 0; k < numel; k++) {
             float v = norm ? 1.0f : ((float)(tiny_lcg(&seed) % 20001) / 10000.0f - 1.0f) * scale;
             if (o->poison_tensor && !strcmp(o->poison_tensor, names[i]) && (long)k >= o->poison_index &&
