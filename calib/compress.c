@@ -663,6 +663,7 @@ int alrd_compress_run(alrd_model *m, const int32_t *tokens, int n_samples, int s
     alrd_compress_report_modules(r, d, NULL);
     if (alrd_decomp_measure(d, r->k_rank, r->v_rank, &r->measured_kl, &r->compressed_ce, err)) goto done;
     r->base_ce = alrd_calib_base_ce(c);
+    if (alrd_compress_keep_probe(r, c, err)) goto done;
     r->t_total = alrd_now() - t0;
     rc = 0;
 done:
@@ -670,6 +671,16 @@ done:
     alrd_calib_free(c);
     if (rc) alrd_compress_result_free(r);
     return rc;
+}
+
+int alrd_compress_keep_probe(alrd_compress_result *r, const alrd_calib *c, alrd_error *err) {
+    const int32_t *ids = alrd_calib_probe_ids(c, &r->probe_n_seq, &r->probe_len);
+    const size_t n = (size_t)r->probe_n_seq * r->probe_len;
+    free(r->probe_ids);
+    r->probe_ids = malloc(sizeof(int32_t) * (n ? n : 1));
+    if (!r->probe_ids) return alrd_errf(err, "compress: out of memory");
+    if (n) memcpy(r->probe_ids, ids, sizeof(int32_t) * n);
+    return 0;
 }
 
 int alrd_compress_result_alloc(alrd_compress_result *r, const alrd_decomp *d, size_t calib_tokens,
@@ -725,6 +736,7 @@ void alrd_compress_result_free(alrd_compress_result *r) {
     free(r->kA); free(r->kB); free(r->vA); free(r->vB);
     free(r->k_rank); free(r->v_rank);
     free(r->modules);
+    free(r->probe_ids);
     memset(r, 0, sizeof *r);
 }
 

@@ -141,11 +141,16 @@ typedef struct {
     double base_ce, compressed_ce;
     double t_stats, t_svd, t_sens, t_total;
     int stats_on_gpu;      /* the statistics pass ran on the GPU */
+    int32_t *probe_ids;    /* the probe's tokens, probe_n_seq sequences of probe_len (owned): for checking
+                              the written file against measured_kl */
+    int probe_n_seq, probe_len;
 } alrd_compress_result;
 
 /* Sizes r for d's model and allocates its arrays (zeroed). */
 int alrd_compress_result_alloc(alrd_compress_result *r, const alrd_decomp *d, size_t calib_tokens,
                                alrd_error *err);
+/* Copies c's probe token ids into r (probe_ids, probe_n_seq, probe_len). */
+int alrd_compress_keep_probe(alrd_compress_result *r, const alrd_calib *c, alrd_error *err);
 /* Fills r->modules from d at r's ranks and sums r->predicted_kl. extra
  * (may be NULL) adds a per-module loss in tail units, e.g. quantisation. */
 void alrd_compress_report_modules(alrd_compress_result *r, const alrd_decomp *d, const double *extra);

@@ -98,9 +98,7 @@ static int read_config(alrd_config *c, const alrd_gguf *g, alrd_error *err) {
         free(type);
         if (!none) return -1;
     }
-    if (alrd_gguf_tensor(g, "rope_freqs.weight"))
-        return alrd_errf(err, "%s: rope_freqs.weight: per-frequency RoPE factors (llama3 rope scaling in GGUF) "
-                         "are not supported; use the Hugging Face checkpoint", path);
+    /* rope_freqs.weight (llama3 scaling, per-frequency factors) is applied by the model loader */
     /* vocab size: the key, else the token list, else the embedding rows */
     snprintf(key, sizeof key, "%s.vocab_size", a);
     const alrd_gguf_kv *tok = alrd_gguf_find(g, "tokenizer.ggml.tokens");

@@ -60,6 +60,28 @@ static int load_factors(const alrd_source *s, const alrd_model *m, int l, const 
     return alrd_tensor_to_f32(t, *B, err);
 }
 
+/* GGUF's llama3 RoPE scaling: a rope_freqs.weight tensor of head_dim/2
+ * factors that divide the frequencies (llama.cpp: theta_i = pos * base^(-2i/d)
+ * / factor_i). Carried into .alrd files as a tensor of the same name. */
+static int apply_rope_freqs(const alrd_source *s, alrd_model *m, alrd_error *err) {
+    static const char *name = "rope_freqs.weight";
+    if (!alrd_source_tensor(s, name)) return 0;
+    const int half = m->cfg.head_dim / 2;
+    if (m->cfg.rope_llama3)
+        return alrd_errf(err, "%s: %s: per-frequency RoPE factors and llama3 rope_scaling both given", s->path, name);
+    float *f;
+    if (load_f32(s, name, half, 0, &f, err)) return -1;
+    for (int i = 0; i < half; i++)
+        if (!(f[i] > 0) || !isfinite(f[i])) {
+            alrd_errf(err, "%s: %s: factor %d is %g, expected a finite number > 0", s->path, name, i, (double)f[i]);
+            free(f);
+            return -1;
+        }
+    for (int i = 0; i < half; i++) m->inv_freq[i] = (float)((double)m->inv_freq[i] / f[i]);
+    free(f);
+    return 0;
+}
+
 static void init_inv_freq(alrd_model *m) {
     const alrd_config *c = &m->cfg;
     int half = c->head_dim / 2;
@@ -246,6 +268,7 @@ static int model_load(alrd_model *m, const alrd_source *s, int flags, alrd_error
     m->inv_freq = malloc(sizeof(float) * (hd / 2));
     if (!m->layers || !m->inv_freq) return alrd_errf(err, "%s: out of memory", s->path);
     init_inv_freq(m);
+    if (apply_rope_freqs(s, m, err)) return -1;
 
     if (load_f32(s, "model.embed_tokens.weight", c->vocab_size, H, &m->embed, err)) return -1;
     if (load_f32(s, "model.norm.weight", H, 0, &m->final_norm, err)) return -1;

@@ -270,6 +270,52 @@ static void test_kv_biases_kept(void **state) {
     free(b);
 }
 
+/* GGUF's llama3 RoPE scaling: rope_freqs.weight divides each frequency (as
+ * llama.cpp applies it), survives alrd-compress into the .alrd file, and a
+ * bad factor or length is refused naming the tensor. */
+static void test_rope_freqs(void **state) {
+    (void)state;
+    static const float fac[8] = {1, 1, 1.5f, 2, 4, 8, 8, 8};
+    char m[700], out[700], log[700];
+    snprintf(m, sizeof m, "%s/tiny-rope.gguf", g_dir);
+    snprintf(out, sizeof out, "%s/tiny-rope.alrd", g_dir);
+    snprintf(log, sizeof log, "%s/tiny-rope.log", g_dir);
+    tiny_opts o = tiny_defaults(); /* head dim 16: 8 frequencies */
+    o.rope_freqs = fac;
+    o.n_rope_freqs = 8;
+    assert_int_equal(tiny_model_write(m, &o), 0);
+    const char *args[] = {m, "-o", out, "--calib", g_calib, "--calib-samples", "2", "--calib-len", "64",
+                          "--probe-tokens", "64", "--rank-ratio", "1.0", NULL};
+    if (run_tool("alrd-compress", args, 0, log) != 0) {
+        char *t = get_text(log);
+        fail_msg("alrd-compress exited non-zero:\n%s", t ? t : "");
+    }
+    for (int k = 0; k < 2; k++) {
+        alrd_model md;
+        alrd_error err;
+        if (alrd_model_open(&md, k ? out : m, &err)) fail_msg("%s", err.msg);
+        assert_int_equal(md.cfg.head_dim, 16);
+        for (int i = 0; i < 8; i++) {
+            const double want = pow(10000.0, -2.0 * i / 16) / fac[i];
+            if (fabs(md.inv_freq[i] - want) > 1e-6 * want)
+                fail_msg("%s: inv_freq[%d] = %.9g, expected %.9g", k ? out : m, i, (double)md.inv_freq[i], want);
+        }
+        alrd_model_free(&md);
+    }
+    static const float bad[8] = {1, 1, 1, 0, 1, 1, 1, 1};
+    o.rope_freqs = bad;
+    assert_int_equal(tiny_model_write(m, &o), 0);
+    alrd_model md;
+    alrd_error err = {{0}};
+    assert_int_equal(alrd_model_open(&md, m, &err), -1);
+    assert_non_null(strstr(err.msg, "rope_freqs.weight: factor 3 is 0"));
+    o.rope_freqs = fac;
+    o.n_rope_freqs = 6;
+    assert_int_equal(tiny_model_write(m, &o), 0);
+    assert_int_equal(alrd_model_open(&md, m, &err), -1);
+    assert_non_null(strstr(err.msg, "rope_freqs.weight"));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_nonfinite_weights_named),
@@ -278,6 +324,7 @@ int main(void) {
         cmocka_unit_test(test_bad_calibration_text),
         cmocka_unit_test(test_degenerate_calibration_tiny),
         cmocka_unit_test(test_kv_biases_kept),
+        cmocka_unit_test(test_rope_freqs),
         cmocka_unit_test(test_degenerate_calibration_real),
     };
     return cmocka_run_group_tests(tests, setup, NULL);

@@ -19,10 +19,12 @@ typedef struct {
     long poison_count;         /* how many consecutive elements (0: one) */
     float poison_value;
     int qkv_bias;              /* 1: q/k/v projections with biases (as Qwen2 has) */
+    const float *rope_freqs;   /* n_rope_freqs values of a rope_freqs.weight tensor (llama3 scaling), or NULL */
+    int n_rope_freqs;
 } tiny_opts;
 
 static inline tiny_opts tiny_defaults(void) {
-    tiny_opts o = {2, 64, 4, 2, 128, 512, NULL, 0, 0, 0, 0};
+    tiny_opts o = {2, 64, 4, 2, 128, 512, NULL, 0, 0, 0, 0, NULL, 0};
     return o;
 }
 
@@ -86,13 +88,14 @@ static inline uint32_t tiny_lcg(uint64_t *s) {
 static inline int tiny_model_write(const char *path, const tiny_opts *o) {
     const int H = o->hidden, hd = o->hidden / o->n_heads, q = o->n_heads * hd, kv = o->n_kv_heads * hd;
     tiny_buf b = {0};
-    char names[2 + 12 * 8][64];
-    uint64_t shapes[2 + 12 * 8][2]; /* rows, cols (cols 0: 1-D) */
+    char names[3 + 12 * 8][64];
+    uint64_t shapes[3 + 12 * 8][2]; /* rows, cols (cols 0: 1-D) */
     int nt = 0;
 #define TINY_T(nm, r, c) (snprintf(names[nt], 64, "%s", nm), shapes[nt][0] = (r), shapes[nt][1] = (c), nt++)
     TINY_T("token_embd.weight", TINY_VOCAB, H);
     TINY_T("output_norm.weight", H, 0);
-    int n_tensors = 2 + (o->qkv_bias ? 12 : 9) * o->n_layers;
+    if (o->rope_freqs) TINY_T("rope_freqs.weight", o->n_rope_freqs, 0);
+    int n_tensors = 2 + (o->rope_freqs ? 1 : 0) + (o->qkv_bias ? 12 : 9) * o->n_layers;
     tb_put(&b, "GGUF", 4);
     tb_u32(&b, 3);
     tb_u64(&b, (uint64_t)n_tensors);
@@ -133,7 +136,7 @@ static inline int tiny_model_write(const char *path, const tiny_opts *o) {
 
     /* tensor directory, then data (32-aligned) */
     uint64_t off = 0;
-    uint64_t offs[2 + 12 * 8];
+    uint64_t offs[3 + 12 * 8];
     if (o->n_layers < 1 || o->n_layers > 8) return -1;
     for (int l = 0; l < o->n_layers; l++) {
         char n[64];
@@ -177,6 +180,7 @@ static inline int tiny_model_write(const char *path, const tiny_opts *o) {
         float scale = norm ? 0 : bias ? 0.8f : 1.7f / sqrtf((float)shapes[i][1]);
         for (uint64_t k = 0; k < numel; k++) {
             float v = norm ? 1.0f : ((float)(tiny_lcg(&seed) % 20001) / 10000.0f - 1.0f) * scale;
+            if (!strcmp(names[i], "rope_freqs.weight")) v = o->rope_freqs[k];
             if (o->poison_tensor && !strcmp(o->poison_tensor, names[i]) && (long)k >= o->poison_index &&
                 (long)k < o->poison_index + (o->poison_count > 0 ? o->poison_count : 1))
                 v = o->poison_value;

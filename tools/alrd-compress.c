@@ -181,6 +181,7 @@ static int run_joint(alrd_model *m, const int32_t *samples, int n_samples, int c
     if (!jr->probe_ids) { alrd_errf(err, "compress: out of memory"); goto done; }
     memcpy(jr->probe_ids, ids, sizeof(int32_t) * (size_t)jr->n_seq * sl);
     if (alrd_decomp_measure(d, r->k_rank, r->v_rank, &r->measured_kl, &r->compressed_ce, err)) goto done;
+    if (alrd_compress_keep_probe(r, c, err)) goto done;
     r->base_ce = alrd_calib_base_ce(c);
     r->t_total = alrd_now() - t0;
     rc = 0;
@@ -220,6 +221,41 @@ static int measure_probe(alrd_model *base, const char *path, joint_report *jr, a
     alrd_ctx_free(ref);
     alrd_model_free(&mc);
     jr->t_probe = alrd_now() - t0;
+    return rc;
+}
+
+/* The written file, reloaded through the runtime, against what the
+ * compression measured in memory: KL(uncompressed || file) on the probe
+ * sequences (unquantised cache, prefill: the truncation alone, as
+ * r->measured_kl is) must not exceed the measured KL beyond noise (the
+ * file's f16 weights, the scored positions). A file that scores far worse
+ * than its report is an error, not a success. *kl gets the file's KL. */
+static int check_written(alrd_model *base, const char *path, const alrd_compress_result *r, double *kl,
+                         alrd_error *err) {
+    alrd_model mc;
+    if (alrd_model_open(&mc, path, err)) return -1;
+    alrd_ctx *c = NULL, *ref = NULL;
+    alrd_cache_opts co, plain;
+    alrd_cache_opts_default(&mc, &co);
+    alrd_cache_opts_default(base, &plain);
+    co.k_bits = co.v_bits = plain.k_bits = plain.v_bits = 16;
+    int rc = -1;
+    if (!alrd_ctx_new(&c, &mc, r->probe_len, r->probe_len, &co, err) &&
+        !alrd_ctx_new(&ref, base, r->probe_len, r->probe_len, &plain, err)) {
+        alrd_ppl_opts po = {.ctx = r->probe_len, .force_decode = -1};
+        alrd_ppl_result pr;
+        rc = alrd_perplexity_tokens(c, ref, r->probe_ids, (size_t)r->probe_n_seq * r->probe_len, 0, 0, &po, &pr, err);
+        if (!rc) {
+            *kl = pr.kl;
+            if (!isfinite(pr.kl) || pr.kl > 2 * r->measured_kl + 0.05)
+                rc = alrd_errf(err, "%s: the written file scores KL %.4f against the uncompressed model on the %zu "
+                               "probe tokens, where the compression measured %.4f: the file is not what was computed",
+                               path, pr.kl, pr.n_scored, r->measured_kl);
+        }
+    }
+    alrd_ctx_free(c);
+    alrd_ctx_free(ref);
+    alrd_model_free(&mc);
     return rc;
 }
 
@@ -383,6 +419,15 @@ int main(int argc, char **argv) {
     snprintf(ranks_out, sizeof ranks_out, "%s.ranks.json", out);
     if (alrd_ranks_json_write(ranks_out, c->n_layers, r.k_rank, r.v_rank, &err)) return die(err.msg);
 
+    double file_kl = 0;
+    if (check_written(&m, out, &r, &file_kl, &err)) { /* the output path does not keep a wrong file */
+        char rejected[1100];
+        snprintf(rejected, sizeof rejected, "%s.rejected", out);
+        if (rename(out, rejected) != 0) remove(out);
+        remove(ranks_out);
+        fprintf(stderr, "alrd-compress: %s (kept as %s for inspection)\n", err.msg, rejected);
+        return 1;
+    }
     if (joint && measure_probe(&m, out, &jr, &err)) return die(err.msg);
 
     /* report: table on stderr, JSON on request */
@@ -413,6 +458,7 @@ int main(int argc, char **argv) {
                 "measured KL %.5f +/- %.5f, top-1 %.4f\n", jr.probe_scored, jr.pred_trunc + jr.probe_pred_quant,
                 jr.pred_trunc, jr.probe_pred_quant, jr.probe_kl, jr.probe_kl_stderr, jr.probe_top1);
     }
+    fprintf(stderr, "the written file, reloaded: KL %.5f on the probe tokens (unquantised cache)\n", file_kl);
     fprintf(stderr, "KV bytes per token (all layers, %d-token context): %.1f -> %.1f (%.2fx)\n", ctx_amort, before,
             after, before / after);
     fprintf(stderr, "time: statistics %.1f s (%s), svd %.1f s, sensitivities %.1f s, total %.1f s\n", r.t_stats,
