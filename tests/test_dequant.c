@@ -442,6 +442,45 @@ static void test_unpermute(void **state) {
     assert_int_equal(alrd_tensor_to_f32(&t, out, &err), -1);
 }
 
+/* Random blocks of every type against llama.cpp's own reference, the gguf
+ * Python package (tests/crosscheck/make_dequant_ref.py wrote the blocks and
+ * gguf.quants.dequantize's values): the same floats, bit for bit. (Q8_K,
+ * which gguf cannot dequantize, is covered by test_q8_k.) */
+static void test_against_gguf_reference(void **state) {
+    (void)state;
+    const char *path = "tests/crosscheck/dequant_ref.bin";
+    FILE *f = fopen(path, "rb");
+    if (!f) fail_msg("%s: cannot open (run from the repository root)", path);
+    char magic[8];
+    uint32_t n_entries = 0;
+    assert_int_equal(fread(magic, 1, 8, f), 8);
+    assert_memory_equal(magic, "ALRDDQ01", 8);
+    assert_int_equal(fread(&n_entries, 4, 1, f), 1);
+    assert_true(n_entries >= 12);
+    int seen = 0;
+    for (uint32_t e = 0; e < n_entries; e++) {
+        uint32_t hdr[3];
+        assert_int_equal(fread(hdr, 4, 3, f), 3);
+        const alrd_dtype t = (alrd_dtype)hdr[0];
+        const uint32_t n = hdr[1], nb = hdr[2];
+        assert_true(n > 0 && n <= (1u << 16) && nb > 0 && nb <= (1u << 20));
+        uint8_t *raw = malloc(nb);
+        float *want = malloc(sizeof(float) * n), *got = malloc(sizeof(float) * n);
+        assert_non_null(raw), assert_non_null(want), assert_non_null(got);
+        assert_int_equal(fread(raw, 1, nb, f), nb);
+        assert_int_equal(fread(want, sizeof(float), n, f), n);
+        assert_int_equal(alrd_dequant_row(t, raw, got, n), 0);
+        for (uint32_t i = 0; i < n; i++)
+            if (memcmp(&got[i], &want[i], 4))
+                fail_msg("%s type %d element %u: alrd %.9g, gguf %.9g", path, (int)t, i, (double)got[i],
+                         (double)want[i]);
+        seen++;
+        free(raw), free(want), free(got);
+    }
+    fclose(f);
+    assert_int_equal(seen, (int)n_entries);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_f32_f16_bf16), cmocka_unit_test(test_q4_0),
@@ -452,6 +491,7 @@ int main(void) {
         cmocka_unit_test(test_q8_k),         cmocka_unit_test(test_bad_args),
         cmocka_unit_test(test_f16_edges),    cmocka_unit_test(test_bf16_edges),
         cmocka_unit_test(test_dtype_traits), cmocka_unit_test(test_unpermute),
+        cmocka_unit_test(test_against_gguf_reference),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
