@@ -43,7 +43,10 @@ TOOLS    = $(TOOL_SRC:tools/%.c=$(BUILD)/%)
 TEST_SRC = $(wildcard tests/test_*.c)
 TESTS    = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-all: $(BUILD)/libalrd.a $(TOOLS)
+EXAMPLE_SRC = $(wildcard examples/*.c)
+EXAMPLES    = $(EXAMPLE_SRC:examples/%.c=$(BUILD)/examples/%)
+
+all: $(BUILD)/libalrd.a $(TOOLS) $(EXAMPLES)
 
 $(BUILD)/libalrd.a: $(LIB_OBJ) $(CU_OBJ)
 	@rm -f $@
@@ -59,6 +62,11 @@ $(BUILD)/%.o: %.cu
 
 $(BUILD)/%: tools/%.c $(BUILD)/libalrd.a
 	$(CC) $(CFLAGS) $< -o $@ $(LDFLAGS) $(BUILD)/libalrd.a $(LDLIBS)
+
+# examples use only the public header, alrd.h (as an installed program would)
+$(BUILD)/examples/%: examples/%.c alrd.h $(BUILD)/libalrd.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -I. $< -o $@ $(LDFLAGS) $(BUILD)/libalrd.a $(LDLIBS)
 
 $(BUILD)/tests/%: tests/%.c tests/testutil.h $(BUILD)/libalrd.a
 	@mkdir -p $(dir $@)
@@ -130,5 +138,21 @@ fuzz: $(FUZZ_TARGETS:%=build-fuzz/fuzz_%)
 clean:
 	rm -rf build build-san build-fuzz
 
-.PHONY: all test test-gpu model deps demo clean fuzz
+# make install [PREFIX=/usr/local] [DESTDIR=]: the tools, libalrd.a, alrd.h with the module headers it
+# includes (PREFIX/include/alrd/), and alrd.pc for pkg-config (static library: link with --static).
+PREFIX ?= /usr/local
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/alrd
+	install -m 755 $(TOOLS) $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 $(BUILD)/libalrd.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 alrd.h $(DESTDIR)$(PREFIX)/include/alrd/
+	for d in formats runtime kernels calib; do \
+		install -d $(DESTDIR)$(PREFIX)/include/alrd/$$d && install -m 644 $$d/*.h $(DESTDIR)$(PREFIX)/include/alrd/$$d/ || exit 1; \
+	done
+	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$${prefix}/lib' 'includedir=$${prefix}/include' '' \
+		'Name: alrd' 'Description: low-rank, KIVI-quantised KV caches for LLaMA-family models' 'Version: 0.9.0' \
+		'Cflags: -I$${includedir}/alrd $(filter -I%,$(CFLAGS))' 'Libs: -L$${libdir} -lalrd' \
+		'Libs.private: $(LDFLAGS) $(LDLIBS)' > $(DESTDIR)$(PREFIX)/lib/pkgconfig/alrd.pc
+
+.PHONY: all test test-gpu model deps demo clean fuzz install
 -include $(LIB_OBJ:.o=.d) $(CU_OBJ:.o=.d) $(wildcard $(BUILD)/tests/*.d build-fuzz/*.d build-fuzz/*/*.d)

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs the Debian packages alrd builds and tests with (run as root).
 set -eu
-pkgs="build-essential libopenblas-dev liblapacke-dev libcjson-dev libcmocka-dev zlib1g-dev python3 python3-pip clang libclang-rt-14-dev"
+pkgs="build-essential libopenblas-dev liblapacke-dev libcjson-dev libcmocka-dev zlib1g-dev pkgconf python3 python3-pip clang libclang-rt-14-dev"
 missing=""
 for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
