@@ -103,12 +103,20 @@ $(MODEL):
 deps:
 	@sh tools/install-deps.sh
 
-# The main job on the default model: compress at rank ratio 0.5, then chat.
-DEMO = out/smollm2-r0.5.alrd
+# The main job on the default model: compress to a 5x smaller KV cache (per-layer ranks and bits chosen
+# jointly under KIVI-2's bytes, Hadamard-rotated latents), the perplexity of 4 chunks of the test text
+# before and after, then a chat answer with the compressed cache (tokens/s on stderr).
+DEMO = out/smollm2-5x.alrd
+TEXT = ../shared/data/wikitext-2-raw/wiki.test.raw
 demo: all model
 	@mkdir -p out
-	$(BUILD)/alrd-compress $(MODEL) -o $(DEMO) --calib ../shared/data/wikitext-2/wiki.valid.tokens --rank-ratio 0.5
-	$(BUILD)/alrd-run $(DEMO) -p "The capital of France is" -n 48
+	$(BUILD)/alrd-compress $(MODEL) -o $(DEMO) --calib ../shared/data/wikitext-2/wiki.valid.tokens \
+		--hadamard --kv-bits-per-token 36900
+	@echo "== perplexity on 4 chunks of $(TEXT): uncompressed fp16 cache, then the 5x cache"
+	@$(BUILD)/alrd-run $(MODEL) --ppl $(TEXT) --ctx 512 --chunks 4 2>/dev/null | grep PPL
+	@$(BUILD)/alrd-run $(DEMO) --ppl $(TEXT) --ctx 512 --chunks 4 2>/dev/null | grep PPL
+	@echo "== a chat prompt with the 5x cache"
+	$(BUILD)/alrd-run $(DEMO) --chat -p "What is the capital of France?" -n 48
 
 # make fuzz [FUZZ_SECONDS=60] [FUZZ_TARGETS="gguf alrd"]: each libFuzzer target
 # (tests/fuzz/fuzz_*.c, clang, ASan+UBSan) runs that long on its seeds;

@@ -203,6 +203,22 @@ static void test_degenerate_calibration_real(void **state) {
     degenerate_case(ALRD_TEST_MODEL, "smollm2", 49152, quick() ? g_ranks : NULL);
 }
 
+/* The tiny model of o written to DIR/TAG.gguf (path in m) and compressed
+ * at rank ratio 1.0 to DIR/TAG.alrd (path in out), which must succeed. */
+static void compress_tiny(const tiny_opts *o, const char *tag, char *m, char *out, size_t cap) {
+    char log[700];
+    snprintf(m, cap, "%s/%s.gguf", g_dir, tag);
+    snprintf(out, cap, "%s/%s.alrd", g_dir, tag);
+    snprintf(log, sizeof log, "%s/%s.log", g_dir, tag);
+    assert_int_equal(tiny_model_write(m, o), 0);
+    const char *args[] = {m, "-o", out, "--calib", g_calib, "--calib-samples", "2", "--calib-len", "64",
+                          "--probe-tokens", "64", "--rank-ratio", "1.0", NULL};
+    if (run_tool("alrd-compress", args, 0, log) != 0) {
+        char *t = get_text(log);
+        fail_msg("alrd-compress exited non-zero:\n%s", t ? t : "");
+    }
+}
+
 /* Last-position logits of model on tokens (CPU, fp16-free cache), into out [vocab]. */
 static void last_logits(const char *path, const int32_t *tok, int n, float *out, int vocab) {
     alrd_model m;
@@ -227,19 +243,10 @@ static void last_logits(const char *path, const int32_t *tok, int n, float *out,
  * biases: the logits then differed by tens of percent.) */
 static void test_kv_biases_kept(void **state) {
     (void)state;
-    char m[700], out[700], log[700];
-    snprintf(m, sizeof m, "%s/tiny-bias.gguf", g_dir);
-    snprintf(out, sizeof out, "%s/tiny-bias.alrd", g_dir);
-    snprintf(log, sizeof log, "%s/tiny-bias.log", g_dir);
+    char m[700], out[700];
     tiny_opts o = tiny_defaults();
     o.qkv_bias = 1;
-    assert_int_equal(tiny_model_write(m, &o), 0);
-    const char *args[] = {m, "-o", out, "--calib", g_calib, "--calib-samples", "2", "--calib-len", "64",
-                          "--probe-tokens", "64", "--rank-ratio", "1.0", NULL};
-    if (run_tool("alrd-compress", args, 0, log) != 0) {
-        char *t = get_text(log);
-        fail_msg("alrd-compress exited non-zero:\n%s", t ? t : "");
-    }
+    compress_tiny(&o, "tiny-bias", m, out, sizeof m);
     expect_finite_file(out);
     alrd_file f;
     alrd_error err;
@@ -276,20 +283,11 @@ static void test_kv_biases_kept(void **state) {
 static void test_rope_freqs(void **state) {
     (void)state;
     static const float fac[8] = {1, 1, 1.5f, 2, 4, 8, 8, 8};
-    char m[700], out[700], log[700];
-    snprintf(m, sizeof m, "%s/tiny-rope.gguf", g_dir);
-    snprintf(out, sizeof out, "%s/tiny-rope.alrd", g_dir);
-    snprintf(log, sizeof log, "%s/tiny-rope.log", g_dir);
+    char m[700], out[700];
     tiny_opts o = tiny_defaults(); /* head dim 16: 8 frequencies */
     o.rope_freqs = fac;
     o.n_rope_freqs = 8;
-    assert_int_equal(tiny_model_write(m, &o), 0);
-    const char *args[] = {m, "-o", out, "--calib", g_calib, "--calib-samples", "2", "--calib-len", "64",
-                          "--probe-tokens", "64", "--rank-ratio", "1.0", NULL};
-    if (run_tool("alrd-compress", args, 0, log) != 0) {
-        char *t = get_text(log);
-        fail_msg("alrd-compress exited non-zero:\n%s", t ? t : "");
-    }
+    compress_tiny(&o, "tiny-rope", m, out, sizeof m);
     for (int k = 0; k < 2; k++) {
         alrd_model md;
         alrd_error err;

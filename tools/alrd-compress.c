@@ -193,10 +193,12 @@ done:
     return rc;
 }
 
-/* KL of the written file (its per-layer bits, decode path) against the
- * uncompressed model on the probe sequences: the second half of each. */
-static int measure_probe(alrd_model *base, const char *path, joint_report *jr, alrd_error *err) {
-    double t0 = alrd_now();
+/* The written file at path, reloaded through the runtime, scored against
+ * the uncompressed model on the probe sequences (the second half of each):
+ * with its own per-layer bits through the decode path (unquantised = 0), or
+ * with an unquantised cache by prefill (unquantised = 1). */
+static int probe_file(alrd_model *base, const char *path, const int32_t *ids, int n_seq, int seq_len, int unquantised,
+                      alrd_ppl_result *pr, alrd_error *err) {
     alrd_model mc;
     if (alrd_model_open(&mc, path, err)) return -1;
     alrd_ctx *c = NULL, *ref = NULL;
@@ -204,59 +206,48 @@ static int measure_probe(alrd_model *base, const char *path, joint_report *jr, a
     alrd_cache_opts_default(&mc, &co);
     alrd_cache_opts_default(base, &plain);
     plain.k_bits = plain.v_bits = 16;
+    if (unquantised) co.k_bits = co.v_bits = 16;
     int rc = -1;
-    if (!alrd_ctx_new(&c, &mc, jr->seq_len, jr->seq_len, &co, err) &&
-        !alrd_ctx_new(&ref, base, jr->seq_len, jr->seq_len, &plain, err)) {
-        alrd_ppl_opts po = {.ctx = jr->seq_len, .force_decode = 1};
-        alrd_ppl_result pr;
-        rc = alrd_perplexity_tokens(c, ref, jr->probe_ids, (size_t)jr->n_seq * jr->seq_len, 0, 0, &po, &pr, err);
-        if (!rc) {
-            jr->probe_kl = pr.kl;
-            jr->probe_kl_stderr = pr.kl_stderr;
-            jr->probe_top1 = pr.top1;
-            jr->probe_scored = pr.n_scored;
-        }
+    if (!alrd_ctx_new(&c, &mc, seq_len, seq_len, &co, err) && !alrd_ctx_new(&ref, base, seq_len, seq_len, &plain, err)) {
+        alrd_ppl_opts po = {.ctx = seq_len, .force_decode = unquantised ? -1 : 1};
+        rc = alrd_perplexity_tokens(c, ref, ids, (size_t)n_seq * seq_len, 0, 0, &po, pr, err);
     }
     alrd_ctx_free(c);
     alrd_ctx_free(ref);
     alrd_model_free(&mc);
+    return rc;
+}
+
+/* KL of the written file (its per-layer bits, decode path) on the probe. */
+static int measure_probe(alrd_model *base, const char *path, joint_report *jr, alrd_error *err) {
+    double t0 = alrd_now();
+    alrd_ppl_result pr;
+    int rc = probe_file(base, path, jr->probe_ids, jr->n_seq, jr->seq_len, 0, &pr, err);
+    if (!rc) {
+        jr->probe_kl = pr.kl;
+        jr->probe_kl_stderr = pr.kl_stderr;
+        jr->probe_top1 = pr.top1;
+        jr->probe_scored = pr.n_scored;
+    }
     jr->t_probe = alrd_now() - t0;
     return rc;
 }
 
-/* The written file, reloaded through the runtime, against what the
- * compression measured in memory: KL(uncompressed || file) on the probe
- * sequences (unquantised cache, prefill: the truncation alone, as
+/* The written file against what the compression measured in memory: its
+ * KL on the probe with an unquantised cache (the truncation alone, as
  * r->measured_kl is) must not exceed the measured KL beyond noise (the
  * file's f16 weights, the scored positions). A file that scores far worse
  * than its report is an error, not a success. *kl gets the file's KL. */
 static int check_written(alrd_model *base, const char *path, const alrd_compress_result *r, double *kl,
                          alrd_error *err) {
-    alrd_model mc;
-    if (alrd_model_open(&mc, path, err)) return -1;
-    alrd_ctx *c = NULL, *ref = NULL;
-    alrd_cache_opts co, plain;
-    alrd_cache_opts_default(&mc, &co);
-    alrd_cache_opts_default(base, &plain);
-    co.k_bits = co.v_bits = plain.k_bits = plain.v_bits = 16;
-    int rc = -1;
-    if (!alrd_ctx_new(&c, &mc, r->probe_len, r->probe_len, &co, err) &&
-        !alrd_ctx_new(&ref, base, r->probe_len, r->probe_len, &plain, err)) {
-        alrd_ppl_opts po = {.ctx = r->probe_len, .force_decode = -1};
-        alrd_ppl_result pr;
-        rc = alrd_perplexity_tokens(c, ref, r->probe_ids, (size_t)r->probe_n_seq * r->probe_len, 0, 0, &po, &pr, err);
-        if (!rc) {
-            *kl = pr.kl;
-            if (!isfinite(pr.kl) || pr.kl > 2 * r->measured_kl + 0.05)
-                rc = alrd_errf(err, "%s: the written file scores KL %.4f against the uncompressed model on the %zu "
-                               "probe tokens, where the compression measured %.4f: the file is not what was computed",
-                               path, pr.kl, pr.n_scored, r->measured_kl);
-        }
-    }
-    alrd_ctx_free(c);
-    alrd_ctx_free(ref);
-    alrd_model_free(&mc);
-    return rc;
+    alrd_ppl_result pr;
+    if (probe_file(base, path, r->probe_ids, r->probe_n_seq, r->probe_len, 1, &pr, err)) return -1;
+    *kl = pr.kl;
+    if (!isfinite(pr.kl) || pr.kl > 2 * r->measured_kl + 0.05)
+        return alrd_errf(err, "%s: the written file scores KL %.4f against the uncompressed model on the %zu probe "
+                         "tokens, where the compression measured %.4f: the file is not what was computed",
+                         path, pr.kl, pr.n_scored, r->measured_kl);
+    return 0;
 }
 
 int main(int argc, char **argv) {
