@@ -314,6 +314,44 @@ static void test_rope_freqs(void **state) {
     assert_non_null(strstr(err.msg, "rope_freqs.weight"));
 }
 
+/* --kv-ratio X: the joint allocation under the fp16 cache's bytes / X, as a
+ * user asks for it ("10x smaller"); the file meets the ratio. */
+static void test_kv_ratio(void **state) {
+    (void)state;
+    char m[700], out[700], log[700], rep[700];
+    snprintf(m, sizeof m, "%s/tiny-ratio.gguf", g_dir);
+    snprintf(out, sizeof out, "%s/tiny-ratio.alrd", g_dir);
+    snprintf(log, sizeof log, "%s/tiny-ratio.log", g_dir);
+    snprintf(rep, sizeof rep, "%s/tiny-ratio.json", g_dir);
+    tiny_opts o = tiny_defaults();
+    assert_int_equal(tiny_model_write(m, &o), 0);
+    const char *args[] = {m, "-o", out, "--calib", g_calib, "--calib-samples", "2", "--calib-len", "64",
+                          "--probe-tokens", "64", "--kv-ratio", "6", "--rank-step", "8", "--group-size", "8",
+                          "--residual", "16", "--report", rep, NULL}; /* the tiny K/V are 32 wide */
+    char *t = NULL;
+    if (run_tool("alrd-compress", args, 0, log) != 0) {
+        t = get_text(log);
+        fail_msg("alrd-compress --kv-ratio 6 exited non-zero:\n%s", t ? t : "");
+    }
+    t = get_text(rep);
+    assert_non_null(t);
+    double before = -1, after = -1;
+    const char *p = strstr(t, "\"kv_bytes_per_token_before\"");
+    assert_non_null(p);
+    assert_int_equal(sscanf(strchr(p, ':') + 1, "%lf", &before), 1);
+    p = strstr(t, "\"kv_bytes_per_token_after\"");
+    assert_non_null(p);
+    assert_int_equal(sscanf(strchr(p, ':') + 1, "%lf", &after), 1);
+    free(t);
+    print_message("--kv-ratio 6: %.1f -> %.1f bytes per token (%.2fx)\n", before, after, before / after);
+    assert_true(before > 0 && after > 0 && before / after >= 6 * (1 - 1e-9));
+    /* one budget at a time, and a ratio that means something */
+    const char *both[] = {m, "-o", out, "--calib", g_calib, "--kv-ratio", "6", "--kv-bits-per-token", "9000", NULL};
+    expect_failure("alrd-compress", both, 0, log, "give one budget", NULL);
+    const char *bad[] = {m, "-o", out, "--calib", g_calib, "--kv-ratio", "0.5", NULL};
+    expect_failure("alrd-compress", bad, 0, log, "--kv-ratio: expected a ratio", NULL);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_nonfinite_weights_named),
@@ -323,6 +361,7 @@ int main(void) {
         cmocka_unit_test(test_degenerate_calibration_tiny),
         cmocka_unit_test(test_kv_biases_kept),
         cmocka_unit_test(test_rope_freqs),
+        cmocka_unit_test(test_kv_ratio),
         cmocka_unit_test(test_degenerate_calibration_real),
     };
     return cmocka_run_group_tests(tests, setup, NULL);

@@ -38,6 +38,8 @@ static void usage(void) {
             "  --kv-bits-per-token B joint rank + bits allocation under a KV cache budget of B bits per\n"
             "                        token (all layers, K + V: codes, scales, zeros and the residual\n"
             "                        window amortised over --amortize-ctx); writes per-layer bits\n"
+            "  --kv-ratio X          the same allocation with the budget given as a compression ratio:\n"
+            "                        the fp16 cache's bytes per token / X (e.g. 10 for a 10x smaller cache)\n"
             "  --amortize-ctx N      context for the byte budget and the report (default 4096)\n"
             "  --cpu                 calibration statistics on the CPU even when a GPU is present\n"
             "  --rank-step S         rank grid of the joint allocation (default max(8, group size))\n"
@@ -258,6 +260,7 @@ int main(int argc, char **argv) {
     o.progress = 1;
     int n_samples = 64, calib_len = 512, kb = 16, vb = 16, G = 32, R = 128, kivi = 1;
     int ctx_amort = 4096, rank_step = 0;
+    double kv_ratio = 0;
     joint_report jr;
     memset(&jr, 0, sizeof jr);
     for (int i = 1; i < argc; i++) {
@@ -287,6 +290,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--group-size")) G = atoi(v);
         else if (!strcmp(a, "--residual")) R = atoi(v);
         else if (!strcmp(a, "--kv-bits-per-token")) jr.budget_bits = atof(v);
+        else if (!strcmp(a, "--kv-ratio")) kv_ratio = atof(v);
         else if (!strcmp(a, "--amortize-ctx")) ctx_amort = atoi(v);
         else if (!strcmp(a, "--rank-step")) rank_step = atoi(v);
         else if (a[0] == '-') { fprintf(stderr, "alrd-compress: unknown option %s (see --help)\n", a); return 2; }
@@ -304,8 +308,10 @@ int main(int argc, char **argv) {
         int x = b ? vb : kb;
         if (x != 2 && x != 3 && x != 4 && x != 8 && x != 16) return die("cache bits must be 2, 3, 4, 8 or 16");
     }
-    const int joint = jr.budget_bits != 0;
-    if (joint && !(jr.budget_bits > 0)) return die("--kv-bits-per-token: expected a positive number of bits");
+    if (kv_ratio != 0 && jr.budget_bits != 0) return die("--kv-ratio and --kv-bits-per-token: give one budget");
+    if (kv_ratio != 0 && !(kv_ratio >= 1 && kv_ratio <= 1024)) return die("--kv-ratio: expected a ratio in [1, 1024]");
+    const int joint = jr.budget_bits != 0 || kv_ratio != 0;
+    if (jr.budget_bits != 0 && !(jr.budget_bits > 0)) return die("--kv-bits-per-token: expected a positive number of bits");
     if (joint && (ranks_path || o.uniform || !o.whiten))
         return die("--kv-bits-per-token allocates ranks itself: not with --ranks, --uniform or --no-whiten");
     if (ctx_amort < 1 || ctx_amort > (1 << 24)) return die("--amortize-ctx: expected 1..16777216");
@@ -337,6 +343,11 @@ int main(int argc, char **argv) {
     int gheads = o.group_heads ? o.group_heads : c->n_kv_heads;
     if (gheads <= 0 || c->n_kv_heads % gheads) return die("--group-heads must divide the number of KV heads");
     int n_groups = c->n_kv_heads / gheads, gh = gheads * c->head_dim;
+    if (kv_ratio != 0) { /* the budget in bits per token: the fp16 cache's bytes over the ratio */
+        jr.budget_bits = 8 * kv_bytes_per_token(&m, NULL, NULL, n_groups, NULL, NULL, 16, 16, G, R, kivi, ctx_amort) /
+                         kv_ratio;
+        fprintf(stderr, "alrd-compress: --kv-ratio %g: a budget of %.0f bits per token\n", kv_ratio, jr.budget_bits);
+    }
 
     /* calibration tokens */
     char *text = NULL;
