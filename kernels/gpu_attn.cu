@@ -12,7 +12,6 @@
 
 #define NTHREADS 128
 
-static inline size_t al16(size_t x) { return (x + 15) & ~(size_t)15; }
 static inline int ceil16(int x) { return (x + 15) & ~15; }
 
 /* Shared-memory plan of one block (bytes offsets). */

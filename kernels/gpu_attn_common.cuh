@@ -10,6 +10,9 @@
 #include "gpu_attn.h"
 #include "gpu_common.cuh"
 
+/* x rounded up to 16 (shared-memory plans: 16-byte aligned regions) */
+static inline size_t al16(size_t x) { return (x + 15) & ~(size_t)15; }
+
 /* Splits are runs of whole TILEs of tokens (split_len), in every kernel. */
 #define TILE 64
 

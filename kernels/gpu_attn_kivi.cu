@@ -58,10 +58,6 @@ __device__ __forceinline__ void cp_async4(void *dst, const void *src, int src_by
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src), "r"(src_bytes));
 }
 
-__device__ __forceinline__ __half2 half_bits2(uint32_t lo16) { /* (h, h) from the low 16 bits */
-    return __half2half2(__ushort_as_half((uint16_t)lo16));
-}
-
 /* Codes first .. first + 7 of a packed run starting at w[0] (codes_per_word(B) a
  * word, code i at bits B*(i % cpw) of word i / cpw) as fp16 code * s + z, in
  * pairs (code 2i, 2i + 1). The codes become fp16 by OR-ing in the exponent of
@@ -239,7 +235,8 @@ __global__ void __launch_bounds__(KW * 32, HD == 64 ? 4 : 1) attn_kivi_kernel(al
 #pragma unroll
     for (int i = 0; i < NST - 1; i++) issue(i);
 
-    /* Q: row gid = query head h0 + gid (rows >= per_kv and gid + 8 zero: per_kv <= 8) */
+    /* Q: row gid = query head h0 + gid (rows >= per_kv and gid + 8 zero: per_kv <= 8); fp16 keys take qa as
+     * it is, quantised keys rotate qf per tile */
     float qf[KS][4]; /* channels kk*16 + 2*t4 + {0, 1, 8, 9} */
     uint32_t qa[KS][4];
     {
@@ -473,8 +470,6 @@ int attn_kivi_ok(const alrd_gpu_attn_layer *L) {
     return attn_kivi_smem(L) <= 227 * 1024; /* Hopper's per-block limit (fp16 values in 256-token chunks exceed it) */
 }
 
-static size_t al16k(size_t x) { return (x + 15) & ~(size_t)15; }
-
 static void make_kplan(const alrd_gpu_attn_layer *L, kplan *p) {
     const alrd_gpu_side *k = &L->ks, *v = &L->vs;
     const int hd = L->hd, kb = k->bits, vb = v->bits;
@@ -519,14 +514,14 @@ static void make_kplan(const alrd_gpu_attn_layer *L, kplan *p) {
     const int nst = kb < 16 ? 2 : 3; /* the kernel's NST */
     size_t o = 0;
     p->delta = o;
-    if (kb < 16) o = al16k(o + 8 * (size_t)(KT / 2 + 2) * (hd / 2));
+    if (kb < 16) o = al16(o + 8 * (size_t)(KT / 2 + 2) * (hd / 2));
     p->ring = o;
-    o = al16k(o + 4 * (size_t)nst * p->stage);
+    o = al16(o + 4 * (size_t)nst * p->stage);
     p->warps = o;
     size_t w = 0;
     p->kt = p->vt = w; /* K^T and V share a buffer: a tile's keys are read before its values are written */
     const size_t ktb = kb < 16 ? 2 * (size_t)hd * ZSTR : 0, vtb = vb < 16 ? 2 * (size_t)KT * p->vstr : 0;
-    w = al16k(w + (ktb > vtb ? ktb : vtb));
+    w = al16(w + (ktb > vtb ? ktb : vtb));
     p->wbytes = w;
     o += KW * w;
     const size_t merge = 4 * (size_t)KW * 16 * (2 + p->vw) + 4 * KW * 16; /* merge_warps' (max, sum), O and weights */
