@@ -104,14 +104,19 @@ deps:
 	@sh tools/install-deps.sh
 
 # The main job on the default model: compress to a 5x smaller KV cache (per-layer ranks and bits chosen
-# jointly under KIVI-2's bytes, Hadamard-rotated latents), the perplexity of 4 chunks of the test text
-# before and after, then a chat answer with the compressed cache (tokens/s on stderr).
+# jointly under KIVI-2's bytes, Hadamard-rotated latents), calibrated on prose and on chat transcripts the
+# model writes itself (out/chat-calib.txt, made once), then the perplexity of 4 chunks of the test text
+# before and after and a chat answer with the compressed cache (tokens/s on stderr).
 DEMO = out/smollm2-5x.alrd
 TEXT = ../shared/data/wikitext-2-raw/wiki.test.raw
-demo: all model
+CHAT_CALIB = out/chat-calib.txt
+$(CHAT_CALIB): | $(MODEL)
 	@mkdir -p out
+	ALRD_RUN=$(BUILD)/alrd-run sh tools/make-chat-calib.sh $(MODEL) $@
+demo: all model
+	@$(MAKE) -s $(CHAT_CALIB)
 	$(BUILD)/alrd-compress $(MODEL) -o $(DEMO) --calib ../shared/data/wikitext-2/wiki.valid.tokens \
-		--hadamard --kv-bits-per-token 36900
+		--calib $(CHAT_CALIB) --hadamard --kv-bits-per-token 36900
 	@echo "== perplexity on 4 chunks of $(TEXT): uncompressed fp16 cache, then the 5x cache"
 	@$(BUILD)/alrd-run $(MODEL) --ppl $(TEXT) --ctx 512 --chunks 4 2>/dev/null | grep PPL
 	@$(BUILD)/alrd-run $(DEMO) --ppl $(TEXT) --ctx 512 --chunks 4 2>/dev/null | grep PPL

@@ -352,6 +352,39 @@ static void test_kv_ratio(void **state) {
     expect_failure("alrd-compress", bad, 0, log, "--kv-ratio: expected a ratio", NULL);
 }
 
+/* --calib given twice: the sequences are shared between the files (control
+ * tokens of a chat transcript parsed as such); a file shorter than one
+ * sequence is refused by name. */
+static void test_two_calibration_files(void **state) {
+    (void)state;
+    char m[700], out[700], log[700], chat[700];
+    snprintf(m, sizeof m, "%s/tiny-2cal.gguf", g_dir);
+    snprintf(out, sizeof out, "%s/tiny-2cal.alrd", g_dir);
+    snprintf(log, sizeof log, "%s/tiny-2cal.log", g_dir);
+    snprintf(chat, sizeof chat, "%s/chat.txt", g_dir);
+    tiny_opts o = tiny_defaults();
+    assert_int_equal(tiny_model_write(m, &o), 0);
+    FILE *f = fopen(chat, "w");
+    assert_non_null(f);
+    for (int i = 0; i < 40; i++) fprintf(f, "user: how is the river today?<|endoftext|>\nassistant: the river is calm.\n");
+    fclose(f);
+    const char *args[] = {m, "-o", out, "--calib", g_calib, "--calib", chat, "--calib-samples", "5", "--calib-len", "64",
+                          "--probe-tokens", "64", "--rank-ratio", "1.0", NULL};
+    int code = run_tool("alrd-compress", args, 0, log);
+    char *t = get_text(log);
+    if (code != 0) fail_msg("alrd-compress with two --calib exited %d:\n%s", code, t ? t : "");
+    char want[800];
+    snprintf(want, sizeof want, "%s: 3 sequences of 64 tokens", g_calib); /* 5 = 3 + 2, the first file first */
+    assert_non_null(strstr(t, want));
+    snprintf(want, sizeof want, "%s: 2 sequences of 64 tokens", chat);
+    assert_non_null(strstr(t, want));
+    free(t);
+    expect_finite_file(out);
+    put_text(chat, "the river");
+    const char *shrt[] = {m, "-o", out, "--calib", g_calib, "--calib", chat, "--calib-len", "64", NULL};
+    expect_failure("alrd-compress", shrt, 0, log, chat, "fewer than --calib-len 64");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_nonfinite_weights_named),
@@ -362,6 +395,7 @@ int main(void) {
         cmocka_unit_test(test_kv_biases_kept),
         cmocka_unit_test(test_rope_freqs),
         cmocka_unit_test(test_kv_ratio),
+        cmocka_unit_test(test_two_calibration_files),
         cmocka_unit_test(test_degenerate_calibration_real),
     };
     return cmocka_run_group_tests(tests, setup, NULL);

@@ -19,7 +19,10 @@
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: alrd-compress MODEL -o OUT.alrd --calib TEXT [options]\n"
+            "usage: alrd-compress MODEL -o OUT.alrd --calib TEXT [--calib TEXT2 ...] [options]\n"
+            "  --calib TEXT          calibration text (UTF-8; control tokens such as <|im_start|> are parsed);\n"
+            "                        given more than once, the sequences are shared evenly among the files\n"
+            "                        (prose and chat transcripts, say: alrd-run --chat --transcript writes those)\n"
             "  --rank-ratio F        average kept fraction of K/V dims (default 0.5)\n"
             "  --ranks FILE          ranks.json ({\"model.layers.0.self_attn.k_proj\": 96, ...}); no search\n"
             "  --uniform             the same ratio in every module (ablation)\n"
@@ -254,6 +257,8 @@ static int check_written(alrd_model *base, const char *path, const alrd_compress
 
 int main(int argc, char **argv) {
     const char *model = NULL, *out = NULL, *calib = NULL, *ranks_path = NULL, *report = NULL;
+    const char *calibs[8];
+    int n_calibs = 0;
     const char *weights = "f16";
     alrd_compress_opts o;
     alrd_compress_opts_default(&o);
@@ -274,7 +279,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--cpu")) { o.cpu_only = 1; takes = 0; }
         else if (a[0] == '-' && !v) { fprintf(stderr, "alrd-compress: %s needs a value\n", a); return 2; }
         else if (!strcmp(a, "-o")) out = v;
-        else if (!strcmp(a, "--calib")) calib = v;
+        else if (!strcmp(a, "--calib")) {
+            if (n_calibs == 8) return die("--calib: at most 8 files");
+            calib = calibs[n_calibs++] = v;
+        }
         else if (!strcmp(a, "--ranks")) ranks_path = v;
         else if (!strcmp(a, "--report")) report = v;
         else if (!strcmp(a, "--weights")) weights = v;
@@ -349,24 +357,55 @@ int main(int argc, char **argv) {
         fprintf(stderr, "alrd-compress: --kv-ratio %g: a budget of %.0f bits per token\n", kv_ratio, jr.budget_bits);
     }
 
-    /* calibration tokens */
-    char *text = NULL;
-    size_t len = 0;
-    int32_t *ids = NULL;
-    size_t n_ids = 0;
-    if (alrd_read_file(calib, (size_t)1 << 30, &text, &len, &err)) return die(err.msg);
+    /* calibration tokens: n_samples sequences of calib_len, shared evenly among the files */
     char calib_sha[65];
-    alrd_sha256_hex(text, len, calib_sha);
-    if (alrd_tokenizer_encode(m.tok, text, len, 0, 0, &ids, &n_ids, &err)) {
-        fprintf(stderr, "alrd-compress: %s: %s\n", calib, err.msg);
-        return 1;
+    int32_t *samples = NULL;
+    int got = 0;
+    if (n_calibs > 1) { /* the sequence length is fixed: every file must hold one */
+        samples = malloc(sizeof(int32_t) * (size_t)n_samples * calib_len);
+        if (!samples) return die("out of memory");
     }
-    free(text);
-    if (n_ids < (size_t)calib_len) calib_len = (int)n_ids;
-    if (calib_len < 16) { fprintf(stderr, "alrd-compress: %s: only %zu tokens of calibration text\n", calib, n_ids); return 1; }
-    int32_t *samples = alrd_calib_pick_samples(ids, n_ids, &n_samples, calib_len);
-    free(ids);
-    if (!samples) return die("out of memory");
+    char *shas = calloc((size_t)n_calibs, 65);
+    if (!shas) return die("out of memory");
+    for (int f = 0; f < n_calibs; f++) {
+        char *text = NULL;
+        size_t len = 0, n_ids = 0;
+        int32_t *ids = NULL;
+        if (alrd_read_file(calibs[f], (size_t)1 << 30, &text, &len, &err)) return die(err.msg);
+        alrd_sha256_hex(text, len, shas + 65 * f);
+        if (alrd_tokenizer_encode(m.tok, text, len, 0, 1, &ids, &n_ids, &err)) {
+            fprintf(stderr, "alrd-compress: %s: %s\n", calibs[f], err.msg);
+            return 1;
+        }
+        free(text);
+        if (n_calibs == 1) {
+            if (n_ids < (size_t)calib_len) calib_len = (int)n_ids;
+            if (calib_len < 16) { fprintf(stderr, "alrd-compress: %s: only %zu tokens of calibration text\n", calibs[f], n_ids); return 1; }
+            samples = alrd_calib_pick_samples(ids, n_ids, &n_samples, calib_len);
+            free(ids);
+            if (!samples) return die("out of memory");
+            got = n_samples;
+            break;
+        }
+        if (n_ids < (size_t)calib_len) {
+            fprintf(stderr, "alrd-compress: %s: only %zu tokens of calibration text, fewer than --calib-len %d\n",
+                    calibs[f], n_ids, calib_len);
+            return 1;
+        }
+        int want = n_samples / n_calibs + (f < n_samples % n_calibs);
+        int32_t *part = want > 0 ? alrd_calib_pick_samples(ids, n_ids, &want, calib_len) : NULL;
+        free(ids);
+        if (want > 0 && !part) return die("out of memory");
+        if (want > 0) memcpy(samples + (size_t)got * calib_len, part, sizeof(int32_t) * (size_t)want * calib_len);
+        free(part);
+        fprintf(stderr, "alrd-compress: %s: %d sequences of %d tokens\n", calibs[f], want, calib_len);
+        got += want;
+    }
+    n_samples = got;
+    if (n_samples < 1) return die("no calibration sequences");
+    if (n_calibs == 1) memcpy(calib_sha, shas, 65);
+    else alrd_sha256_hex(shas, (size_t)65 * n_calibs, calib_sha); /* of the files' digests, in order */
+    free(shas);
 
     int *fk = NULL, *fv = NULL;
     if (ranks_path) {

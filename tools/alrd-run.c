@@ -15,6 +15,8 @@ static void usage(void) {
             "  -n N                  tokens to generate (default 128)\n"
             "  --chat                apply the model's chat template to the prompt\n"
             "  --system TEXT         system message for --chat\n"
+            "  --transcript          with --chat: print the rendered turn and the end-of-turn token too\n"
+            "                        (the whole conversation as text: chat calibration for alrd-compress)\n"
             "  --temp T              temperature (default 0 = greedy)\n"
             "  --top-k K, --top-p P  sampling filters (defaults 40, 0.95 when --temp > 0)\n"
             "  --seed S              sampler seed (default 42)\n"
@@ -133,7 +135,7 @@ static int run_ppl(alrd_model *m, const alrd_cache_opts *co, const char *file, i
     return rc ? 1 : 0;
 }
 
-static int run_generate(alrd_model *m, const alrd_cache_opts *co, const char *prompt, int chat,
+static int run_generate(alrd_model *m, const alrd_cache_opts *co, const char *prompt, int chat, int transcript,
                         const char *system, int n_gen, int n_ctx, float temp, int top_k, float top_p,
                         uint64_t seed, const char *logits_out) {
     alrd_error err;
@@ -150,6 +152,7 @@ static int run_generate(alrd_model *m, const alrd_cache_opts *co, const char *pr
         free(text);
         return 1;
     }
+    if (transcript && text) fputs(text, stdout); /* the rendered turn, control tokens as text */
     free(text);
     if (n == 0) { fprintf(stderr, "alrd-run: prompt: empty after tokenization\n"); free(ids); return 1; }
     if ((int)n + n_gen > n_ctx) n_ctx = (int)n + n_gen;
@@ -175,7 +178,11 @@ static int run_generate(alrd_model *m, const alrd_cache_opts *co, const char *pr
     char piece[256];
     for (int i = 0; i < n_gen && !rc; i++) {
         int32_t tok = alrd_sampler_sample(&smp, logits);
-        if (alrd_tokenizer_is_eog(m->tok, tok)) break;
+        if (alrd_tokenizer_is_eog(m->tok, tok)) {
+            const int k = transcript ? alrd_tokenizer_piece(m->tok, tok, 1, piece, sizeof piece) : 0;
+            if (k > 0) fwrite(piece, 1, (size_t)k, stdout);
+            break;
+        }
         int k = alrd_tokenizer_piece(m->tok, tok, 0, piece, sizeof piece);
         if (k > 0) fwrite(piece, 1, k, stdout);
         fflush(stdout);
@@ -198,7 +205,7 @@ static int run_generate(alrd_model *m, const alrd_cache_opts *co, const char *pr
 
 int main(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL, *ppl = NULL, *system = NULL, *logits_out = NULL, *tokens_out = NULL;
-    int n_gen = 128, n_ctx = 512, chunks = 0, first_chunk = 0, chat = 0, with_kl = 0, force_decode = 0, top_k = 40;
+    int n_gen = 128, n_ctx = 512, chunks = 0, first_chunk = 0, chat = 0, transcript = 0, with_kl = 0, force_decode = 0, top_k = 40;
     int kb = -1, vb = -1, gs = -1, res = -1, no_kivi = 0, seed = 42, cpu = 0, gpu_flags = 0;
     float temp = 0, top_p = 0.95f;
     for (int i = 1; i < argc; i++) {
@@ -225,6 +232,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--residual")) { bad = parse_int(a, v, 0, 1 << 20, &res); i++; }
         else if (!strcmp(a, "--no-kivi")) no_kivi = 1;
         else if (!strcmp(a, "--chat")) chat = 1;
+        else if (!strcmp(a, "--transcript")) transcript = 1;
         else if (!strcmp(a, "--kl")) with_kl = 1;
         else if (!strcmp(a, "--decode-path")) force_decode = 1;
         else if (!strcmp(a, "--cpu")) cpu = 1;
@@ -266,7 +274,7 @@ int main(int argc, char **argv) {
     co.backend = cpu ? ALRD_BACKEND_CPU : ALRD_BACKEND_AUTO;
     co.gpu_flags = gpu_flags;
     int rc = ppl ? run_ppl(&m, &co, ppl, n_ctx, first_chunk, chunks, with_kl, force_decode, tokens_out)
-                 : run_generate(&m, &co, prompt, chat, system, n_gen, n_ctx, temp, top_k, temp > 0 ? top_p : 1.0f,
+                 : run_generate(&m, &co, prompt, chat, transcript, system, n_gen, n_ctx, temp, top_k, temp > 0 ? top_p : 1.0f,
                                 (uint64_t)seed, logits_out);
     alrd_model_free(&m);
     return rc;
