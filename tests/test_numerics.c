@@ -203,14 +203,19 @@ static void test_degenerate_calibration_real(void **state) {
     degenerate_case(ALRD_TEST_MODEL, "smollm2", 49152, quick() ? g_ranks : NULL);
 }
 
-/* The tiny model of o written to DIR/TAG.gguf (path in m) and compressed
- * at rank ratio 1.0 to DIR/TAG.alrd (path in out), which must succeed. */
-static void compress_tiny(const tiny_opts *o, const char *tag, char *m, char *out, size_t cap) {
-    char log[700];
+/* The tiny model of o written to DIR/TAG.gguf (path in m); out and log get
+ * DIR/TAG.alrd and DIR/TAG.log (each cap bytes). */
+static void tiny_setup(const tiny_opts *o, const char *tag, char *m, char *out, char *log, size_t cap) {
     snprintf(m, cap, "%s/%s.gguf", g_dir, tag);
     snprintf(out, cap, "%s/%s.alrd", g_dir, tag);
-    snprintf(log, sizeof log, "%s/%s.log", g_dir, tag);
+    snprintf(log, cap, "%s/%s.log", g_dir, tag);
     assert_int_equal(tiny_model_write(m, o), 0);
+}
+
+/* That model compressed at rank ratio 1.0 to DIR/TAG.alrd, which must succeed. */
+static void compress_tiny(const tiny_opts *o, const char *tag, char *m, char *out, size_t cap) {
+    char log[700];
+    tiny_setup(o, tag, m, out, log, cap < sizeof log ? cap : sizeof log);
     const char *args[] = {m, "-o", out, "--calib", g_calib, "--calib-samples", "2", "--calib-len", "64",
                           "--probe-tokens", "64", "--rank-ratio", "1.0", NULL};
     if (run_tool("alrd-compress", args, 0, log) != 0) {
@@ -319,12 +324,9 @@ static void test_rope_freqs(void **state) {
 static void test_kv_ratio(void **state) {
     (void)state;
     char m[700], out[700], log[700], rep[700];
-    snprintf(m, sizeof m, "%s/tiny-ratio.gguf", g_dir);
-    snprintf(out, sizeof out, "%s/tiny-ratio.alrd", g_dir);
-    snprintf(log, sizeof log, "%s/tiny-ratio.log", g_dir);
-    snprintf(rep, sizeof rep, "%s/tiny-ratio.json", g_dir);
     tiny_opts o = tiny_defaults();
-    assert_int_equal(tiny_model_write(m, &o), 0);
+    tiny_setup(&o, "tiny-ratio", m, out, log, sizeof m);
+    snprintf(rep, sizeof rep, "%s/tiny-ratio.json", g_dir);
     const char *args[] = {m, "-o", out, "--calib", g_calib, "--calib-samples", "2", "--calib-len", "64",
                           "--probe-tokens", "64", "--kv-ratio", "6", "--rank-step", "8", "--group-size", "8",
                           "--residual", "16", "--report", rep, NULL}; /* the tiny K/V are 32 wide */
@@ -358,12 +360,9 @@ static void test_kv_ratio(void **state) {
 static void test_two_calibration_files(void **state) {
     (void)state;
     char m[700], out[700], log[700], chat[700];
-    snprintf(m, sizeof m, "%s/tiny-2cal.gguf", g_dir);
-    snprintf(out, sizeof out, "%s/tiny-2cal.alrd", g_dir);
-    snprintf(log, sizeof log, "%s/tiny-2cal.log", g_dir);
-    snprintf(chat, sizeof chat, "%s/chat.txt", g_dir);
     tiny_opts o = tiny_defaults();
-    assert_int_equal(tiny_model_write(m, &o), 0);
+    tiny_setup(&o, "tiny-2cal", m, out, log, sizeof m);
+    snprintf(chat, sizeof chat, "%s/chat.txt", g_dir);
     FILE *f = fopen(chat, "w");
     assert_non_null(f);
     for (int i = 0; i < 40; i++) fprintf(f, "user: how is the river today?<|endoftext|>\nassistant: the river is calm.\n");
