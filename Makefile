@@ -168,4 +168,4 @@ install: all
 		'Libs.private: $(LDFLAGS) $(LDLIBS)' > $(DESTDIR)$(PREFIX)/lib/pkgconfig/alrd.pc
 
 .PHONY: all test test-gpu model deps demo clean fuzz install
--include $(LIB_OBJ:.o=.d) $(CU_OBJ:.o=.d) $(wildcard $(BUILD)/tests/*.d build-fuzz/*.d build-fuzz/*/*.d)
+-include $(LIB_OBJ:.o=.d) $(CU_OBJ:.o=.d) $(wildcard $(BUILD)/tests/*.d $(BUILD)/examples/*.d build-fuzz/*.d build-fuzz/*/*.d)
