@@ -181,6 +181,8 @@ static int slot_fill(const alrd_model *m, int l, alrd_error *err) {
     for (int i = 0; i < n; i++) {
         float *dst = *slot_ptr(sl, &t[i]);
         if (!dst) continue; /* K/V kept eager */
+        if ((dst == sl->wk && m->layers[l].k_rank) || (dst == sl->wv && m->layers[l].v_rank))
+            continue; /* a decomposed projection: its factors are loaded with the model */
         char name[160];
         const alrd_tensor *ts;
         snprintf(name, sizeof name, "model.layers.%d.%s", l, t[i].name);
@@ -207,8 +209,8 @@ const alrd_layer *alrd_model_layer(const alrd_model *m, int l, alrd_layer *view,
         if (sl->layer != l && slot_fill(m, l, err)) return NULL;
         view->wq = sl->wq; view->wo = sl->wo;
         view->w_gate = sl->w_gate; view->w_up = sl->w_up; view->w_down = sl->w_down;
-        if (sl->wk) view->wk = sl->wk;
-        if (sl->wv) view->wv = sl->wv;
+        if (sl->wk && !L->k_rank) view->wk = sl->wk;
+        if (sl->wv && !L->v_rank) view->wv = sl->wv;
     }
     if (ok) view->wk = (float *)ok;
     if (ov) view->wv = (float *)ov;
@@ -243,8 +245,6 @@ static int model_load(alrd_model *m, const alrd_source *s, int flags, alrd_error
     const alrd_config *c = &m->cfg;
     if (alrd_config_validate(c, s->path, err)) return -1;
     const int lazy = flags & ALRD_MODEL_LAZY, keep_kv = !lazy;
-    if (lazy && s->lowrank)
-        return alrd_errf(err, "%s: lazy loading is for uncompressed checkpoints, not .alrd files", s->path);
     int H = c->hidden, hd = c->head_dim, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
     m->group_heads = c->n_kv_heads;
     if (s->lowrank) {

@@ -46,8 +46,9 @@ typedef struct {
                                         * NULL while no override is set */
 } alrd_model;
 
-/* Load flags. LAZY: matrices of a layer materialize on demand (CPU; not for
- * .alrd files): readers go through alrd_model_layer. */
+/* Load flags. LAZY: matrices of a layer materialize on demand (CPU; a .alrd
+ * file's low-rank factors, being small, load with the model): readers go
+ * through alrd_model_layer. */
 enum { ALRD_MODEL_LAZY = 1 };
 
 int alrd_model_load_opts(alrd_model *m, const alrd_source *s, int flags, alrd_error *err);

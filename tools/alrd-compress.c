@@ -204,8 +204,14 @@ done:
  * with an unquantised cache by prefill (unquantised = 1). */
 static int probe_file(alrd_model *base, const char *path, const int32_t *ids, int n_seq, int seq_len, int unquantised,
                       alrd_ppl_result *pr, alrd_error *err) {
+    /* lazily, as the source: one layer in fp32 at a time keeps a 7B compression within its memory bound */
+    alrd_source src;
     alrd_model mc;
-    if (alrd_model_open(&mc, path, err)) return -1;
+    if (alrd_source_open(&src, path, err)) return -1;
+    if (alrd_model_load_opts(&mc, &src, ALRD_MODEL_LAZY, err)) {
+        alrd_source_close(&src);
+        return -1;
+    }
     alrd_ctx *c = NULL, *ref = NULL;
     alrd_cache_opts co, plain;
     alrd_cache_opts_default(&mc, &co);
@@ -220,6 +226,7 @@ static int probe_file(alrd_model *base, const char *path, const int32_t *ids, in
     alrd_ctx_free(c);
     alrd_ctx_free(ref);
     alrd_model_free(&mc);
+    alrd_source_close(&src);
     return rc;
 }
 
