@@ -46,8 +46,8 @@ typedef struct {
     int kstr, kgch;            /* a key channel's codes in a stage (words, odd); 16-byte chunks of a chunk's scales */
     int stage;                 /* words of one ring stage */
     int ksc, kze, rope, vst;   /* word offsets in a stage: key scales, zeros, the RoPE row (cos | sin), the values */
-    size_t delta, ring, warps, wbytes, kt, vt, total; /* bytes: RoPE tables, the block's ring, warps' areas, K^T and
-                                                            V in a warp's */
+    size_t delta, ring, warps, wbytes, total; /* bytes: RoPE tables, the block's ring, the warps' K^T / V buffers,
+                                                 one warp's buffer */
     alrd_fdiv pl, wpr, kR, kG, vR, vG, vch, vi_div; /* divisors: piece length (R or 16), key words per channel, chunk
                                                        and group sizes, value chunks per row, vi */
 } kplan;
@@ -110,6 +110,12 @@ __device__ __forceinline__ void rot2(uint32_t x1h, uint32_t x2h, uint2 cs, uint3
     y2 = *reinterpret_cast<const uint32_t *>(&v);
 }
 
+/* A K^T row: 16 tokens' fp16 values (8 pairs) as two 16-byte stores */
+__device__ __forceinline__ void store_kt_row(uint16_t *row, const uint32_t (&y)[8]) {
+    uint4 *d = reinterpret_cast<uint4 *>(row);
+    d[0] = make_uint4(y[0], y[1], y[2], y[3]), d[1] = make_uint4(y[4], y[5], y[6], y[7]);
+}
+
 template <int HD, int KB, int VB>
 __global__ void __launch_bounds__(KW * 32, HD == 64 ? 4 : 1) attn_kivi_kernel(alrd_gpu_attn_layer L, kplan P, const uint16_t *q16,
                                                             const int *pos, int nsplit, int vw_max, float *work) {
@@ -135,8 +141,9 @@ __global__ void __launch_bounds__(KW * 32, HD == 64 ? 4 : 1) attn_kivi_kernel(al
     const int PL = (int)P.pl.d, pc0 = fdiv_q(t0, P.pl), npieces = fdiv_q(t1 - 1, P.pl) - pc0 + 1;
     unsigned char *wb = smem + P.warps + warp * P.wbytes;
     uint32_t *ring = reinterpret_cast<uint32_t *>(smem + P.ring); /* the block's NST stages */
-    uint16_t *Kt = reinterpret_cast<uint16_t *>(wb + P.kt); /* K^T [HD][ZSTR] (quantised keys), then */
-    uint16_t *Vt = reinterpret_cast<uint16_t *>(wb + P.vt); /* V [16][VSTR] (quantised values): one buffer */
+    /* one buffer a warp: K^T [HD][ZSTR] (quantised keys), then V [16][VSTR] (quantised values) -- a tile's keys
+     * are read before its values are written */
+    uint16_t *Kt = reinterpret_cast<uint16_t *>(wb), *Vt = Kt;
     /* RoPE by a key's offset j in its tile: [8][HD/2] fp16 pairs (cos, cos | sin, sin) of tokens 2t, 2t + 1;
      * then [HD/2] (cos, sin) of 16 theta in fp32, for the query's step from tile to tile */
     const uint2 *rot = reinterpret_cast<const uint2 *>(smem + P.delta);
@@ -342,9 +349,7 @@ __global__ void __launch_bounds__(KW * 32, HD == 64 ? 4 : 1) attn_kivi_kernel(al
 #pragma unroll
                         for (int t = 0; t < 8; t++)
                             rot2(a1[t], a2[t], rot[t * (HD / 2) + c1], y1[t], y2[t]);
-                        uint4 *d1 = reinterpret_cast<uint4 *>(Kt + c1 * ZSTR), *d2 = reinterpret_cast<uint4 *>(Kt + c2 * ZSTR);
-                        d1[0] = make_uint4(y1[0], y1[1], y1[2], y1[3]), d1[1] = make_uint4(y1[4], y1[5], y1[6], y1[7]);
-                        d2[0] = make_uint4(y2[0], y2[1], y2[2], y2[3]), d2[1] = make_uint4(y2[4], y2[5], y2[6], y2[7]);
+                        store_kt_row(Kt + c1 * ZSTR, y1), store_kt_row(Kt + c2 * ZSTR, y2);
                     }
                 } else { /* the residual: pre-RoPE fp16 rows of the ring (fewer than R tokens of a sequence) */
                     const uint16_t *rg = ks.ring + (size_t)b * ks.seq_ring + (size_t)kvh * HD;
@@ -366,9 +371,7 @@ __global__ void __launch_bounds__(KW * 32, HD == 64 ? 4 : 1) attn_kivi_kernel(al
                             }
                             rot2(a1, a2, rot[t * (HD / 2) + c1], y1[t], y2[t]);
                         }
-                        uint4 *d1 = reinterpret_cast<uint4 *>(Kt + c1 * ZSTR), *d2 = reinterpret_cast<uint4 *>(Kt + c2 * ZSTR);
-                        d1[0] = make_uint4(y1[0], y1[1], y1[2], y1[3]), d1[1] = make_uint4(y1[4], y1[5], y1[6], y1[7]);
-                        d2[0] = make_uint4(y2[0], y2[1], y2[2], y2[3]), d2[1] = make_uint4(y2[4], y2[5], y2[6], y2[7]);
+                        store_kt_row(Kt + c1 * ZSTR, y1), store_kt_row(Kt + c2 * ZSTR, y2);
                     }
                 }
                 qstep(qr, step64); /* the warp's next tile: R(ts + 64)^T q = R(64)^T R(ts)^T q */
@@ -518,12 +521,9 @@ static void make_kplan(const alrd_gpu_attn_layer *L, kplan *p) {
     p->ring = o;
     o = al16(o + 4 * (size_t)nst * p->stage);
     p->warps = o;
-    size_t w = 0;
-    p->kt = p->vt = w; /* K^T and V share a buffer: a tile's keys are read before its values are written */
     const size_t ktb = kb < 16 ? 2 * (size_t)hd * ZSTR : 0, vtb = vb < 16 ? 2 * (size_t)KT * p->vstr : 0;
-    w = al16(w + (ktb > vtb ? ktb : vtb));
-    p->wbytes = w;
-    o += KW * w;
+    p->wbytes = al16(ktb > vtb ? ktb : vtb); /* K^T, then V, in one buffer */
+    o += KW * p->wbytes;
     const size_t merge = 4 * (size_t)KW * 16 * (2 + p->vw) + 4 * KW * 16; /* merge_warps' (max, sum), O and weights */
     p->total = o > merge ? o : merge;
     p->pl = alrd_fdiv_make(pl);
