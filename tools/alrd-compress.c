@@ -198,43 +198,33 @@ done:
     return rc;
 }
 
-/* The written file at path, reloaded through the runtime, scored against
- * the uncompressed model on the probe sequences (the second half of each):
+/* The written file, reloaded through the runtime (mc), scored against the
+ * uncompressed model on the probe sequences (the second half of each):
  * with its own per-layer bits through the decode path (unquantised = 0), or
  * with an unquantised cache by prefill (unquantised = 1). */
-static int probe_file(alrd_model *base, const char *path, const int32_t *ids, int n_seq, int seq_len, int unquantised,
+static int probe_file(alrd_model *base, alrd_model *mc, const int32_t *ids, int n_seq, int seq_len, int unquantised,
                       alrd_ppl_result *pr, alrd_error *err) {
-    /* lazily, as the source: one layer in fp32 at a time keeps a 7B compression within its memory bound */
-    alrd_source src;
-    alrd_model mc;
-    if (alrd_source_open(&src, path, err)) return -1;
-    if (alrd_model_load_opts(&mc, &src, ALRD_MODEL_LAZY, err)) {
-        alrd_source_close(&src);
-        return -1;
-    }
     alrd_ctx *c = NULL, *ref = NULL;
     alrd_cache_opts co, plain;
-    alrd_cache_opts_default(&mc, &co);
+    alrd_cache_opts_default(mc, &co);
     alrd_cache_opts_default(base, &plain);
     plain.k_bits = plain.v_bits = 16;
     if (unquantised) co.k_bits = co.v_bits = 16;
     int rc = -1;
-    if (!alrd_ctx_new(&c, &mc, seq_len, seq_len, &co, err) && !alrd_ctx_new(&ref, base, seq_len, seq_len, &plain, err)) {
+    if (!alrd_ctx_new(&c, mc, seq_len, seq_len, &co, err) && !alrd_ctx_new(&ref, base, seq_len, seq_len, &plain, err)) {
         alrd_ppl_opts po = {.ctx = seq_len, .force_decode = unquantised ? -1 : 1};
         rc = alrd_perplexity_tokens(c, ref, ids, (size_t)n_seq * seq_len, 0, 0, &po, pr, err);
     }
     alrd_ctx_free(c);
     alrd_ctx_free(ref);
-    alrd_model_free(&mc);
-    alrd_source_close(&src);
     return rc;
 }
 
 /* KL of the written file (its per-layer bits, decode path) on the probe. */
-static int measure_probe(alrd_model *base, const char *path, joint_report *jr, alrd_error *err) {
+static int measure_probe(alrd_model *base, alrd_model *mc, joint_report *jr, alrd_error *err) {
     double t0 = alrd_now();
     alrd_ppl_result pr;
-    int rc = probe_file(base, path, jr->probe_ids, jr->n_seq, jr->seq_len, 0, &pr, err);
+    int rc = probe_file(base, mc, jr->probe_ids, jr->n_seq, jr->seq_len, 0, &pr, err);
     if (!rc) {
         jr->probe_kl = pr.kl;
         jr->probe_kl_stderr = pr.kl_stderr;
@@ -250,10 +240,10 @@ static int measure_probe(alrd_model *base, const char *path, joint_report *jr, a
  * r->measured_kl is) must not exceed the measured KL beyond noise (the
  * file's f16 weights, the scored positions). A file that scores far worse
  * than its report is an error, not a success. *kl gets the file's KL. */
-static int check_written(alrd_model *base, const char *path, const alrd_compress_result *r, double *kl,
+static int check_written(alrd_model *base, alrd_model *mc, const char *path, const alrd_compress_result *r, double *kl,
                          alrd_error *err) {
     alrd_ppl_result pr;
-    if (probe_file(base, path, r->probe_ids, r->probe_n_seq, r->probe_len, 1, &pr, err)) return -1;
+    if (probe_file(base, mc, r->probe_ids, r->probe_n_seq, r->probe_len, 1, &pr, err)) return -1;
     *kl = pr.kl;
     if (!isfinite(pr.kl) || pr.kl > 2 * r->measured_kl + 0.05)
         return alrd_errf(err, "%s: the written file scores KL %.4f against the uncompressed model on the %zu probe "
@@ -467,8 +457,21 @@ int main(int argc, char **argv) {
     snprintf(ranks_out, sizeof ranks_out, "%s.ranks.json", out);
     if (alrd_ranks_json_write(ranks_out, c->n_layers, r.k_rank, r.v_rank, &err)) return die(err.msg);
 
+    /* the written file, reloaded once, lazily as the source (one layer in fp32 at a time: a 7B compression
+     * stays within its memory bound): checked against the in-memory measure, then (joint) its own bits */
     double file_kl = 0;
-    if (check_written(&m, out, &r, &file_kl, &err)) { /* the output path does not keep a wrong file */
+    alrd_source wsrc;
+    alrd_model wm;
+    if (alrd_source_open(&wsrc, out, &err)) return die(err.msg);
+    if (alrd_model_load_opts(&wm, &wsrc, ALRD_MODEL_LAZY, &err)) {
+        alrd_source_close(&wsrc);
+        return die(err.msg);
+    }
+    int bad = check_written(&m, &wm, out, &r, &file_kl, &err);
+    int prc = !bad && joint ? measure_probe(&m, &wm, &jr, &err) : 0;
+    alrd_model_free(&wm);
+    alrd_source_close(&wsrc);
+    if (bad) { /* the output path does not keep a wrong file */
         char rejected[1100];
         snprintf(rejected, sizeof rejected, "%s.rejected", out);
         if (rename(out, rejected) != 0) remove(out);
@@ -476,7 +479,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "alrd-compress: %s (kept as %s for inspection)\n", err.msg, rejected);
         return 1;
     }
-    if (joint && measure_probe(&m, out, &jr, &err)) return die(err.msg);
+    if (prc) return die(err.msg);
 
     /* report: table on stderr, JSON on request */
     double before = kv_bytes_per_token(&m, NULL, NULL, n_groups, NULL, NULL, 16, 16, G, R, kivi, ctx_amort);
