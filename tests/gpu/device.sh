@@ -196,15 +196,15 @@ P) # units, SmolLM2-shaped speed (fp16 cache vs rank 0.5 2-bit latents), an ncu 
             -v r=0.5,gh=1,k=2,v=2,name=r0.5-k2v2 -o "$OUT/fit-llama2.json" | tee -a "$OUT/fit.log"
     fi
     ;;
-N) # ncu's full report of the latent kernel at depth NCU_D (32768), batch NCU_B (16) (SmolLM2 shape, rank 0.5,
-   # 2-bit): its sections, and per-SASS-line counters as CSV for tests/gpu/sass_hot.py (its summary printed)
+N) # ncu's full report of one attention kernel (NCU_KERNEL, default attn_latent; NCU_V: the alrd-bench variant,
+   # default rank 0.5 2-bit) at depth NCU_D (32768), batch NCU_B (16), SmolLM2 shape: its sections, and per-SASS-line counters as CSV for tests/gpu/sass_hot.py (its summary printed)
     deps
     build
     # NCU_BIN: another build's alrd-bench (e.g. .devcarry/old/build/alrd-bench, built beforehand); NCU_SET:
     # ncu's section set (full)
-    timeout 300 ncu --kernel-name regex:attn_latent --launch-skip 60 --launch-count 1 --set ${NCU_SET:-full} \
+    timeout 300 ncu --kernel-name regex:${NCU_KERNEL:-attn_latent} --launch-skip 60 --launch-count 1 --set ${NCU_SET:-full} \
         --section SourceCounters --import-source yes -o "$OUT/lat" ${NCU_BIN:-build/alrd-bench} --synthetic smollm2-135m \
-        -d ${NCU_D:-32768} -b ${NCU_B:-16} -p 16 -n 2 -r 1 -v r=0.5,gh=3,k=2,v=2 > "$OUT/ncu-run.log" 2>&1
+        -d ${NCU_D:-32768} -b ${NCU_B:-16} -p 16 -n 2 -r 1 -v ${NCU_V:-r=0.5,gh=3,k=2,v=2} > "$OUT/ncu-run.log" 2>&1
     tail -3 "$OUT/ncu-run.log"
     ncu -i "$OUT/lat.ncu-rep" --page details > "$OUT/lat-details.txt" 2>&1
     grep -E "Duration|Registers|Achieved Occupancy|Theoretical Occupancy|Issued Warp|No Eligible|Active Warps|Eligible Warps|Executed Ipc|Block Limit|Stall|L1/TEX Hit|L2 Hit|DRAM Through|Compute \(SM\) Through|Memory Through|Bank" "$OUT/lat-details.txt" | head -60
