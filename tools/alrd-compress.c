@@ -198,6 +198,17 @@ done:
     return rc;
 }
 
+/* path opened as src and loaded lazily into m (one layer's matrices in fp32
+ * at a time); on failure nothing stays open. */
+static int open_lazy(const char *path, alrd_source *src, alrd_model *m, alrd_error *err) {
+    if (alrd_source_open(src, path, err)) return -1;
+    if (alrd_model_load_opts(m, src, ALRD_MODEL_LAZY, err)) {
+        alrd_source_close(src);
+        return -1;
+    }
+    return 0;
+}
+
 /* The written file, reloaded through the runtime (mc), scored against the
  * uncompressed model on the probe sequences (the second half of each):
  * with its own per-layer bits through the decode path (unquantised = 0), or
@@ -336,13 +347,9 @@ int main(int argc, char **argv) {
     alrd_error err;
     alrd_source src;
     alrd_model m;
-    if (alrd_source_open(&src, model, &err)) return die(err.msg);
     /* Lazy weights: one layer in fp32 at a time (a 7B model compresses in well
      * under 16 GB). calib/qerr reads every layer's K/V weights: joint keeps those. */
-    if (alrd_model_load_opts(&m, &src, ALRD_MODEL_LAZY, &err)) {
-        alrd_source_close(&src);
-        return die(err.msg);
-    }
+    if (open_lazy(model, &src, &m, &err)) return die(err.msg);
     if (check_finite(&m, &err)) return die(err.msg);
     const alrd_config *c = &m.cfg;
     int gheads = o.group_heads ? o.group_heads : c->n_kv_heads;
@@ -462,11 +469,7 @@ int main(int argc, char **argv) {
     double file_kl = 0;
     alrd_source wsrc;
     alrd_model wm;
-    if (alrd_source_open(&wsrc, out, &err)) return die(err.msg);
-    if (alrd_model_load_opts(&wm, &wsrc, ALRD_MODEL_LAZY, &err)) {
-        alrd_source_close(&wsrc);
-        return die(err.msg);
-    }
+    if (open_lazy(out, &wsrc, &wm, &err)) return die(err.msg);
     int bad = check_written(&m, &wm, out, &r, &file_kl, &err);
     int prc = !bad && joint ? measure_probe(&m, &wm, &jr, &err) : 0;
     alrd_model_free(&wm);
