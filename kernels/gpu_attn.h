@@ -45,6 +45,13 @@ typedef struct {
 size_t alrd_gpu_attn_ak_halves(int n_kv, int hd, int kr);
 int alrd_gpu_attn_pack_ak(const uint16_t *kA, int n_kv, int hd, int kr, uint16_t *kAf, void *stream);
 
+/* Does a layer of this shape decode on the tiled kernel (gpu_attn_kivi.cu:
+ * full-width keys, KIVI-quantised per channel or fp16, values of any width
+ * up to hd)? Then *kfw / *vfw are the block widths its quantised sides take
+ * in alrd_gpu_side_tile (0: a side that stays as it is). */
+int alrd_gpu_attn_tiled(int hd, int n_heads, int n_kv, int kmode, int kb, int vb, int kivi, int G, int R, int vr,
+                        int group_heads, int *kfw, int *vfw);
+
 /* Dynamic shared memory of the fused kernel for this layer, or 0 when the
  * layer is outside what it supports (hd 64 or 128, shared memory <= limit). */
 size_t alrd_gpu_attn_smem(const alrd_gpu_attn_layer *L, size_t limit);

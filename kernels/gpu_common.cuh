@@ -22,11 +22,56 @@ __device__ __forceinline__ int side_quantized(const alrd_gpu_side &s, int n) {
     return n > s.R ? n - s.R : 0;
 }
 
+/* Where code (token s, channel c) of a tiled side lives (gpu_ops.h), within
+ * its sequence: the word and bit of its low bits (all of them below 3
+ * bits), the word and bit of its third bit (3 bits), and the index of its
+ * scale and zero. The attention kernel reads the same places fragment by
+ * fragment, the writers in gpu_ops.cu fill them a lane's half-words at once. */
+struct tile_loc {
+    size_t w, w1, gi;
+    int sh, sh1;
+};
+__host__ __device__ __forceinline__ tile_loc tile_where(const alrd_gpu_side &sd, long s, int c) {
+    tile_loc L;
+    const int fw = sd.fw, b2 = sd.bits == 3 ? 2 : sd.bits;
+    if (sd.per_channel) { /* keys: lane t's channel pair i = 2k + h holds 16k + 2t + 8h (+1 in the high half) */
+        const long u = s / sd.R;
+        const int i = (int)(s % sd.R), jt = i & 15;
+        const int hd = c / fw, cc = c % fw, r = cc & 15, t = (r & 7) >> 1, half = r & 1, pi = (cc >> 4) * 2 + (r >> 3);
+        const int np = fw / 8, nw = np * b2 / 16;
+        const size_t base = (size_t)u * sd.unit_words + (size_t)(hd * (sd.R / 16) + (i >> 4)) * sd.bw;
+        L.w = base + (size_t)(jt * 4 + t) * nw + pi * b2 / 16;
+        L.sh = pi * b2 % 16 + 16 * half;
+        if (np <= 8) L.w1 = base + 64 * nw + (jt & 7) * 4 + t, L.sh1 = (jt >> 3) * 8 + pi + 16 * half;
+        else L.w1 = base + 64 * nw + jt * 4 + t, L.sh1 = pi + 16 * half;
+        L.gi = (size_t)u * sd.unit_groups + ((size_t)(hd * sd.ng + i / sd.G) * 4 + t) * np * 2 + pi * 2 + half;
+    } else { /* values: lane (g, t) holds channels g + 8j of token pairs t and t + 4 */
+        const long u = s >> 4;
+        const int jt = (int)(s & 15), p = jt >> 1, par = jt & 1, t = p & 3, kh = p >> 2;
+        const int blk = c / fw, cc = c % fw, g = cc & 7, j = cc >> 3, nnt = fw / 8, nh = (nnt * b2 + 15) / 16;
+        const size_t base = (size_t)u * sd.unit_words + (size_t)blk * sd.bw;
+        L.w = base + (size_t)((g * 4 + t) * 2 + kh) * nh + j * b2 / 16;
+        L.sh = j * b2 % 16 + 16 * par;
+        if (nnt <= 8) L.w1 = base + 64 * nh + g * 4 + t, L.sh1 = 8 * kh + j + 16 * par;
+        else L.w1 = base + 64 * nh + (g * 4 + t) * 2 + kh, L.sh1 = j + 16 * par;
+        L.gi = (size_t)u * sd.unit_groups + (size_t)(c / sd.G) * 16 + jt;
+    }
+    return L;
+}
+
 /* Value of token s, channel c of sequence b of a side whose first q tokens
  * are quantised: decoded from its unit, or read from the ring / fp16 rows. */
 __device__ __forceinline__ float side_value(const alrd_gpu_side &sd, int b, int q, long s, int c) {
     if (sd.bits == 16) return h2f(sd.rows[(size_t)b * sd.seq_rows + (size_t)s * sd.d + c]);
     if (s >= q) return h2f(sd.ring[(size_t)b * sd.seq_ring + (size_t)(s % sd.R) * sd.d + c]);
+    if (sd.fw) {
+        const tile_loc L = tile_where(sd, s, c);
+        const uint32_t *w = sd.codes + (size_t)b * sd.seq_words;
+        uint32_t q = (w[L.w] >> L.sh) & (sd.bits == 3 ? 3u : (1u << sd.bits) - 1);
+        if (sd.bits == 3) q |= ((w[L.w1] >> L.sh1) & 1u) << 2;
+        const size_t go = (size_t)b * sd.seq_groups + L.gi;
+        return dequant(q, h2f(sd.scales[go]), h2f(sd.zeros[go]));
+    }
     const uint32_t mask = (1u << sd.bits) - 1;
     size_t wi, gi;
     int slot;

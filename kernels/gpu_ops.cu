@@ -57,6 +57,28 @@ extern "C" void alrd_gpu_side_init(alrd_gpu_side *s, int d, int bits, int per_ch
     s->seq_ring = (size_t)R * d;
 }
 
+extern "C" int alrd_gpu_side_tile(alrd_gpu_side *s, int fw, int max_ctx, size_t *units) {
+    if (s->bits == 16 || fw <= 0 || s->d % fw) return -1;
+    const int b2 = s->bits == 3 ? 2 : s->bits;
+    if (s->per_channel) {
+        if ((fw != 64 && fw != 128) || s->R % 16) return -1;
+        s->bw = 64 * (fw / 8 * b2 / 16) + (s->bits == 3 ? (fw <= 64 ? 32 : 64) : 0);
+        s->unit_words = (size_t)(s->d / fw) * (s->R / 16) * s->bw;
+        *units = (size_t)(max_ctx / s->R);
+    } else {
+        if (fw % 8 || fw > 128) return -1;
+        const int nnt = fw / 8;
+        s->bw = 64 * ((nnt * b2 + 15) / 16) + (s->bits == 3 ? (nnt <= 8 ? 32 : 64) : 0);
+        s->unit_words = (size_t)(s->d / fw) * s->bw;
+        s->unit_groups = (size_t)s->ng * 16;
+        *units = (size_t)((max_ctx + 15) / 16);
+    }
+    s->fw = fw;
+    s->seq_words = *units * s->unit_words;
+    s->seq_groups = *units * s->unit_groups;
+    return 0;
+}
+
 __device__ __forceinline__ uint16_t h_round_down(float x) {
     if (!(x == x)) return 0;
     if (x >= 65504.0f) return 0x7bffu;
@@ -151,6 +173,93 @@ __device__ void quant_chunk_channel(const alrd_gpu_side &sd, int b, int j, int c
     if (slot) codes[w] = word;
 }
 
+/* quant_chunk_channel for every channel of chunk j of a tiled side (the
+ * whole block): each (channel, group)'s scale and zero first, then each
+ * lane's half-words of codes (gpu_ops.h), computed from those. */
+__device__ void quant_chunk_tiled(const alrd_gpu_side &sd, int b, int j, const SrcMix &src, uint16_t *deq,
+                                  long ld_deq) {
+    const int R = sd.R, G = sd.G, bits = sd.bits, fw = sd.fw, np = fw / 8, ng = sd.ng, nheads = sd.d / fw;
+    const int b2 = bits == 3 ? 2 : bits, m2 = (1 << b2) - 1;
+    uint32_t *codes = sd.codes + (size_t)b * sd.seq_words;
+    const size_t gbase = (size_t)b * sd.seq_groups + (size_t)j * sd.unit_groups;
+    uint16_t *sc = sd.scales + gbase, *zr = sd.zeros + gbase;
+    const double top = (double)((1u << bits) - 1);
+    const long s0 = (long)j * R;
+    for (int idx = threadIdx.x; idx < sd.d * ng; idx += blockDim.x) {
+        const int c = idx / ng, gi = idx % ng, g0 = gi * G, m = R - g0 < G ? R - g0 : G;
+        float mn = INFINITY, mx = -INFINITY;
+        for (int i = 0; i < m; i++) minmax_upd(src.get(s0 + g0 + i, c), mn, mx);
+        const size_t k = tile_where(sd, s0 + g0, c).gi - (size_t)j * sd.unit_groups;
+        group_params(mn, mx, bits, &sc[k], &zr[k]);
+    }
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < (R / 16) * nheads * 128; idx += blockDim.x) { /* (tile, head, token, lane, half) */
+        const int half = idx & 1, t = (idx >> 1) & 3, jt = (idx >> 3) & 15, rest = idx >> 7;
+        const int hd = rest % nheads, i = (rest / nheads) * 16 + jt;
+        const long s = s0 + i;
+        uint32_t hw[8] = {0, 0, 0, 0, 0, 0, 0, 0}, p1 = 0;
+        for (int pi = 0; pi < np; pi++) {
+            const int c = hd * fw + (pi >> 1) * 16 + 2 * t + (pi & 1) * 8 + half;
+            const size_t k = tile_where(sd, s, c).gi - (size_t)j * sd.unit_groups;
+            const float sf = h2f(sc[k]), zf = h2f(zr[k]);
+            const double inv_s = sf > 0.0f ? __drcp_rn((double)sf) : 0.0;
+            const uint32_t q = code_of(src.get(s, c), (double)zf, inv_s, top);
+            if (deq) deq[s * ld_deq + c] = f2h(dequant(q, sf, zf));
+            hw[pi * b2 / 16] |= (q & m2) << (pi * b2 % 16);
+            p1 |= (q >> 2 & 1u) << pi;
+        }
+        const tile_loc L = tile_where(sd, s, hd * fw + 2 * t + half); /* pair 0: the lane's first half-word */
+        for (int w = 0; w < np * b2 / 16; w++) reinterpret_cast<uint16_t *>(codes + L.w + w)[half] = (uint16_t)hw[w];
+        if (bits == 3) {
+            if (np <= 8) reinterpret_cast<uint8_t *>(codes + L.w1)[(jt >> 3) + 2 * half] = (uint8_t)p1;
+            else reinterpret_cast<uint16_t *>(codes + L.w1)[half] = (uint16_t)p1;
+        }
+    }
+}
+
+/* Per-token quantisation of token s of a tiled side (the whole block): each
+ * group's scale and zero by a warp (quant_token_warps' reduction), then each
+ * lane g's half-words of its blocks' codes (gpu_ops.h). */
+__device__ void quant_token_tiled(const alrd_gpu_side &sd, int b, long s, const SrcMix &src, uint16_t *deq,
+                                  long ld_deq) {
+    const int lane = threadIdx.x & 31, d = sd.d, G = sd.G, bits = sd.bits, fw = sd.fw, nnt = fw / 8;
+    const int b2 = bits == 3 ? 2 : bits, m2 = (1 << b2) - 1, par = (int)(s & 1), kh = (int)(s & 15) >> 3;
+    uint32_t *codes = sd.codes + (size_t)b * sd.seq_words;
+    const size_t gbase = (size_t)b * sd.seq_groups + (size_t)(s >> 4) * sd.unit_groups + (s & 15);
+    uint16_t *sc = sd.scales + gbase, *zr = sd.zeros + gbase; /* group gi at [gi * 16] */
+    const double top = (double)((1u << bits) - 1);
+    for (int gi = threadIdx.x >> 5; gi < sd.ng; gi += blockDim.x >> 5) {
+        const int g0 = gi * G, g1 = g0 + G < d ? g0 + G : d;
+        float mn = INFINITY, mx = -INFINITY;
+        for (int c = g0 + lane; c < g1; c += 32) minmax_upd(src.get(s, c), mn, mx);
+        for (int o = 16; o; o >>= 1) {
+            mn = fminf(mn, __shfl_xor_sync(0xffffffffu, mn, o)); /* fminf drops a NaN, as minmax_upd */
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+        }
+        if (lane == 0) group_params(mn, mx, bits, &sc[gi * 16], &zr[gi * 16]);
+    }
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < d / fw * 8; idx += blockDim.x) { /* (block, lane g) */
+        const int c0 = (idx >> 3) * fw + (idx & 7);
+        uint32_t hw[8] = {0, 0, 0, 0, 0, 0, 0, 0}, p1 = 0;
+        for (int jj = 0; jj < nnt; jj++) {
+            const int c = c0 + 8 * jj, gi = c / G;
+            const float sf = h2f(sc[gi * 16]), zf = h2f(zr[gi * 16]);
+            const double inv_s = sf > 0.0f ? __drcp_rn((double)sf) : 0.0;
+            const uint32_t q = code_of(src.get(s, c), (double)zf, inv_s, top);
+            if (deq) deq[s * ld_deq + c] = f2h(dequant(q, sf, zf));
+            hw[jj * b2 / 16] |= (q & m2) << (jj * b2 % 16);
+            p1 |= (q >> 2 & 1u) << jj;
+        }
+        const tile_loc L = tile_where(sd, s, c0);
+        for (int w = 0; w < (nnt * b2 + 15) / 16; w++) reinterpret_cast<uint16_t *>(codes + L.w + w)[par] = (uint16_t)hw[w];
+        if (bits == 3) {
+            if (nnt <= 8) reinterpret_cast<uint8_t *>(codes + L.w1)[kh + 2 * par] = (uint8_t)p1;
+            else reinterpret_cast<uint16_t *>(codes + L.w1)[par] = (uint16_t)p1;
+        }
+    }
+}
+
 /* Per-token quantisation of word w of token s (unit s) of sequence b. The
  * thread whose word holds a group's first element writes its scale/zero. */
 __device__ void quant_token_word(const alrd_gpu_side &sd, int b, long s, int w, const SrcMix &src,
@@ -234,7 +343,8 @@ __device__ void quant_token_warps(const alrd_gpu_side &sd, int b, long s, const 
  * a thread per word. */
 __device__ __forceinline__ void quant_token(const alrd_gpu_side &sd, int b, long s, const SrcMix &src, uint16_t *deq,
                                            long ld_deq) {
-    if (token_warps_ok(sd)) quant_token_warps(sd, b, s, src, deq, ld_deq);
+    if (sd.fw) quant_token_tiled(sd, b, s, src, deq, ld_deq);
+    else if (token_warps_ok(sd)) quant_token_warps(sd, b, s, src, deq, ld_deq);
     else for (int w = threadIdx.x; w < sd.wpr; w += blockDim.x) quant_token_word(sd, b, s, w, src, deq, ld_deq);
 }
 
@@ -464,7 +574,9 @@ __device__ void append_row(const alrd_gpu_side &sd, int b, const float *x, int p
     }
     SrcMix m = {x, 0, p, sd.ring + (size_t)b * sd.seq_ring, sd.R, sd.d};
     if (sd.per_channel) {
-        if (n % sd.R == 0)
+        if (n % sd.R == 0 && sd.fw)
+            quant_chunk_tiled(sd, b, n / sd.R - 1, m, 0, 0);
+        else if (n % sd.R == 0)
             for (int c = threadIdx.x; c < sd.d; c += blockDim.x) quant_chunk_channel(sd, b, n / sd.R - 1, c, m, 0, 0);
         else
             write_row(sd, b, p, x, hd, cos_tab, sin_tab);
@@ -549,8 +661,12 @@ extern "C" int alrd_gpu_append_decode(const alrd_gpu_side *k, const alrd_gpu_sid
 
 __global__ void chunks_kernel(alrd_gpu_side sd, int b, int j0, SrcMix m, uint16_t *deq, long ld_deq) {
     int c = blockIdx.y * blockDim.x + threadIdx.x;
-    if (c < sd.d) quant_chunk_channel(sd, b, j0 + blockIdx.x, c, m, deq, ld_deq);
+    if (sd.fw) quant_chunk_tiled(sd, b, j0 + blockIdx.x, m, deq, ld_deq); /* a block per chunk (chunks_grid) */
+    else if (c < sd.d) quant_chunk_channel(sd, b, j0 + blockIdx.x, c, m, deq, ld_deq);
 }
+
+/* chunks_kernel's grid for n chunks: a block per (chunk, 128 channels), or per chunk when tiled */
+static dim3 chunks_grid(const alrd_gpu_side &s, int n) { return dim3(n, s.fw ? 1 : cdiv(s.d, 128)); }
 
 __global__ void tokens_kernel(alrd_gpu_side sd, int b, long s0, SrcMix m, uint16_t *deq, long ld_deq) {
     quant_token(sd, b, s0 + blockIdx.x, m, deq, ld_deq);
@@ -577,7 +693,7 @@ extern "C" int alrd_gpu_append_prefill(const alrd_gpu_side *sd, int b, const flo
     SrcMix m = {src + col, ld, p0, s.ring + (size_t)b * s.seq_ring, s.R, s.d};
     if (q1 > q0) {
         if (s.per_channel)
-            chunks_kernel<<<dim3((q1 - q0) / s.R, cdiv(s.d, 128)), 128, 0, st>>>(s, b, q0 / s.R, m, deq16, ld_deq);
+            chunks_kernel<<<chunks_grid(s, (q1 - q0) / s.R), s.fw ? 256 : 128, 0, st>>>(s, b, q0 / s.R, m, deq16, ld_deq);
         else
             tokens_kernel<<<q1 - q0, 128, 0, st>>>(s, b, q0, m, deq16, ld_deq);
     }
@@ -593,7 +709,7 @@ extern "C" int alrd_gpu_fake_quant(const alrd_gpu_side *sd, int b, const float *
     SrcMix m = {src + col, ld, 0, s.ring, s.R > 0 ? s.R : 1, s.d};
     cudaStream_t st = ST(stream);
     if (s.per_channel) {
-        if (T / s.R > 0) chunks_kernel<<<dim3(T / s.R, cdiv(s.d, 128)), 128, 0, st>>>(s, b, 0, m, out, ld_out);
+        if (T / s.R > 0) chunks_kernel<<<chunks_grid(s, T / s.R), s.fw ? 256 : 128, 0, st>>>(s, b, 0, m, out, ld_out);
     } else {
         tokens_kernel<<<T, 128, 0, st>>>(s, b, 0, m, out, ld_out);
     }

@@ -11,6 +11,22 @@
  *     R rows, token s in row s % R;
  *   bits 16: fp16 rows [max_ctx][d], token s in row s (RoPE'd already when
  *     `roped`: the plain fp16 K cache of an undecomposed layer).
+ * A side the tiled attention kernel reads (alrd_gpu_side_tile, fw > 0) keeps
+ * the same codes, scales and zeros in the order of that kernel's mma
+ * fragments instead, so that a lane loads whole words of its own codes and
+ * decodes them straight into registers (docs/gpu-kernels.md):
+ *   per channel (keys, fw = head dim): a chunk's words [head][R/16 tiles]
+ *     [16 tokens][4 lanes t][fw*bits/64]; lane t holds channel pairs
+ *     (16k + 2t + 8h, +1), pair i = 2k + h, the pair's first channel in the
+ *     low 16 bits of a word and its second in the high 16; scales/zeros
+ *     [head][group][4 lanes t][pair i][2];
+ *   per token (values, fw = value width of one head or latent group): units
+ *     of 16 tokens, words [block][8 lanes g][4 lanes t][2 halves h]
+ *     [ceil(fw*bits/128)]; word (g, t, h) holds channels g + 8j of tokens
+ *     2(t + 4h) (low 16 bits) and 2(t + 4h) + 1 (high 16 bits), code j at
+ *     bit j*bits of its half; scales/zeros [ceil(d/G)][16 tokens];
+ *   3 bits: the low two bits of each code as the 2-bit layout, then the
+ *     third bits in a plane of one bit per code (layout in gpu_ops.cu).
  * Which tokens are quantised follows kv_cache.h exactly (n = tokens held):
  *   per channel: s < n - n % R;  per token: s < max(0, n - R).
  * Quantisation is kernels/kivi.h's, bit for bit on the same fp32 inputs
@@ -33,6 +49,8 @@ typedef struct {
     int G, R;
     int roped;              /* bits 16 rows hold RoPE'd keys */
     int cpw, wpr, ng;       /* codes per word; words and groups per run */
+    int fw, bw;             /* tiled layout: block width (head dim or value width), a block's words per
+                               tile (keys: one head's 16 tokens; values: one block's 16 tokens); 0 = packed */
     size_t unit_words, unit_groups;
     uint32_t *codes;        /* sequence b, unit u: codes + b*seq_words + u*unit_words */
     uint16_t *scales, *zeros;
@@ -46,6 +64,12 @@ typedef struct {
  * Arguments as kv_cache_config_check accepts them. */
 void alrd_gpu_side_init(alrd_gpu_side *s, int d, int bits, int per_channel, int G, int R, int roped,
                         int max_ctx, size_t *units);
+
+/* Switches an initialised quantised side to the tiled layout of the tiled
+ * attention kernel, blocks of fw channels (d % fw == 0; keys: R % 16 == 0,
+ * fw 64 or 128; values: fw % 8 == 0, fw <= 128). Returns 0, or -1 (side
+ * unchanged) when the side cannot be tiled. */
+int alrd_gpu_side_tile(alrd_gpu_side *s, int fw, int max_ctx, size_t *units);
 
 /* Tokens of n that sit in the quantised part of a side (0 for bits 16). */
 int alrd_gpu_side_quantized(const alrd_gpu_side *s, int n);

@@ -230,6 +230,12 @@ static int engine_init(alrd_gpu *g, const alrd_config *cfg, int group_heads, con
         alrd_gpu_side_init(&y->ks, y->dk, y->kb, o->use_kivi, o->group_size, o->residual, y->kmode == ALRD_GPU_K_ROPED,
                   o->max_ctx, &units);
         alrd_gpu_side_init(&y->vs, y->dv, y->vb, 0, o->group_size, o->residual, 0, o->max_ctx, &units);
+        int kfw, vfw; /* the tiled kernel's layout for the sides it reads */
+        if (alrd_gpu_attn_tiled(g->hd, g->nh, g->nkv, y->kmode, y->kb, y->vb, o->use_kivi, o->group_size, o->residual,
+                                y->vr, g->group_heads, &kfw, &vfw)) {
+            if (kfw) alrd_gpu_side_tile(&y->ks, kfw, o->max_ctx, &units);
+            if (vfw) alrd_gpu_side_tile(&y->vs, vfw, o->max_ctx, &units);
+        }
         if (side_alloc(g, &y->ks, err) || side_alloc(g, &y->vs, err)) return -1;
     }
 

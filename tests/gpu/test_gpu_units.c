@@ -114,7 +114,7 @@ static int compare_side(const alrd_gpu_side *s, const alrd_kv_cache *c, int key,
     alrd_kv_layer_view v;
     alrd_kv_cache_layer_view(c, 0, &v);
     int bad = 0;
-    if (s->bits != 16) {
+    if (s->bits != 16 && !s->fw) { /* the tiled layout holds the same codes elsewhere: the materialised check below */
         int units = key ? v.k_units : v.v_units;
         size_t uw = key ? v.k_unit_words : v.v_unit_words, ug = key ? v.k_unit_groups : v.v_unit_groups;
         const uint32_t *cc = key ? v.k_codes : v.v_codes;
@@ -155,10 +155,10 @@ static int compare_side(const alrd_gpu_side *s, const alrd_kv_cache *c, int key,
 
 /* One cache configuration: prefill L0, chunked prefill L1, then `steps`
  * decode appends; GPU and CPU compared after each phase. */
-static void test_cache(int d, int kb, int vb, int G, int R, int use_kivi, int L0, int L1, int steps) {
-    char what[160];
+static void test_cache(int d, int kb, int vb, int G, int R, int use_kivi, int L0, int L1, int steps, int kfw, int vfw) {
+    char what[200];
     int max_ctx = L0 + L1 + steps + 3;
-    int dk = d, dv = d + 8;
+    int dk = d, dv = vfw ? d : d + 8;
     alrd_kv_cache_config cfg = {1, &dk, &dv, &kb, &vb, G, R, use_kivi, max_ctx};
     alrd_kv_cache *c = NULL;
     alrd_error err;
@@ -171,6 +171,8 @@ static void test_cache(int d, int kb, int vb, int G, int R, int use_kivi, int L0
     size_t units;
     alrd_gpu_side_init(&ks, dk, kb, use_kivi, G, R, 0, max_ctx, &units);
     alrd_gpu_side_init(&vs, dv, vb, 0, G, R, 0, max_ctx, &units);
+    if (kfw) CHECK(alrd_gpu_side_tile(&ks, kfw, max_ctx, &units) == 0, "keys d=%d tiled by %d", dk, kfw);
+    if (vfw) CHECK(alrd_gpu_side_tile(&vs, vfw, max_ctx, &units) == 0, "values d=%d tiled by %d", dv, vfw);
     side_alloc(&ks, 1, 0);
     side_alloc(&vs, 1, 0);
     int W = dk + dv, total = L0 + L1 + steps;
@@ -197,8 +199,8 @@ static void test_cache(int d, int kb, int vb, int G, int R, int use_kivi, int L0
         p += T;
     }
     CU(cudaDeviceSynchronize());
-    snprintf(what, sizeof what, "cache d=%d kb=%d vb=%d G=%d R=%d kivi=%d after prefill %d+%d", d, kb, vb, G, R,
-             use_kivi, L0, L1);
+    snprintf(what, sizeof what, "cache d=%d kb=%d vb=%d G=%d R=%d kivi=%d tiled %d/%d after prefill %d+%d", d, kb, vb, G,
+             R, use_kivi, kfw, vfw, L0, L1);
     compare_side(&ks, c, 1, p, what);
     compare_side(&vs, c, 0, p, what);
     for (int s = 0; s < steps; s++, p++) {
@@ -207,8 +209,8 @@ static void test_cache(int d, int kb, int vb, int G, int R, int use_kivi, int L0
         CU((cudaError_t)alrd_gpu_append_decode(&ks, &vs, dx + (size_t)p * W, W, 0, dk, 1, dpos, 64, NULL, NULL, NULL));
     }
     CU(cudaDeviceSynchronize());
-    snprintf(what, sizeof what, "cache d=%d kb=%d vb=%d G=%d R=%d kivi=%d after %d decode steps", d, kb, vb, G, R,
-             use_kivi, steps);
+    snprintf(what, sizeof what, "cache d=%d kb=%d vb=%d G=%d R=%d kivi=%d tiled %d/%d after %d decode steps", d, kb, vb,
+             G, R, use_kivi, kfw, vfw, steps);
     compare_side(&ks, c, 1, p, what);
     compare_side(&vs, c, 0, p, what);
     side_free(&ks);
@@ -518,14 +520,21 @@ int main(int argc, char **argv) {
     printf("== latent cache: GPU vs runtime/kv_cache.c (bit for bit)\n");
     int before = n_fail;
     if (!race) {
-        test_cache(40, 2, 2, 32, 64, 1, 150, 37, 140);
-        test_cache(40, 3, 4, 8, 32, 1, 5, 100, 70);
+        test_cache(40, 2, 2, 32, 64, 1, 150, 37, 140, 0, 0);
+        test_cache(40, 3, 4, 8, 32, 1, 5, 100, 70, 0, 0);
+        /* the tiled layout (the KIVI kernel's): head dims 64 and 128, 3-bit planes, G = 8, latent value widths */
+        test_cache(128, 2, 2, 32, 64, 1, 150, 37, 140, 64, 64);
+        test_cache(128, 3, 3, 8, 32, 1, 5, 100, 70, 64, 64);
+        test_cache(256, 3, 3, 16, 32, 1, 40, 50, 60, 128, 128);
+        test_cache(256, 8, 4, 32, 128, 1, 300, 1, 200, 128, 128);
+        test_cache(120, 16, 2, 8, 64, 1, 65, 0, 70, 0, 40);
+        test_cache(80, 16, 4, 8, 32, 1, 33, 17, 50, 0, 40);
     }
     if (!small) {
-        test_cache(96, 4, 8, 32, 128, 1, 300, 1, 200);
-        test_cache(50, 2, 3, 16, 32, 0, 77, 20, 60);
-        test_cache(33, 8, 2, 32, 0, 0, 10, 10, 20);
-        test_cache(64, 16, 2, 32, 64, 1, 65, 0, 70);
+        test_cache(96, 4, 8, 32, 128, 1, 300, 1, 200, 0, 0);
+        test_cache(50, 2, 3, 16, 32, 0, 77, 20, 60, 0, 0);
+        test_cache(33, 8, 2, 32, 0, 0, 10, 10, 20, 0, 0);
+        test_cache(64, 16, 2, 32, 64, 1, 65, 0, 70, 0, 0);
     }
     printf("  %s\n", n_fail == before ? "ok" : "FAILED");
 
@@ -550,6 +559,8 @@ int main(int argc, char **argv) {
         {"full K k2 G8, fp16 V", 3, 256, 8, 2, 64, 512, 1000, 2, 0, 0, 2, 16, 8, 32, 1},
         {"fp16 K, V v3", 3, 256, 8, 2, 64, 512, 1000, 2, 0, 0, 16, 3, 32, 64, 1},
         {"hd128 full K/V k4 v8 GQA 8/2", 3, 512, 8, 2, 128, 512, 1000, 2, 0, 0, 4, 8, 32, 128, 1},
+        {"hd128 full K/V k3 v3 G16", 3, 512, 8, 4, 128, 512, 1000, 4, 0, 0, 3, 3, 16, 64, 1},
+        {"full K k2, latent V vr40 v4", 3, 256, 8, 2, 64, 512, 1000, 2, 0, 40, 2, 4, 32, 64, 1},
     };
     int nc = (int)(sizeof cases / sizeof cases[0]);
     const int steps = race ? 3 : small ? 24 : 140;
