@@ -63,9 +63,15 @@ __device__ __forceinline__ void cp_async16s(unsigned dst, const void *src) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src));
 }
 
-/* fp16 pair (x - 1024) * s + z of the two codes OR-ed into the mantissas of 1024 */
-__device__ __forceinline__ uint32_t dq2(uint32_t x, uint32_t s, uint32_t z) {
-    uint32_t h = x | 0x64006400u;
+/* (a & m) | c in one instruction (the compiler makes two of it) */
+__device__ __forceinline__ uint32_t and_or(uint32_t a, uint32_t m, uint32_t c) {
+    uint32_t d;
+    asm("lop3.b32 %0, %1, %2, %3, 0xEA;\n" : "=r"(d) : "r"(a), "r"(m), "r"(c));
+    return d;
+}
+
+/* fp16 pair (h - 1024) * s + z of two codes OR-ed into the mantissas of 1024 (h) */
+__device__ __forceinline__ uint32_t dq2(uint32_t h, uint32_t s, uint32_t z) {
     const __half2 r = __hfma2(__hsub2(*reinterpret_cast<__half2 *>(&h), __float2half2_rn(1024.0f)),
                               *reinterpret_cast<__half2 *>(&s), *reinterpret_cast<__half2 *>(&z));
     return *reinterpret_cast<const uint32_t *>(&r);
@@ -142,14 +148,12 @@ template <int N> __device__ __forceinline__ void lds_words(uint32_t (&w)[N], con
 /* Token jt's keys for lane t4 from a stage's tiled codes: the HD/8 channel pairs as fp16 pairs, before RoPE,
  * with the token's group's scales sc and zeros zc ([4 lanes][HD/8] half2 each). */
 template <int HD, int KB>
-__device__ __forceinline__ void key_pairs(const uint32_t *kc, const uint32_t *sc, const uint32_t *zc, int jt, int t4,
-                                          uint32_t (&kp)[HD / 8]) {
+__device__ __forceinline__ void key_pairs(const uint32_t *kc, const uint32_t (&s)[HD / 8], const uint32_t (&z)[HD / 8],
+                                          int jt, int t4, uint32_t (&kp)[HD / 8]) {
     constexpr int NP = HD / 8, B2 = KB == 3 ? 2 : KB, NW = NP * B2 / 16;
     constexpr uint32_t M = B2 == 2 ? 0x00030003u : B2 == 4 ? 0x000F000Fu : 0x00FF00FFu;
-    uint32_t w[NW], s[NP], z[NP];
+    uint32_t w[NW];
     lds_words<NW>(w, kc + (jt * 4 + t4) * NW);
-    lds_words<NP>(s, sc + t4 * NP);
-    lds_words<NP>(z, zc + t4 * NP);
     uint32_t w1 = 0;
     int b1 = 0;
     if constexpr (KB == 3) {
@@ -158,7 +162,7 @@ __device__ __forceinline__ void key_pairs(const uint32_t *kc, const uint32_t *sc
     }
 #pragma unroll
     for (int pi = 0; pi < NP; pi++) {
-        uint32_t x = (w[pi * B2 / 16] >> (pi * B2 % 16)) & M;
+        uint32_t x = and_or(w[pi * B2 / 16] >> (pi * B2 % 16), M, 0x64006400u);
         if constexpr (KB == 3) x |= ((w1 >> (b1 + pi)) & 0x00010001u) << 2;
         kp[pi] = dq2(x, s[pi], z[pi]);
     }
@@ -335,9 +339,11 @@ __global__ void __launch_bounds__(KW * 32, HD == 64 ? 4 : 2)
             for (int nt = 0; nt < 2; nt++) {
                 const int jt = nt * 8 + gid;
                 uint32_t kp[NP];
-                if (quant) {
-                    const uint32_t *sc = st + P.ksz + (P.ngt == 2 ? nt * (HD / 2) : 0);
-                    key_pairs<HD, KB>(st + P.kc, sc, sc + P.ngt * (HD / 2), jt, t4, kp);
+                if (quant) { /* the lane's scales and zeros of the n-tile's key group (G = 8: one a n-tile) */
+                    uint32_t ksc[NP], kze[NP];
+                    const uint32_t *g = st + P.ksz + (P.ngt == 2 ? nt * (HD / 2) : 0) + t4 * NP;
+                    lds_words<NP>(ksc, g), lds_words<NP>(kze, g + P.ngt * (HD / 2));
+                    key_pairs<HD, KB>(st + P.kc, ksc, kze, jt, t4, kp);
                 } else { /* the residual chunk: pre-RoPE fp16 rows of the ring, token ts + jt in row ts - kq + jt */
                     const bool ok = jt < nv;
                     const uint16_t *row = rg + (size_t)(ts - kq + (ok ? jt : 0)) * ks.d + 2 * t4;
@@ -373,8 +379,8 @@ __global__ void __launch_bounds__(KW * 32, HD == 64 ? 4 : 2)
              * (wd: the lane's words, w1a/w1b: its third-bit planes; sa..zb: the scales and zeros of nt's group) */
             auto vpair = [&](int nt, const uint32_t (&wd)[2][NHV], uint32_t w1a, uint32_t w1b, uint32_t sa, uint32_t sb,
                              uint32_t za, uint32_t zb, uint32_t &b0, uint32_t &b1) {
-                uint32_t xa = (wd[0][nt * VB2 / 16] >> (nt * VB2 % 16)) & VM;
-                uint32_t xb = (wd[1][nt * VB2 / 16] >> (nt * VB2 % 16)) & VM;
+                uint32_t xa = and_or(wd[0][nt * VB2 / 16] >> (nt * VB2 % 16), VM, 0x64006400u);
+                uint32_t xb = and_or(wd[1][nt * VB2 / 16] >> (nt * VB2 % 16), VM, 0x64006400u);
                 if constexpr (VB == 3) xa |= ((w1a >> nt) & 0x00010001u) << 2, xb |= ((w1b >> nt) & 0x00010001u) << 2;
                 b0 = dq2(xa, sa, za), b1 = dq2(xb, sb, zb);
             };

@@ -57,8 +57,9 @@ extern "C" void alrd_gpu_side_init(alrd_gpu_side *s, int d, int bits, int per_ch
     s->seq_ring = (size_t)R * d;
 }
 
+#define TILED_TOKEN_MAX 8192 /* channels of a tiled per-token side (quant_token_tiled's shared memory) */
 extern "C" int alrd_gpu_side_tile(alrd_gpu_side *s, int fw, int max_ctx, size_t *units) {
-    if (s->bits == 16 || fw <= 0 || s->d % fw) return -1;
+    if (s->bits == 16 || fw <= 0 || s->d % fw || (!s->per_channel && s->d > TILED_TOKEN_MAX)) return -1;
     const int b2 = s->bits == 3 ? 2 : s->bits;
     if (s->per_channel) {
         if ((fw != 64 && fw != 128) || s->R % 16) return -1;
@@ -218,10 +219,12 @@ __device__ void quant_chunk_tiled(const alrd_gpu_side &sd, int b, int j, const S
 }
 
 /* Per-token quantisation of token s of a tiled side (the whole block): each
- * group's scale and zero by a warp (quant_token_warps' reduction), then each
- * lane g's half-words of its blocks' codes (gpu_ops.h). */
+ * group's scale and zero by a warp (quant_token_warps' reduction), every
+ * code by a thread of its own into shared memory, then each lane g's
+ * half-words of its blocks' codes packed from there (gpu_ops.h). */
 __device__ void quant_token_tiled(const alrd_gpu_side &sd, int b, long s, const SrcMix &src, uint16_t *deq,
                                   long ld_deq) {
+    __shared__ uint8_t qs[TILED_TOKEN_MAX];
     const int lane = threadIdx.x & 31, d = sd.d, G = sd.G, bits = sd.bits, fw = sd.fw, nnt = fw / 8;
     const int b2 = bits == 3 ? 2 : bits, m2 = (1 << b2) - 1, par = (int)(s & 1), kh = (int)(s & 15) >> 3;
     uint32_t *codes = sd.codes + (size_t)b * sd.seq_words;
@@ -239,15 +242,19 @@ __device__ void quant_token_tiled(const alrd_gpu_side &sd, int b, long s, const 
         if (lane == 0) group_params(mn, mx, bits, &sc[gi * 16], &zr[gi * 16]);
     }
     __syncthreads();
+    for (int c = threadIdx.x; c < d; c += blockDim.x) {
+        const float sf = h2f(sc[c / G * 16]), zf = h2f(zr[c / G * 16]);
+        const double inv_s = sf > 0.0f ? __drcp_rn((double)sf) : 0.0;
+        const uint32_t q = code_of(src.get(s, c), (double)zf, inv_s, top);
+        if (deq) deq[s * ld_deq + c] = f2h(dequant(q, sf, zf));
+        qs[c] = (uint8_t)q;
+    }
+    __syncthreads();
     for (int idx = threadIdx.x; idx < d / fw * 8; idx += blockDim.x) { /* (block, lane g) */
         const int c0 = (idx >> 3) * fw + (idx & 7);
         uint32_t hw[8] = {0, 0, 0, 0, 0, 0, 0, 0}, p1 = 0;
         for (int jj = 0; jj < nnt; jj++) {
-            const int c = c0 + 8 * jj, gi = c / G;
-            const float sf = h2f(sc[gi * 16]), zf = h2f(zr[gi * 16]);
-            const double inv_s = sf > 0.0f ? __drcp_rn((double)sf) : 0.0;
-            const uint32_t q = code_of(src.get(s, c), (double)zf, inv_s, top);
-            if (deq) deq[s * ld_deq + c] = f2h(dequant(q, sf, zf));
+            const uint32_t q = qs[c0 + 8 * jj];
             hw[jj * b2 / 16] |= (q & m2) << (jj * b2 % 16);
             p1 |= (q >> 2 & 1u) << jj;
         }
@@ -258,6 +265,7 @@ __device__ void quant_token_tiled(const alrd_gpu_side &sd, int b, long s, const 
             else reinterpret_cast<uint16_t *>(codes + L.w1)[par] = (uint16_t)p1;
         }
     }
+    __syncthreads(); /* qs is free for the block's next token */
 }
 
 /* Per-token quantisation of word w of token s (unit s) of sequence b. The

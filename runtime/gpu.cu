@@ -233,8 +233,10 @@ static int engine_init(alrd_gpu *g, const alrd_config *cfg, int group_heads, con
         int kfw, vfw; /* the tiled kernel's layout for the sides it reads */
         if (alrd_gpu_attn_tiled(g->hd, g->nh, g->nkv, y->kmode, y->kb, y->vb, o->use_kivi, o->group_size, o->residual,
                                 y->vr, g->group_heads, &kfw, &vfw)) {
-            if (kfw) alrd_gpu_side_tile(&y->ks, kfw, o->max_ctx, &units);
-            if (vfw) alrd_gpu_side_tile(&y->vs, vfw, o->max_ctx, &units);
+            alrd_gpu_side ks = y->ks, vs = y->vs; /* both sides or neither: the other kernels read the packed layout */
+            size_t ku, vu;
+            if ((!kfw || !alrd_gpu_side_tile(&ks, kfw, o->max_ctx, &ku)) && (!vfw || !alrd_gpu_side_tile(&vs, vfw, o->max_ctx, &vu)))
+                y->ks = ks, y->vs = vs;
         }
         if (side_alloc(g, &y->ks, err) || side_alloc(g, &y->vs, err)) return -1;
     }
