@@ -11,6 +11,7 @@
 #include "../formats/alrd_file.h"
 #include "../kernels/cpu_ops.h"
 #include "../runtime/context.h"
+#include "qerr.h"
 #include "calib_gpu.h"
 #include "gram.h"
 #include "hadamard.h"
@@ -621,12 +622,16 @@ void alrd_compress_opts_default(alrd_compress_opts *o) {
 int alrd_compress_run(alrd_model *m, const int32_t *tokens, int n_samples, int sample_len,
                       const alrd_compress_opts *o, alrd_compress_result *r, alrd_error *err) {
     memset(r, 0, sizeof *r);
+    if (o->joint && !o->whiten) return alrd_errf(err, "compress: the joint allocation needs whitening");
     const alrd_config *cf = &m->cfg;
     const int L = cf->n_layers;
     double t0 = alrd_now();
     alrd_calib *c = NULL;
     alrd_decomp *d = NULL;
-    int rc = -1, search = !o->k_rank && !o->uniform && o->rank_ratio < 1; /* ratio 1 keeps every rank full */
+    alrd_compress_joint *jt = o->joint;
+    alrd_qerr *q = NULL;
+    double *qx = NULL; /* the joint allocation's quantisation loss per module at its ctx (tail units) */
+    int rc = -1, search = jt || (!o->k_rank && !o->uniform && o->rank_ratio < 1); /* ratio 1 keeps every rank full */
     if (alrd_calib_new(&c, m, tokens, n_samples, sample_len, o->probe_tokens, o->whiten,
                        (o->progress ? ALRD_CALIB_PROGRESS : 0) | (o->cpu_only ? 0 : ALRD_CALIB_GPU), err))
         goto done;
@@ -639,15 +644,47 @@ int alrd_compress_run(alrd_model *m, const int32_t *tokens, int n_samples, int s
     int gh = alrd_decomp_full_rank(d);
     if (alrd_compress_result_alloc(r, d, (size_t)n_samples * sample_len, err)) goto done;
     r->stats_on_gpu = alrd_calib_on_gpu(c);
+    if (jt && (jt->step < 1 || jt->step > gh)) {
+        alrd_errf(err, "compress: rank step %d: expected 1..%d", jt->step, gh);
+        goto done;
+    }
     double t2 = alrd_now();
-    if (search) { /* probe at the rank the budget suggests, on the 8-grid */
-        int pr = ((int)(o->rank_ratio * gh + 4) / 8) * 8;
+    if (search) { /* probe at the rank the budget suggests, on the 8-grid (the joint allocation: half rank) */
+        int pr = jt ? gh : ((int)(o->rank_ratio * gh + 4) / 8) * 8;
         if (pr < 8) pr = 8;
         if (pr >= gh) pr = (gh / 16) * 8 > 0 ? (gh / 16) * 8 : 8; /* ratio 1: probe at half rank */
         if (alrd_decomp_sensitivities(d, pr, err)) goto done;
     }
     r->t_sens = alrd_now() - t2;
-    if (o->k_rank) {
+    if (jt) {
+        static const int bits[] = {2, 3, 4, 8, 16};
+        double t3 = alrd_now();
+        alrd_qerr_opts qo = {.group_size = jt->group_size, .use_kivi = jt->use_kivi, .hadamard = o->hadamard,
+                             .seed = o->seed, .step = jt->step, .bits = bits, .n_bits = 5, .progress = o->progress};
+        if (alrd_qerr_new(&q, c, d, &qo, err)) goto done;
+        jt->t_qerr = alrd_now() - t3;
+        const int R = jt->residual, kivi = jt->use_kivi;
+        const alrd_joint_opts jo =
+            alrd_joint_opts_for(jt->budget_bits, jt->ctx, jt->group_size, R, kivi, jt->step, bits, 5);
+        if (alrd_qerr_allocate(q, d, &jo, r->k_rank, r->v_rank, jt->k_bits, jt->v_bits, &jt->pred_trunc,
+                               &jt->pred_quant, err))
+            goto done;
+        int n_seq, sl;
+        alrd_calib_probe_ids(c, &n_seq, &sl);
+        const double pfk = alrd_qerr_quantized_fraction(0, R, kivi, sl / 2 + 1, sl - 1);
+        const double pfv = alrd_qerr_quantized_fraction(1, R, kivi, sl / 2 + 1, sl - 1);
+        if (!(qx = malloc(sizeof(double) * 2 * L))) {
+            alrd_errf(err, "compress: out of memory");
+            goto done;
+        }
+        jt->probe_pred_quant = 0;
+        for (int i = 0; i < 2 * L; i++) {
+            const int l = i / 2, v = i % 2;
+            const double qe = alrd_qerr_get(q, i, v ? r->v_rank[l] : r->k_rank[l], v ? jt->v_bits[l] : jt->k_bits[l]);
+            qx[i] = (v ? jo.frac_v : jo.frac_k) * qe;
+            jt->probe_pred_quant += alrd_decomp_sensitivity(d, i) * (v ? pfv : pfk) * qe;
+        }
+    } else if (o->k_rank) {
         for (int l = 0; l < L; l++) {
             r->k_rank[l] = o->k_rank[l];
             r->v_rank[l] = o->v_rank[l];
@@ -660,13 +697,15 @@ int alrd_compress_run(alrd_model *m, const int32_t *tokens, int n_samples, int s
         goto done;
     }
     if (alrd_decomp_factors(d, r->k_rank, r->v_rank, o->hadamard, o->seed, r->kA, r->kB, r->vA, r->vB, err)) goto done;
-    alrd_compress_report_modules(r, d, NULL);
+    alrd_compress_report_modules(r, d, qx);
     if (alrd_decomp_measure(d, r->k_rank, r->v_rank, &r->measured_kl, &r->compressed_ce, err)) goto done;
     r->base_ce = alrd_calib_base_ce(c);
     if (alrd_compress_keep_probe(r, c, err)) goto done;
     r->t_total = alrd_now() - t0;
     rc = 0;
 done:
+    free(qx);
+    alrd_qerr_free(q);
     alrd_decomp_free(d);
     alrd_calib_free(c);
     if (rc) alrd_compress_result_free(r);

@@ -100,6 +100,21 @@ int alrd_decomp_measure(alrd_decomp *d, const int *k_rank, const int *v_rank, do
 
 /* ---- one configuration, start to end ---------------------------------- */
 
+/* The joint rank + bits allocation (calib/qerr.h, alrd_qerr_allocate) in
+ * place of a rank ratio: per-layer ranks and key/value bits under a KV
+ * cache budget. The caller sets the budget and the cache's layout; the run
+ * fills in the bits and the predictions. */
+typedef struct {
+    double budget_bits;      /* KV cache bits per token: codes, scales, zeros, residual amortised at ctx */
+    int ctx;                 /* context the residual window is amortised over */
+    int group_size, residual, use_kivi;
+    int step;                /* rank grid step (1 .. g * head_dim) */
+    int *k_bits, *v_bits;    /* [n_layers], filled */
+    double pred_trunc, pred_quant; /* predicted KL of the allocation at ctx: truncation, quantisation */
+    double probe_pred_quant; /* the quantisation part at the probe's context (its residual fraction) */
+    double t_qerr;           /* seconds measuring the quantisation losses */
+} alrd_compress_joint;
+
 typedef struct {
     int whiten;            /* 1: activation-aware SVD; 0: plain SVD (ablation) */
     int group_heads;       /* KV heads sharing one latent; 0 = all KV heads of a layer */
@@ -113,6 +128,8 @@ typedef struct {
     uint64_t seed;
     int progress;          /* progress lines on stderr */
     int cpu_only;          /* statistics on the CPU even when a GPU is present */
+    alrd_compress_joint *joint; /* non-NULL: ranks and bits by the joint allocation (rank_ratio, uniform and
+                                   k_rank unused; needs whiten) */
 } alrd_compress_opts;
 
 void alrd_compress_opts_default(alrd_compress_opts *o);

@@ -224,6 +224,15 @@ static double joint_bytes(void *p, int m, int r, int b) {
                                   j->o->ctx);
 }
 
+alrd_joint_opts alrd_joint_opts_for(double budget_bits, int ctx, int G, int R, int use_kivi, int step,
+                                    const int *bits, int n_bits) {
+    alrd_joint_opts o = {.budget_bytes = budget_bits / 8, .ctx = ctx, .group_size = G, .residual = R,
+                         .use_kivi = use_kivi, .step = step, .bits = bits, .n_bits = n_bits,
+                         .frac_k = alrd_qerr_quantized_fraction(0, R, use_kivi, 1, ctx),
+                         .frac_v = alrd_qerr_quantized_fraction(1, R, use_kivi, 1, ctx)};
+    return o;
+}
+
 int alrd_qerr_allocate(const alrd_qerr *q, const alrd_decomp *d, const alrd_joint_opts *o, int *k_rank, int *v_rank,
                        int *k_bits, int *v_bits, double *pred_trunc, double *pred_quant, alrd_error *err) {
     const int n = q->n_modules, L = n / 2;

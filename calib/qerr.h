@@ -91,6 +91,13 @@ typedef struct {
     double frac_k, frac_v; /* factors on qerr (alrd_qerr_quantized_fraction; 1 = ignore the residual) */
 } alrd_joint_opts;
 
+/* The options for a budget of budget_bits KV bits per token and a cache of
+ * (G, R, use_kivi) with its residual window amortised over ctx tokens: the
+ * quantised fractions at that context, ranks on the step grid, bits from
+ * bits[n_bits] (alrd-compress and alrd-sweep allocate with these). */
+alrd_joint_opts alrd_joint_opts_for(double budget_bits, int ctx, int G, int R, int use_kivi, int step,
+                                    const int *bits, int n_bits);
+
 /* Ranks and bits per layer for K and V minimising sum_m w_m * (tail_m[r] +
  * frac * qerr_m(r, b)) with sensitivities w_m from d (measured) under the
  * budget. pred_trunc / pred_quant (may be NULL) get the two sums of the

@@ -9,7 +9,6 @@
 #include <unistd.h>
 
 #include "../calib/compress.h"
-#include "../calib/qerr.h"
 #include "../calib/ranks.h"
 #include "../formats/alrd_file.h"
 #include "../runtime/context.h"
@@ -112,91 +111,12 @@ static double kv_bytes_per_token(const alrd_model *m, const int *k_rank, const i
     return b;
 }
 
-/* What the joint allocation adds to the report. */
+/* What the written file's probe adds to the joint allocation's report. */
 typedef struct {
-    double budget_bits, pred_trunc, pred_quant;   /* prediction at the allocation (qerr x residual fraction at ctx) */
-    double probe_pred_quant;                      /* the quantisation part with the probe's residual fraction */
     double probe_kl, probe_kl_stderr, probe_top1; /* measured: the written file, decode path, probe tokens */
     size_t probe_scored;
-    double t_qerr, t_probe;
-    int32_t *probe_ids;                           /* [n_seq * seq_len] */
-    int n_seq, seq_len;
+    double t_probe;
 } joint_report;
-
-/* The staged pipeline with alrd_qerr_allocate instead of a rank ratio; fills
- * r as alrd_compress_run does and the per-layer bits. */
-static int run_joint(alrd_model *m, const int32_t *samples, int n_samples, int calib_len, const alrd_compress_opts *o,
-                     int ctx_amort, int G, int R, int kivi, int step, alrd_compress_result *r, int *kbits, int *vbits,
-                     joint_report *jr, alrd_error *err) {
-    const alrd_config *cf = &m->cfg;
-    const int L = cf->n_layers;
-    memset(r, 0, sizeof *r);
-    double t0 = alrd_now();
-    alrd_calib *c = NULL;
-    alrd_decomp *d = NULL;
-    alrd_qerr *q = NULL;
-    int rc = -1;
-    static const int bits[] = {2, 3, 4, 8, 16};
-    if (alrd_calib_new(&c, m, samples, n_samples, calib_len, o->probe_tokens, 1,
-                       (o->progress ? ALRD_CALIB_PROGRESS : 0) | (o->cpu_only ? 0 : ALRD_CALIB_GPU), err))
-        goto done;
-    alrd_calib_release_grams(c);
-    alrd_calib_dampen(c, o->damp);
-    r->t_stats = alrd_now() - t0;
-    double t1 = alrd_now();
-    if (alrd_decomp_new(&d, c, 1, o->group_heads, err)) goto done;
-    r->t_svd = alrd_now() - t1;
-    int gh = alrd_decomp_full_rank(d);
-    if (step < 1 || step > gh) { alrd_errf(err, "--rank-step %d: expected 1..%d", step, gh); goto done; }
-    if (alrd_compress_result_alloc(r, d, (size_t)n_samples * calib_len, err)) goto done;
-    r->stats_on_gpu = alrd_calib_on_gpu(c);
-    double t2 = alrd_now();
-    int pr = (gh / 16) * 8 > 0 ? (gh / 16) * 8 : 8; /* sensitivities probed at half rank */
-    if (alrd_decomp_sensitivities(d, pr, err)) goto done;
-    r->t_sens = alrd_now() - t2;
-    double t3 = alrd_now();
-    alrd_qerr_opts qo = {.group_size = G, .use_kivi = kivi, .hadamard = o->hadamard, .seed = o->seed, .step = step,
-                         .bits = bits, .n_bits = 5, .progress = o->progress};
-    if (alrd_qerr_new(&q, c, d, &qo, err)) goto done;
-    jr->t_qerr = alrd_now() - t3;
-    alrd_joint_opts jo = {.budget_bytes = jr->budget_bits / 8, .ctx = ctx_amort, .group_size = G, .residual = R,
-                          .use_kivi = kivi, .step = step, .bits = bits, .n_bits = 5,
-                          .frac_k = alrd_qerr_quantized_fraction(0, R, kivi, 1, ctx_amort),
-                          .frac_v = alrd_qerr_quantized_fraction(1, R, kivi, 1, ctx_amort)};
-    if (alrd_qerr_allocate(q, d, &jo, r->k_rank, r->v_rank, kbits, vbits, &jr->pred_trunc, &jr->pred_quant, err))
-        goto done;
-    if (alrd_decomp_factors(d, r->k_rank, r->v_rank, o->hadamard, o->seed, r->kA, r->kB, r->vA, r->vB, err)) goto done;
-    const int32_t *ids = alrd_calib_probe_ids(c, &jr->n_seq, &jr->seq_len);
-    int sl = jr->seq_len;
-    double pfk = alrd_qerr_quantized_fraction(0, R, kivi, sl / 2 + 1, sl - 1);
-    double pfv = alrd_qerr_quantized_fraction(1, R, kivi, sl / 2 + 1, sl - 1);
-    /* quantisation loss per module at the allocation's ctx (report) and at the probe's */
-    double *qx = malloc(sizeof(double) * 2 * L);
-    if (!qx) { alrd_errf(err, "compress: out of memory"); goto done; }
-    jr->probe_pred_quant = 0;
-    for (int i = 0; i < 2 * L; i++) {
-        int l = i / 2, v = i % 2;
-        double qe = alrd_qerr_get(q, i, v ? r->v_rank[l] : r->k_rank[l], v ? vbits[l] : kbits[l]);
-        qx[i] = (v ? jo.frac_v : jo.frac_k) * qe;
-        jr->probe_pred_quant += alrd_decomp_sensitivity(d, i) * (v ? pfv : pfk) * qe;
-    }
-    alrd_compress_report_modules(r, d, qx);
-    free(qx);
-    jr->probe_ids = malloc(sizeof(int32_t) * (size_t)jr->n_seq * sl);
-    if (!jr->probe_ids) { alrd_errf(err, "compress: out of memory"); goto done; }
-    memcpy(jr->probe_ids, ids, sizeof(int32_t) * (size_t)jr->n_seq * sl);
-    if (alrd_decomp_measure(d, r->k_rank, r->v_rank, &r->measured_kl, &r->compressed_ce, err)) goto done;
-    if (alrd_compress_keep_probe(r, c, err)) goto done;
-    r->base_ce = alrd_calib_base_ce(c);
-    r->t_total = alrd_now() - t0;
-    rc = 0;
-done:
-    alrd_qerr_free(q);
-    alrd_decomp_free(d);
-    alrd_calib_free(c);
-    if (rc) alrd_compress_result_free(r);
-    return rc;
-}
 
 /* path opened as src and loaded lazily into m (one layer's matrices in fp32
  * at a time); on failure nothing stays open. */
@@ -232,10 +152,11 @@ static int probe_file(alrd_model *base, alrd_model *mc, const int32_t *ids, int 
 }
 
 /* KL of the written file (its per-layer bits, decode path) on the probe. */
-static int measure_probe(alrd_model *base, alrd_model *mc, joint_report *jr, alrd_error *err) {
+static int measure_probe(alrd_model *base, alrd_model *mc, const alrd_compress_result *r, joint_report *jr,
+                         alrd_error *err) {
     double t0 = alrd_now();
     alrd_ppl_result pr;
-    int rc = probe_file(base, mc, jr->probe_ids, jr->n_seq, jr->seq_len, 0, &pr, err);
+    int rc = probe_file(base, mc, r->probe_ids, r->probe_n_seq, r->probe_len, 0, &pr, err);
     if (!rc) {
         jr->probe_kl = pr.kl;
         jr->probe_kl_stderr = pr.kl_stderr;
@@ -276,6 +197,8 @@ int main(int argc, char **argv) {
     double kv_ratio = 0;
     joint_report jr;
     memset(&jr, 0, sizeof jr);
+    alrd_compress_joint jc;
+    memset(&jc, 0, sizeof jc);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int takes = 1;
@@ -305,7 +228,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--v-bits")) vb = atoi(v);
         else if (!strcmp(a, "--group-size")) G = atoi(v);
         else if (!strcmp(a, "--residual")) R = atoi(v);
-        else if (!strcmp(a, "--kv-bits-per-token")) jr.budget_bits = atof(v);
+        else if (!strcmp(a, "--kv-bits-per-token")) jc.budget_bits = atof(v);
         else if (!strcmp(a, "--kv-ratio")) kv_ratio = atof(v);
         else if (!strcmp(a, "--amortize-ctx")) ctx_amort = atoi(v);
         else if (!strcmp(a, "--rank-step")) rank_step = atoi(v);
@@ -324,10 +247,10 @@ int main(int argc, char **argv) {
         int x = b ? vb : kb;
         if (x != 2 && x != 3 && x != 4 && x != 8 && x != 16) return die("cache bits must be 2, 3, 4, 8 or 16");
     }
-    if (kv_ratio != 0 && jr.budget_bits != 0) return die("--kv-ratio and --kv-bits-per-token: give one budget");
+    if (kv_ratio != 0 && jc.budget_bits != 0) return die("--kv-ratio and --kv-bits-per-token: give one budget");
     if (kv_ratio != 0 && !(kv_ratio >= 1 && kv_ratio <= 1024)) return die("--kv-ratio: expected a ratio in [1, 1024]");
-    const int joint = jr.budget_bits != 0 || kv_ratio != 0;
-    if (jr.budget_bits != 0 && !(jr.budget_bits > 0)) return die("--kv-bits-per-token: expected a positive number of bits");
+    const int joint = jc.budget_bits != 0 || kv_ratio != 0;
+    if (jc.budget_bits != 0 && !(jc.budget_bits > 0)) return die("--kv-bits-per-token: expected a positive number of bits");
     if (joint && (ranks_path || o.uniform || !o.whiten))
         return die("--kv-bits-per-token allocates ranks itself: not with --ranks, --uniform or --no-whiten");
     if (ctx_amort < 1 || ctx_amort > (1 << 24)) return die("--amortize-ctx: expected 1..16777216");
@@ -356,9 +279,9 @@ int main(int argc, char **argv) {
     if (gheads <= 0 || c->n_kv_heads % gheads) return die("--group-heads must divide the number of KV heads");
     int n_groups = c->n_kv_heads / gheads, gh = gheads * c->head_dim;
     if (kv_ratio != 0) { /* the budget in bits per token: the fp16 cache's bytes over the ratio */
-        jr.budget_bits = 8 * kv_bytes_per_token(&m, NULL, NULL, n_groups, NULL, NULL, 16, 16, G, R, kivi, ctx_amort) /
+        jc.budget_bits = 8 * kv_bytes_per_token(&m, NULL, NULL, n_groups, NULL, NULL, 16, 16, G, R, kivi, ctx_amort) /
                          kv_ratio;
-        fprintf(stderr, "alrd-compress: --kv-ratio %g: a budget of %.0f bits per token\n", kv_ratio, jr.budget_bits);
+        fprintf(stderr, "alrd-compress: --kv-ratio %g: a budget of %.0f bits per token\n", kv_ratio, jc.budget_bits);
     }
 
     /* calibration tokens: n_samples sequences of calib_len, shared evenly among the files */
@@ -427,12 +350,11 @@ int main(int argc, char **argv) {
     if (!kbits || !vbits) return die("out of memory");
     for (int l = 0; l < c->n_layers; l++) { kbits[l] = kb; vbits[l] = vb; }
     if (joint) {
-        if (run_joint(&m, samples, n_samples, calib_len, &o, ctx_amort, G, R, kivi, rank_step, &r, kbits, vbits, &jr,
-                      &err))
-            return die(err.msg);
-    } else if (alrd_compress_run(&m, samples, n_samples, calib_len, &o, &r, &err)) {
-        return die(err.msg);
+        jc.ctx = ctx_amort, jc.group_size = G, jc.residual = R, jc.use_kivi = kivi, jc.step = rank_step;
+        jc.k_bits = kbits, jc.v_bits = vbits;
+        o.joint = &jc;
     }
+    if (alrd_compress_run(&m, samples, n_samples, calib_len, &o, &r, &err)) return die(err.msg);
     free(samples);
 
     alrd_lowrank lr = {.n_layers = c->n_layers, .group_heads = gheads, .k_rank = r.k_rank, .v_rank = r.v_rank,
@@ -452,7 +374,7 @@ int main(int argc, char **argv) {
     cJSON_AddBoolToObject(meta, "hadamard", o.hadamard);
     if (o.damp > 0) cJSON_AddNumberToObject(meta, "damp", o.damp);
 
-    if (joint) cJSON_AddNumberToObject(meta, "kv_bits_per_token", jr.budget_bits);
+    if (joint) cJSON_AddNumberToObject(meta, "kv_bits_per_token", jc.budget_bits);
     char *meta_s = cJSON_PrintUnformatted(meta);
     cJSON_Delete(meta);
     if (!meta_s) return die("out of memory");
@@ -471,7 +393,7 @@ int main(int argc, char **argv) {
     alrd_model wm;
     if (open_lazy(out, &wsrc, &wm, &err)) return die(err.msg);
     int bad = check_written(&m, &wm, out, &r, &file_kl, &err);
-    int prc = !bad && joint ? measure_probe(&m, &wm, &jr, &err) : 0;
+    int prc = !bad && joint ? measure_probe(&m, &wm, &r, &jr, &err) : 0;
     alrd_model_free(&wm);
     alrd_source_close(&wsrc);
     if (bad) { /* the output path does not keep a wrong file */
@@ -500,17 +422,17 @@ int main(int argc, char **argv) {
     }
     if (joint)
         fprintf(stderr, "calibration loss on %d probe tokens, truncation only (prefill): predicted KL %.5f, measured KL "
-                "%.5f; CE %.4f -> %.4f\n", o.probe_tokens, jr.pred_trunc, r.measured_kl, r.base_ce, r.compressed_ce);
+                "%.5f; CE %.4f -> %.4f\n", o.probe_tokens, jc.pred_trunc, r.measured_kl, r.base_ce, r.compressed_ce);
     else
         fprintf(stderr, "calibration loss on %d probe tokens: predicted KL %.5f, measured KL %.5f; CE %.4f -> %.4f\n",
                 o.probe_tokens, r.predicted_kl, r.measured_kl, r.base_ce, r.compressed_ce);
     if (joint) {
         fprintf(stderr, "joint allocation under %.0f bits = %.1f bytes per token: predicted KL %.5f (truncation %.5f + "
-                "quantisation %.5f at a %d-token context)\n", jr.budget_bits, jr.budget_bits / 8, jr.pred_trunc +
-                jr.pred_quant, jr.pred_trunc, jr.pred_quant, ctx_amort);
+                "quantisation %.5f at a %d-token context)\n", jc.budget_bits, jc.budget_bits / 8, jc.pred_trunc +
+                jc.pred_quant, jc.pred_trunc, jc.pred_quant, ctx_amort);
         fprintf(stderr, "probe, decode path over the written file (%zu scored tokens): predicted KL %.5f (%.5f + %.5f), "
-                "measured KL %.5f +/- %.5f, top-1 %.4f\n", jr.probe_scored, jr.pred_trunc + jr.probe_pred_quant,
-                jr.pred_trunc, jr.probe_pred_quant, jr.probe_kl, jr.probe_kl_stderr, jr.probe_top1);
+                "measured KL %.5f +/- %.5f, top-1 %.4f\n", jr.probe_scored, jc.pred_trunc + jc.probe_pred_quant,
+                jc.pred_trunc, jc.probe_pred_quant, jr.probe_kl, jr.probe_kl_stderr, jr.probe_top1);
     }
     fprintf(stderr, "the written file, reloaded: KL %.5f on the probe tokens (unquantised cache)\n", file_kl);
     fprintf(stderr, "KV bytes per token (all layers, %d-token context): %.1f -> %.1f (%.2fx)\n", ctx_amort, before,
@@ -546,17 +468,17 @@ int main(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "seconds_total", r.t_total);
         if (joint) {
             cJSON *jj = cJSON_AddObjectToObject(j, "joint");
-            cJSON_AddNumberToObject(jj, "kv_bits_per_token_budget", jr.budget_bits);
+            cJSON_AddNumberToObject(jj, "kv_bits_per_token_budget", jc.budget_bits);
             cJSON_AddNumberToObject(jj, "kv_bits_per_token", after * 8);
             cJSON_AddNumberToObject(jj, "rank_step", rank_step);
-            cJSON_AddNumberToObject(jj, "predicted_kl_truncation", jr.pred_trunc);
-            cJSON_AddNumberToObject(jj, "predicted_kl_quantisation", jr.pred_quant);
-            cJSON_AddNumberToObject(jj, "probe_predicted_kl", jr.pred_trunc + jr.probe_pred_quant);
+            cJSON_AddNumberToObject(jj, "predicted_kl_truncation", jc.pred_trunc);
+            cJSON_AddNumberToObject(jj, "predicted_kl_quantisation", jc.pred_quant);
+            cJSON_AddNumberToObject(jj, "probe_predicted_kl", jc.pred_trunc + jc.probe_pred_quant);
             cJSON_AddNumberToObject(jj, "probe_measured_kl", jr.probe_kl);
             cJSON_AddNumberToObject(jj, "probe_measured_kl_stderr", jr.probe_kl_stderr);
             cJSON_AddNumberToObject(jj, "probe_top1", jr.probe_top1);
             cJSON_AddNumberToObject(jj, "probe_scored_tokens", (double)jr.probe_scored);
-            cJSON_AddNumberToObject(jj, "seconds_qerr", jr.t_qerr);
+            cJSON_AddNumberToObject(jj, "seconds_qerr", jc.t_qerr);
             cJSON_AddNumberToObject(jj, "seconds_probe", jr.t_probe);
         }
         char *s = cJSON_Print(j);
@@ -569,7 +491,7 @@ int main(int argc, char **argv) {
         }
         free(s);
     }
-    free(kbits); free(vbits); free(fk); free(fv); free(meta_s); free(jr.probe_ids);
+    free(kbits); free(vbits); free(fk); free(fv); free(meta_s);
     alrd_compress_result_free(&r);
     alrd_model_free(&m);
     alrd_source_close(&src);

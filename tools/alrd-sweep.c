@@ -376,10 +376,8 @@ static int plan(calib_state *s, const config *c, result *r, decomp_slot **slot_o
             for (int l = 0; l < L; l++) r->v_rank[l] = rk[l];
         }
     } else if (c->kind == K_JOINT) {
-        alrd_joint_opts jo = {.budget_bytes = c->budget_bits / 8, .ctx = o->amortize, .group_size = o->G,
-                              .residual = o->R, .use_kivi = o->kivi, .step = o->G > 8 ? o->G : 8, .bits = s->bits,
-                              .n_bits = s->n_bits, .frac_k = alrd_qerr_quantized_fraction(0, o->R, o->kivi, 1, o->amortize),
-                              .frac_v = alrd_qerr_quantized_fraction(1, o->R, o->kivi, 1, o->amortize)};
+        const alrd_joint_opts jo = alrd_joint_opts_for(c->budget_bits, o->amortize, o->G, o->R, o->kivi,
+                                                       o->G > 8 ? o->G : 8, s->bits, s->n_bits);
         if (alrd_qerr_allocate(q, d, &jo, r->k_rank, r->v_rank, r->k_bits, r->v_bits, NULL, NULL, err)) return -1;
     }
     if (c->kind != K_KIVI) {
