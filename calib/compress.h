@@ -15,6 +15,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "../formats/alrd_pack.h"
 #include "../formats/io.h"
 #include "../runtime/model.h"
 
@@ -191,40 +192,7 @@ alrd_calib *alrd_decomp_calib(const alrd_decomp *d);
 int32_t *alrd_calib_pick_samples(const int32_t *ids, size_t n, int *n_samples, int len);
 int alrd_decomp_whitened(const alrd_decomp *d);
 
-/* ---- packing a compressed checkpoint (alrd-compress, alrd-sweep) ------- */
-
-/* A tensor list ready for alrd_file_write. tensors[i].data points into bufs
- * (owned, n_bufs of them) or, for a list made by alrd_compress_pack_factors,
- * into the base list it borrows from (which must outlive it). */
-typedef struct {
-    int n;
-    alrd_tensor *tensors;
-    int n_bufs;
-    void **bufs;
-} alrd_packed;
-
-/* Every tensor of src converted to wdt (ALRD_F16, ALRD_BF16 or ALRD_F32);
- * 1-D tensors (norms, biases) stay f32. Rows in HF order. */
-int alrd_compress_pack_source(alrd_packed *out, const alrd_source *src, alrd_dtype wdt,
-                              alrd_error *err);
-/* The tensors of a compressed file: base without the k_proj/v_proj weights
- * of decomposed modules (rank > 0), in base order, then for each layer and
- * K, V the factors .A [n_groups, gh, r] and .B [n_groups, r, hidden]
- * converted to wdt (factor arrays as alrd_decomp_factors gives them). */
-int alrd_compress_pack_factors(alrd_packed *out, const alrd_packed *base, int n_layers,
-                               int n_groups, int gh, int hidden, const int *k_rank,
-                               const int *v_rank, float *const *kA, float *const *kB,
-                               float *const *vA, float *const *vB, alrd_dtype wdt,
-                               alrd_error *err);
-void alrd_compress_packed_free(alrd_packed *p);
-
-/* The compressed file straight from src, streaming: the same bytes as
- * alrd_compress_pack_source + alrd_compress_pack_factors (r's ranks and
- * factors) + alrd_file_write with src's config and vocab, but each tensor is
- * converted (in pieces) only as it is written, so the weights are never all
- * in memory. lr and meta_json as alrd_file_write takes them. */
-int alrd_compress_write(const char *path, const alrd_source *src, alrd_dtype wdt,
-                        const alrd_compress_result *r, const alrd_lowrank *lr,
-                        const char *meta_json, alrd_error *err);
+/* r's ranks and factors as the packer takes them (formats/alrd_pack.h). */
+alrd_factors alrd_compress_factors(const alrd_compress_result *r);
 
 #endif

@@ -134,20 +134,6 @@ static float **slot_ptr(struct alrd_model_slot *sl, const layer_mat *t) {
 /* The source's pages of a tensor just converted are dropped from this
  * process (they stay in the page cache): otherwise every layer's quantized
  * bytes would accumulate in the resident set. Only for mmap-backed sources. */
-void alrd_model_release_pages(const alrd_source *s, const alrd_tensor *t) {
-#ifdef MADV_DONTNEED
-    if (s->format != ALRD_SRC_GGUF && s->format != ALRD_SRC_HF) return;
-    long pg = sysconf(_SC_PAGESIZE);
-    if (pg <= 0 || !t->nbytes) return;
-    uintptr_t a = (uintptr_t)t->data, b = a + t->nbytes;
-    a = (a + (uintptr_t)pg - 1) & ~(uintptr_t)(pg - 1); /* whole pages inside the tensor only */
-    b &= ~(uintptr_t)(pg - 1);
-    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
-#else
-    (void)s; (void)t;
-#endif
-}
-
 static int slot_new(alrd_model *m, alrd_error *err) {
     struct alrd_model_slot *sl = calloc(1, sizeof *sl);
     if (!sl) return alrd_errf(err, "%s: out of memory", m->path);
@@ -188,7 +174,7 @@ static int slot_fill(const alrd_model *m, int l, alrd_error *err) {
         snprintf(name, sizeof name, "model.layers.%d.%s", l, t[i].name);
         if (alrd_source_expect(m->src, name, t[i].rows, t[i].cols, &ts, err) || alrd_tensor_to_f32(ts, dst, err))
             return -1;
-        alrd_model_release_pages(m->src, ts);
+        alrd_source_release_pages(m->src, ts);
     }
     sl->layer = l;
     return 0;

@@ -60,10 +60,6 @@ int alrd_model_load_opts(alrd_model *m, const alrd_source *s, int flags, alrd_er
  * another layer is requested). NULL on error. Not thread-safe in lazy mode. */
 const alrd_layer *alrd_model_layer(const alrd_model *m, int l, alrd_layer *view, alrd_error *err);
 
-/* Drops the pages of t's bytes from this process's resident set (they stay
- * in the page cache) after t was read once, for GGUF and HF sources (their
- * tensors lie in read-only file mappings); a no-op otherwise. */
-void alrd_model_release_pages(const alrd_source *s, const alrd_tensor *t);
 
 /* Replaces the full K (is_v 0) or V (is_v 1) weight [n_kv*hd][hidden] of
  * layer l by w (borrowed until cleared with w = NULL) for every forward pass

@@ -203,13 +203,14 @@ static void test_lazy_pipeline_and_stream_write(void **state) {
     snprintf(pa, sizeof pa, "%s/packed.alrd", alrd_test_tmpdir());
     snprintf(pb, sizeof pb, "%s/stream.alrd", alrd_test_tmpdir());
     alrd_packed base, pk;
-    assert_int_equal(alrd_compress_pack_source(&base, &M.src, ALRD_F16, &err), 0);
-    assert_int_equal(alrd_compress_pack_factors(&pk, &base, L, r.n_groups, gh, r.hidden, r.k_rank, r.v_rank, r.kA,
-                                                r.kB, r.vA, r.vB, ALRD_F16, &err), 0);
+    alrd_factors fac = alrd_compress_factors(&r);
+    assert_int_equal(fac.gh, gh);
+    assert_int_equal(alrd_pack_source(&base, &M.src, ALRD_F16, &err), 0);
+    assert_int_equal(alrd_pack_factors(&pk, &base, &fac, ALRD_F16, &err), 0);
     assert_int_equal(alrd_file_write(pa, &M.src.config, &lr, &M.src.vocab, pk.tensors, pk.n, "{\"x\":1}", &err), 0);
-    alrd_compress_packed_free(&pk);
-    alrd_compress_packed_free(&base);
-    assert_int_equal(alrd_compress_write(pb, &M.src, ALRD_F16, &r, &lr, "{\"x\":1}", &err), 0);
+    alrd_packed_free(&pk);
+    alrd_packed_free(&base);
+    assert_int_equal(alrd_pack_write(pb, &M.src, ALRD_F16, &fac, &lr, "{\"x\":1}", &err), 0);
     assert_true(file_equal(pa, pb));
     alrd_file f;
     assert_int_equal(alrd_file_open(&f, pb, &err), 0); /* and it validates */
@@ -218,7 +219,7 @@ static void test_lazy_pipeline_and_stream_write(void **state) {
     float *keep = r.vB[0];
     r.vB[0] = NULL;
     unlink(pb);
-    assert_int_equal(alrd_compress_write(pb, &M.src, ALRD_F16, &r, &lr, NULL, &err), -1);
+    assert_int_equal(alrd_pack_write(pb, &M.src, ALRD_F16, &fac, &lr, NULL, &err), -1);
     assert_int_equal(access(pb, F_OK), -1);
     r.vB[0] = keep;
     unlink(pa);

@@ -381,7 +381,8 @@ int main(int argc, char **argv) {
 
     /* everything of the source but the decomposed k/v weights, plus factors,
      * converted tensor by tensor as they are written */
-    if (alrd_compress_write(out, &src, wdt, &r, &lr, meta_s, &err)) return die(err.msg);
+    const alrd_factors fac = alrd_compress_factors(&r);
+    if (alrd_pack_write(out, &src, wdt, &fac, &lr, meta_s, &err)) return die(err.msg);
     char ranks_out[1100];
     snprintf(ranks_out, sizeof ranks_out, "%s.ranks.json", out);
     if (alrd_ranks_json_write(ranks_out, c->n_layers, r.k_rank, r.v_rank, &err)) return die(err.msg);

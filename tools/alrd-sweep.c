@@ -430,7 +430,7 @@ static int build_and_eval(calib_state *s, eval_state *e, const config *c, result
     if (c->kind == K_LOWRANK || c->kind == K_JOINT) {
         if (!e->have_base) {
             status("packing the model weights\n");
-            if (alrd_compress_pack_source(&e->base, e->src, e->wdt, err)) return -1;
+            if (alrd_pack_source(&e->base, e->src, e->wdt, err)) return -1;
             e->have_base = 1;
         }
         float **fac = calloc(4 * (size_t)L, sizeof(float *));
@@ -442,13 +442,14 @@ static int build_and_eval(calib_state *s, eval_state *e, const config *c, result
                            .group_size = o->G, .residual_length = o->R, .hadamard = c->hadamard, .whitened = 1};
         int brc = alrd_decomp_factors(sl->d, r->k_rank, r->v_rank, c->hadamard, 0x5eed, fac, fac + L, fac + 2 * L,
                                       fac + 3 * L, err);
-        if (!brc)
-            brc = alrd_compress_pack_factors(&pk, &e->base, L, r->n_groups, r->full, cf->hidden, r->k_rank, r->v_rank,
-                                             fac, fac + L, fac + 2 * L, fac + 3 * L, e->wdt, err);
+        const alrd_factors f = {.n_layers = L, .n_groups = r->n_groups, .gh = r->full, .hidden = cf->hidden,
+                                .k_rank = r->k_rank, .v_rank = r->v_rank, .kA = fac, .kB = fac + L, .vA = fac + 2 * L,
+                                .vB = fac + 3 * L};
+        if (!brc) brc = alrd_pack_factors(&pk, &e->base, &f, e->wdt, err);
         for (int i = 0; i < 4 * L; i++) free(fac[i]);
         free(fac);
         if (!brc) brc = alrd_file_write(e->tmp_model, cf, &lr, &e->m->vocab, pk.tensors, pk.n, NULL, err);
-        alrd_compress_packed_free(&pk);
+        alrd_packed_free(&pk);
         if (!brc) brc = alrd_model_open(&mc, e->tmp_model, err);
         unlink(e->tmp_model);
         if (brc) return -1;
@@ -818,7 +819,7 @@ int main(int argc, char **argv) {
     cJSON_Delete(all);
     cJSON_Delete(settings);
     calib_state_free(&cal);
-    if (ev.have_base) alrd_compress_packed_free(&ev.base);
+    if (ev.have_base) alrd_packed_free(&ev.base);
     alrd_ctx_free(ev.ref);
     free(cal.samples); free(cids); free(eids); free(cs);
     free(r.k_rank); free(r.v_rank); free(r.k_bits); free(r.v_bits);
