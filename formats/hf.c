@@ -226,13 +226,64 @@ int alrd_hf_config_parse(alrd_config *c, const char *json, size_t len, const cha
         cfg_bool(root, "attention_bias", qwen, &c->attention_bias, path, err) ||
         cfg_bool(root, "mlp_bias", 0, &c->mlp_bias, path, err))
         goto done;
-    if (!strcmp(mt, "mistral")) {
-        int sw = 0;
+    /* what the forward pass does not compute is refused, not ignored */
+    if (c->mlp_bias) {
+        alrd_errf(err, "%s: mlp_bias: true: MLP biases not supported", path);
+        goto done;
+    }
+    const cJSON *act = jget(root, "hidden_act");
+    if (!jisnull(act) && (!cJSON_IsString(act) || (strcmp(act->valuestring, "silu") && strcmp(act->valuestring, "swish")))) {
+        alrd_errf(err, "%s: hidden_act: %s%.40s%s not supported (silu)", path, cJSON_IsString(act) ? "'" : "",
+                  cJSON_IsString(act) ? act->valuestring : "not a string", cJSON_IsString(act) ? "'" : "");
+        goto done;
+    }
+    /* Sliding-window attention is not implemented: a window shorter than the
+     * context on any layer that transformers gives one is refused. Mistral:
+     * every layer. Qwen2: only with use_sliding_window, on the layers that
+     * layer_types calls "sliding_attention", or without layer_types on layers
+     * >= max_window_layers (default 28); Qwen2.5 checkpoints ship
+     * sliding_window 131072 with use_sliding_window false. */
+    if (!strcmp(mt, "mistral") || qwen) {
+        int sw = 0, use = 1, first = 0, last = c->n_layers - 1;
         if (cfg_int(root, "sliding_window", "sliding_window", 0, 0, 0, INT32_MAX, &sw, path, err))
             goto done;
-        if (sw > 0 && sw < c->max_ctx) {
-            alrd_errf(err, "%s: sliding_window: %d < max_position_embeddings %d: sliding-window attention not supported",
-                      path, sw, c->max_ctx);
+        if (qwen) {
+            int mwl = 0;
+            const cJSON *lt = jget(root, "layer_types");
+            if (cfg_bool(root, "use_sliding_window", 0, &use, path, err) ||
+                cfg_int(root, "max_window_layers", "max_window_layers", 0, 28, 0, INT32_MAX, &mwl, path, err))
+                goto done;
+            if (!jisnull(lt) && !cJSON_IsArray(lt)) {
+                alrd_errf(err, "%s: layer_types: expected an array of strings", path);
+                goto done;
+            }
+            if (cJSON_IsArray(lt)) {
+                first = -1;
+                int i = 0;
+                for (const cJSON *e = lt->child; e; e = e->next, i++) {
+                    if (!cJSON_IsString(e)) {
+                        alrd_errf(err, "%s: layer_types[%d]: expected a string", path, i);
+                        goto done;
+                    }
+                    if (!strcmp(e->valuestring, "sliding_attention")) {
+                        if (first < 0) first = i;
+                        last = i;
+                    }
+                }
+                if (first < 0) use = 0;
+            } else if (mwl >= c->n_layers) {
+                use = 0;
+            } else {
+                first = mwl;
+            }
+        }
+        if (use && sw > 0 && sw < c->max_ctx) {
+            if (qwen)
+                alrd_errf(err, "%s: sliding_window: %d < max_position_embeddings %d (use_sliding_window, layers %d..%d): "
+                          "sliding-window attention not supported", path, sw, c->max_ctx, first, last);
+            else
+                alrd_errf(err, "%s: sliding_window: %d < max_position_embeddings %d: sliding-window attention not supported",
+                          path, sw, c->max_ctx);
             goto done;
         }
     }

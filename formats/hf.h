@@ -15,12 +15,17 @@
 /* Largest token id accepted from tokenizer.json. */
 #define ALRD_HF_MAX_TOKENS (1 << 22)
 
-/* config.json -> c. Accepts model_type llama, mistral (no sliding window)
- * and qwen2; rope_scaling of rope_type/type "llama3" (others are an error).
+/* config.json -> c. Accepts model_type llama, mistral and qwen2;
+ * rope_scaling of rope_type/type "llama3" (others are an error).
  * Defaults as transformers' LlamaConfig: num_key_value_heads = heads,
  * head_dim = hidden / heads, rope_theta 10000, rms_norm_eps 1e-6,
  * max_position_embeddings 2048, tie_word_embeddings / attention_bias /
  * mlp_bias false (qwen2: attention_bias true, q/k/v carry biases).
+ * Refused, as the forward pass does not compute them: a sliding window
+ * shorter than max_position_embeddings on any layer transformers gives one
+ * (mistral: all; qwen2: with use_sliding_window, the "sliding_attention"
+ * entries of layer_types, else layers >= max_window_layers), mlp_bias
+ * true, hidden_act other than silu.
  * path names the file in errors. */
 int alrd_hf_config_parse(alrd_config *c, const char *json, size_t len, const char *path,
                          alrd_error *err);
