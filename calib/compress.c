@@ -619,71 +619,189 @@ void alrd_compress_opts_default(alrd_compress_opts *o) {
     o->seed = 0x5eed;
 }
 
-int alrd_compress_run(alrd_model *m, const int32_t *tokens, int n_samples, int sample_len,
-                      const alrd_compress_opts *o, alrd_compress_result *r, alrd_error *err) {
-    memset(r, 0, sizeof *r);
-    if (o->joint && !o->whiten) return alrd_errf(err, "compress: the joint allocation needs whitening");
-    const alrd_config *cf = &m->cfg;
-    const int L = cf->n_layers;
+/* ---- the stages ---------------------------------------------------------- */
+
+#define MAX_GROUPINGS 8
+
+struct alrd_compress_stages {
+    alrd_calib *c;
+    alrd_compress_stages_opts so;
+    int whiten, progress;
+    uint64_t seed;
+    size_t calib_tokens;
+    struct {
+        int group_heads;   /* as given */
+        alrd_decomp *d;
+        alrd_qerr *q[2];   /* by hadamard */
+    } g[MAX_GROUPINGS];
+    int n_g;
+    double t_stats, t_svd, t_sens, t_qerr;
+};
+
+int alrd_compress_probe_rank(double ratio, int full) {
+    int pr = ratio >= 1 ? full : ((int)(ratio * full + 4) / 8) * 8;
+    if (pr < 8) pr = 8;
+    if (pr >= full) pr = (full / 16) * 8 > 0 ? (full / 16) * 8 : 8; /* ratio 1: probe at half rank */
+    return pr;
+}
+
+int alrd_compress_stages_new(alrd_compress_stages **out, alrd_model *m, const int32_t *tokens, int n_samples,
+                             int sample_len, const alrd_compress_opts *o, const alrd_compress_stages_opts *so,
+                             alrd_error *err) {
+    *out = NULL;
+    alrd_compress_stages *s = calloc(1, sizeof *s);
+    if (!s) return alrd_errf(err, "compress: out of memory");
+    s->so = *so;
+    s->whiten = o->whiten;
+    s->progress = o->progress;
+    s->seed = o->seed;
+    s->calib_tokens = (size_t)n_samples * sample_len;
     double t0 = alrd_now();
-    alrd_calib *c = NULL;
-    alrd_decomp *d = NULL;
-    alrd_compress_joint *jt = o->joint;
-    alrd_qerr *q = NULL;
-    double *qx = NULL; /* the joint allocation's quantisation loss per module at its ctx (tail units) */
-    int rc = -1, search = jt || (!o->k_rank && !o->uniform && o->rank_ratio < 1); /* ratio 1 keeps every rank full */
-    if (alrd_calib_new(&c, m, tokens, n_samples, sample_len, o->probe_tokens, o->whiten,
-                       (o->progress ? ALRD_CALIB_PROGRESS : 0) | (o->cpu_only ? 0 : ALRD_CALIB_GPU), err))
-        goto done;
-    r->t_stats = alrd_now() - t0;
-    alrd_calib_release_grams(c); /* one decomposition: each Gram is freed once used */
-    alrd_calib_dampen(c, o->damp);
+    if (alrd_calib_new(&s->c, m, tokens, n_samples, sample_len, o->probe_tokens, o->whiten,
+                       (o->progress ? ALRD_CALIB_PROGRESS : 0) | (o->cpu_only ? 0 : ALRD_CALIB_GPU), err)) {
+        free(s);
+        return -1;
+    }
+    s->t_stats = alrd_now() - t0;
+    if (!so->several) alrd_calib_release_grams(s->c); /* one decomposition: each Gram is freed once used */
+    alrd_calib_dampen(s->c, o->damp);
+    *out = s;
+    return 0;
+}
+
+void alrd_compress_stages_free(alrd_compress_stages *s) {
+    if (!s) return;
+    for (int i = 0; i < s->n_g; i++) {
+        alrd_qerr_free(s->g[i].q[0]);
+        alrd_qerr_free(s->g[i].q[1]);
+        alrd_decomp_free(s->g[i].d);
+    }
+    alrd_calib_free(s->c);
+    free(s);
+}
+
+void alrd_compress_stages_seconds(const alrd_compress_stages *s, double *stats, double *svd, double *sens,
+                                  double *qerr) {
+    if (stats) *stats = s->t_stats;
+    if (svd) *svd = s->t_svd;
+    if (sens) *sens = s->t_sens;
+    if (qerr) *qerr = s->t_qerr;
+}
+
+static int grouping(alrd_compress_stages *s, int group_heads, alrd_error *err) {
+    for (int i = 0; i < s->n_g; i++)
+        if (s->g[i].group_heads == group_heads) return i;
+    if (s->n_g == MAX_GROUPINGS) return alrd_errf(err, "compress: more than %d head groupings", MAX_GROUPINGS);
+    const int i = s->n_g;
+    double t0 = alrd_now();
+    alrd_decomp *d;
+    if (alrd_decomp_new(&d, s->c, s->whiten, group_heads, err)) return -1;
     double t1 = alrd_now();
-    if (alrd_decomp_new(&d, c, o->whiten, o->group_heads, err)) goto done;
-    r->t_svd = alrd_now() - t1;
-    int gh = alrd_decomp_full_rank(d);
-    if (alrd_compress_result_alloc(r, d, (size_t)n_samples * sample_len, err)) goto done;
-    r->stats_on_gpu = alrd_calib_on_gpu(c);
+    s->t_svd += t1 - t0;
+    if (s->so.probe_ratio > 0 &&
+        alrd_decomp_sensitivities(d, alrd_compress_probe_rank(s->so.probe_ratio, alrd_decomp_full_rank(d)), err)) {
+        alrd_decomp_free(d);
+        return -1;
+    }
+    s->t_sens += alrd_now() - t1;
+    s->g[i].group_heads = group_heads;
+    s->g[i].d = d;
+    s->n_g++;
+    return i;
+}
+
+alrd_decomp *alrd_compress_stages_decomp(alrd_compress_stages *s, int group_heads, alrd_error *err) {
+    const int i = grouping(s, group_heads, err);
+    return i < 0 ? NULL : s->g[i].d;
+}
+
+static const int ALL_BITS[] = {2, 3, 4, 8, 16};
+
+alrd_qerr *alrd_compress_stages_qerr(alrd_compress_stages *s, int group_heads, int hadamard, alrd_error *err) {
+    const int i = grouping(s, group_heads, err);
+    if (i < 0) return NULL;
+    hadamard = hadamard != 0;
+    if (!s->g[i].q[hadamard]) {
+        double t0 = alrd_now();
+        alrd_qerr_opts qo = {.group_size = s->so.group_size, .use_kivi = s->so.use_kivi, .hadamard = hadamard,
+                             .seed = s->seed, .step = s->so.qerr_step, .bits = ALL_BITS, .n_bits = 5,
+                             .progress = s->progress};
+        if (alrd_qerr_new(&s->g[i].q[hadamard], s->c, s->g[i].d, &qo, err)) return NULL;
+        s->t_qerr += alrd_now() - t0;
+    }
+    return s->g[i].q[hadamard];
+}
+
+/* ---- a configuration on the stages ----------------------------------------- */
+
+/* rank_ratio's budget over the V modules alone (keys stay full width). */
+static int value_only_ranks(const alrd_decomp *d, double ratio, int *v_rank, alrd_error *err) {
+    const int L = d->c->m->cfg.n_layers;
+    if (!d->probe_rank) return alrd_errf(err, "compress: rank search needs sensitivities");
+    alrd_rank_module *rm = calloc(L, sizeof *rm);
+    if (!rm) return alrd_errf(err, "compress: out of memory");
+    for (int l = 0; l < L; l++) {
+        rm[l].tail = d->ms[2 * l + 1].tail;
+        rm[l].max_rank = d->gh;
+        rm[l].weight = d->ms[2 * l + 1].sensitivity;
+    }
+    int rc = alrd_ranks_allocate(rm, L, ratio, 8, v_rank, err);
+    free(rm);
+    return rc;
+}
+
+/* The joint rank + bits allocation of o into r and o->joint; qx gets each
+ * module's quantisation loss at the budget's context (tail units). */
+static int joint_ranks(alrd_compress_stages *s, alrd_decomp *d, const alrd_compress_opts *o,
+                       alrd_compress_result *r, double *qx, alrd_error *err) {
+    alrd_compress_joint *jt = o->joint;
+    alrd_qerr *q = alrd_compress_stages_qerr(s, o->group_heads, o->hadamard, err);
+    if (!q) return -1;
+    alrd_compress_stages_seconds(s, NULL, NULL, NULL, &jt->t_qerr);
+    const int R = jt->residual, kivi = jt->use_kivi;
+    const alrd_joint_opts jo =
+        alrd_joint_opts_for(jt->budget_bits, jt->ctx, jt->group_size, R, kivi, jt->step, ALL_BITS, 5);
+    if (alrd_qerr_allocate(q, d, &jo, r->k_rank, r->v_rank, jt->k_bits, jt->v_bits, &jt->pred_trunc,
+                           &jt->pred_quant, err))
+        return -1;
+    for (int i = 0; i < r->n_modules; i++) {
+        const int l = i / 2, v = i % 2;
+        const double qe = alrd_qerr_get(q, i, v ? r->v_rank[l] : r->k_rank[l], v ? jt->v_bits[l] : jt->k_bits[l]);
+        qx[i] = (v ? jo.frac_v : jo.frac_k) * qe;
+    }
+    int n_seq, sl; /* the quantisation part at the probe's context */
+    alrd_calib_probe_ids(s->c, &n_seq, &sl);
+    double probe_trunc;
+    return alrd_qerr_predict(q, d, r->k_rank, r->v_rank, jt->k_bits, jt->v_bits,
+                             alrd_qerr_quantized_fraction(0, R, kivi, sl / 2 + 1, sl - 1),
+                             alrd_qerr_quantized_fraction(1, R, kivi, sl / 2 + 1, sl - 1), &probe_trunc,
+                             &jt->probe_pred_quant, err);
+}
+
+int alrd_compress_config(alrd_compress_stages *s, const alrd_compress_opts *o, alrd_compress_result *r,
+                         alrd_error *err) {
+    memset(r, 0, sizeof *r);
+    if (o->joint && !s->whiten) return alrd_errf(err, "compress: the joint allocation needs whitening");
+    if (o->value_only && (o->joint || o->k_rank))
+        return alrd_errf(err, "compress: value-only ranks come from the rank ratio, not a budget or fixed ranks");
+    alrd_compress_joint *jt = o->joint;
+    double *qx = NULL; /* the joint allocation's quantisation loss per module at its ctx (tail units) */
+    int rc = -1;
+    alrd_decomp *d = alrd_compress_stages_decomp(s, o->group_heads, err);
+    if (!d) goto done;
+    const int L = d->c->m->cfg.n_layers, gh = d->gh;
+    if (alrd_compress_result_alloc(r, d, s->calib_tokens, err)) goto done;
+    r->stats_on_gpu = alrd_calib_on_gpu(s->c);
     if (jt && (jt->step < 1 || jt->step > gh)) {
         alrd_errf(err, "compress: rank step %d: expected 1..%d", jt->step, gh);
         goto done;
     }
-    double t2 = alrd_now();
-    if (search) { /* probe at the rank the budget suggests, on the 8-grid (the joint allocation: half rank) */
-        int pr = jt ? gh : ((int)(o->rank_ratio * gh + 4) / 8) * 8;
-        if (pr < 8) pr = 8;
-        if (pr >= gh) pr = (gh / 16) * 8 > 0 ? (gh / 16) * 8 : 8; /* ratio 1: probe at half rank */
-        if (alrd_decomp_sensitivities(d, pr, err)) goto done;
-    }
-    r->t_sens = alrd_now() - t2;
     if (jt) {
-        static const int bits[] = {2, 3, 4, 8, 16};
-        double t3 = alrd_now();
-        alrd_qerr_opts qo = {.group_size = jt->group_size, .use_kivi = jt->use_kivi, .hadamard = o->hadamard,
-                             .seed = o->seed, .step = jt->step, .bits = bits, .n_bits = 5, .progress = o->progress};
-        if (alrd_qerr_new(&q, c, d, &qo, err)) goto done;
-        jt->t_qerr = alrd_now() - t3;
-        const int R = jt->residual, kivi = jt->use_kivi;
-        const alrd_joint_opts jo =
-            alrd_joint_opts_for(jt->budget_bits, jt->ctx, jt->group_size, R, kivi, jt->step, bits, 5);
-        if (alrd_qerr_allocate(q, d, &jo, r->k_rank, r->v_rank, jt->k_bits, jt->v_bits, &jt->pred_trunc,
-                               &jt->pred_quant, err))
-            goto done;
-        int n_seq, sl;
-        alrd_calib_probe_ids(c, &n_seq, &sl);
-        const double pfk = alrd_qerr_quantized_fraction(0, R, kivi, sl / 2 + 1, sl - 1);
-        const double pfv = alrd_qerr_quantized_fraction(1, R, kivi, sl / 2 + 1, sl - 1);
         if (!(qx = malloc(sizeof(double) * 2 * L))) {
             alrd_errf(err, "compress: out of memory");
             goto done;
         }
-        jt->probe_pred_quant = 0;
-        for (int i = 0; i < 2 * L; i++) {
-            const int l = i / 2, v = i % 2;
-            const double qe = alrd_qerr_get(q, i, v ? r->v_rank[l] : r->k_rank[l], v ? jt->v_bits[l] : jt->k_bits[l]);
-            qx[i] = (v ? jo.frac_v : jo.frac_k) * qe;
-            jt->probe_pred_quant += alrd_decomp_sensitivity(d, i) * (v ? pfv : pfk) * qe;
-        }
+        if (joint_ranks(s, d, o, r, qx, err)) goto done;
     } else if (o->k_rank) {
         for (int l = 0; l < L; l++) {
             r->k_rank[l] = o->k_rank[l];
@@ -693,21 +811,48 @@ int alrd_compress_run(alrd_model *m, const int32_t *tokens, int n_samples, int s
                 goto done;
             }
         }
-    } else if (alrd_decomp_ranks(d, o->rank_ratio, o->uniform || !search, r->k_rank, r->v_rank, err)) {
-        goto done;
+    } else if (o->value_only) {
+        if (value_only_ranks(d, o->rank_ratio, r->v_rank, err)) goto done;
+    } else if (alrd_decomp_ranks(d, o->rank_ratio, o->uniform || !(o->rank_ratio < 1), r->k_rank, r->v_rank, err)) {
+        goto done; /* ratio 1 keeps every rank full */
     }
     if (alrd_decomp_factors(d, r->k_rank, r->v_rank, o->hadamard, o->seed, r->kA, r->kB, r->vA, r->vB, err)) goto done;
     alrd_compress_report_modules(r, d, qx);
-    if (alrd_decomp_measure(d, r->k_rank, r->v_rank, &r->measured_kl, &r->compressed_ce, err)) goto done;
-    r->base_ce = alrd_calib_base_ce(c);
-    if (alrd_compress_keep_probe(r, c, err)) goto done;
-    r->t_total = alrd_now() - t0;
     rc = 0;
 done:
     free(qx);
-    alrd_qerr_free(q);
-    alrd_decomp_free(d);
-    alrd_calib_free(c);
+    if (rc) alrd_compress_result_free(r);
+    return rc;
+}
+
+int alrd_compress_run(alrd_model *m, const int32_t *tokens, int n_samples, int sample_len,
+                      const alrd_compress_opts *o, alrd_compress_result *r, alrd_error *err) {
+    memset(r, 0, sizeof *r);
+    if (o->joint && !o->whiten) return alrd_errf(err, "compress: the joint allocation needs whitening");
+    const alrd_compress_joint *jt = o->joint;
+    const int search = jt || o->value_only || (!o->k_rank && !o->uniform && o->rank_ratio < 1);
+    /* probe at the rank the budget suggests (the joint allocation: half rank) */
+    const alrd_compress_stages_opts so = {.probe_ratio = !search ? 0 : jt ? 1 : o->rank_ratio,
+                                          .qerr_step = jt ? jt->step : 8,
+                                          .group_size = jt ? jt->group_size : 0,
+                                          .use_kivi = jt ? jt->use_kivi : 0};
+    double t0 = alrd_now();
+    alrd_compress_stages *s;
+    if (alrd_compress_stages_new(&s, m, tokens, n_samples, sample_len, o, &so, err)) return -1;
+    int rc = alrd_compress_config(s, o, r, err);
+    if (!rc) {
+        alrd_decomp *d = alrd_compress_stages_decomp(s, o->group_heads, err); /* made by the configuration */
+        rc = !d || alrd_decomp_measure(d, r->k_rank, r->v_rank, &r->measured_kl, &r->compressed_ce, err) ? -1 : 0;
+    }
+    if (!rc) {
+        r->base_ce = alrd_calib_base_ce(s->c);
+        rc = alrd_compress_keep_probe(r, s->c, err);
+    }
+    if (!rc) {
+        alrd_compress_stages_seconds(s, &r->t_stats, &r->t_svd, &r->t_sens, NULL);
+        r->t_total = alrd_now() - t0;
+    }
+    alrd_compress_stages_free(s);
     if (rc) alrd_compress_result_free(r);
     return rc;
 }

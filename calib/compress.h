@@ -8,8 +8,10 @@
  *                  group, and each module's measured sensitivity;
  *   ranks          allocated under the budget from the decomposition;
  *   factors        A, B at those ranks (Hadamard-rotated on request).
- * alrd_compress_run strings them together for one configuration. No file
- * I/O: tools read and write files. */
+ * alrd_compress_stages keeps the shared ones and alrd_compress_config makes
+ * one configuration on them: alrd_compress_run for alrd-compress, the same
+ * stages over a grid for alrd-sweep. No file I/O: tools read and write
+ * files. */
 #ifndef ALRD_COMPRESS_H
 #define ALRD_COMPRESS_H
 
@@ -65,6 +67,7 @@ alrd_model *alrd_calib_model(const alrd_calib *c);
 /* ---- stage 2: decompositions ------------------------------------------ */
 
 typedef struct alrd_decomp alrd_decomp;
+typedef struct alrd_qerr alrd_qerr; /* calib/qerr.h */
 
 /* group_heads 0 = all KV heads of a layer share one latent. */
 int alrd_decomp_new(alrd_decomp **out, alrd_calib *c, int whiten, int group_heads, alrd_error *err);
@@ -99,7 +102,7 @@ int alrd_decomp_factors(const alrd_decomp *d, const int *k_rank, const int *v_ra
 int alrd_decomp_measure(alrd_decomp *d, const int *k_rank, const int *v_rank, double *kl,
                         double *ce, alrd_error *err);
 
-/* ---- one configuration, start to end ---------------------------------- */
+/* ---- one configuration ------------------------------------------------ */
 
 /* The joint rank + bits allocation (calib/qerr.h, alrd_qerr_allocate) in
  * place of a rank ratio: per-layer ranks and key/value bits under a KV
@@ -131,6 +134,8 @@ typedef struct {
     int cpu_only;          /* statistics on the CPU even when a GPU is present */
     alrd_compress_joint *joint; /* non-NULL: ranks and bits by the joint allocation (rank_ratio, uniform and
                                    k_rank unused; needs whiten) */
+    int value_only;        /* decompose V only: rank_ratio's budget over the V modules alone, keys keep their
+                              full width (needs sensitivities; not with joint or k_rank) */
 } alrd_compress_opts;
 
 void alrd_compress_opts_default(alrd_compress_opts *o);
@@ -173,9 +178,57 @@ int alrd_compress_keep_probe(alrd_compress_result *r, const alrd_calib *c, alrd_
  * (may be NULL) adds a per-module loss in tail units, e.g. quantisation. */
 void alrd_compress_report_modules(alrd_compress_result *r, const alrd_decomp *d, const double *extra);
 
+/* One configuration start to end: alrd_compress_stages_new for o,
+ * alrd_compress_config, then the measure on the probe (measured_kl,
+ * compressed_ce, base_ce, probe_ids) and the timings. */
 int alrd_compress_run(alrd_model *m, const int32_t *tokens, int n_samples, int sample_len,
                       const alrd_compress_opts *o, alrd_compress_result *r, alrd_error *err);
 void alrd_compress_result_free(alrd_compress_result *r);
+
+/* ---- the pipeline in stages, for one configuration or a grid ---------- */
+
+/* The stages that alrd_compress_run strings together for one configuration
+ * and alrd-sweep shares across a grid: one calibration; per head grouping a
+ * decomposition with its sensitivities, and per rotation the quantisation
+ * error tables (calib/qerr.h), each made on first use and kept. */
+typedef struct alrd_compress_stages alrd_compress_stages;
+
+typedef struct {
+    double probe_ratio;       /* the decompositions' sensitivities are measured at
+                                 alrd_compress_probe_rank(probe_ratio, full rank); 0: none */
+    int qerr_step;            /* rank grid of the error tables (every bits option {2, 3, 4, 8, 16}) */
+    int group_size, use_kivi; /* the cache's KIVI layout the error tables quantise with */
+    int several;              /* more than one decomposition: keep the Grams (0: each Gram is freed
+                                 once its decomposition used it, alrd_calib_release_grams) */
+} alrd_compress_stages_opts;
+
+/* The calibration, with o's whiten (statistics), probe_tokens, damp,
+ * progress, cpu_only and seed (of the Hadamard rotations). */
+int alrd_compress_stages_new(alrd_compress_stages **out, alrd_model *m, const int32_t *tokens, int n_samples,
+                             int sample_len, const alrd_compress_opts *o, const alrd_compress_stages_opts *so,
+                             alrd_error *err);
+void alrd_compress_stages_free(alrd_compress_stages *s);
+/* The decomposition of a grouping (group_heads as alrd_decomp_new takes it)
+ * and its error tables for hadamard 0/1, made on first use (owned by s). */
+alrd_decomp *alrd_compress_stages_decomp(alrd_compress_stages *s, int group_heads, alrd_error *err);
+alrd_qerr *alrd_compress_stages_qerr(alrd_compress_stages *s, int group_heads, int hadamard, alrd_error *err);
+/* Seconds spent so far in each stage (any pointer may be NULL). */
+void alrd_compress_stages_seconds(const alrd_compress_stages *s, double *stats, double *svd, double *sens,
+                                  double *qerr);
+
+/* The sensitivities' probe rank for a kept fraction: ratio * full on the
+ * 8-grid, at least 8; half the full rank where that reaches full (ratio 1,
+ * the joint allocation). */
+int alrd_compress_probe_rank(double ratio, int full);
+
+/* One configuration o (its group_heads, hadamard, seed, and ranks: joint,
+ * k_rank, value_only, rank_ratio or uniform; whiten and the seed as the
+ * stages were made with) on the stages: fills r with
+ * its ranks, factors and module reports (and o->joint's bits and
+ * predictions); not the probe measure (measured_kl, base_ce, probe_ids stay
+ * 0). r is freed on failure. */
+int alrd_compress_config(alrd_compress_stages *s, const alrd_compress_opts *o, alrd_compress_result *r,
+                         alrd_error *err);
 
 /* ---- added for calib/qerr and alrd-sweep ------------------------------- */
 

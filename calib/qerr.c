@@ -205,6 +205,22 @@ double alrd_qerr_module_bytes(int is_v, int width, int bits, int G, int R, int u
     return (double)(b - 2 * (size_t)ctx) / ctx;
 }
 
+int alrd_qerr_predict(const alrd_qerr *q, const alrd_decomp *d, const int *k_rank, const int *v_rank,
+                      const int *k_bits, const int *v_bits, double frac_k, double frac_v, double *trunc,
+                      double *quant, alrd_error *err) {
+    double pt = 0, pq = 0;
+    for (int i = 0; i < q->n_modules; i++) {
+        const int l = i / 2, v = i % 2, rk = v ? v_rank[l] : k_rank[l], b = v ? v_bits[l] : k_bits[l];
+        const double w = alrd_decomp_sensitivity(d, i), qe = alrd_qerr_get(q, i, rk, b);
+        if (isnan(qe)) return alrd_errf(err, "qerr: no quantisation error for module %d at rank %d, %d bits", i, rk, b);
+        if (rk) pt += w * alrd_decomp_tail(d, i)[rk];
+        pq += w * (v ? frac_v : frac_k) * qe;
+    }
+    *trunc = pt;
+    *quant = pq;
+    return 0;
+}
+
 /* ---- joint allocation -------------------------------------------------- */
 
 typedef struct {

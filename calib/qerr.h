@@ -79,6 +79,16 @@ double alrd_qerr_quantized_fraction(int is_v, int R, int use_kivi, int n0, int n
  * alrd_kv_cache_bytes_per_token of the layer. */
 double alrd_qerr_module_bytes(int is_v, int width, int bits, int G, int R, int use_kivi, int ctx);
 
+/* The prediction for per-layer ranks (0: not decomposed) and bits, with
+ * d's sensitivities w_m, for a cache whose scored positions see the
+ * fractions frac_k, frac_v of it quantised (alrd_qerr_quantized_fraction):
+ *   *trunc = sum over decomposed modules of w_m tail_m[r_m],
+ *   *quant = sum over modules of w_m frac qerr_m(r_m, b_m).
+ * Fails when a (rank, bits) is not in q's tables. */
+int alrd_qerr_predict(const alrd_qerr *q, const alrd_decomp *d, const int *k_rank, const int *v_rank,
+                      const int *k_bits, const int *v_bits, double frac_k, double frac_v, double *trunc,
+                      double *quant, alrd_error *err);
+
 /* ---- joint rank + bits allocation (alrd_ranks_allocate_bits) ----------- */
 
 typedef struct {

@@ -16,7 +16,6 @@
 
 #include "../calib/compress.h"
 #include "../calib/qerr.h"
-#include "../calib/ranks.h"
 #include "../formats/alrd_file.h"
 #include "../formats/sweep_report.h"
 #include "../runtime/context.h"
@@ -242,71 +241,38 @@ static int build_grid(const sweep_opts *o, config **out, int *n_out) {
     return 0;
 }
 
-/* ---- calibration state, built lazily ------------------------------------ */
-
-typedef struct {
-    int gheads;              /* as given */
-    alrd_decomp *d;
-    alrd_qerr *q[2];         /* by hadamard */
-} decomp_slot;
+/* ---- the library's pipeline stages, built lazily ------------------------- */
 
 typedef struct {
     alrd_model *m;
     const sweep_opts *o;
     int32_t *samples;
     int n_samples, sample_len;
-    alrd_calib *c;
-    decomp_slot slots[4];
-    int n_slots;
-    int bits[5], n_bits;     /* every bits option of the tables */
-    double t_calib, t_decomp, t_sens, t_qerr;
+    alrd_compress_opts base;  /* what every configuration shares: whitened, the seed, progress, --cpu */
+    alrd_compress_stages *s;  /* the calibration, decompositions and error tables (calib/compress.h) */
 } calib_state;
 
-static int need_calib(calib_state *s, alrd_error *err) {
-    if (s->c) return 0;
-    double t0 = alrd_now();
+static alrd_compress_stages *need_stages(calib_state *s, alrd_error *err) {
+    if (s->s) return s->s;
     status("calibration: %d x %d tokens\n", s->n_samples, s->sample_len);
-    if (alrd_calib_new(&s->c, s->m, s->samples, s->n_samples, s->sample_len, s->o->probe_tokens, 1,
-                       (isatty(2) ? ALRD_CALIB_PROGRESS : 0) | (s->o->cpu ? 0 : ALRD_CALIB_GPU), err))
-        return -1;
-    s->t_calib = alrd_now() - t0;
-    return 0;
+    /* one sensitivity probe for every ratio (half rank), error tables on the 8-grid */
+    const alrd_compress_stages_opts so = {.probe_ratio = 1, .qerr_step = 8, .group_size = s->o->G,
+                                          .use_kivi = s->o->kivi, .several = 1};
+    return alrd_compress_stages_new(&s->s, s->m, s->samples, s->n_samples, s->sample_len, &s->base, &so, err)
+               ? NULL
+               : s->s;
 }
 
-static decomp_slot *need_decomp(calib_state *s, int gheads, int hadamard, alrd_error *err) {
-    if (need_calib(s, err)) return NULL;
-    decomp_slot *sl = NULL;
-    for (int i = 0; i < s->n_slots; i++)
-        if (s->slots[i].gheads == gheads) sl = &s->slots[i];
-    if (!sl) {
-        sl = &s->slots[s->n_slots++];
-        memset(sl, 0, sizeof *sl);
-        sl->gheads = gheads;
-        double t0 = alrd_now();
-        if (alrd_decomp_new(&sl->d, s->c, 1, gheads, err)) return NULL;
-        double t1 = alrd_now();
-        int gh = alrd_decomp_full_rank(sl->d);
-        if (alrd_decomp_sensitivities(sl->d, (gh / 16) * 8 > 0 ? (gh / 16) * 8 : 8, err)) return NULL;
-        s->t_decomp += t1 - t0;
-        s->t_sens += alrd_now() - t1;
-    }
-    if (!sl->q[hadamard]) {
-        double t0 = alrd_now();
-        alrd_qerr_opts qo = {.group_size = s->o->G, .use_kivi = s->o->kivi, .hadamard = hadamard, .seed = 0x5eed,
-                             .step = 8, .bits = s->bits, .n_bits = s->n_bits, .progress = isatty(2)};
-        if (alrd_qerr_new(&sl->q[hadamard], s->c, sl->d, &qo, err)) return NULL;
-        s->t_qerr += alrd_now() - t0;
-    }
-    return sl;
+/* Seconds in the shared stages so far. */
+static void stage_seconds(const calib_state *s, double *calib, double *svd, double *sens, double *qerr) {
+    *calib = *svd = *sens = *qerr = 0;
+    if (s->s) alrd_compress_stages_seconds(s->s, calib, svd, sens, qerr);
 }
 
-static void calib_state_free(calib_state *s) {
-    for (int i = 0; i < s->n_slots; i++) {
-        alrd_qerr_free(s->slots[i].q[0]);
-        alrd_qerr_free(s->slots[i].q[1]);
-        alrd_decomp_free(s->slots[i].d);
-    }
-    alrd_calib_free(s->c);
+static double stage_total(const calib_state *s) {
+    double a, b, c, d;
+    stage_seconds(s, &a, &b, &c, &d);
+    return a + b + c + d;
 }
 
 /* ---- one configuration -------------------------------------------------- */
@@ -340,12 +306,13 @@ static void layout_bytes(const sweep_opts *o, const alrd_model *m, result *r) {
     }
 }
 
-/* Ranks and bits of a configuration, and its prediction. */
-static int plan(calib_state *s, const config *c, result *r, decomp_slot **slot_out, alrd_error *err) {
+/* Ranks and bits of a configuration (the library's alrd_compress_config:
+ * factors in *cr for the decomposed kinds), and its prediction. */
+static int plan(calib_state *s, const config *c, result *r, alrd_compress_result *cr, alrd_error *err) {
     const sweep_opts *o = s->o;
     const alrd_config *cf = &s->m->cfg;
     const int L = cf->n_layers;
-    *slot_out = NULL;
+    memset(cr, 0, sizeof *cr);
     for (int l = 0; l < L; l++) {
         r->k_rank[l] = r->v_rank[l] = 0;
         r->k_bits[l] = c->kb ? c->kb : 16;
@@ -355,44 +322,31 @@ static int plan(calib_state *s, const config *c, result *r, decomp_slot **slot_o
     r->full = cf->n_kv_heads * cf->head_dim;
     r->pred_trunc = r->pred_quant = 0;
     if (c->kind == K_FP16) return 0;
-    decomp_slot *sl = need_decomp(s, c->kind == K_KIVI ? o->gheads[0] : c->gheads, c->hadamard, err);
-    if (!sl) return -1;
-    *slot_out = sl;
-    const alrd_decomp *d = sl->d;
-    const alrd_qerr *q = sl->q[c->hadamard];
-    if (c->kind == K_LOWRANK) {
-        if (!c->value_only) {
-            if (alrd_decomp_ranks(sl->d, c->ratio, 0, r->k_rank, r->v_rank, err)) return -1;
-        } else { /* the budget over the V modules alone */
-            alrd_rank_module rm[256];
-            int rk[256];
-            if (L > 256) return alrd_errf(err, "sweep: --value-only supports up to 256 layers");
-            for (int l = 0; l < L; l++) {
-                rm[l].tail = alrd_decomp_tail(d, 2 * l + 1);
-                rm[l].max_rank = alrd_decomp_full_rank(d);
-                rm[l].weight = alrd_decomp_sensitivity(d, 2 * l + 1);
-            }
-            if (alrd_ranks_allocate(rm, L, c->ratio, 8, rk, err)) return -1;
-            for (int l = 0; l < L; l++) r->v_rank[l] = rk[l];
-        }
-    } else if (c->kind == K_JOINT) {
-        const alrd_joint_opts jo = alrd_joint_opts_for(c->budget_bits, o->amortize, o->G, o->R, o->kivi,
-                                                       o->G > 8 ? o->G : 8, s->bits, s->n_bits);
-        if (alrd_qerr_allocate(q, d, &jo, r->k_rank, r->v_rank, r->k_bits, r->v_bits, NULL, NULL, err)) return -1;
-    }
+    alrd_compress_stages *st = need_stages(s, err);
+    if (!st) return -1;
+    const int gheads = c->kind == K_KIVI ? o->gheads[0] : c->gheads;
     if (c->kind != K_KIVI) {
-        r->n_groups = alrd_decomp_n_groups(d);
-        r->full = alrd_decomp_full_rank(d);
+        alrd_compress_opts co = s->base;
+        alrd_compress_joint jt = {.budget_bits = c->budget_bits, .ctx = o->amortize, .group_size = o->G,
+                                  .residual = o->R, .use_kivi = o->kivi, .step = o->G > 8 ? o->G : 8,
+                                  .k_bits = r->k_bits, .v_bits = r->v_bits};
+        co.group_heads = gheads;
+        co.rank_ratio = c->ratio;
+        co.value_only = c->value_only;
+        co.hadamard = c->hadamard;
+        co.joint = c->kind == K_JOINT ? &jt : NULL;
+        if (alrd_compress_config(st, &co, cr, err)) return -1;
+        memcpy(r->k_rank, cr->k_rank, sizeof(int) * L);
+        memcpy(r->v_rank, cr->v_rank, sizeof(int) * L);
+        r->n_groups = cr->n_groups;
+        r->full = cr->group_heads * cr->head_dim;
     }
+    const alrd_decomp *d = alrd_compress_stages_decomp(st, gheads, err);
+    const alrd_qerr *q = d ? alrd_compress_stages_qerr(st, gheads, c->hadamard, err) : NULL;
     /* prediction at the evaluation's residual fractions */
-    for (int i = 0; i < 2 * L; i++) {
-        int l = i / 2, v = i % 2, rk = v ? r->v_rank[l] : r->k_rank[l], b = v ? r->v_bits[l] : r->k_bits[l];
-        double w = alrd_decomp_sensitivity(d, i), qe = alrd_qerr_get(q, i, rk, b);
-        if (isnan(qe)) return alrd_errf(err, "sweep: no quantisation error for module %d at rank %d, %d bits", i, rk, b);
-        if (rk) r->pred_trunc += w * alrd_decomp_tail(d, i)[rk];
-        r->pred_quant += w * eval_frac(o, v) * qe;
-    }
-    return 0;
+    return q ? alrd_qerr_predict(q, d, r->k_rank, r->v_rank, r->k_bits, r->v_bits, eval_frac(o, 0), eval_frac(o, 1),
+                                 &r->pred_trunc, &r->pred_quant, err)
+             : -1;
 }
 
 typedef struct {
@@ -412,10 +366,14 @@ static int build_and_eval(calib_state *s, eval_state *e, const config *c, result
     const sweep_opts *o = s->o;
     const alrd_config *cf = &e->m->cfg;
     const int L = cf->n_layers;
-    decomp_slot *sl;
-    double t0 = alrd_now(), stages0 = s->t_calib + s->t_decomp + s->t_sens + s->t_qerr;
-    if (plan(s, c, r, &sl, err)) return -1;
-    t0 += s->t_calib + s->t_decomp + s->t_sens + s->t_qerr - stages0; /* shared stages are not this configuration's */
+    alrd_compress_result cr;
+    double t0 = alrd_now(), stages0 = stage_total(s);
+    int prc = plan(s, c, r, &cr, err);
+    t0 += stage_total(s) - stages0; /* shared stages are not this configuration's */
+    if (prc) {
+        alrd_compress_result_free(&cr);
+        return -1;
+    }
     layout_bytes(o, e->m, r);
     alrd_model mc, *em = e->m;
     int own = 0, rc = -1;
@@ -428,26 +386,20 @@ static int build_and_eval(calib_state *s, eval_state *e, const config *c, result
     co.use_kivi = o->kivi;
     co.backend = o->cpu ? ALRD_BACKEND_CPU : ALRD_BACKEND_AUTO;
     if (c->kind == K_LOWRANK || c->kind == K_JOINT) {
+        int brc = 0;
         if (!e->have_base) {
             status("packing the model weights\n");
-            if (alrd_pack_source(&e->base, e->src, e->wdt, err)) return -1;
-            e->have_base = 1;
+            brc = alrd_pack_source(&e->base, e->src, e->wdt, err);
+            e->have_base = !brc;
         }
-        float **fac = calloc(4 * (size_t)L, sizeof(float *));
-        if (!fac) return alrd_errf(err, "sweep: out of memory");
         alrd_packed pk;
         memset(&pk, 0, sizeof pk);
-        alrd_lowrank lr = {.n_layers = L, .group_heads = alrd_decomp_group_heads(sl->d), .k_rank = r->k_rank,
-                           .v_rank = r->v_rank, .k_bits = r->k_bits, .v_bits = r->v_bits, .use_kivi = o->kivi,
-                           .group_size = o->G, .residual_length = o->R, .hadamard = c->hadamard, .whitened = 1};
-        int brc = alrd_decomp_factors(sl->d, r->k_rank, r->v_rank, c->hadamard, 0x5eed, fac, fac + L, fac + 2 * L,
-                                      fac + 3 * L, err);
-        const alrd_factors f = {.n_layers = L, .n_groups = r->n_groups, .gh = r->full, .hidden = cf->hidden,
-                                .k_rank = r->k_rank, .v_rank = r->v_rank, .kA = fac, .kB = fac + L, .vA = fac + 2 * L,
-                                .vB = fac + 3 * L};
+        alrd_lowrank lr = {.n_layers = L, .group_heads = cr.group_heads, .k_rank = r->k_rank, .v_rank = r->v_rank,
+                           .k_bits = r->k_bits, .v_bits = r->v_bits, .use_kivi = o->kivi, .group_size = o->G,
+                           .residual_length = o->R, .hadamard = c->hadamard, .whitened = 1};
+        const alrd_factors f = alrd_compress_factors(&cr);
         if (!brc) brc = alrd_pack_factors(&pk, &e->base, &f, e->wdt, err);
-        for (int i = 0; i < 4 * L; i++) free(fac[i]);
-        free(fac);
+        alrd_compress_result_free(&cr);
         if (!brc) brc = alrd_file_write(e->tmp_model, cf, &lr, &e->m->vocab, pk.tensors, pk.n, NULL, err);
         alrd_packed_free(&pk);
         if (!brc) brc = alrd_model_open(&mc, e->tmp_model, err);
@@ -458,6 +410,7 @@ static int build_and_eval(calib_state *s, eval_state *e, const config *c, result
         alrd_cache_opts_default(&mc, &co); /* the file's per-layer bits, G, R */
         co.backend = o->cpu ? ALRD_BACKEND_CPU : ALRD_BACKEND_AUTO;
     }
+    alrd_compress_result_free(&cr);
     r->t_build = alrd_now() - t0;
     double t1 = alrd_now();
     alrd_ctx *x = NULL;
@@ -747,9 +700,10 @@ int main(int argc, char **argv) {
     cal.o = &o;
     cal.n_samples = o.calib_samples;
     cal.sample_len = n_cids < (size_t)o.calib_len ? (int)n_cids : o.calib_len;
-    const int all_bits[] = {2, 3, 4, 8, 16};
-    memcpy(cal.bits, all_bits, sizeof all_bits);
-    cal.n_bits = 5;
+    alrd_compress_opts_default(&cal.base); /* whitened, seed 0x5eed (the settings' "seed") */
+    cal.base.probe_tokens = o.probe_tokens;
+    cal.base.progress = isatty(2);
+    cal.base.cpu_only = o.cpu;
     eval_state ev;
     memset(&ev, 0, sizeof ev);
     ev.m = &m;
@@ -789,7 +743,7 @@ int main(int argc, char **argv) {
             /* a configuration that cannot be built (e.g. a budget below the
              * minimum) is recorded and the sweep goes on; calibration
              * failures end it */
-            if (!cal.c && cs[i].kind != K_FP16) return die(err.msg);
+            if (!cal.s && cs[i].kind != K_FP16) return die(err.msg);
             snprintf(r.error, sizeof r.error, "%s", err.msg);
             failed++;
             if (isatty(2)) fprintf(stderr, "\nalrd-sweep: %s: %s\n", cs[i].id, err.msg);
@@ -809,16 +763,18 @@ int main(int argc, char **argv) {
     cJSON_AddNumberToObject(run, "skipped", n_cfg - todo);
     cJSON_AddNumberToObject(run, "failed", failed);
     cJSON_AddNumberToObject(run, "seconds_total", alrd_now() - t_start);
-    cJSON_AddNumberToObject(run, "seconds_calibration", cal.t_calib);
-    cJSON_AddNumberToObject(run, "seconds_svd", cal.t_decomp);
-    cJSON_AddNumberToObject(run, "seconds_sensitivities", cal.t_sens);
-    cJSON_AddNumberToObject(run, "seconds_qerr", cal.t_qerr);
+    double t_calib, t_svd, t_sens, t_qerr;
+    stage_seconds(&cal, &t_calib, &t_svd, &t_sens, &t_qerr);
+    cJSON_AddNumberToObject(run, "seconds_calibration", t_calib);
+    cJSON_AddNumberToObject(run, "seconds_svd", t_svd);
+    cJSON_AddNumberToObject(run, "seconds_sensitivities", t_sens);
+    cJSON_AddNumberToObject(run, "seconds_qerr", t_qerr);
     if (write_outputs(&o, settings, sha, all, cs, n_cfg, run, mbase, &err)) return die(err.msg);
     status("done: %d evaluated, %d skipped, %.0f s\n", evaluated, n_cfg - todo, alrd_now() - t_start);
     cJSON_Delete(run);
     cJSON_Delete(all);
     cJSON_Delete(settings);
-    calib_state_free(&cal);
+    alrd_compress_stages_free(cal.s);
     if (ev.have_base) alrd_packed_free(&ev.base);
     alrd_ctx_free(ev.ref);
     free(cal.samples); free(cids); free(eids); free(cs);
