@@ -49,9 +49,7 @@ struct alrd_gpu {
     int dk_max, dv_max, vr_max, nqkv_max, vw_max, any_latent_k;
     float *attn_work;
     int nsplit, fused_all;
-    int fuse_append; /* the query RoPE and the cache appends in one launch (ALRD_GPU_FUSE_APPEND=0: two) */
-    int fuse_norm;   /* decode products with the RMSNorm in (and the SwiGLU out): 1 for hidden sizes up to
-                        FUSE_NORM_MAX_K, 2 at any size, 0 never (ALRD_GPU_FUSE_NORM) */
+    alrd_gpu_knobs knobs; /* taken once at creation (gpu.h) */
     double *d_gram, *x64;       /* calibration: [L][H][H] Gram sums, [max_batch][H] scratch */
     long long gram_rows;
     int *pos;
@@ -102,11 +100,29 @@ static int dalloc(alrd_gpu *g, void *pp, size_t bytes, alrd_error *err, const ch
     return 0;
 }
 
+/* A decode GEMV of W [N][K] on M rows, shaped by the engine's knobs. */
+static alrd_gpu_gemv_op gemv_op(const alrd_gpu *g, int M, int N, int K, const uint16_t *W) {
+    alrd_gpu_gemv_op op = {};
+    op.W = W;
+    op.M = M;
+    op.N = N;
+    op.K = K;
+    op.k_split = g->knobs.gemv_ks;
+    return op;
+}
+
 /* C[M][N] (fp32, ldc) = A[M][K] (fp16, lda) . W[N][K]^T (fp16) + beta * C */
 static int lin(alrd_gpu *g, int M, int N, int K, const uint16_t *A, int lda, const uint16_t *W, float *C, int ldc,
                float beta) {
-    if (M <= 4 && K % 8 == 0 && lda % 8 == 0) /* decode: a bandwidth-bound product of our own */
-        return alrd_gpu_gemv(W, A, lda, C, ldc, M, N, K, beta, g->st);
+    if (M <= 4 && K % 8 == 0 && lda % 8 == 0) { /* decode: a bandwidth-bound product of our own */
+        alrd_gpu_gemv_op op = gemv_op(g, M, N, K, W);
+        op.X = A;
+        op.ldx = lda;
+        op.Y = C;
+        op.ldy = ldc;
+        op.beta = beta;
+        return alrd_gpu_gemv_run(&op, g->st);
+    }
     float alpha = 1.0f;
     return cublasGemmEx(g->cb, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &alpha, W, CUDA_R_16F, K, A, CUDA_R_16F, lda, &beta,
                         C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT) != CUBLAS_STATUS_SUCCESS;
@@ -119,6 +135,17 @@ static int gsb(alrd_gpu *g, cublasOperation_t ta, cublasOperation_t tb, int m, i
     return cublasGemmStridedBatchedEx(g->cb, ta, tb, m, n, k, &alpha, A, CUDA_R_16F, lda, sa, B, CUDA_R_16F, ldb, sb,
                                       &beta, C, ct, ldc, sc, batch, CUBLAS_COMPUTE_32F,
                                       CUBLAS_GEMM_DEFAULT) != CUBLAS_STATUS_SUCCESS;
+}
+
+extern "C" void alrd_gpu_knobs_from_env(alrd_gpu_knobs *k) {
+    k->pdl = alrd_gpu_env_int("ALRD_GPU_PDL", 1);
+    k->nsplit = alrd_gpu_env_int("ALRD_GPU_NSPLIT", 0);
+    k->head_split = alrd_gpu_env_int("ALRD_GPU_HEAD_SPLIT", -1);
+    k->latent_v2 = alrd_gpu_env_int("ALRD_GPU_LATENT_V2", 0);
+    k->latent_generic = alrd_gpu_env_int("ALRD_GPU_LATENT_GENERIC", 0);
+    k->fuse_append = alrd_gpu_env_int("ALRD_GPU_FUSE_APPEND", 1);
+    k->fuse_norm = alrd_gpu_env_int("ALRD_GPU_FUSE_NORM", 1);
+    k->gemv_ks = alrd_gpu_env_int("ALRD_GPU_GEMV_KS", 0);
 }
 
 extern "C" int alrd_gpu_available(void) {
@@ -148,8 +175,9 @@ static int engine_init(alrd_gpu *g, const alrd_config *cfg, int group_heads, con
                        const float *inv_freq, const alrd_gpu_opts *o, alrd_error *err) {
     g->cfg = *cfg;
     g->o = *o;
-    g->fuse_append = alrd_gpu_env_int("ALRD_GPU_FUSE_APPEND", 1) != 0;
-    g->fuse_norm = alrd_gpu_env_int("ALRD_GPU_FUSE_NORM", 1);
+    if (o->knobs) g->knobs = *o->knobs;
+    else alrd_gpu_knobs_from_env(&g->knobs);
+    g->o.knobs = NULL; /* the caller's copy need not outlive the call */
     g->L = cfg->n_layers;
     g->H = cfg->hidden;
     g->hd = cfg->head_dim;
@@ -320,7 +348,7 @@ static long wave_splits(const alrd_gpu *g, const alrd_gpu_attn_layer *a) {
 static int layer_nsplit(const alrd_gpu *g, const alrd_gpu_attn_layer *a) {
     long ctx = g->o.max_ctx, wave = wave_splits(g, a);
     long len = ((ctx + wave - 1) / wave + SPLIT_TOKENS - 1) / SPLIT_TOKENS * SPLIT_TOKENS;
-    long n = alrd_gpu_env_int("ALRD_GPU_NSPLIT", 0);
+    long n = g->knobs.nsplit;
     if (n <= 0) n = (ctx + len - 1) / len;
     return n < 1 ? 1 : n > MAX_SPLITS ? MAX_SPLITS : (int)n;
 }
@@ -336,8 +364,7 @@ static int layer_nsplit(const alrd_gpu *g, const alrd_gpu_attn_layer *a) {
  * ALRD_GPU_HEAD_SPLIT=0|1 fixes it. */
 static int want_head_split(const alrd_gpu *g, const alrd_gpu_attn_layer *a) {
     if (a->kmode != ALRD_GPU_K_LATENT || g->group_heads < 2) return 0;
-    const int env = alrd_gpu_env_int("ALRD_GPU_HEAD_SPLIT", -1);
-    if (env >= 0) return env != 0;
+    if (g->knobs.head_split >= 0) return g->knobs.head_split != 0;
     long splits = ((long)g->o.max_ctx + SPLIT_TOKENS - 1) / SPLIT_TOKENS;
     if (splits > MAX_SPLITS) splits = MAX_SPLITS;
     return 4 * splits <= 3 * wave_splits(g, a);
@@ -714,15 +741,12 @@ static void attn_core(alrd_gpu *g, glayer *y, int T, int nk, int p0, const uint1
  * run, results/session6/gvars-1-h100.log). */
 #define FUSE_NORM_MAX_K 1024
 static int fused_norm(const alrd_gpu *g, int T) {
-    return (g->fuse_norm == 2 || (g->fuse_norm == 1 && g->H <= FUSE_NORM_MAX_K)) && alrd_gpu_gemv_norm_fits(T, g->H);
+    const int fuse = g->knobs.fuse_norm;
+    return (fuse == 2 || (fuse == 1 && g->H <= FUSE_NORM_MAX_K)) && alrd_gpu_gemv_norm_fits(T, g->H);
 }
 
 static alrd_gpu_gemv_op norm_op(const alrd_gpu *g, int T, int N, const float *gamma, const uint16_t *W) {
-    alrd_gpu_gemv_op op = {};
-    op.W = W;
-    op.M = T;
-    op.N = N;
-    op.K = g->H;
+    alrd_gpu_gemv_op op = gemv_op(g, T, N, g->H, W);
     op.h = g->h;
     op.gamma = gamma;
     op.eps = g->cfg.rms_eps;
@@ -815,7 +839,7 @@ static void layer_decode(alrd_gpu *g, int l) {
     glayer *y = &g->ly[l];
     const int qd = g->qd, B = g->o.n_seq;
     norm_lin(g, 0, B, y->nqkv, y->attn_norm, y->w_qkv, g->qkv);
-    if (g->fuse_append) {
+    if (g->knobs.fuse_append) {
         FAILS(g, alrd_gpu_qkv_append_decode(g->qkv, B, y->nqkv, g->nh, g->hd, y->dk, y->bq, y->bk_full, y->bv_full,
                                             g->d_pos, g->cos_tab, g->sin_tab, g->q16, &y->ks, &y->vs, g->st));
     } else {

@@ -29,6 +29,46 @@ extern "C" {
 
 enum { ALRD_GPU_ATTN_FUSED = 0, ALRD_GPU_ATTN_REF = 1 };
 
+/* The GPU tuning knobs: switches for same-run comparisons on the device
+ * (docs/gpu-kernels.md, "Switches"; tests/gpu/device.sh sweeps them). Each
+ * is set by the environment variable named with it; alrd_gpu_knobs_from_env
+ * is the one place that reads them. An engine takes its knobs once, when it
+ * is made (alrd_gpu_opts.knobs, or the environment when that is NULL), and
+ * reads them from there. Three are still read by kernels/ itself as well,
+ * once per process (marked below): the field mirrors that read until the
+ * kernels take the value from here. */
+typedef struct {
+    /* ALRD_GPU_PDL, default 1: the step's kernels are launched with programmatic dependent launch
+     * (griddepcontrol); 0: the ordinary way. kernels/gpu_common.cuh (pdl_enabled) reads the variable itself. */
+    int pdl;
+    /* ALRD_GPU_NSPLIT, default 0: the split count of every layer's fused decode attention, clamped to
+     * 1..256; 0 (or less): per layer, the fewest splits whose blocks fit in one wave (layer_nsplit). */
+    int nsplit;
+    /* ALRD_GPU_HEAD_SPLIT, default -1: latent layers' decode blocks per KV head (1) or per latent group (0);
+     * -1: per head where the group blocks would leave the GPU idle (want_head_split). */
+    int head_split;
+    /* ALRD_GPU_LATENT_V2, default 0: 1 runs the latent layers on attn_v2_kernel instead of
+     * attn_latent_kernel. kernels/gpu_attn.cu (v4_ok) reads the variable itself. */
+    int latent_v2;
+    /* ALRD_GPU_LATENT_GENERIC, default 0: 1 runs attn_latent_kernel's shared instance instead of the
+     * 2-bit one. kernels/gpu_attn.cu (pick4) reads the variable itself. */
+    int latent_generic;
+    /* ALRD_GPU_FUSE_APPEND, default 1: the query RoPE and both cache appends of a decode step in one
+     * launch (qkv_append_kernel); 0: two launches. */
+    int fuse_append;
+    /* ALRD_GPU_FUSE_NORM, default 1: decode products take the RMSNorm in (and the SwiGLU out): 1 for
+     * hidden sizes up to 1024, 2 at any size, 0 never. */
+    int fuse_norm;
+    /* ALRD_GPU_GEMV_KS, default 0: warps per row of the decode GEMV, 1 or 2; 0: 2 for rows of up to
+     * 2048 elements, else 1. Passed to the GEMV as alrd_gpu_gemv_op.k_split (kernels/gpu_ops.cu still
+     * falls back to the variable itself when k_split is 0). */
+    int gemv_ks;
+} alrd_gpu_knobs;
+
+/* Every knob from the environment: a variable unset or empty gives the
+ * default above; a set one is read as an integer (atoi). */
+void alrd_gpu_knobs_from_env(alrd_gpu_knobs *k);
+
 typedef struct {
     int max_ctx;                /* tokens per sequence */
     int max_batch;              /* tokens per prefill / score call */
@@ -38,6 +78,7 @@ typedef struct {
     int attn;                   /* ALRD_GPU_ATTN_FUSED or _REF (decode attention) */
     int graph;                  /* replay fused decode steps as a CUDA graph */
     int score;                  /* allocate the buffers of alrd_gpu_score */
+    const alrd_gpu_knobs *knobs; /* copied at engine creation; NULL: alrd_gpu_knobs_from_env */
 } alrd_gpu_opts;
 
 typedef struct alrd_gpu alrd_gpu;
