@@ -17,54 +17,138 @@ extern "C" {
 
 namespace {
 
+/* A layer's weights on the device, uploaded once at creation (fp16 matrices, row-major [out][in]; fp32
+ * vectors). dk, dv, kr, vr, wo_k as in glayer; NULL where the model has no such tensor. */
+struct glayer_weights {
+    uint16_t *qkv;       /* [qd + dk + dv][H] fp16: q_proj, then k_proj (or B_k [n_groups*kr][H] when kr),
+                            then v_proj (or B_v [n_groups*vr][H] when vr) */
+    uint16_t *o;         /* [H][wo_k] fp16: o_proj, with A_v folded in when vr (fold_wo) */
+    uint16_t *gu;        /* [2*ffn][H] fp16: gate_proj, then up_proj */
+    uint16_t *down;      /* [H][ffn] fp16: down_proj */
+    uint16_t *kA;        /* [n_groups][gh][kr] fp16: A_k, the key latents' up factor (kr > 0 only) */
+    float *bq;           /* [qd] fp32 q bias */
+    float *bk_full;      /* [kvd] fp32 k bias of full-width keys (kr == 0) */
+    float *bv_full;      /* [kvd] fp32 v bias of full-width values (vr == 0) */
+    float *bk_lat;       /* [kvd] fp32 k bias added after the A_k reconstruction (kr > 0) */
+    float *bo;           /* [H] fp32 o bias (with W_o . b_v folded in when vr) */
+    float *attn_norm;    /* [H] fp32 input RMSNorm gamma */
+    float *ffn_norm;     /* [H] fp32 post-attention RMSNorm gamma */
+};
+
 struct glayer {
-    int kr, vr, dk, dv, kb, vb, kmode, nqkv;
-    int wo_k; /* input width of o_proj: n_heads * hd, or n_heads * vr when A_v is folded in */
-    uint16_t *w_qkv, *wo, *w_gu, *w_down, *kA;
-    float *bq, *bk_full, *bv_full, *bk_lat, *bo;
-    float *attn_norm, *ffn_norm;
+    /* shape, fixed at creation */
+    int kr, vr;          /* latent ranks per group of K and V; 0 = full width (not decomposed) */
+    int dk, dv;          /* cached widths: n_groups * kr (or kvd), n_groups * vr (or kvd) */
+    int kb, vb;          /* cache bits of K and V: 2, 3, 4, 8 or 16 */
+    int kmode;           /* ALRD_GPU_K_LATENT, _FULL (quantised pre-RoPE keys) or _ROPED (fp16 RoPE'd keys) */
+    int nqkv;            /* qd + dk + dv: width of the fused q|k|v product */
+    int wo_k;            /* input width of o_proj: n_heads * hd, or n_heads * vr when A_v is folded in */
+    glayer_weights w;
+    /* per-sequence state: the KV cache of this layer, n_seq sequences (device memory, layouts in
+       kernels/gpu_ops.h: packed or tiled codes, fp16 scales and zeros, fp16 residual ring, or fp16 rows) */
     alrd_gpu_side ks, vs;
-    alrd_gpu_attn_layer al;
-    int fused_ok, nsplit; /* nsplit: splits of the fused decode kernel (layer_nsplit) */
+    /* the fused decode attention, fixed after creation (engine_finish) */
+    alrd_gpu_attn_layer al; /* kernel descriptor: shapes, pointers into w and ks/vs, RoPE tables */
+    int fused_ok;        /* the fused kernel serves this layer */
+    int nsplit;          /* splits of the sequence in the fused decode kernel (layer_nsplit) */
 };
 
 } // namespace
 
-struct alrd_gpu {
-    alrd_config cfg;
-    int L, H, hd, nh, nkv, per_kv, qd, kvd, ffn, nv, group_heads, n_groups, gh;
-    alrd_gpu_opts o;
-    int *k_bits, *v_bits;
-    int MR;
-    glayer *ly;
-    uint16_t *embed, *lm_head;
-    float *final_norm;
-    float *cos_tab, *sin_tab;
-    float *h, *qkv, *gu, *logits;
-    uint16_t *xn16, *act16, *q16, *att16;
-    int *d_tok, *d_pos, *d_tgt;
-    double *d_nll;
-    uint16_t *Lk16, *Vm16, *Km16, *Lkq16, *Vmq16, *Kmq16, *P, *Pq, *U16;
-    float *Kpre, *S, *Sq;
-    int dk_max, dv_max, vr_max, nqkv_max, vw_max, any_latent_k;
+/* The engine's parts by lifetime. Shapes: MR = max(max_batch, n_seq) rows, N = max_ctx tokens, TB =
+ * max_batch; H hidden, qd = nh * hd, kvd = nkv * hd, nv vocabulary (struct alrd_gpu). All device memory
+ * comes from dalloc (freed with the engine). */
+
+/* Model constants on the device, uploaded once at creation (a layer's own are in glayer.w). */
+struct gpu_weights {
+    uint16_t *embed;     /* [nv][H] fp16 token embeddings */
+    uint16_t *lm_head;   /* [nv][H] fp16; == embed when tied */
+    float *final_norm;   /* [H] fp32 RMSNorm gamma before lm_head */
+    float *cos_tab;      /* [N][hd/2] fp32 RoPE cos(p * inv_freq[i]) */
+    float *sin_tab;      /* [N][hd/2] fp32 RoPE sin(p * inv_freq[i]) */
+    size_t bytes;        /* device bytes of the weights (alrd_gpu_info.weight_bytes) */
+};
+
+/* The sequences' state between calls (their KV caches are the layers' ks, vs). */
+struct gpu_state {
+    int *pos;            /* host [n_seq]: tokens each sequence holds */
+    int *d_pos;          /* device [n_seq] int32: the same, read by the decode step (which advances it) */
+    cudaGraphExec_t gexec; /* the captured decode step, NULL until captured */
+    int graph_state;     /* 0: no decode yet, 1: ran once (warm), 2: captured */
+};
+
+/* Activations and work space: rewritten by every call, no state across calls. */
+struct gpu_scratch {
+    float *h;            /* [MR][H] fp32 residual stream */
+    float *qkv;          /* [MR][nqkv_max] fp32 q|k|v product (per layer: [rows][y->nqkv]) */
+    float *gu;           /* [MR][2*ffn] fp32 gate|up product (unfused MLP) */
+    float *logits;       /* [MR][nv] fp32 */
+    uint16_t *xn16;      /* [MR][H] fp16 RMSNormed rows, the products' input */
+    uint16_t *act16;     /* [MR][ffn] fp16 SwiGLU output */
+    uint16_t *q16;       /* [MR][qd] fp16 RoPE'd queries */
+    uint16_t *att16;     /* [MR][qd] fp16 attention output of full-width values, per head */
+    uint16_t *U16;       /* [MR][nh * vr_max] fp16 latent value mixes per head (o_proj has A_v folded in) */
+    int *d_tok;          /* [MR] int32 input tokens */
+    int *d_tgt;          /* [MR] int32 scored targets (alrd_gpu_score) */
+    double *d_nll;       /* [MR] fp64 per-row NLL (alrd_gpu_score) */
+    /* prefill and reference attention: the cache materialised, and score matrices */
+    uint16_t *Lk16;      /* [N][dk_max] fp16 key latents or pre-RoPE keys as cached */
+    uint16_t *Vm16;      /* [N][dv_max] fp16 values (latent or full) as cached */
+    uint16_t *Km16;      /* [N][kvd] fp16 RoPE'd full keys */
+    float *Kpre;         /* [N][kvd] fp32 keys reconstructed from latents before RoPE (latent keys only) */
+    float *S;            /* [nh][TB][N] fp32 attention scores */
+    uint16_t *P;         /* [nh][TB][N] fp16 attention probabilities */
+    /* alrd_gpu_score's quantised alternatives (opts.score only; else NULL) */
+    uint16_t *Lkq16;     /* [N][dk_max] fp16 */
+    uint16_t *Vmq16;     /* [N][dv_max] fp16 */
+    uint16_t *Kmq16;     /* [N][kvd] fp16 */
+    float *Sq;           /* [nh][TB][N] fp32 */
+    uint16_t *Pq;        /* [nh][TB][N] fp16 */
+    /* fused decode attention: each split's partial output and softmax statistics, reduced by the combine,
+       alrd_gpu_attn_work_floats(nh, n_seq, nsplit, vw_max) fp32 */
     float *attn_work;
-    int nsplit, fused_all;
-    alrd_gpu_knobs knobs; /* taken once at creation (gpu.h) */
-    double *d_gram, *x64;       /* calibration: [L][H][H] Gram sums, [max_batch][H] scratch */
-    long long gram_rows;
-    int *pos;
-    cudaStream_t st;
+};
+
+/* Calibration statistics (alrd_gpu_gram_enable; all NULL / 0 until then). */
+struct gpu_gram {
+    double *sum;         /* [L][H][H] fp64 Gram sums x^T x of each layer's normed input (lower triangle,
+                            column-major = row-major upper) */
+    double *x64;         /* [max_batch][H] fp64: the normed rows converted for cublasDsyrk */
+    long long rows;      /* rows summed so far */
+};
+
+struct alrd_gpu {
+    /* shape and options, fixed at creation */
+    alrd_config cfg;
+    int L, H, hd, nh, nkv, per_kv; /* layers, hidden, head dim, query heads, KV heads, query heads per KV head */
+    int qd, kvd, ffn, nv;          /* nh * hd, nkv * hd, MLP width, vocabulary */
+    int group_heads, n_groups, gh; /* KV heads per latent, latents per layer, group_heads * hd */
+    alrd_gpu_opts o;               /* as given (o.knobs cleared: see knobs) */
+    alrd_gpu_knobs knobs;          /* taken once at creation (gpu.h) */
+    int *k_bits, *v_bits;          /* host [L]: cache bits per layer */
+    int MR;                        /* rows of the activations: max(max_batch, n_seq) */
+    int dk_max, dv_max, vr_max, nqkv_max, vw_max; /* largest dk, dv, vr (>= 1), nqkv, value width over layers */
+    int any_latent_k;              /* some layer has latent keys (Kpre is allocated) */
+    int nsplit;                    /* largest split count over the layers (sizes attn_work) */
+    int fused_all;                 /* the fused decode attention serves every layer */
+    int attn;                      /* decode attention path: ALRD_GPU_ATTN_FUSED or _REF (alrd_gpu_set_attn) */
+
+    glayer *ly;                    /* host [L]: per layer, weights, cache and kernel descriptor */
+    gpu_weights w;
+    gpu_state seq;
+    gpu_scratch buf;
+    gpu_gram gram;
+
+    /* the device and its bookkeeping */
+    cudaStream_t st;               /* every launch and copy of the engine */
     cublasHandle_t cb;
-    void *cb_ws;
-    cudaGraphExec_t gexec;
-    int graph_state; /* 0: no decode yet, 1: ran once (warm), 2: captured */
-    size_t dev_bytes, weight_bytes;
-    void **allocs;
-    int n_allocs, cap_allocs;
-    int attn;
-    int fail; /* first failing line */
+    void *cb_ws;                   /* cuBLAS work space, 32 MiB (no allocation inside graph capture) */
     int sm_count;
-    size_t smem_optin;
+    size_t smem_optin;             /* shared memory a block may opt in to */
+    size_t dev_bytes;              /* device bytes allocated */
+    void **allocs;                 /* host [n_allocs]: every device allocation, freed with the engine */
+    int n_allocs, cap_allocs;
+    int fail;                      /* first failing line (FAILS), reported by alrd_gpu_sync */
 };
 
 #define FAILS(g, x)                                                                                       \
@@ -197,7 +281,8 @@ static int engine_init(alrd_gpu *g, const alrd_config *cfg, int group_heads, con
         return alrd_errf(err, "gpu: options: max_ctx %d, max_batch %d, n_seq %d out of range", o->max_ctx,
                          o->max_batch, o->n_seq);
     if (g->hd % 2 || g->nh % g->nkv || g->nkv % g->group_heads)
-        return alrd_errf(err, "gpu: config: heads %d / kv heads %d / group %d do not fit", g->nh, g->nkv, g->group_heads);
+        return alrd_errf(err, "gpu: config: heads %d / kv heads %d / group %d do not fit", g->nh, g->nkv,
+                         g->group_heads);
 
     cudaError_t e = cudaStreamCreateWithFlags(&g->st, cudaStreamNonBlocking);
     if (e != cudaSuccess) return cuerr(err, "stream", e);
@@ -215,9 +300,9 @@ static int engine_init(alrd_gpu *g, const alrd_config *cfg, int group_heads, con
 
     g->k_bits = (int *)calloc(g->L, sizeof(int));
     g->v_bits = (int *)calloc(g->L, sizeof(int));
-    g->pos = (int *)calloc(o->n_seq, sizeof(int));
+    g->seq.pos = (int *)calloc(o->n_seq, sizeof(int));
     g->ly = (glayer *)calloc(g->L, sizeof(glayer));
-    if (!g->k_bits || !g->v_bits || !g->pos || !g->ly) return alrd_errf(err, "gpu: out of host memory");
+    if (!g->k_bits || !g->v_bits || !g->seq.pos || !g->ly) return alrd_errf(err, "gpu: out of host memory");
     int *dk = (int *)calloc(g->L, sizeof(int)), *dv = (int *)calloc(g->L, sizeof(int));
     if (!dk || !dv) {
         free(dk);
@@ -263,7 +348,8 @@ static int engine_init(alrd_gpu *g, const alrd_config *cfg, int group_heads, con
                                 y->vr, g->group_heads, &kfw, &vfw)) {
             alrd_gpu_side ks = y->ks, vs = y->vs; /* both sides or neither: the other kernels read the packed layout */
             size_t ku, vu;
-            if ((!kfw || !alrd_gpu_side_tile(&ks, kfw, o->max_ctx, &ku)) && (!vfw || !alrd_gpu_side_tile(&vs, vfw, o->max_ctx, &vu)))
+            if ((!kfw || !alrd_gpu_side_tile(&ks, kfw, o->max_ctx, &ku)) &&
+                (!vfw || !alrd_gpu_side_tile(&vs, vfw, o->max_ctx, &vu)))
                 y->ks = ks, y->vs = vs;
         }
         if (side_alloc(g, &y->ks, err) || side_alloc(g, &y->vs, err)) return -1;
@@ -283,10 +369,11 @@ static int engine_init(alrd_gpu *g, const alrd_config *cfg, int group_heads, con
             ct[p * half + i] = cosf(a);
             stb[p * half + i] = sinf(a);
         }
-    rc = dalloc(g, &g->cos_tab, sizeof(float) * nt, err, "rope") || dalloc(g, &g->sin_tab, sizeof(float) * nt, err, "rope");
+    rc = dalloc(g, &g->w.cos_tab, sizeof(float) * nt, err, "rope") ||
+         dalloc(g, &g->w.sin_tab, sizeof(float) * nt, err, "rope");
     if (!rc) {
-        cudaMemcpyAsync(g->cos_tab, ct, sizeof(float) * nt, cudaMemcpyHostToDevice, g->st);
-        cudaMemcpyAsync(g->sin_tab, stb, sizeof(float) * nt, cudaMemcpyHostToDevice, g->st);
+        cudaMemcpyAsync(g->w.cos_tab, ct, sizeof(float) * nt, cudaMemcpyHostToDevice, g->st);
+        cudaMemcpyAsync(g->w.sin_tab, stb, sizeof(float) * nt, cudaMemcpyHostToDevice, g->st);
         cudaStreamSynchronize(g->st);
     }
     free(ct);
@@ -297,31 +384,32 @@ static int engine_init(alrd_gpu *g, const alrd_config *cfg, int group_heads, con
     size_t MR = (size_t)(o->max_batch > o->n_seq ? o->max_batch : o->n_seq);
     g->MR = (int)MR;
     size_t N = (size_t)o->max_ctx, TB = (size_t)o->max_batch;
-    if (dalloc(g, &g->h, 4 * MR * g->H, err, "activations") ||
-        dalloc(g, &g->qkv, 4 * MR * g->nqkv_max, err, "activations") ||
-        dalloc(g, &g->gu, 4 * MR * 2 * g->ffn, err, "activations") ||
-        dalloc(g, &g->logits, 4 * MR * g->nv, err, "logits") ||
-        dalloc(g, &g->xn16, 2 * MR * g->H, err, "activations") ||
-        dalloc(g, &g->act16, 2 * MR * g->ffn, err, "activations") ||
-        dalloc(g, &g->q16, 2 * MR * g->qd, err, "activations") ||
-        dalloc(g, &g->att16, 2 * MR * g->qd, err, "activations") ||
-        dalloc(g, &g->d_tok, 4 * MR, err, "tokens") || dalloc(g, &g->d_tgt, 4 * MR, err, "targets") ||
-        dalloc(g, &g->d_nll, 8 * MR, err, "nll") || dalloc(g, &g->d_pos, 4 * (size_t)o->n_seq, err, "positions"))
+    if (dalloc(g, &g->buf.h, 4 * MR * g->H, err, "activations") ||
+        dalloc(g, &g->buf.qkv, 4 * MR * g->nqkv_max, err, "activations") ||
+        dalloc(g, &g->buf.gu, 4 * MR * 2 * g->ffn, err, "activations") ||
+        dalloc(g, &g->buf.logits, 4 * MR * g->nv, err, "logits") ||
+        dalloc(g, &g->buf.xn16, 2 * MR * g->H, err, "activations") ||
+        dalloc(g, &g->buf.act16, 2 * MR * g->ffn, err, "activations") ||
+        dalloc(g, &g->buf.q16, 2 * MR * g->qd, err, "activations") ||
+        dalloc(g, &g->buf.att16, 2 * MR * g->qd, err, "activations") ||
+        dalloc(g, &g->buf.d_tok, 4 * MR, err, "tokens") || dalloc(g, &g->buf.d_tgt, 4 * MR, err, "targets") ||
+        dalloc(g, &g->buf.d_nll, 8 * MR, err, "nll") ||
+        dalloc(g, &g->seq.d_pos, 4 * (size_t)o->n_seq, err, "positions"))
         return -1;
     /* prefill / reference attention: materialised K/V and score matrices */
-    if (dalloc(g, &g->Lk16, 2 * N * g->dk_max, err, "K materialisation") ||
-        dalloc(g, &g->Vm16, 2 * N * g->dv_max, err, "V materialisation") ||
-        dalloc(g, &g->Km16, 2 * N * g->kvd, err, "K materialisation") ||
-        (g->any_latent_k && dalloc(g, &g->Kpre, 4 * N * g->kvd, err, "K reconstruction")) ||
-        dalloc(g, &g->S, 4 * (size_t)g->nh * TB * N, err, "attention scores") ||
-        dalloc(g, &g->P, 2 * (size_t)g->nh * TB * N, err, "attention probabilities") ||
-        dalloc(g, &g->U16, 2 * MR * g->nh * g->vr_max, err, "latent mix"))
+    if (dalloc(g, &g->buf.Lk16, 2 * N * g->dk_max, err, "K materialisation") ||
+        dalloc(g, &g->buf.Vm16, 2 * N * g->dv_max, err, "V materialisation") ||
+        dalloc(g, &g->buf.Km16, 2 * N * g->kvd, err, "K materialisation") ||
+        (g->any_latent_k && dalloc(g, &g->buf.Kpre, 4 * N * g->kvd, err, "K reconstruction")) ||
+        dalloc(g, &g->buf.S, 4 * (size_t)g->nh * TB * N, err, "attention scores") ||
+        dalloc(g, &g->buf.P, 2 * (size_t)g->nh * TB * N, err, "attention probabilities") ||
+        dalloc(g, &g->buf.U16, 2 * MR * g->nh * g->vr_max, err, "latent mix"))
         return -1;
-    if (o->score && (dalloc(g, &g->Lkq16, 2 * N * g->dk_max, err, "score") ||
-                     dalloc(g, &g->Vmq16, 2 * N * g->dv_max, err, "score") ||
-                     dalloc(g, &g->Kmq16, 2 * N * g->kvd, err, "score") ||
-                     dalloc(g, &g->Sq, 4 * (size_t)g->nh * TB * N, err, "score") ||
-                     dalloc(g, &g->Pq, 2 * (size_t)g->nh * TB * N, err, "score")))
+    if (o->score && (dalloc(g, &g->buf.Lkq16, 2 * N * g->dk_max, err, "score") ||
+                     dalloc(g, &g->buf.Vmq16, 2 * N * g->dv_max, err, "score") ||
+                     dalloc(g, &g->buf.Kmq16, 2 * N * g->kvd, err, "score") ||
+                     dalloc(g, &g->buf.Sq, 4 * (size_t)g->nh * TB * N, err, "score") ||
+                     dalloc(g, &g->buf.Pq, 2 * (size_t)g->nh * TB * N, err, "score")))
         return -1;
     return 0;
 }
@@ -385,20 +473,20 @@ static int engine_finish(alrd_gpu *g, alrd_error *err) {
         a->kmode = y->kmode;
         a->kr = y->kr;
         a->vr = y->vr;
-        a->kA = y->kA;
+        a->kA = y->w.kA;
         if (y->kr) { /* a second, reordered copy of A_k (derived from kA: not counted as weights; freed with
                       * the engine's other allocations) */
             uint16_t *kAf;
             if (dalloc(g, &kAf, 2 * alrd_gpu_attn_ak_halves(g->nkv, g->hd, y->kr), err, "weights")) return -1;
-            const int e = alrd_gpu_attn_pack_ak(y->kA, g->nkv, g->hd, y->kr, kAf, g->st);
+            const int e = alrd_gpu_attn_pack_ak(y->w.kA, g->nkv, g->hd, y->kr, kAf, g->st);
             if (e) return cuerr(err, "A_k reorder", (cudaError_t)e);
             a->kAf = kAf;
         }
-        a->bk = y->bk_lat;
+        a->bk = y->w.bk_lat;
         a->ks = y->ks;
         a->vs = y->vs;
-        a->cos_tab = g->cos_tab;
-        a->sin_tab = g->sin_tab;
+        a->cos_tab = g->w.cos_tab;
+        a->sin_tab = g->w.sin_tab;
         a->scale = 1.0f / sqrtf((float)g->hd);
         size_t sm = alrd_gpu_attn_smem(a, g->smem_optin);
         if (sm && want_head_split(g, a)) {
@@ -419,7 +507,7 @@ static int engine_finish(alrd_gpu *g, alrd_error *err) {
         y->nsplit = y->fused_ok ? layer_nsplit(g, &y->al) : 1;
         if (y->nsplit > g->nsplit) g->nsplit = y->nsplit;
     }
-    if (dalloc(g, &g->attn_work, 4 * alrd_gpu_attn_work_floats(g->nh, g->o.n_seq, g->nsplit, g->vw_max), err,
+    if (dalloc(g, &g->buf.attn_work, 4 * alrd_gpu_attn_work_floats(g->nh, g->o.n_seq, g->nsplit, g->vw_max), err,
                "attention work"))
         return -1;
     cudaError_t e = cudaStreamSynchronize(g->st);
@@ -437,7 +525,7 @@ static int upload_f32(alrd_gpu *g, float **dst, const float *src, size_t n, alrd
     *dst = NULL;
     if (!src) return 0;
     if (dalloc(g, dst, 4 * n, err, "weights")) return -1;
-    g->weight_bytes += 4 * n;
+    g->w.bytes += 4 * n;
     return cudaMemcpyAsync(*dst, src, 4 * n, cudaMemcpyHostToDevice, g->st) != cudaSuccess
                ? alrd_errf(err, "gpu: weight upload failed")
                : 0;
@@ -445,7 +533,7 @@ static int upload_f32(alrd_gpu *g, float **dst, const float *src, size_t n, alrd
 
 static int walloc16(alrd_gpu *g, uint16_t **p, size_t n, alrd_error *err) {
     if (dalloc(g, p, 2 * n, err, "weights")) return -1;
-    g->weight_bytes += 2 * n;
+    g->w.bytes += 2 * n;
     return 0;
 }
 
@@ -473,7 +561,7 @@ static int fold_wo(alrd_gpu *g, glayer *y, const alrd_layer *S, float *staging, 
                          A + ((size_t)grp * g->gh + (size_t)j * hd) * vr, (int)vr, wo + (size_t)h * hd, (int)qd,
                          &zero, out + (size_t)h * vr, y->wo_k) != CUBLAS_STATUS_SUCCESS;
     }
-    if (!rc) rc = alrd_gpu_f32_to_f16(out, y->wo, H * y->wo_k, g->st);
+    if (!rc) rc = alrd_gpu_f32_to_f16(out, y->w.o, H * y->wo_k, g->st);
     if (!rc) rc = cudaStreamSynchronize(g->st) != cudaSuccess; /* staging is reused */
     if (rc) return alrd_errf(err, "gpu: folding A_v into o_proj failed");
     for (size_t n = 0; n < H; n++) {
@@ -525,39 +613,40 @@ extern "C" int alrd_gpu_new(alrd_gpu **out, const alrd_model *m, const alrd_gpu_
         return alrd_errf(err, "gpu: out of host memory");
     }
     if (dalloc(g, &staging, 4 * stage, err, "staging")) goto fail;
-    if (walloc16(g, &g->embed, (size_t)g->nv * H, err) || upload_f16(g, g->embed, m->embed, (size_t)g->nv * H, staging))
+    if (walloc16(g, &g->w.embed, (size_t)g->nv * H, err) ||
+        upload_f16(g, g->w.embed, m->embed, (size_t)g->nv * H, staging))
         goto upfail;
-    if (m->lm_head == m->embed) g->lm_head = g->embed;
-    else if (walloc16(g, &g->lm_head, (size_t)g->nv * H, err) ||
-             upload_f16(g, g->lm_head, m->lm_head, (size_t)g->nv * H, staging))
+    if (m->lm_head == m->embed) g->w.lm_head = g->w.embed;
+    else if (walloc16(g, &g->w.lm_head, (size_t)g->nv * H, err) ||
+             upload_f16(g, g->w.lm_head, m->lm_head, (size_t)g->nv * H, staging))
         goto upfail;
-    if (upload_f32(g, &g->final_norm, m->final_norm, H, err)) goto fail;
+    if (upload_f32(g, &g->w.final_norm, m->final_norm, H, err)) goto fail;
     for (int l = 0; l < g->L; l++) {
         glayer *y = &g->ly[l];
         alrd_layer view;
         const alrd_layer *S = alrd_model_layer(m, l, &view, err); /* a lazy model materializes it here */
         if (!S) goto fail;
-        if (walloc16(g, &y->w_qkv, (size_t)y->nqkv * H, err) || walloc16(g, &y->wo, H * y->wo_k, err) ||
-            walloc16(g, &y->w_gu, 2 * ffn * H, err) || walloc16(g, &y->w_down, H * ffn, err))
+        if (walloc16(g, &y->w.qkv, (size_t)y->nqkv * H, err) || walloc16(g, &y->w.o, H * y->wo_k, err) ||
+            walloc16(g, &y->w.gu, 2 * ffn * H, err) || walloc16(g, &y->w.down, H * ffn, err))
             goto fail;
-        if (upload_f16(g, y->w_qkv, S->wq, qd * H, staging) ||
-            upload_f16(g, y->w_qkv + qd * H, y->kr ? S->kB : S->wk, (size_t)y->dk * H, staging) ||
-            upload_f16(g, y->w_qkv + (qd + y->dk) * H, y->vr ? S->vB : S->wv, (size_t)y->dv * H, staging) ||
-            (!y->vr && upload_f16(g, y->wo, S->wo, H * qd, staging)) ||
-            upload_f16(g, y->w_gu, S->w_gate, ffn * H, staging) ||
-            upload_f16(g, y->w_gu + ffn * H, S->w_up, ffn * H, staging) ||
-            upload_f16(g, y->w_down, S->w_down, H * ffn, staging))
+        if (upload_f16(g, y->w.qkv, S->wq, qd * H, staging) ||
+            upload_f16(g, y->w.qkv + qd * H, y->kr ? S->kB : S->wk, (size_t)y->dk * H, staging) ||
+            upload_f16(g, y->w.qkv + (qd + y->dk) * H, y->vr ? S->vB : S->wv, (size_t)y->dv * H, staging) ||
+            (!y->vr && upload_f16(g, y->w.o, S->wo, H * qd, staging)) ||
+            upload_f16(g, y->w.gu, S->w_gate, ffn * H, staging) ||
+            upload_f16(g, y->w.gu + ffn * H, S->w_up, ffn * H, staging) ||
+            upload_f16(g, y->w.down, S->w_down, H * ffn, staging))
             goto upfail;
-        if (y->kr && (walloc16(g, &y->kA, (size_t)g->n_groups * gh * y->kr, err) ||
-                      upload_f16(g, y->kA, S->kA, (size_t)g->n_groups * gh * y->kr, staging)))
+        if (y->kr && (walloc16(g, &y->w.kA, (size_t)g->n_groups * gh * y->kr, err) ||
+                      upload_f16(g, y->w.kA, S->kA, (size_t)g->n_groups * gh * y->kr, staging)))
             goto upfail;
         if (y->vr && fold_wo(g, y, S, staging, bo_fold, err)) goto fail;
-        if (upload_f32(g, &y->attn_norm, S->attn_norm, H, err) || upload_f32(g, &y->ffn_norm, S->ffn_norm, H, err) ||
-            upload_f32(g, &y->bq, S->bq, qd, err) ||
-            upload_f32(g, &y->bo, y->vr && (S->bo || S->bv) ? bo_fold : S->bo, H, err))
+        if (upload_f32(g, &y->w.attn_norm, S->attn_norm, H, err) ||
+            upload_f32(g, &y->w.ffn_norm, S->ffn_norm, H, err) || upload_f32(g, &y->w.bq, S->bq, qd, err) ||
+            upload_f32(g, &y->w.bo, y->vr && (S->bo || S->bv) ? bo_fold : S->bo, H, err))
             goto fail;
-        if (upload_f32(g, y->kr ? &y->bk_lat : &y->bk_full, S->bk, g->kvd, err) ||
-            (!y->vr && upload_f32(g, &y->bv_full, S->bv, g->kvd, err)))
+        if (upload_f32(g, y->kr ? &y->w.bk_lat : &y->w.bk_full, S->bk, g->kvd, err) ||
+            (!y->vr && upload_f32(g, &y->w.bv_full, S->bv, g->kvd, err)))
             goto fail;
         cudaStreamSynchronize(g->st); /* staging is reused */
     }
@@ -593,14 +682,15 @@ extern "C" int alrd_gpu_new_synthetic(alrd_gpu **out, const alrd_config *cfg, in
     float sH = sqrtf(3.0f / H), sQ = sqrtf(3.0f / qd), sF = sqrtf(3.0f / ffn);
 #define RF16(p, n, sc) (walloc16(g, &(p), (n), err) || alrd_gpu_fill_f16((p), (n), (sc), 0.0f, ++sd, g->st))
 #define ONES(p, n) (dalloc(g, &(p), 4 * (n), err, "weights") || alrd_gpu_fill_f32((p), (n), 0.0f, 1.0f, 0, g->st))
-    if (RF16(g->embed, (size_t)g->nv * H, 1.0f) || ONES(g->final_norm, H)) goto fail;
-    g->lm_head = g->embed;
+    if (RF16(g->w.embed, (size_t)g->nv * H, 1.0f) || ONES(g->w.final_norm, H)) goto fail;
+    g->w.lm_head = g->w.embed;
     for (int l = 0; l < g->L; l++) {
         glayer *y = &g->ly[l];
-        if (RF16(y->w_qkv, (size_t)y->nqkv * H, sH) || RF16(y->wo, H * y->wo_k, sQ) || RF16(y->w_gu, 2 * ffn * H, sH) ||
-            RF16(y->w_down, H * ffn, sF) || ONES(y->attn_norm, H) || ONES(y->ffn_norm, H))
+        if (RF16(y->w.qkv, (size_t)y->nqkv * H, sH) || RF16(y->w.o, H * y->wo_k, sQ) ||
+            RF16(y->w.gu, 2 * ffn * H, sH) || RF16(y->w.down, H * ffn, sF) || ONES(y->w.attn_norm, H) ||
+            ONES(y->w.ffn_norm, H))
             goto fail;
-        if (y->kr && RF16(y->kA, (size_t)g->n_groups * gh * y->kr, sqrtf(3.0f / y->kr))) goto fail;
+        if (y->kr && RF16(y->w.kA, (size_t)g->n_groups * gh * y->kr, sqrtf(3.0f / y->kr))) goto fail;
     }
 #undef RF16
 #undef ONES
@@ -615,14 +705,14 @@ fail:
 extern "C" void alrd_gpu_free(alrd_gpu *g) {
     if (!g) return;
     if (g->st) cudaStreamSynchronize(g->st);
-    if (g->gexec) cudaGraphExecDestroy(g->gexec);
+    if (g->seq.gexec) cudaGraphExecDestroy(g->seq.gexec);
     for (int i = 0; i < g->n_allocs; i++) cudaFree(g->allocs[i]);
     free(g->allocs);
     if (g->cb) cublasDestroy(g->cb);
     if (g->st) cudaStreamDestroy(g->st);
     free(g->k_bits);
     free(g->v_bits);
-    free(g->pos);
+    free(g->seq.pos);
     free(g->ly);
     free(g);
 }
@@ -630,24 +720,24 @@ extern "C" void alrd_gpu_free(alrd_gpu *g) {
 /* ---- state ------------------------------------------------------------- */
 
 static void upload_pos(alrd_gpu *g) {
-    FAILS(g, cudaMemcpyAsync(g->d_pos, g->pos, sizeof(int) * g->o.n_seq, cudaMemcpyHostToDevice, g->st));
+    FAILS(g, cudaMemcpyAsync(g->seq.d_pos, g->seq.pos, sizeof(int) * g->o.n_seq, cudaMemcpyHostToDevice, g->st));
 }
 
 extern "C" void alrd_gpu_reset(alrd_gpu *g, int seq) {
     for (int b = 0; b < g->o.n_seq; b++)
-        if (seq < 0 || b == seq) g->pos[b] = 0;
+        if (seq < 0 || b == seq) g->seq.pos[b] = 0;
     upload_pos(g);
     cudaStreamSynchronize(g->st);
 }
 
-extern "C" int alrd_gpu_pos(const alrd_gpu *g, int seq) { return seq >= 0 && seq < g->o.n_seq ? g->pos[seq] : -1; }
+extern "C" int alrd_gpu_pos(const alrd_gpu *g, int seq) { return seq >= 0 && seq < g->o.n_seq ? g->seq.pos[seq] : -1; }
 
 extern "C" size_t alrd_gpu_cache_bytes(const alrd_gpu *g, int seq) {
     if (seq < 0 || seq >= g->o.n_seq) return 0;
     size_t t = 0;
     for (int l = 0; l < g->L; l++)
         t += alrd_kv_cache_layer_bytes(g->ly[l].dk, g->ly[l].dv, g->ly[l].kb, g->ly[l].vb, g->o.group_size,
-                                       g->o.residual, g->o.use_kivi, g->pos[seq]);
+                                       g->o.residual, g->o.use_kivi, g->seq.pos[seq]);
     return t;
 }
 
@@ -657,9 +747,9 @@ extern "C" void alrd_gpu_profile(int on) { (void)(on ? cudaProfilerStart() : cud
 
 extern "C" void alrd_gpu_set_attn(alrd_gpu *g, int attn) {
     g->attn = attn;
-    if (g->gexec) cudaGraphExecDestroy(g->gexec);
-    g->gexec = NULL;
-    g->graph_state = 0;
+    if (g->seq.gexec) cudaGraphExecDestroy(g->seq.gexec);
+    g->seq.gexec = NULL;
+    g->seq.graph_state = 0;
 }
 
 extern "C" int alrd_gpu_fused_ok(const alrd_gpu *g) { return g->fused_all; }
@@ -683,12 +773,12 @@ extern "C" int alrd_gpu_sync(alrd_gpu *g, alrd_error *err) {
 static void build_keys(alrd_gpu *g, glayer *y, const uint16_t *src, uint16_t *dst, int r0, int nk) {
     if (nk <= r0) return;
     if (y->kmode == ALRD_GPU_K_LATENT) {
-        FAILS(g, gsb(g, CUBLAS_OP_T, CUBLAS_OP_N, g->gh, nk, y->kr, 1.0f, y->kA, y->kr, (long long)g->gh * y->kr, src,
-                     y->dk, y->kr, 0.0f, g->Kpre, CUDA_R_32F, g->kvd, g->gh, g->n_groups));
-        FAILS(g, alrd_gpu_rope_rows(g->Kpre, NULL, g->kvd, y->bk_lat, r0, nk, g->nkv, g->hd, g->cos_tab, g->sin_tab,
-                                    dst, g->kvd, g->st));
+        FAILS(g, gsb(g, CUBLAS_OP_T, CUBLAS_OP_N, g->gh, nk, y->kr, 1.0f, y->w.kA, y->kr, (long long)g->gh * y->kr, src,
+                     y->dk, y->kr, 0.0f, g->buf.Kpre, CUDA_R_32F, g->kvd, g->gh, g->n_groups));
+        FAILS(g, alrd_gpu_rope_rows(g->buf.Kpre, NULL, g->kvd, y->w.bk_lat, r0, nk, g->nkv, g->hd, g->w.cos_tab,
+                                    g->w.sin_tab, dst, g->kvd, g->st));
     } else {
-        FAILS(g, alrd_gpu_rope_rows(NULL, src, y->dk, NULL, r0, nk, g->nkv, g->hd, g->cos_tab, g->sin_tab, dst,
+        FAILS(g, alrd_gpu_rope_rows(NULL, src, y->dk, NULL, r0, nk, g->nkv, g->hd, g->w.cos_tab, g->w.sin_tab, dst,
                                     g->kvd, g->st));
     }
 }
@@ -699,35 +789,35 @@ static void build_keys(alrd_gpu *g, glayer *y, const uint16_t *src, uint16_t *ds
  * folded in), full values the heads' outputs in att16 ([T][n_heads * hd]). */
 static void attn_core(alrd_gpu *g, glayer *y, int T, int nk, int p0, const uint16_t *q16, uint16_t *att16, int urow,
                       const uint16_t *Kq, const uint16_t *Vq, int first, int k_mode, int v_mode) {
-    uint16_t *U = g->U16 + (size_t)urow * g->nh * y->vr; /* latent mixes of row urow on */
+    uint16_t *U = g->buf.U16 + (size_t)urow * g->nh * y->vr; /* latent mixes of row urow on */
     const int hd = g->hd, qd = g->qd, kvd = g->kvd, per = g->per_kv;
     const long long hs = (long long)T * nk;
     const float scale = 1.0f / sqrtf((float)hd);
     for (int k = 0; k < g->nkv; k++) {
         int h0 = k * per;
-        FAILS(g, gsb(g, CUBLAS_OP_T, CUBLAS_OP_N, nk, T, hd, scale, g->Km16 + (size_t)k * hd, kvd, 0,
-                     q16 + (size_t)h0 * hd, qd, hd, 0.0f, g->S + h0 * hs, CUDA_R_32F, nk, hs, per));
+        FAILS(g, gsb(g, CUBLAS_OP_T, CUBLAS_OP_N, nk, T, hd, scale, g->buf.Km16 + (size_t)k * hd, kvd, 0,
+                     q16 + (size_t)h0 * hd, qd, hd, 0.0f, g->buf.S + h0 * hs, CUDA_R_32F, nk, hs, per));
         if (Kq)
             FAILS(g, gsb(g, CUBLAS_OP_T, CUBLAS_OP_N, nk, T, hd, scale, Kq + (size_t)k * hd, kvd, 0,
-                         q16 + (size_t)h0 * hd, qd, hd, 0.0f, g->Sq + h0 * hs, CUDA_R_32F, nk, hs, per));
+                         q16 + (size_t)h0 * hd, qd, hd, 0.0f, g->buf.Sq + h0 * hs, CUDA_R_32F, nk, hs, per));
     }
-    FAILS(g, alrd_gpu_softmax(g->S, Kq ? g->Sq : NULL, g->P, Vq ? g->Pq : NULL, g->nh, (size_t)hs, T, nk, p0, 1.0f,
-                              first, g->o.residual, k_mode, v_mode, g->st));
+    FAILS(g, alrd_gpu_softmax(g->buf.S, Kq ? g->buf.Sq : NULL, g->buf.P, Vq ? g->buf.Pq : NULL, g->nh, (size_t)hs, T,
+                              nk, p0, 1.0f, first, g->o.residual, k_mode, v_mode, g->st));
     for (int k = 0; k < g->nkv; k++) {
         int h0 = k * per;
         if (y->vr) {
             int gg = k / g->group_heads, vr = y->vr;
-            FAILS(g, gsb(g, CUBLAS_OP_N, CUBLAS_OP_N, vr, T, nk, 1.0f, g->Vm16 + (size_t)gg * vr, y->dv, 0,
-                         g->P + h0 * hs, nk, hs, 0.0f, U + (size_t)h0 * vr, CUDA_R_16F, g->nh * vr, vr, per));
+            FAILS(g, gsb(g, CUBLAS_OP_N, CUBLAS_OP_N, vr, T, nk, 1.0f, g->buf.Vm16 + (size_t)gg * vr, y->dv, 0,
+                         g->buf.P + h0 * hs, nk, hs, 0.0f, U + (size_t)h0 * vr, CUDA_R_16F, g->nh * vr, vr, per));
             if (Vq)
                 FAILS(g, gsb(g, CUBLAS_OP_N, CUBLAS_OP_N, vr, T, nk, 1.0f, Vq + (size_t)gg * vr, y->dv, 0,
-                             g->Pq + h0 * hs, nk, hs, 1.0f, U + (size_t)h0 * vr, CUDA_R_16F, g->nh * vr, vr, per));
+                             g->buf.Pq + h0 * hs, nk, hs, 1.0f, U + (size_t)h0 * vr, CUDA_R_16F, g->nh * vr, vr, per));
         } else {
-            FAILS(g, gsb(g, CUBLAS_OP_N, CUBLAS_OP_N, hd, T, nk, 1.0f, g->Vm16 + (size_t)k * hd, y->dv, 0,
-                         g->P + h0 * hs, nk, hs, 0.0f, att16 + (size_t)h0 * hd, CUDA_R_16F, qd, hd, per));
+            FAILS(g, gsb(g, CUBLAS_OP_N, CUBLAS_OP_N, hd, T, nk, 1.0f, g->buf.Vm16 + (size_t)k * hd, y->dv, 0,
+                         g->buf.P + h0 * hs, nk, hs, 0.0f, att16 + (size_t)h0 * hd, CUDA_R_16F, qd, hd, per));
             if (Vq)
                 FAILS(g, gsb(g, CUBLAS_OP_N, CUBLAS_OP_N, hd, T, nk, 1.0f, Vq + (size_t)k * hd, y->dv, 0,
-                             g->Pq + h0 * hs, nk, hs, 1.0f, att16 + (size_t)h0 * hd, CUDA_R_16F, qd, hd, per));
+                             g->buf.Pq + h0 * hs, nk, hs, 1.0f, att16 + (size_t)h0 * hd, CUDA_R_16F, qd, hd, per));
         }
     }
 }
@@ -747,7 +837,7 @@ static int fused_norm(const alrd_gpu *g, int T) {
 
 static alrd_gpu_gemv_op norm_op(const alrd_gpu *g, int T, int N, const float *gamma, const uint16_t *W) {
     alrd_gpu_gemv_op op = gemv_op(g, T, N, g->H, W);
-    op.h = g->h;
+    op.h = g->buf.h;
     op.gamma = gamma;
     op.eps = g->cfg.rms_eps;
     op.ldh = g->H;
@@ -764,26 +854,26 @@ static void norm_lin(alrd_gpu *g, int r0, int T, int N, const float *gamma, cons
         FAILS(g, alrd_gpu_gemv_run(&op, g->st));
         return;
     }
-    FAILS(g, alrd_gpu_rmsnorm(g->h + (size_t)r0 * g->H, gamma, T, g->H, g->cfg.rms_eps, g->xn16, g->st));
-    FAILS(g, lin(g, T, N, g->H, g->xn16, g->H, W, Y, N, 0.0f));
+    FAILS(g, alrd_gpu_rmsnorm(g->buf.h + (size_t)r0 * g->H, gamma, T, g->H, g->cfg.rms_eps, g->buf.xn16, g->st));
+    FAILS(g, lin(g, T, N, g->H, g->buf.xn16, g->H, W, Y, N, 0.0f));
 }
 
 /* o_proj (+ residual), then the MLP (+ residual), for T rows. */
 static void post_attn(alrd_gpu *g, glayer *y, int T) {
     const int H = g->H, ffn = g->ffn;
-    FAILS(g, lin(g, T, H, y->wo_k, y->vr ? g->U16 : g->att16, y->wo_k, y->wo, g->h, H, 1.0f));
-    if (y->bo) FAILS(g, alrd_gpu_add_bias_f32(g->h, T, H, y->bo, g->st));
+    FAILS(g, lin(g, T, H, y->wo_k, y->vr ? g->buf.U16 : g->buf.att16, y->wo_k, y->w.o, g->buf.h, H, 1.0f));
+    if (y->w.bo) FAILS(g, alrd_gpu_add_bias_f32(g->buf.h, T, H, y->w.bo, g->st));
     if (fused_norm(g, T)) {
-        alrd_gpu_gemv_op op = norm_op(g, T, ffn, y->ffn_norm, y->w_gu);
-        op.act = g->act16;
+        alrd_gpu_gemv_op op = norm_op(g, T, ffn, y->w.ffn_norm, y->w.gu);
+        op.act = g->buf.act16;
         op.ldact = ffn;
         FAILS(g, alrd_gpu_gemv_run(&op, g->st));
     } else {
-        FAILS(g, alrd_gpu_rmsnorm(g->h, y->ffn_norm, T, H, g->cfg.rms_eps, g->xn16, g->st));
-        FAILS(g, lin(g, T, 2 * ffn, H, g->xn16, H, y->w_gu, g->gu, 2 * ffn, 0.0f));
-        FAILS(g, alrd_gpu_silu_mul(g->gu, T, ffn, g->act16, g->st));
+        FAILS(g, alrd_gpu_rmsnorm(g->buf.h, y->w.ffn_norm, T, H, g->cfg.rms_eps, g->buf.xn16, g->st));
+        FAILS(g, lin(g, T, 2 * ffn, H, g->buf.xn16, H, y->w.gu, g->buf.gu, 2 * ffn, 0.0f));
+        FAILS(g, alrd_gpu_silu_mul(g->buf.gu, T, ffn, g->buf.act16, g->st));
     }
-    FAILS(g, lin(g, T, H, ffn, g->act16, ffn, y->w_down, g->h, H, 1.0f));
+    FAILS(g, lin(g, T, H, ffn, g->buf.act16, ffn, y->w.down, g->buf.h, H, 1.0f));
 }
 
 enum { MODE_PREFILL = 0, MODE_SCORE = 1, MODE_SCORE_DECODE = 2 };
@@ -793,43 +883,44 @@ enum { MODE_PREFILL = 0, MODE_SCORE = 1, MODE_SCORE_DECODE = 2 };
 static void layer_prefill(alrd_gpu *g, int l, int b, int T, int p0, int mode, int first) {
     glayer *y = &g->ly[l];
     const int H = g->H, qd = g->qd, nk = p0 + T;
-    FAILS(g, alrd_gpu_rmsnorm(g->h, y->attn_norm, T, H, g->cfg.rms_eps, g->xn16, g->st));
-    if (g->d_gram && mode == MODE_PREFILL) { /* calibration: Gram += xn^T xn in fp64 (lower = row-major upper) */
+    FAILS(g, alrd_gpu_rmsnorm(g->buf.h, y->w.attn_norm, T, H, g->cfg.rms_eps, g->buf.xn16, g->st));
+    if (g->gram.sum && mode == MODE_PREFILL) { /* calibration: Gram += xn^T xn in fp64 (lower = row-major upper) */
         const double one = 1.0;
-        FAILS(g, alrd_gpu_f16_to_f64(g->xn16, g->x64, (size_t)T * H, g->st));
-        FAILS(g, cublasDsyrk(g->cb, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, H, T, &one, g->x64, H, &one,
-                             g->d_gram + (size_t)l * H * H, H) != CUBLAS_STATUS_SUCCESS);
+        FAILS(g, alrd_gpu_f16_to_f64(g->buf.xn16, g->gram.x64, (size_t)T * H, g->st));
+        FAILS(g, cublasDsyrk(g->cb, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, H, T, &one, g->gram.x64, H, &one,
+                             g->gram.sum + (size_t)l * H * H, H) != CUBLAS_STATUS_SUCCESS);
     }
-    FAILS(g, lin(g, T, y->nqkv, H, g->xn16, H, y->w_qkv, g->qkv, y->nqkv, 0.0f));
-    FAILS(g, alrd_gpu_qkv_post(g->qkv, T, y->nqkv, g->nh, g->hd, y->dk, y->dv, y->bq, y->bk_full, y->bv_full, NULL, p0,
-                               g->cos_tab, g->sin_tab, g->q16, g->Lk16, g->Vm16, y->dk, y->dv, g->st));
+    FAILS(g, lin(g, T, y->nqkv, H, g->buf.xn16, H, y->w.qkv, g->buf.qkv, y->nqkv, 0.0f));
+    FAILS(g, alrd_gpu_qkv_post(g->buf.qkv, T, y->nqkv, g->nh, g->hd, y->dk, y->dv, y->w.bq, y->w.bk_full, y->w.bv_full,
+                               NULL, p0, g->w.cos_tab, g->w.sin_tab, g->buf.q16, g->buf.Lk16, g->buf.Vm16, y->dk, y->dv,
+                               g->st));
     if (p0 > 0) {
-        if (y->kmode == ALRD_GPU_K_ROPED) FAILS(g, alrd_gpu_materialize(&y->ks, b, p0, p0, g->Km16, g->kvd, g->st));
-        else FAILS(g, alrd_gpu_materialize(&y->ks, b, p0, p0, g->Lk16, y->dk, g->st));
-        FAILS(g, alrd_gpu_materialize(&y->vs, b, p0, p0, g->Vm16, y->dv, g->st));
+        if (y->kmode == ALRD_GPU_K_ROPED) FAILS(g, alrd_gpu_materialize(&y->ks, b, p0, p0, g->buf.Km16, g->kvd, g->st));
+        else FAILS(g, alrd_gpu_materialize(&y->ks, b, p0, p0, g->buf.Lk16, y->dk, g->st));
+        FAILS(g, alrd_gpu_materialize(&y->vs, b, p0, p0, g->buf.Vm16, y->dv, g->st));
     }
-    build_keys(g, y, g->Lk16, g->Km16, y->kmode == ALRD_GPU_K_ROPED ? p0 : 0, nk);
+    build_keys(g, y, g->buf.Lk16, g->buf.Km16, y->kmode == ALRD_GPU_K_ROPED ? p0 : 0, nk);
     const uint16_t *Kq = NULL, *Vq = NULL;
     int k_mode = 0, v_mode = 0;
     if (mode == MODE_SCORE_DECODE) {
         if (y->kb < 16) {
-            FAILS(g, alrd_gpu_fake_quant(&y->ks, 0, g->qkv, y->nqkv, qd, T, g->Lkq16, y->dk, g->st));
-            build_keys(g, y, g->Lkq16, g->Kmq16, 0, nk);
-            Kq = g->Kmq16;
+            FAILS(g, alrd_gpu_fake_quant(&y->ks, 0, g->buf.qkv, y->nqkv, qd, T, g->buf.Lkq16, y->dk, g->st));
+            build_keys(g, y, g->buf.Lkq16, g->buf.Kmq16, 0, nk);
+            Kq = g->buf.Kmq16;
             k_mode = g->o.use_kivi ? 1 : 2;
         }
         if (y->vb < 16) {
-            FAILS(g, alrd_gpu_fake_quant(&y->vs, 0, g->qkv, y->nqkv, qd + y->dk, T, g->Vmq16, y->dv, g->st));
-            Vq = g->Vmq16;
+            FAILS(g, alrd_gpu_fake_quant(&y->vs, 0, g->buf.qkv, y->nqkv, qd + y->dk, T, g->buf.Vmq16, y->dv, g->st));
+            Vq = g->buf.Vmq16;
             v_mode = 2;
         }
     }
-    attn_core(g, y, T, nk, p0, g->q16, g->att16, 0, Kq, Vq, first, k_mode, v_mode);
+    attn_core(g, y, T, nk, p0, g->buf.q16, g->buf.att16, 0, Kq, Vq, first, k_mode, v_mode);
     if (mode == MODE_PREFILL) {
-        FAILS(g, alrd_gpu_append_prefill(&y->ks, b, g->qkv, y->nqkv, qd, p0, T, g->hd, g->cos_tab, g->sin_tab, NULL, 0,
-                                         g->st));
-        FAILS(g, alrd_gpu_append_prefill(&y->vs, b, g->qkv, y->nqkv, qd + y->dk, p0, T, g->hd, g->cos_tab, g->sin_tab,
+        FAILS(g, alrd_gpu_append_prefill(&y->ks, b, g->buf.qkv, y->nqkv, qd, p0, T, g->hd, g->w.cos_tab, g->w.sin_tab,
                                          NULL, 0, g->st));
+        FAILS(g, alrd_gpu_append_prefill(&y->vs, b, g->buf.qkv, y->nqkv, qd + y->dk, p0, T, g->hd, g->w.cos_tab,
+                                         g->w.sin_tab, NULL, 0, g->st));
     }
     post_attn(g, y, T);
 }
@@ -838,29 +929,33 @@ static void layer_prefill(alrd_gpu *g, int l, int b, int T, int p0, int mode, in
 static void layer_decode(alrd_gpu *g, int l) {
     glayer *y = &g->ly[l];
     const int qd = g->qd, B = g->o.n_seq;
-    norm_lin(g, 0, B, y->nqkv, y->attn_norm, y->w_qkv, g->qkv);
+    norm_lin(g, 0, B, y->nqkv, y->w.attn_norm, y->w.qkv, g->buf.qkv);
     if (g->knobs.fuse_append) {
-        FAILS(g, alrd_gpu_qkv_append_decode(g->qkv, B, y->nqkv, g->nh, g->hd, y->dk, y->bq, y->bk_full, y->bv_full,
-                                            g->d_pos, g->cos_tab, g->sin_tab, g->q16, &y->ks, &y->vs, g->st));
+        FAILS(g, alrd_gpu_qkv_append_decode(g->buf.qkv, B, y->nqkv, g->nh, g->hd, y->dk, y->w.bq, y->w.bk_full,
+                                            y->w.bv_full, g->seq.d_pos, g->w.cos_tab, g->w.sin_tab, g->buf.q16, &y->ks,
+                                            &y->vs, g->st));
     } else {
-        FAILS(g, alrd_gpu_qkv_post(g->qkv, B, y->nqkv, g->nh, g->hd, y->dk, y->dv, y->bq, y->bk_full, y->bv_full,
-                                   g->d_pos, 0, g->cos_tab, g->sin_tab, g->q16, NULL, NULL, 0, 0, g->st));
-        FAILS(g, alrd_gpu_append_decode(&y->ks, &y->vs, g->qkv, y->nqkv, qd, qd + y->dk, B, g->d_pos, g->hd,
-                                        g->cos_tab, g->sin_tab, g->st));
+        FAILS(g,
+              alrd_gpu_qkv_post(g->buf.qkv, B, y->nqkv, g->nh, g->hd, y->dk, y->dv, y->w.bq, y->w.bk_full, y->w.bv_full,
+                                g->seq.d_pos, 0, g->w.cos_tab, g->w.sin_tab, g->buf.q16, NULL, NULL, 0, 0, g->st));
+        FAILS(g, alrd_gpu_append_decode(&y->ks, &y->vs, g->buf.qkv, y->nqkv, qd, qd + y->dk, B, g->seq.d_pos, g->hd,
+                                        g->w.cos_tab, g->w.sin_tab, g->st));
     }
     if (g->attn == ALRD_GPU_ATTN_FUSED && y->fused_ok) {
-        FAILS(g, alrd_gpu_attn_decode(&y->al, g->q16, g->d_pos, B, y->nsplit, g->vw_max, g->attn_work,
-                                      y->vr ? g->U16 : g->att16, g->st));
+        FAILS(g, alrd_gpu_attn_decode(&y->al, g->buf.q16, g->seq.d_pos, B, y->nsplit, g->vw_max, g->buf.attn_work,
+                                      y->vr ? g->buf.U16 : g->buf.att16, g->st));
     } else {
         for (int b = 0; b < B; b++) { /* reference path: materialise this sequence's cache */
-            int n = g->pos[b] + 1;
-            if (y->kmode == ALRD_GPU_K_ROPED) FAILS(g, alrd_gpu_materialize(&y->ks, b, n, n, g->Km16, g->kvd, g->st));
+            int n = g->seq.pos[b] + 1;
+            if (y->kmode == ALRD_GPU_K_ROPED)
+                FAILS(g, alrd_gpu_materialize(&y->ks, b, n, n, g->buf.Km16, g->kvd, g->st));
             else {
-                FAILS(g, alrd_gpu_materialize(&y->ks, b, n, n, g->Lk16, y->dk, g->st));
-                build_keys(g, y, g->Lk16, g->Km16, 0, n);
+                FAILS(g, alrd_gpu_materialize(&y->ks, b, n, n, g->buf.Lk16, y->dk, g->st));
+                build_keys(g, y, g->buf.Lk16, g->buf.Km16, 0, n);
             }
-            FAILS(g, alrd_gpu_materialize(&y->vs, b, n, n, g->Vm16, y->dv, g->st));
-            attn_core(g, y, 1, n, n - 1, g->q16 + (size_t)b * qd, g->att16 + (size_t)b * qd, b, NULL, NULL, 0, 0, 0);
+            FAILS(g, alrd_gpu_materialize(&y->vs, b, n, n, g->buf.Vm16, y->dv, g->st));
+            attn_core(g, y, 1, n, n - 1, g->buf.q16 + (size_t)b * qd, g->buf.att16 + (size_t)b * qd, b, NULL, NULL, 0,
+                      0, 0);
         }
     }
     post_attn(g, y, B);
@@ -868,7 +963,7 @@ static void layer_decode(alrd_gpu *g, int l) {
 
 /* Final norm + lm_head of `rows` rows of h starting at row r0 into logits. */
 static void head(alrd_gpu *g, int r0, int rows) {
-    norm_lin(g, r0, rows, g->nv, g->final_norm, g->lm_head, g->logits);
+    norm_lin(g, r0, rows, g->nv, g->w.final_norm, g->w.lm_head, g->buf.logits);
 }
 
 static int check_tokens(const alrd_gpu *g, const int32_t *tokens, int n, alrd_error *err) {
@@ -881,80 +976,83 @@ static int check_tokens(const alrd_gpu *g, const int32_t *tokens, int n, alrd_er
 extern "C" int alrd_gpu_prefill(alrd_gpu *g, int seq, const int32_t *tokens, int T, float *logits, int all_logits,
                                 alrd_error *err) {
     if (seq < 0 || seq >= g->o.n_seq) return alrd_errf(err, "gpu: sequence %d out of range", seq);
-    int p0 = g->pos[seq];
+    int p0 = g->seq.pos[seq];
     if (T <= 0 || T > g->o.max_batch || p0 + T > g->o.max_ctx)
         return alrd_errf(err, "gpu: prefill of %d tokens at %d exceeds batch %d / context %d", T, p0, g->o.max_batch,
                          g->o.max_ctx);
     if (check_tokens(g, tokens, T, err)) return -1;
-    FAILS(g, cudaMemcpyAsync(g->d_tok, tokens, sizeof(int32_t) * T, cudaMemcpyHostToDevice, g->st));
-    FAILS(g, alrd_gpu_embed(g->embed, g->d_tok, T, g->H, g->h, g->st));
+    FAILS(g, cudaMemcpyAsync(g->buf.d_tok, tokens, sizeof(int32_t) * T, cudaMemcpyHostToDevice, g->st));
+    FAILS(g, alrd_gpu_embed(g->w.embed, g->buf.d_tok, T, g->H, g->buf.h, g->st));
     for (int l = 0; l < g->L; l++) layer_prefill(g, l, seq, T, p0, MODE_PREFILL, 0);
-    if (g->d_gram) g->gram_rows += T;
+    if (g->gram.sum) g->gram.rows += T;
     if (logits) {
         int rows = all_logits ? T : 1;
         head(g, all_logits ? 0 : T - 1, rows);
-        FAILS(g, cudaMemcpyAsync(logits, g->logits, sizeof(float) * rows * g->nv, cudaMemcpyDeviceToHost, g->st));
+        FAILS(g, cudaMemcpyAsync(logits, g->buf.logits, sizeof(float) * rows * g->nv, cudaMemcpyDeviceToHost, g->st));
     }
-    g->pos[seq] = p0 + T;
+    g->seq.pos[seq] = p0 + T;
     upload_pos(g);
     return alrd_gpu_sync(g, err);
 }
 
 extern "C" int alrd_gpu_gram_enable(alrd_gpu *g, alrd_error *err) {
-    if (g->d_gram) return 0;
+    if (g->gram.sum) return 0;
     size_t HH = (size_t)g->H * g->H;
-    if (dalloc(g, &g->d_gram, sizeof(double) * HH * g->L, err, "calibration statistics") ||
-        dalloc(g, &g->x64, sizeof(double) * g->o.max_batch * g->H, err, "calibration statistics"))
+    if (dalloc(g, &g->gram.sum, sizeof(double) * HH * g->L, err, "calibration statistics") ||
+        dalloc(g, &g->gram.x64, sizeof(double) * g->o.max_batch * g->H, err, "calibration statistics"))
         return -1;
-    g->gram_rows = 0;
+    g->gram.rows = 0;
     return alrd_gpu_sync(g, err);
 }
 
 extern "C" int alrd_gpu_gram_read(alrd_gpu *g, int layer, double *out, long long *n_rows, alrd_error *err) {
-    if (!g->d_gram) return alrd_errf(err, "gpu: calibration statistics are not enabled");
+    if (!g->gram.sum) return alrd_errf(err, "gpu: calibration statistics are not enabled");
     if (layer < 0 || layer >= g->L) return alrd_errf(err, "gpu: layer %d out of range", layer);
     size_t HH = (size_t)g->H * g->H;
-    FAILS(g, cudaMemcpyAsync(out, g->d_gram + (size_t)layer * HH, sizeof(double) * HH, cudaMemcpyDeviceToHost, g->st));
-    if (n_rows) *n_rows = g->gram_rows;
+    FAILS(g,
+          cudaMemcpyAsync(out, g->gram.sum + (size_t)layer * HH, sizeof(double) * HH, cudaMemcpyDeviceToHost, g->st));
+    if (n_rows) *n_rows = g->gram.rows;
     return alrd_gpu_sync(g, err);
 }
 
 static void decode_body(alrd_gpu *g) {
     const int B = g->o.n_seq;
-    FAILS(g, alrd_gpu_embed(g->embed, g->d_tok, B, g->H, g->h, g->st));
+    FAILS(g, alrd_gpu_embed(g->w.embed, g->buf.d_tok, B, g->H, g->buf.h, g->st));
     for (int l = 0; l < g->L; l++) layer_decode(g, l);
     head(g, 0, B);
-    FAILS(g, alrd_gpu_pos_advance(g->d_pos, B, g->st));
+    FAILS(g, alrd_gpu_pos_advance(g->seq.d_pos, B, g->st));
 }
 
 extern "C" int alrd_gpu_decode(alrd_gpu *g, const int32_t *tokens, float *logits, alrd_error *err) {
     const int B = g->o.n_seq;
     for (int b = 0; b < B; b++)
-        if (g->pos[b] + 1 > g->o.max_ctx)
+        if (g->seq.pos[b] + 1 > g->o.max_ctx)
             return alrd_errf(err, "gpu: sequence %d: context full (%d tokens)", b, g->o.max_ctx);
     if (check_tokens(g, tokens, B, err)) return -1;
-    FAILS(g, cudaMemcpyAsync(g->d_tok, tokens, sizeof(int32_t) * B, cudaMemcpyHostToDevice, g->st));
+    FAILS(g, cudaMemcpyAsync(g->buf.d_tok, tokens, sizeof(int32_t) * B, cudaMemcpyHostToDevice, g->st));
     int graphable = g->o.graph && g->attn == ALRD_GPU_ATTN_FUSED && g->fused_all;
-    if (graphable && g->graph_state == 1 && !g->fail) { /* capture the second step; the first warmed cuBLAS up */
+    if (graphable && g->seq.graph_state == 1 && !g->fail) { /* capture the second step; the first warmed cuBLAS up */
         cudaGraph_t graph = NULL;
         cudaError_t e = cudaStreamBeginCapture(g->st, cudaStreamCaptureModeThreadLocal);
         if (e == cudaSuccess) {
             decode_body(g);
             e = cudaStreamEndCapture(g->st, &graph);
         }
-        if (e == cudaSuccess && !g->fail) e = cudaGraphInstantiate(&g->gexec, graph, 0);
+        if (e == cudaSuccess && !g->fail) e = cudaGraphInstantiate(&g->seq.gexec, graph, 0);
         if (graph) cudaGraphDestroy(graph);
-        if (e != cudaSuccess || g->fail) return cuerr(err, "decode graph capture", e != cudaSuccess ? e : cudaErrorUnknown);
-        g->graph_state = 2;
+        if (e != cudaSuccess || g->fail)
+            return cuerr(err, "decode graph capture", e != cudaSuccess ? e : cudaErrorUnknown);
+        g->seq.graph_state = 2;
     }
-    if (graphable && g->graph_state == 2) {
-        FAILS(g, cudaGraphLaunch(g->gexec, g->st));
+    if (graphable && g->seq.graph_state == 2) {
+        FAILS(g, cudaGraphLaunch(g->seq.gexec, g->st));
     } else {
         decode_body(g);
-        if (graphable) g->graph_state = 1;
+        if (graphable) g->seq.graph_state = 1;
     }
-    if (logits) FAILS(g, cudaMemcpyAsync(logits, g->logits, sizeof(float) * B * g->nv, cudaMemcpyDeviceToHost, g->st));
-    for (int b = 0; b < B; b++) g->pos[b]++;
+    if (logits)
+        FAILS(g, cudaMemcpyAsync(logits, g->buf.logits, sizeof(float) * B * g->nv, cudaMemcpyDeviceToHost, g->st));
+    for (int b = 0; b < B; b++) g->seq.pos[b]++;
     return alrd_gpu_sync(g, err);
 }
 
@@ -964,16 +1062,16 @@ extern "C" int alrd_gpu_score(alrd_gpu *g, const int32_t *tokens, int T, int fir
     if (T < 2 || T > g->o.max_batch || first < 0 || first >= T - 1)
         return alrd_errf(err, "gpu: score: %d tokens (first %d) out of range (batch %d)", T, first, g->o.max_batch);
     if (check_tokens(g, tokens, T, err)) return -1;
-    g->pos[0] = 0;
+    g->seq.pos[0] = 0;
     upload_pos(g);
-    FAILS(g, cudaMemcpyAsync(g->d_tok, tokens, sizeof(int32_t) * T, cudaMemcpyHostToDevice, g->st));
-    FAILS(g, alrd_gpu_embed(g->embed, g->d_tok, T, g->H, g->h, g->st));
+    FAILS(g, cudaMemcpyAsync(g->buf.d_tok, tokens, sizeof(int32_t) * T, cudaMemcpyHostToDevice, g->st));
+    FAILS(g, alrd_gpu_embed(g->w.embed, g->buf.d_tok, T, g->H, g->buf.h, g->st));
     for (int l = 0; l < g->L; l++) layer_prefill(g, l, 0, T, 0, decode ? MODE_SCORE_DECODE : MODE_SCORE, first);
     int rows = T - 1 - first;
     head(g, first, rows);
-    FAILS(g, cudaMemcpyAsync(g->d_tgt, tokens + first + 1, sizeof(int32_t) * rows, cudaMemcpyHostToDevice, g->st));
-    FAILS(g, alrd_gpu_nll(g->logits, g->d_tgt, rows, g->nv, g->d_nll, g->st));
-    FAILS(g, cudaMemcpyAsync(nll + first, g->d_nll, sizeof(double) * rows, cudaMemcpyDeviceToHost, g->st));
+    FAILS(g, cudaMemcpyAsync(g->buf.d_tgt, tokens + first + 1, sizeof(int32_t) * rows, cudaMemcpyHostToDevice, g->st));
+    FAILS(g, alrd_gpu_nll(g->buf.logits, g->buf.d_tgt, rows, g->nv, g->buf.d_nll, g->st));
+    FAILS(g, cudaMemcpyAsync(nll + first, g->buf.d_nll, sizeof(double) * rows, cudaMemcpyDeviceToHost, g->st));
     return alrd_gpu_sync(g, err);
 }
 
@@ -990,12 +1088,14 @@ extern "C" int alrd_gpu_fill_random(alrd_gpu *g, int seq, int n, uint64_t seed, 
                 continue;
             }
             FAILS(g, alrd_gpu_fill_u32(s->codes + (size_t)seq * s->seq_words, s->seq_words, ++sd, g->st));
-            FAILS(g, alrd_gpu_fill_f16(s->scales + (size_t)seq * s->seq_groups, s->seq_groups, 0.01f, 0.02f, ++sd, g->st));
-            FAILS(g, alrd_gpu_fill_f16(s->zeros + (size_t)seq * s->seq_groups, s->seq_groups, 0.25f, -0.25f, ++sd, g->st));
+            FAILS(g,
+                  alrd_gpu_fill_f16(s->scales + (size_t)seq * s->seq_groups, s->seq_groups, 0.01f, 0.02f, ++sd, g->st));
+            FAILS(g,
+                  alrd_gpu_fill_f16(s->zeros + (size_t)seq * s->seq_groups, s->seq_groups, 0.25f, -0.25f, ++sd, g->st));
             FAILS(g, alrd_gpu_fill_f16(s->ring + (size_t)seq * s->seq_ring, s->seq_ring, 1.0f, 0.0f, ++sd, g->st));
         }
     }
-    g->pos[seq] = n;
+    g->seq.pos[seq] = n;
     upload_pos(g);
     return alrd_gpu_sync(g, err);
 }
@@ -1015,7 +1115,7 @@ extern "C" int alrd_gpu_get_info(const alrd_gpu *g, alrd_gpu_info *out) {
     out->sm_count = p.multiProcessorCount;
     if (g) {
         out->engine_bytes = g->dev_bytes;
-        out->weight_bytes = g->weight_bytes;
+        out->weight_bytes = g->w.bytes;
     }
     return 0;
 }
