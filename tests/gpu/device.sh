@@ -1,5 +1,5 @@
 #!/bin/sh
-# tests/gpu/device.sh A0|A|B|C|E|F|G|K|N|O|P|Q|R|S|T|W: the GPU checks as run on the device machine
+# tests/gpu/device.sh A0|A|B|C|E|F|G|K|L|N|O|P|Q|R|S|T|W: the GPU checks as run on the device machine
 # (docs/design.md 7). Logs go to $OUT.
 #   A  (carry .devcarry/p1 + debs): build, unit tests, compute-sanitizer, the synthetic SmolLM2 /
 #      llama2-7b speed tables (SmolLM2 also with the previous latent kernel) and the capacity
@@ -38,7 +38,7 @@ start() { # the first model part kept for a B/E/W that follows (when carried), t
     build
     wait
 }
-join_model() { cat /tmp/model/part_aa .devcarry/p2/part_ab .devcarry/p2/part_ac > $M || exit 1; sha256sum $M; }
+join_model() { cat /tmp/model/part_aa .devcarry/p2/part_a* > $M || exit 1; sha256sum $M; }
 units() { timeout 200 build/tests/gpu/test_gpu_units > "$OUT/units.txt" 2>&1; tail -1 "$OUT/units.txt"; }
 sanitize() { # compute-sanitizer memcheck and racecheck on a small run of the unit tests
     for tool in memcheck racecheck; do
@@ -109,8 +109,15 @@ Q) # throughput at a fixed KV budget (KVB, default 64GiB): as many sequences as 
             -o "$OUT/budget-$S.json" 2>&1 | grep -E "tg|kv-budget|alrd-bench" | tee -a "$OUT/budget.log"
     done
     ;;
-A0) # only the first model part and the build, for a B that follows
+A0) # only the first model part and the build, for a B (or L) that follows
     start
+    ;;
+L) # (like B: after A0, carry p2 + debs + .devcarry/anchors with the llama.cpp snapshot) llama.cpp against alrd on
+   # the real GGUF, one table (tests/bench/vs_llamacpp.sh)
+    join_model
+    deps
+    build
+    sh tests/bench/vs_llamacpp.sh $M .devcarry/anchors/llama.cpp-c392e509.tar.gz "$OUT" | tee "$OUT/vs-llamacpp.md"
     ;;
 A) # units, compute-sanitizer, the synthetic speed tables and the capacity table; keeps model part 1 for B
     start
@@ -298,7 +305,7 @@ G) # step times under several settings (GVARS), interleaved twice in one run
     ;;
 O) # the tree against .devcarry/old (a git archive of an older commit, built beside): unit tests and
    # memcheck of the tree, then both builds' alrd-bench interleaved twice (SmolLM2 shape at ODEPTHS, fp16
-   # and rank 0.5 2-bit; OV: more -v variants)
+   # and rank 0.5 2-bit, or the -v variants in OVARS; OV: more -v variants)
     start
     (cd .devcarry/old && make -j16 DEPS_PREFIX=/tmp/deps/usr build/alrd-bench > "$OUT/build-old.log" 2>&1) &
     units
@@ -307,7 +314,7 @@ O) # the tree against .devcarry/old (a git archive of an older commit, built bes
     for rep in 1 2; do
         for bin in build .devcarry/old/build; do
             timeout 200 $bin/alrd-bench --synthetic smollm2-135m -d ${ODEPTHS:-0,512,32768} -b 1,16 -p 512 -n 64 \
-                -r 2 -v name=fp16 -v r=0.5,gh=3,k=2,v=2,name=r0.5 ${OV:-} 2>&1 | grep tg | sed "s|^|$bin  |"
+                -r 2 ${OVARS:--v name=fp16 -v r=0.5,gh=3,k=2,v=2,name=r0.5} ${OV:-} 2>&1 | grep tg | sed "s|^|$bin  |"
         done
     done | tee "$OUT/oldnew.log"
     python3 tests/gpu/oldnew_table.py "$OUT/oldnew.log"
