@@ -30,12 +30,12 @@ CFLAGS  += $(shell test -d /usr/include/x86_64-linux-gnu/openblas-pthread && ech
 
 LIB_SRC  = $(wildcard formats/*.c calib/*.c kernels/*.c runtime/*.c)
 LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o)
-CU_SRC   = $(if $(NVCC),$(wildcard kernels/*.cu runtime/*.cu))
+CU_SRC   = $(if $(NVCC),$(wildcard kernels/*.cu runtime/*.cu calib/*.cu))
 ifneq ($(CU_SRC),)
 CU_OBJ   = $(CU_SRC:%.cu=$(BUILD)/%.o)
 CFLAGS  += -DALRD_CUDA=1
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
-LDLIBS  += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++
+LDLIBS  += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcusolver -lcublasLt -lcublas -lcudart -lstdc++
 NVFLAGS = -O3 -std=c++17 -arch=sm_90a -Xcompiler -Wall,-Werror -lineinfo -MMD -MP
 endif
 TOOL_SRC = $(wildcard tools/*.c)

@@ -17,6 +17,7 @@
 #include "hadamard.h"
 #include "ranks.h"
 #include "wsvd.h"
+#include "wsvd_gpu.h"
 
 static void progress(int on, const char *what, int done, int total) {
     if (on) alrd_progress(what, (size_t)done, (size_t)total);
@@ -54,6 +55,7 @@ struct alrd_calib {
     float *logits;         /* scratch [seq_len][vocab] */
     double base_ce, seconds;
     int on_gpu;            /* the statistics pass ran on the GPU */
+    int want_gpu;          /* ALRD_CALIB_GPU: the statistics pass and the SVDs may use the GPU */
 };
 
 typedef struct {
@@ -247,6 +249,7 @@ int alrd_calib_new(alrd_calib **out, alrd_model *m, const int32_t *tokens, int n
     if (!c) return alrd_errf(err, "calibration: out of memory");
     c->m = m;
     c->progress = (flags & ALRD_CALIB_PROGRESS) != 0;
+    c->want_gpu = (flags & ALRD_CALIB_GPU) != 0;
     c->keep_grams = 1;
     c->spill_over = (size_t)1 << 30;
     double t0 = alrd_now();
@@ -323,6 +326,7 @@ typedef struct {
 struct alrd_decomp {
     alrd_calib *c;
     int whiten, group_heads, n_groups, gh;
+    int on_gpu;            /* the SVDs ran on the GPU (calib/wsvd_gpu) */
     int probe_rank;        /* 0 until sensitivities are measured */
     module_svd *ms;        /* [2*n_layers] */
     float *Wk, *Wv, *A, *B; /* scratch: low-rank weights of a layer, factors of a group */
@@ -341,6 +345,7 @@ double alrd_decomp_total(const alrd_decomp *d, int m) { return d->ms[m].total; }
 double alrd_decomp_sensitivity(const alrd_decomp *d, int m) { return d->ms[m].sensitivity; }
 double alrd_decomp_probe_kl(const alrd_decomp *d, int m) { return d->ms[m].probe_kl; }
 int alrd_decomp_probe_rank(const alrd_decomp *d) { return d->probe_rank; }
+int alrd_decomp_on_gpu(const alrd_decomp *d) { return d->on_gpu; }
 
 void alrd_decomp_free(alrd_decomp *d) {
     if (!d) return;
@@ -458,36 +463,48 @@ int alrd_decomp_new(alrd_decomp **out, alrd_calib *c, int whiten, int group_head
     int kmax = d->gh < H ? d->gh : H;
     double bases = 2.0 * L * d->n_groups * ((double)d->gh * kmax + (double)kmax * H) * sizeof(double);
     if (bases > (double)c->spill_over && spill_open(d, err)) { alrd_decomp_free(d); return -1; }
-    for (int l = 0; l < L; l++) {
+    /* The GPU when the calibration may use it (not --cpu) and this build and machine have one: the same
+     * decomposition through cuSOLVER (calib/wsvd_gpu.h), one layer's whitening on the device at a time. */
+    alrd_wsvd_gpu *gw = NULL;
+    if (c->want_gpu && alrd_wsvd_gpu_new(&gw, err) < 0) { alrd_decomp_free(d); return -1; }
+    d->on_gpu = gw != NULL;
+    int rc = 0;
+    for (int l = 0; l < L && !rc; l++) {
         alrd_whitening wh;
         memset(&wh, 0, sizeof wh);
         char name[96];
         snprintf(name, sizeof name, "model.layers.%d attention input", l);
-        if (whiten && alrd_whitening_compute(&wh, c->grams[l].c, H, name, err)) { alrd_decomp_free(d); return -1; }
-        if (whiten && !c->keep_grams) release_gram(c, l);
+        if (whiten) {
+            rc = gw ? alrd_wsvd_gpu_whiten(gw, c->grams[l].c, H, NULL, name, err)
+                    : alrd_whitening_compute(&wh, c->grams[l].c, H, name, err);
+            if (rc) break;
+            if (!c->keep_grams) release_gram(c, l);
+        }
         alrd_layer view;
         const alrd_layer *ly = alrd_model_layer(m, l, &view, err);
-        if (!ly) { alrd_whitening_free(&wh); alrd_decomp_free(d); return -1; }
-        for (int v = 0; v < 2; v++) {
+        if (!ly) { alrd_whitening_free(&wh); rc = -1; break; }
+        for (int v = 0; v < 2 && !rc; v++) {
             module_svd *md = &d->ms[2 * l + v];
             const float *Wf = v ? ly->wv : ly->wk;
             md->g = calloc(d->n_groups, sizeof *md->g);
             md->off = calloc(d->n_groups, sizeof *md->off);
             md->tail = calloc(d->gh + 1, sizeof(double));
-            int rc = !md->g || !md->off || !md->tail ? alrd_errf(err, "compress: out of memory") : 0;
+            rc = !md->g || !md->off || !md->tail ? alrd_errf(err, "compress: out of memory") : 0;
             snprintf(name, sizeof name, "model.layers.%d.self_attn.%s_proj", l, v ? "v" : "k");
             for (int g = 0; g < d->n_groups && !rc; g++) {
-                rc = alrd_wsvd_compute_with(&md->g[g], whiten ? &wh : NULL, Wf + (size_t)g * d->gh * H, d->gh, H,
-                                            name, err);
+                const float *Wg = Wf + (size_t)g * d->gh * H;
+                rc = gw ? alrd_wsvd_gpu_compute(gw, &md->g[g], whiten, Wg, d->gh, H, name, err)
+                        : alrd_wsvd_compute_with(&md->g[g], whiten ? &wh : NULL, Wg, d->gh, H, name, err);
                 for (int k = 0; k <= d->gh && !rc; k++) md->tail[k] += alrd_wsvd_tail(&md->g[g], k);
                 if (!rc) md->total += md->g[g].total;
                 if (!rc && d->spill_fd >= 0) rc = spill_put(d, &md->g[g], &md->off[g], err);
             }
-            if (rc) { alrd_whitening_free(&wh); alrd_decomp_free(d); return -1; }
         }
         alrd_whitening_free(&wh);
-        progress(c->progress, "svd", l + 1, L);
+        if (!rc) progress(c->progress, gw ? "svd (GPU)" : "svd", l + 1, L);
     }
+    alrd_wsvd_gpu_free(gw);
+    if (rc) { alrd_decomp_free(d); return -1; }
     *out = d;
     return 0;
 }
@@ -792,6 +809,7 @@ int alrd_compress_config(alrd_compress_stages *s, const alrd_compress_opts *o, a
     const int L = d->c->m->cfg.n_layers, gh = d->gh;
     if (alrd_compress_result_alloc(r, d, s->calib_tokens, err)) goto done;
     r->stats_on_gpu = alrd_calib_on_gpu(s->c);
+    r->svd_on_gpu = alrd_decomp_on_gpu(d);
     if (jt && (jt->step < 1 || jt->step > gh)) {
         alrd_errf(err, "compress: rank step %d: expected 1..%d", jt->step, gh);
         goto done;

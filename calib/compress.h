@@ -36,7 +36,8 @@ typedef struct alrd_calib alrd_calib;
  * in memory (alrd_calib_set_spill).
  * flags: ALRD_CALIB_PROGRESS (progress lines on stderr), ALRD_CALIB_GPU (the
  * statistics pass runs on the GPU when this build and machine have one:
- * calib/calib_gpu; the probes stay on the CPU). */
+ * calib/calib_gpu; so do the whitenings and SVDs of alrd_decomp_new on this
+ * calib: calib/wsvd_gpu; the probes stay on the CPU). */
 enum { ALRD_CALIB_PROGRESS = 1, ALRD_CALIB_GPU = 2 };
 int alrd_calib_new(alrd_calib **out, alrd_model *m, const int32_t *tokens, int n_samples,
                    int sample_len, int probe_tokens, int need_grams, int flags, alrd_error *err);
@@ -84,6 +85,10 @@ int alrd_decomp_sensitivities(alrd_decomp *d, int probe_rank, alrd_error *err);
 double alrd_decomp_sensitivity(const alrd_decomp *d, int m);
 double alrd_decomp_probe_kl(const alrd_decomp *d, int m);
 int alrd_decomp_probe_rank(const alrd_decomp *d);
+/* 1 when d's whitenings and SVDs ran on the GPU: the calib was made with
+ * ALRD_CALIB_GPU and this build and machine have one (calib/wsvd_gpu.h; the
+ * CPU path, calib/wsvd.h, otherwise). */
+int alrd_decomp_on_gpu(const alrd_decomp *d);
 
 /* Ranks for a kept fraction: greedy on sensitivity-weighted loss (needs
  * alrd_decomp_sensitivities) or uniform. */
@@ -131,7 +136,7 @@ typedef struct {
     int hadamard;          /* fold a rotation into the latents */
     uint64_t seed;
     int progress;          /* progress lines on stderr */
-    int cpu_only;          /* statistics on the CPU even when a GPU is present */
+    int cpu_only;          /* statistics and SVDs on the CPU even when a GPU is present */
     alrd_compress_joint *joint; /* non-NULL: ranks and bits by the joint allocation (rank_ratio, uniform and
                                    k_rank unused; needs whiten) */
     int value_only;        /* decompose V only: rank_ratio's budget over the V modules alone, keys keep their
@@ -164,6 +169,7 @@ typedef struct {
     double base_ce, compressed_ce;
     double t_stats, t_svd, t_sens, t_total;
     int stats_on_gpu;      /* the statistics pass ran on the GPU */
+    int svd_on_gpu;        /* the whitened SVDs ran on the GPU (calib/wsvd_gpu.h) */
     int32_t *probe_ids;    /* the probe's tokens, probe_n_seq sequences of probe_len (owned): for checking
                               the written file against measured_kl */
     int probe_n_seq, probe_len;

@@ -194,3 +194,29 @@ double alrd_wsvd_kept_energy(const alrd_wsvd *w, int r) {
     if (!(w->total > 0)) return 1;
     return 1.0 - alrd_wsvd_tail(w, r) / w->total;
 }
+
+#if !ALRD_CUDA
+/* A build without CUDA has no GPU path (calib/wsvd_gpu.cu): callers get 1 and use the functions above. */
+#include "wsvd_gpu.h"
+
+int alrd_wsvd_gpu_new(alrd_wsvd_gpu **out, alrd_error *err) {
+    (void)err;
+    *out = NULL;
+    return 1;
+}
+
+void alrd_wsvd_gpu_free(alrd_wsvd_gpu *g) { (void)g; }
+
+int alrd_wsvd_gpu_whiten(alrd_wsvd_gpu *g, const double *gram, int d, alrd_whitening *wh, const char *name,
+                         alrd_error *err) {
+    (void)g, (void)gram, (void)d, (void)wh;
+    return alrd_errf(err, "%s: whitening: this build has no GPU", NAME(name));
+}
+
+int alrd_wsvd_gpu_compute(alrd_wsvd_gpu *g, alrd_wsvd *w, int whiten, const float *W, int rows, int d,
+                          const char *name, alrd_error *err) {
+    (void)g, (void)whiten, (void)W, (void)rows, (void)d;
+    memset(w, 0, sizeof *w);
+    return alrd_errf(err, "%s: wsvd: this build has no GPU", NAME(name));
+}
+#endif

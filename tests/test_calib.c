@@ -5,6 +5,7 @@
 
 #include "../calib/gram.h"
 #include "../calib/wsvd.h"
+#include "../calib/wsvd_gpu.h"
 #include "../calib/ranks.h"
 #include "../calib/hadamard.h"
 
@@ -284,6 +285,55 @@ static void test_wsvd_rank1_gram(void **state) {
     alrd_wsvd_free(&w);
     alrd_gram_free(&g);
     free(A); free(B); free(W); free(X); free(x);
+}
+
+/* The GPU path (calib/wsvd_gpu.h): without a GPU (a build without CUDA, or a machine without a device) it
+ * says so with 1 and alrd_decomp_new stays on the CPU; with one (make test on the device) it must be the CPU's
+ * decomposition: the same sigma, and factors whose output loss is the tail (tests/gpu/test_gpu_wsvd has the
+ * large sizes). Shapes: rows < d and rows > d, a rank-deficient Gram, whitened and plain. */
+static void test_wsvd_gpu_when_present(void **state) {
+    (void)state;
+    alrd_error err = {{0}};
+    alrd_wsvd_gpu *gw = NULL;
+    const int rc = alrd_wsvd_gpu_new(&gw, &err);
+    if (rc == 1) {
+        assert_null(gw);
+        return;
+    }
+    assert_int_equal(rc, 0);
+    rng_t r = {2024};
+    const int shapes[][3] = {{16, 24, 100}, {30, 20, 64}, {24, 32, 10}};
+    for (int s = 0; s < 3; s++) {
+        const int rows = shapes[s][0], d = shapes[s][1], n = shapes[s][2];
+        double *scale = malloc(sizeof(double) * d);
+        for (int j = 0; j < d; j++) scale[j] = exp(-0.15 * j);
+        float *W = rand_mat(&r, rows, d, NULL), *X = rand_mat(&r, n, d, scale);
+        alrd_gram g;
+        make_gram(X, n, d, &g);
+        assert_int_equal(alrd_wsvd_gpu_whiten(gw, g.c, d, NULL, "t", &err), 0);
+        for (int whiten = 0; whiten <= 1; whiten++) {
+            alrd_wsvd wc, wg;
+            assert_int_equal(alrd_wsvd_compute(&wc, g.c, W, rows, d, whiten, "t", &err), 0);
+            assert_int_equal(alrd_wsvd_gpu_compute(gw, &wg, whiten, W, rows, d, "t", &err), 0);
+            assert_int_equal(wg.k, wc.k);
+            assert_int_equal(wg.n_clamped, wc.n_clamped);
+            for (int i = 0; i < wc.k; i++)
+                assert_true(fabs(wg.sigma[i] * wg.sigma[i] - wc.sigma[i] * wc.sigma[i]) <= 1e-10 * wc.total);
+            check_full_rank(&wg, W);
+            float *A = malloc(sizeof(float) * rows * wg.k), *B = malloc(sizeof(float) * wg.k * d);
+            for (int rk = 1; rk <= wg.k && whiten; rk += 3) {
+                assert_int_equal(alrd_wsvd_factors(&wg, rk, A, B, &err), 0);
+                double lw = output_loss(W, A, B, rows, d, rk, X, n);
+                assert_true(fabs(lw - alrd_wsvd_tail(&wc, rk)) <= 1e-5 * wc.total);
+            }
+            free(A); free(B);
+            alrd_wsvd_free(&wc);
+            alrd_wsvd_free(&wg);
+        }
+        alrd_gram_free(&g);
+        free(W); free(X); free(scale);
+    }
+    alrd_wsvd_gpu_free(gw);
 }
 
 static void test_wsvd_errors(void **state) {
@@ -570,6 +620,7 @@ int main(void) {
         cmocka_unit_test(test_wsvd_loss_is_tail_rank_deficient),
         cmocka_unit_test(test_wsvd_rank1_gram),
         cmocka_unit_test(test_wsvd_errors),
+        cmocka_unit_test(test_wsvd_gpu_when_present),
         cmocka_unit_test(test_ranks_greedy_exact),
         cmocka_unit_test(test_ranks_uniform),
         cmocka_unit_test(test_ranks_joint_bits),

@@ -43,7 +43,7 @@ static void usage(void) {
             "  --kv-ratio X          the same allocation with the budget given as a compression ratio:\n"
             "                        the fp16 cache's bytes per token / X (e.g. 10 for a 10x smaller cache)\n"
             "  --amortize-ctx N      context for the byte budget and the report (default 4096)\n"
-            "  --cpu                 calibration statistics on the CPU even when a GPU is present\n"
+            "  --cpu                 calibration statistics and SVDs on the CPU even when a GPU is present\n"
             "  --rank-step S         rank grid of the joint allocation (default max(8, group size))\n"
             "The chosen ranks are always written next to OUT as OUT.ranks.json.\n");
 }
@@ -438,8 +438,8 @@ int main(int argc, char **argv) {
     fprintf(stderr, "the written file, reloaded: KL %.5f on the probe tokens (unquantised cache)\n", file_kl);
     fprintf(stderr, "KV bytes per token (all layers, %d-token context): %.1f -> %.1f (%.2fx)\n", ctx_amort, before,
             after, before / after);
-    fprintf(stderr, "time: statistics %.1f s (%s), svd %.1f s, sensitivities %.1f s, total %.1f s\n", r.t_stats,
-            r.stats_on_gpu ? "GPU" : "CPU", r.t_svd, r.t_sens, r.t_total);
+    fprintf(stderr, "time: statistics %.1f s (%s), svd %.1f s (%s), sensitivities %.1f s, total %.1f s\n", r.t_stats,
+            r.stats_on_gpu ? "GPU" : "CPU", r.t_svd, r.svd_on_gpu ? "GPU" : "CPU", r.t_sens, r.t_total);
     fprintf(stderr, "wrote %s and %s\n", out, ranks_out);
     if (report) {
         cJSON *j = cJSON_CreateObject(), *mods = cJSON_AddArrayToObject(j, "modules");
@@ -467,6 +467,10 @@ int main(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "kv_amortized_context", ctx_amort);
         cJSON_AddNumberToObject(j, "calib_tokens", (double)r.calib_tokens);
         cJSON_AddNumberToObject(j, "seconds_total", r.t_total);
+        cJSON_AddNumberToObject(j, "seconds_stats", r.t_stats);
+        cJSON_AddNumberToObject(j, "seconds_svd", r.t_svd);
+        cJSON_AddStringToObject(j, "stats_device", r.stats_on_gpu ? "gpu" : "cpu");
+        cJSON_AddStringToObject(j, "svd_device", r.svd_on_gpu ? "gpu" : "cpu");
         if (joint) {
             cJSON *jj = cJSON_AddObjectToObject(j, "joint");
             cJSON_AddNumberToObject(jj, "kv_bits_per_token_budget", jc.budget_bits);

@@ -1,6 +1,7 @@
 #!/bin/sh
 # make test-gpu: the GPU unit tests, compute-sanitizer (memcheck, racecheck, initcheck)
-# on a small run of them, and the real-model checks (GPU vs CPU logits and
+# on a small run of them, the whitened SVD on the GPU against the CPU's (test_gpu_wsvd,
+# and memcheck on its small case), and the real-model checks (GPU vs CPU logits and
 # perplexity, GPU vs CPU calibration statistics) when MODEL / ALRD / DATA
 # name readable files. Logs go to $BUILD/tests/gpu/*.log.
 B=${BUILD:-build}
@@ -21,6 +22,17 @@ if command -v compute-sanitizer >/dev/null 2>&1; then
     done
 else
     echo "compute-sanitizer not found: skipped"
+fi
+echo "== $T/test_gpu_wsvd (whitened SVD, cuSOLVER vs LAPACKE, 8B sizes)"
+$T/test_gpu_wsvd || fail=1
+if command -v compute-sanitizer >/dev/null 2>&1; then
+    if compute-sanitizer --tool memcheck --error-exitcode 3 $T/test_gpu_wsvd --small > $T/wsvd-memcheck.log 2>&1; then
+        echo "compute-sanitizer memcheck test_gpu_wsvd --small: $(grep -h 'ERROR SUMMARY' $T/wsvd-memcheck.log | tail -1)"
+    else
+        fail=1
+        echo "!! compute-sanitizer memcheck test_gpu_wsvd --small failed (see $T/wsvd-memcheck.log):"
+        grep -m 20 -e '=========' -e FAIL $T/wsvd-memcheck.log
+    fi
 fi
 if [ -n "$MODEL" ] && [ -r "$MODEL" ] && [ -r "$DATA" ]; then
     echo "== $T/test_gpu_model $MODEL"
