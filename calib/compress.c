@@ -235,6 +235,63 @@ static int probe_pass(alrd_calib *c, int n_runs, const int *from, probe_setup_fn
     return rc;
 }
 
+int alrd_calib_measure_cache(alrd_calib *c, const alrd_model *mc, alrd_cache_measure *out, alrd_error *err) {
+    const alrd_config *cf = &c->m->cfg;
+    const int V = cf->vocab_size, H = cf->hidden, L = cf->n_layers, S = c->seq_len, first = S / 2;
+    const size_t P = (size_t)c->n_seq * S;
+    memset(out, 0, sizeof *out);
+    if (S < 4) return alrd_errf(err, "calibration: probe sequences of %d tokens are too short to score", S);
+    if (mc->cfg.n_layers != L || mc->cfg.hidden != H || mc->cfg.vocab_size != V)
+        return alrd_errf(err, "calibration: %s is not a compression of the calibrated model", mc->path);
+    double t0 = alrd_now();
+    alrd_cache_opts co;
+    alrd_cache_opts_default(mc, &co);
+    co.backend = ALRD_BACKEND_CPU;
+    alrd_ctx *x = NULL;
+    float *h = malloc(sizeof(float) * P * H);
+    if (!h) return alrd_errf(err, "calibration: out of memory for %zu probe rows", P);
+    if (alrd_ctx_new(&x, mc, S, S, &co, err)) { free(h); return -1; }
+    alrd_ctx_embed(x, c->tokens, (int)P, h);
+    int rc = 0;
+    for (int l = 0; l < L && !rc; l++) /* layer-major: a lazy model materializes each layer once */
+        for (int s = 0; s < c->n_seq && !rc; s++)
+            rc = alrd_ctx_layer_generate(x, l, h + (size_t)s * S * H, S, first, err);
+    double kl = 0, kl2 = 0;
+    size_t n = 0, agree = 0;
+    for (int s = 0; s < c->n_seq && !rc; s++) {
+        const size_t off = (size_t)s * S;
+        const int rows = S - 1 - first; /* the distributions after tokens first..S-2, as perplexity scores */
+        alrd_ctx_logits(x, h + (off + first) * H, rows, c->logits);
+        for (int t = 0; t < rows; t++) {
+            float *lp = c->logits + (size_t)t * V;
+            const float *bp = c->base_lp + (off + first + t) * V;
+            log_softmax_row(lp, V);
+            double k = 0;
+            int am = 0, bm = 0;
+            for (int i = 0; i < V; i++) {
+                k += exp((double)bp[i]) * ((double)bp[i] - lp[i]);
+                if (lp[i] > lp[am]) am = i;
+                if (bp[i] > bp[bm]) bm = i;
+            }
+            k = k > 0 ? k : 0;
+            kl += k;
+            kl2 += k * k;
+            agree += am == bm;
+            n++;
+        }
+    }
+    alrd_ctx_free(x);
+    free(h);
+    if (rc) return -1;
+    const double mean = kl / n, var = kl2 / n - mean * mean;
+    out->kl = mean;
+    out->kl_stderr = n > 1 && var > 0 ? sqrt(var / (n - 1)) : 0;
+    out->top1 = (double)agree / n;
+    out->n_scored = n;
+    out->seconds = alrd_now() - t0;
+    return 0;
+}
+
 int alrd_calib_new(alrd_calib **out, alrd_model *m, const int32_t *tokens, int n_samples, int sample_len,
                    int probe_tokens, int need_grams, int flags, alrd_error *err) {
     *out = NULL;
@@ -767,8 +824,247 @@ static int value_only_ranks(const alrd_decomp *d, double ratio, int *v_rank, alr
     return rc;
 }
 
-/* The joint rank + bits allocation of o into r and o->joint; qx gets each
- * module's quantisation loss at the budget's context (tail units). */
+/* A candidate with its per-layer configuration (the chosen one is made). */
+typedef struct {
+    alrd_joint_candidate c;
+    int *k_rank, *v_rank, *k_bits, *v_bits; /* [n_layers] each, one block */
+} cand_full;
+
+static double config_bytes(const alrd_decomp *d, const alrd_joint_opts *jo, const int *k_rank, const int *v_rank,
+                           const int *k_bits, const int *v_bits) {
+    const int L = d->c->m->cfg.n_layers, ng = d->n_groups, full = d->c->m->cfg.n_kv_heads * d->c->m->cfg.head_dim;
+    double b = 0;
+    for (int l = 0; l < L; l++) {
+        b += alrd_qerr_module_bytes(0, k_rank[l] ? ng * k_rank[l] : full, k_bits[l], jo->group_size, jo->residual,
+                                    jo->use_kivi, jo->ctx);
+        b += alrd_qerr_module_bytes(1, v_rank[l] ? ng * v_rank[l] : full, v_bits[l], jo->group_size, jo->residual,
+                                    jo->use_kivi, jo->ctx);
+    }
+    return b;
+}
+
+/* Predictions of cf at the budget's context and at the probe's. */
+static int cand_predict(const alrd_qerr *q, const alrd_decomp *d, const alrd_joint_opts *jo, double pf_k,
+                        double pf_v, cand_full *cf, alrd_error *err) {
+    double t, qq, tp, qp;
+    if (alrd_qerr_predict(q, d, cf->k_rank, cf->v_rank, cf->k_bits, cf->v_bits, jo->frac_k, jo->frac_v, &t, &qq, err) ||
+        alrd_qerr_predict(q, d, cf->k_rank, cf->v_rank, cf->k_bits, cf->v_bits, pf_k, pf_v, &tp, &qp, err))
+        return -1;
+    cf->c.pred = t + qq;
+    cf->c.pred_trunc = t;
+    cf->c.pred_probe = tp + qp;
+    cf->c.bytes = config_bytes(d, jo, cf->k_rank, cf->v_rank, cf->k_bits, cf->v_bits);
+    return 0;
+}
+
+static int same_config(const cand_full *a, const cand_full *b, int L) {
+    return !memcmp(a->k_rank, b->k_rank, sizeof(int) * 4 * L);
+}
+
+/* Measures cf through the quantised cache on the probe. */
+static int cand_measure(alrd_compress_stages *s, alrd_decomp *d, const alrd_compress_opts *o, cand_full *cf,
+                        alrd_error *err) {
+    const alrd_compress_joint *jt = o->joint;
+    alrd_model *m = s->c->m;
+    const int L = m->cfg.n_layers;
+    float **fac = calloc(4 * (size_t)L, sizeof(float *));
+    if (!fac) return alrd_errf(err, "compress: out of memory");
+    int rc = alrd_decomp_factors(d, cf->k_rank, cf->v_rank, o->hadamard, o->seed, fac, fac + L, fac + 2 * L,
+                                 fac + 3 * L, err);
+    if (!rc) {
+        alrd_lowrank lr = {.n_layers = L, .group_heads = d->group_heads, .k_rank = cf->k_rank, .v_rank = cf->v_rank,
+                           .k_bits = cf->k_bits, .v_bits = cf->v_bits, .use_kivi = jt->use_kivi,
+                           .group_size = jt->group_size, .residual_length = jt->residual, .hadamard = o->hadamard,
+                           .whitened = d->whiten};
+        alrd_model view;
+        rc = alrd_model_lowrank_view(&view, m, &lr, fac, fac + L, fac + 2 * L, fac + 3 * L, err);
+        if (!rc) {
+            rc = alrd_calib_measure_cache(s->c, &view, &cf->c.meas, err);
+            alrd_model_view_free(&view);
+        }
+    }
+    for (int i = 0; i < 4 * L; i++) free(fac[i]);
+    free(fac);
+    return rc;
+}
+
+/* The measured losses against the predictions at the probe's context:
+ * measured ~ a * truncation + b * quantisation, a, b >= 0 by least squares
+ * over the candidates measured so far (the predictions are off by a
+ * different factor for each part). Fewer than two points, or a degenerate
+ * fit: one common factor. */
+static void fit_correction(const cand_full *cs, const int *measured, int n, double *a, double *b) {
+    double tt = 0, tq = 0, qq = 0, tm = 0, qm = 0, pp = 0, pm = 0;
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        if (!measured[i]) continue;
+        const double t = cs[i].c.pred_trunc, q = cs[i].c.pred_probe - cs[i].c.pred_trunc, m = cs[i].c.meas.kl;
+        tt += t * t; tq += t * q; qq += q * q; tm += t * m; qm += q * m;
+        pp += (t + q) * (t + q); pm += (t + q) * m;
+        k++;
+    }
+    *a = *b = pp > 0 ? pm / pp : 1; /* one common factor */
+    const double det = tt * qq - tq * tq;
+    if (k < 2 || !(det > 1e-12 * tt * qq)) return;
+    const double fa = (tm * qq - qm * tq) / det, fb = (qm * tt - tm * tq) / det;
+    if (fa > 0 && fb > 0) { *a = fa; *b = fb; }
+}
+
+/* The closed loop (alrd_compress_joint, measure > 0): every candidate is
+ * predicted; the allocation is measured first, then two allocations with the
+ * quantisation loss scaled down (the predictions overstate it on SmolLM2 by
+ * 3-5x), then, after each measurement, the unmeasured candidate with the
+ * lowest prediction corrected by the fit of the measurements so far
+ * (fit_correction; the allocation with the fitted trade-off joins the
+ * candidates once there are two points). The measured best goes into r and jt. */
+static int joint_select(alrd_compress_stages *s, alrd_decomp *d, const alrd_qerr *q, const alrd_compress_opts *o,
+                        const alrd_joint_opts *jo, double pf_k, double pf_v, alrd_compress_result *r,
+                        alrd_error *err) {
+    alrd_compress_joint *jt = o->joint;
+    const int L = d->c->m->cfg.n_layers, gh = d->gh;
+    static const double MULT[] = {0.5, 0.25, 2}; /* the first two are measured up front */
+    const int n_mult = sizeof MULT / sizeof *MULT, n_ranks = (gh - 1) / jo->step + 1; /* rank 0 and the grid below full */
+    const int cap = 2 + n_mult + n_ranks * jo->n_bits * jo->n_bits;
+    cand_full *cs = calloc((size_t)cap, sizeof *cs);
+    int *store = malloc(sizeof(int) * 4 * (size_t)L * cap), *measured = calloc((size_t)cap, sizeof(int));
+    int *ranks = malloc(sizeof(int) * 2 * (size_t)L);
+    alrd_rank_module *rm = calloc(2 * (size_t)L, sizeof *rm);
+    int n = 0, rc = 0;
+    double t0 = alrd_now();
+    if (!cs || !store || !measured || !ranks || !rm) {
+        free(cs); free(store); free(measured); free(ranks); free(rm);
+        return alrd_errf(err, "compress: out of memory");
+    }
+    for (int i = 0; i < cap; i++) {
+        cs[i].k_rank = store + (size_t)4 * L * i;
+        cs[i].v_rank = cs[i].k_rank + L;
+        cs[i].k_bits = cs[i].k_rank + 2 * L;
+        cs[i].v_bits = cs[i].k_rank + 3 * L;
+    }
+    for (int i = 0; i < 2 * L; i++) {
+        rm[i].tail = d->ms[i].tail;
+        rm[i].max_rank = gh;
+        rm[i].weight = d->ms[i].sensitivity;
+    }
+    /* adds cs[n] (filled but for its prediction) unless an earlier candidate has its configuration */
+#define ADD_CANDIDATE()                                                                   \
+    do {                                                                                  \
+        int dup_ = 0;                                                                     \
+        for (int j_ = 0; j_ < n && !dup_; j_++) dup_ = same_config(&cs[j_], &cs[n], L);   \
+        if (!dup_) {                                                                      \
+            if (cand_predict(q, d, jo, pf_k, pf_v, &cs[n], err)) rc = -1;                 \
+            else n++;                                                                     \
+        }                                                                                 \
+    } while (0)
+    /* the allocation (already in r, jt) and its variants */
+    for (int v = -1; v < n_mult && !rc; v++) {
+        cand_full *cf = &cs[n];
+        memset(&cf->c, 0, sizeof cf->c);
+        cf->c.kind = v < 0 ? ALRD_CAND_JOINT : ALRD_CAND_VARIANT;
+        cf->c.quant_mult = v < 0 ? 1 : MULT[v];
+        if (v < 0) {
+            memcpy(cf->k_rank, r->k_rank, sizeof(int) * L);
+            memcpy(cf->v_rank, r->v_rank, sizeof(int) * L);
+            memcpy(cf->k_bits, jt->k_bits, sizeof(int) * L);
+            memcpy(cf->v_bits, jt->v_bits, sizeof(int) * L);
+            snprintf(cf->c.label, sizeof cf->c.label, "joint");
+        } else {
+            alrd_joint_opts vo = *jo;
+            vo.frac_k *= MULT[v];
+            vo.frac_v *= MULT[v];
+            if (alrd_qerr_allocate(q, d, &vo, cf->k_rank, cf->v_rank, cf->k_bits, cf->v_bits, NULL, NULL, err)) {
+                rc = -1;
+                break;
+            }
+            snprintf(cf->c.label, sizeof cf->c.label, "joint, quantisation loss x%g", MULT[v]);
+        }
+        ADD_CANDIDATE();
+    }
+    /* the uniform configurations: one rank ratio (ranks searched on the grid, as --rank-ratio
+     * allocates them) or full width, one key and one value bit width in every layer */
+    for (int ri = 0; ri < n_ranks && !rc; ri++) {
+        const int k = ri * jo->step; /* 0: full width, not decomposed */
+        if (k && alrd_ranks_allocate(rm, 2 * L, (double)k / gh, jo->step, ranks, err)) { rc = -1; break; }
+        for (int kb = 0; kb < jo->n_bits && !rc; kb++)
+            for (int vb = 0; vb < jo->n_bits && !rc; vb++) {
+                cand_full *cf = &cs[n];
+                memset(&cf->c, 0, sizeof cf->c);
+                for (int l = 0; l < L; l++) {
+                    cf->k_rank[l] = k ? ranks[2 * l] : 0;
+                    cf->v_rank[l] = k ? ranks[2 * l + 1] : 0;
+                    cf->k_bits[l] = jo->bits[kb];
+                    cf->v_bits[l] = jo->bits[vb];
+                }
+                if (config_bytes(d, jo, cf->k_rank, cf->v_rank, cf->k_bits, cf->v_bits) > jo->budget_bytes * (1 + 1e-12))
+                    continue;
+                cf->c.kind = ALRD_CAND_UNIFORM;
+                cf->c.rank = k;
+                cf->c.k_bits = jo->bits[kb];
+                cf->c.v_bits = jo->bits[vb];
+                if (k) snprintf(cf->c.label, sizeof cf->c.label, "rank ratio %.3g, K %d-bit, V %d-bit", (double)k / gh,
+                                cf->c.k_bits, cf->c.v_bits);
+                else snprintf(cf->c.label, sizeof cf->c.label, "full width, K %d-bit, V %d-bit", cf->c.k_bits,
+                              cf->c.v_bits);
+                ADD_CANDIDATE();
+            }
+    }
+    int want = jt->measure, best = -1, refit = 0;
+    if (want > ALRD_JOINT_MAX_MEASURE) want = ALRD_JOINT_MAX_MEASURE;
+    for (int step = 0; step < want && !rc; step++) {
+        double a = 1, b = 1;
+        fit_correction(cs, measured, n, &a, &b);
+        if (!refit && step >= 3 && a > 0 && b > 0) { /* the allocation at the measured trade-off */
+            refit = 1;
+            cand_full *cf = &cs[n];
+            memset(&cf->c, 0, sizeof cf->c);
+            double lam = b / a < 1.0 / 64 ? 1.0 / 64 : b / a > 64 ? 64 : b / a;
+            alrd_joint_opts vo = *jo;
+            vo.frac_k *= lam;
+            vo.frac_v *= lam;
+            cf->c.kind = ALRD_CAND_VARIANT;
+            cf->c.quant_mult = lam;
+            snprintf(cf->c.label, sizeof cf->c.label, "joint, fitted quantisation loss x%.3g", lam);
+            if (alrd_qerr_allocate(q, d, &vo, cf->k_rank, cf->v_rank, cf->k_bits, cf->v_bits, NULL, NULL, err)) rc = -1;
+            else ADD_CANDIDATE();
+            if (rc) break;
+        }
+        int pick = -1; /* up front: the allocation and the first variants; then the best corrected prediction */
+        double pbest = INFINITY;
+        for (int i = 0; i < n; i++) {
+            if (measured[i]) continue;
+            const int early = cs[i].c.kind == ALRD_CAND_JOINT ||
+                              (cs[i].c.kind == ALRD_CAND_VARIANT && cs[i].c.quant_mult < 1 && step < 3 && !refit);
+            const double p = cs[i].c.kind == ALRD_CAND_JOINT ? -10 : early ? -1 - cs[i].c.quant_mult
+                           : a * cs[i].c.pred_trunc + b * (cs[i].c.pred_probe - cs[i].c.pred_trunc);
+            if (p < pbest || (p == pbest && pick >= 0 && cs[i].c.bytes < cs[pick].c.bytes)) { pbest = p; pick = i; }
+        }
+        if (pick < 0) break;
+        if (o->progress) fprintf(stderr, "alrd-compress: measuring %d/%d: %s\n", step + 1, want, cs[pick].c.label);
+        if (cand_measure(s, d, o, &cs[pick], err)) { rc = -1; break; }
+        measured[pick] = 1;
+        jt->cand[jt->n_measured++] = cs[pick].c;
+        const alrd_cache_measure *x = &cs[pick].c.meas;
+        if (best < 0 || x->kl < cs[best].c.meas.kl || (x->kl == cs[best].c.meas.kl && cs[pick].c.bytes < cs[best].c.bytes)) {
+            best = pick;
+            jt->chosen = jt->n_measured - 1;
+        }
+    }
+#undef ADD_CANDIDATE
+    if (!rc && best >= 0) {
+        jt->n_candidates = n;
+        memcpy(r->k_rank, cs[best].k_rank, sizeof(int) * L);
+        memcpy(r->v_rank, cs[best].v_rank, sizeof(int) * L);
+        memcpy(jt->k_bits, cs[best].k_bits, sizeof(int) * L);
+        memcpy(jt->v_bits, cs[best].v_bits, sizeof(int) * L);
+    }
+    jt->t_select = alrd_now() - t0;
+    free(cs); free(store); free(measured); free(ranks); free(rm);
+    return rc;
+}
+
+/* The joint rank + bits allocation of o into r and o->joint (closed loop
+ * when o->joint->measure); qx gets each module's quantisation loss at the
+ * budget's context (tail units). */
 static int joint_ranks(alrd_compress_stages *s, alrd_decomp *d, const alrd_compress_opts *o,
                        alrd_compress_result *r, double *qx, alrd_error *err) {
     alrd_compress_joint *jt = o->joint;
@@ -778,21 +1074,31 @@ static int joint_ranks(alrd_compress_stages *s, alrd_decomp *d, const alrd_compr
     const int R = jt->residual, kivi = jt->use_kivi;
     const alrd_joint_opts jo =
         alrd_joint_opts_for(jt->budget_bits, jt->ctx, jt->group_size, R, kivi, jt->step, ALL_BITS, 5);
+    jt->chosen = -1;
+    jt->n_candidates = jt->n_measured = 0;
+    if (jt->measure < 0 || jt->measure > ALRD_JOINT_MAX_MEASURE)
+        return alrd_errf(err, "compress: %d candidates to measure: expected 0..%d", jt->measure,
+                         ALRD_JOINT_MAX_MEASURE);
     if (alrd_qerr_allocate(q, d, &jo, r->k_rank, r->v_rank, jt->k_bits, jt->v_bits, &jt->pred_trunc,
                            &jt->pred_quant, err))
         return -1;
+    int n_seq, sl; /* the quantisation part at the probe's context */
+    alrd_calib_probe_ids(s->c, &n_seq, &sl);
+    const double pf_k = alrd_qerr_quantized_fraction(0, R, kivi, sl / 2 + 1, sl - 1),
+                 pf_v = alrd_qerr_quantized_fraction(1, R, kivi, sl / 2 + 1, sl - 1);
+    if (jt->measure && joint_select(s, d, q, o, &jo, pf_k, pf_v, r, err)) return -1;
     for (int i = 0; i < r->n_modules; i++) {
         const int l = i / 2, v = i % 2;
         const double qe = alrd_qerr_get(q, i, v ? r->v_rank[l] : r->k_rank[l], v ? jt->v_bits[l] : jt->k_bits[l]);
         qx[i] = (v ? jo.frac_v : jo.frac_k) * qe;
     }
-    int n_seq, sl; /* the quantisation part at the probe's context */
-    alrd_calib_probe_ids(s->c, &n_seq, &sl);
     double probe_trunc;
-    return alrd_qerr_predict(q, d, r->k_rank, r->v_rank, jt->k_bits, jt->v_bits,
-                             alrd_qerr_quantized_fraction(0, R, kivi, sl / 2 + 1, sl - 1),
-                             alrd_qerr_quantized_fraction(1, R, kivi, sl / 2 + 1, sl - 1), &probe_trunc,
-                             &jt->probe_pred_quant, err);
+    return alrd_qerr_predict(q, d, r->k_rank, r->v_rank, jt->k_bits, jt->v_bits, jo.frac_k, jo.frac_v,
+                             &jt->pred_trunc, &jt->pred_quant, err) ||
+                   alrd_qerr_predict(q, d, r->k_rank, r->v_rank, jt->k_bits, jt->v_bits, pf_k, pf_v, &probe_trunc,
+                                     &jt->probe_pred_quant, err)
+               ? -1
+               : 0;
 }
 
 int alrd_compress_config(alrd_compress_stages *s, const alrd_compress_opts *o, alrd_compress_result *r,

@@ -107,12 +107,51 @@ int alrd_decomp_factors(const alrd_decomp *d, const int *k_rank, const int *v_ra
 int alrd_decomp_measure(alrd_decomp *d, const int *k_rank, const int *v_rank, double *kl,
                         double *ce, alrd_error *err);
 
+/* A compressed model's loss on the probe tokens as generation sees it:
+ * each probe sequence's first half prefilled, the rest through decode steps
+ * over mc's own cache (its per-layer bits, KIVI group and residual; CPU),
+ * KL(uncompressed || mc) and top-1 agreement at the positions
+ * alrd_perplexity_tokens scores (ctx = the probe's sequence length). The
+ * same measure as scoring a written file with alrd_perplexity_tokens
+ * against the uncompressed model, run layer-major (alrd_ctx_layer_generate)
+ * so a lazy model materializes each layer once. */
+typedef struct {
+    double kl, kl_stderr, top1;
+    size_t n_scored;
+    double seconds;
+} alrd_cache_measure;
+int alrd_calib_measure_cache(alrd_calib *c, const alrd_model *mc, alrd_cache_measure *out, alrd_error *err);
+
 /* ---- one configuration ------------------------------------------------ */
+
+/* A configuration the closed-loop joint allocation considered. */
+enum { ALRD_CAND_JOINT = 0, ALRD_CAND_VARIANT = 1, ALRD_CAND_UNIFORM = 2 };
+typedef struct {
+    char label[64];
+    int kind;                /* ALRD_CAND_* */
+    double quant_mult;       /* joint and variants: the multiplier on the predicted quantisation loss the
+                                allocation ran with (1: the allocation itself) */
+    int rank;                /* uniform: every K and V module's per-group rank (0: full width, KIVI alone) */
+    int k_bits, v_bits;      /* uniform: every layer's bits */
+    double bytes;            /* KV bytes per token, all layers, at the budget's context */
+    double pred, pred_trunc; /* predicted KL at the budget's context (total, truncation part) */
+    double pred_probe;       /* predicted KL at the probe's context */
+    alrd_cache_measure meas; /* measured through the quantised cache on the probe (alrd_calib_measure_cache) */
+} alrd_joint_candidate;
+
+#define ALRD_JOINT_MAX_MEASURE 16
 
 /* The joint rank + bits allocation (calib/qerr.h, alrd_qerr_allocate) in
  * place of a rank ratio: per-layer ranks and key/value bits under a KV
  * cache budget. The caller sets the budget and the cache's layout; the run
- * fills in the bits and the predictions. */
+ * fills in the bits and the predictions.
+ * Closed loop (measure > 0): the candidates are the allocation, allocations
+ * with the predicted quantisation loss scaled by 1/4, 1/2 and 2 (the
+ * predictions are off by several times on real models), and every uniform
+ * configuration that fits the budget (one rank of the grid in every module,
+ * or full width, times key and value bits 2, 3, 4, 8, 16). The allocation is
+ * always measured, then the others in order of predicted KL until `measure`
+ * are; the one with the lowest measured KL (ties: fewer bytes) is chosen. */
 typedef struct {
     double budget_bits;      /* KV cache bits per token: codes, scales, zeros, residual amortised at ctx */
     int ctx;                 /* context the residual window is amortised over */
@@ -122,6 +161,12 @@ typedef struct {
     double pred_trunc, pred_quant; /* predicted KL of the allocation at ctx: truncation, quantisation */
     double probe_pred_quant; /* the quantisation part at the probe's context (its residual fraction) */
     double t_qerr;           /* seconds measuring the quantisation losses */
+    int measure;             /* closed loop: candidates measured (1..ALRD_JOINT_MAX_MEASURE); 0: open loop */
+    int n_candidates;        /* filled: candidates that fit the budget (measured or not) */
+    int n_measured;          /* filled: entries of cand, in the order measured */
+    alrd_joint_candidate cand[ALRD_JOINT_MAX_MEASURE];
+    int chosen;              /* filled: the index in cand of the configuration made; -1: open loop */
+    double t_select;         /* seconds measuring candidates */
 } alrd_compress_joint;
 
 typedef struct {

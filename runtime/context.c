@@ -342,6 +342,28 @@ int alrd_ctx_layer_prefill(alrd_ctx *x, int layer, float *h, int T, alrd_error *
     return layer_forward(x, layer, h, T, PREFILL_NOCACHE, err);
 }
 
+int alrd_ctx_layer_generate(alrd_ctx *x, int layer, float *h, int T, int first, alrd_error *err) {
+    if (x->backend != ALRD_BACKEND_CPU) return alrd_errf(err, "%s: layer access needs a CPU context", x->m->path);
+    if (T > x->max_ctx || first < 1 || first > T || first > x->max_batch)
+        return alrd_errf(err, "%s: %d tokens (prefill %d) do not fit a context of %d (batch %d)", x->m->path, T, first,
+                         x->max_ctx, x->max_batch);
+    const int H = x->m->cfg.hidden;
+    int rc = 0, t = 0;
+    alrd_kv_cache_reset(x->cache);
+    x->pos = 0;
+    if (first > 1) { /* a prefill, as alrd_ctx_forward runs one at position 0 */
+        rc = layer_forward(x, layer, h, first, PREFILL, err);
+        t = first;
+    }
+    for (; t < T && !rc; t++) {
+        x->pos = t;
+        rc = layer_forward(x, layer, h + (size_t)t * H, 1, DECODE, err);
+    }
+    alrd_kv_cache_reset(x->cache);
+    x->pos = 0;
+    return rc;
+}
+
 void alrd_ctx_logits(alrd_ctx *x, const float *h, int T, float *logits) {
     const alrd_config *c = &x->m->cfg;
     for (int t0 = 0; t0 < T; t0 += x->max_batch) { /* xn holds max_batch rows */

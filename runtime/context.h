@@ -76,6 +76,16 @@ void alrd_ctx_set_attn_hook(alrd_ctx *c, alrd_attn_input_fn fn, void *user);
  * prefill that leaves the cache untouched. */
 void alrd_ctx_embed(alrd_ctx *c, const int32_t *tokens, int T, float *x);
 int alrd_ctx_layer_prefill(alrd_ctx *c, int layer, float *x, int T, alrd_error *err);
+/* One layer over one sequence as generation runs it (CPU contexts only):
+ * x is [T][hidden] hidden states from position 0; rows 0..first-1 go
+ * through the layer as a prefill (first >= 2; 1: as a decode step) that
+ * fills the layer's cache, rows first..T-1 one at a time through the
+ * (quantised) cache, in place. Every layer only sees its own cache, so
+ * running the layers one after another over the same rows gives exactly
+ * the hidden states of a prefill of `first` tokens followed by decode
+ * steps (what alrd_perplexity_tokens scores), a layer at a time. The whole
+ * cache is emptied before and after (position 0). */
+int alrd_ctx_layer_generate(alrd_ctx *c, int layer, float *x, int T, int first, alrd_error *err);
 /* Final norm + lm_head for T rows of x (any T): logits [T][vocab]. */
 void alrd_ctx_logits(alrd_ctx *c, const float *x, int T, float *logits);
 

@@ -347,6 +347,53 @@ void alrd_model_free(alrd_model *m) {
     memset(m, 0, sizeof *m);
 }
 
+int alrd_model_lowrank_view(alrd_model *view, const alrd_model *base, const alrd_lowrank *lr, float *const *kA,
+                            float *const *kB, float *const *vA, float *const *vB, alrd_error *err) {
+    const alrd_config *c = &base->cfg;
+    memset(view, 0, sizeof *view);
+    if (base->has_lowrank || base->kv_override)
+        return alrd_errf(err, "%s: a view needs a plain model (no low-rank layers or overrides)", base->path);
+    if (alrd_lowrank_validate(lr, c->n_layers, c->n_kv_heads, c->head_dim, base->path, err)) return -1;
+    *view = *base;
+    view->slot = NULL;
+    view->kv_override = NULL;
+    view->lowrank = *lr; /* borrowed arrays */
+    view->has_lowrank = 1;
+    view->group_heads = lr->group_heads;
+    view->n_groups = c->n_kv_heads / lr->group_heads;
+    view->layers = calloc(c->n_layers, sizeof *view->layers);
+    if (!view->layers) {
+        memset(view, 0, sizeof *view);
+        return alrd_errf(err, "%s: out of memory", base->path);
+    }
+    for (int l = 0; l < c->n_layers; l++) {
+        alrd_layer *L = &view->layers[l];
+        *L = base->layers[l];
+        L->k_rank = lr->k_rank[l];
+        L->v_rank = lr->v_rank[l];
+        if (L->k_rank) {
+            if (!kA[l] || !kB[l]) { alrd_model_view_free(view); return alrd_errf(err, "view: layer %d: no K factors", l); }
+            L->kA = kA[l], L->kB = kB[l], L->wk = NULL;
+        }
+        if (L->v_rank) {
+            if (!vA[l] || !vB[l]) { alrd_model_view_free(view); return alrd_errf(err, "view: layer %d: no V factors", l); }
+            L->vA = vA[l], L->vB = vB[l], L->wv = NULL;
+        }
+    }
+    if (base->slot && slot_new(view, err)) {
+        alrd_model_view_free(view);
+        return -1;
+    }
+    return 0;
+}
+
+void alrd_model_view_free(alrd_model *view) {
+    slot_free(view->slot);
+    free(view->kv_override);
+    free(view->layers);
+    memset(view, 0, sizeof *view);
+}
+
 int alrd_model_k_width(const alrd_model *m, int l) {
     int r = m->layers[l].k_rank;
     return r ? m->n_groups * r : m->cfg.n_kv_heads * m->cfg.head_dim;

@@ -72,6 +72,19 @@ int alrd_model_load(alrd_model *m, const alrd_source *s, alrd_error *err);
 int alrd_model_open(alrd_model *m, const char *path, alrd_error *err);
 void alrd_model_free(alrd_model *m);
 
+/* A model over base's weights whose K/V projections are decomposed as lr
+ * says (lr->k_rank[l] > 0: factors kA[l], kB[l] in formats/lowrank.h's
+ * shapes; 0: base's projection) with lr's per-layer cache bits and KIVI
+ * defaults: what a .alrd file of those factors would load as, without
+ * writing one (alrd-compress measures candidate configurations on it).
+ * Everything is borrowed (base, lr's arrays and the factors must outlive
+ * the view) except a lazily loaded base's layer slot, which the view has
+ * its own of. base must be plain (no low-rank layers, no overrides).
+ * Free with alrd_model_view_free, never alrd_model_free. */
+int alrd_model_lowrank_view(alrd_model *view, const alrd_model *base, const alrd_lowrank *lr, float *const *kA,
+                            float *const *kB, float *const *vA, float *const *vB, alrd_error *err);
+void alrd_model_view_free(alrd_model *view);
+
 /* Width of the cached K (V) vector per token in layer l: n_groups*rank for
  * a low-rank layer, n_kv*hd otherwise. */
 int alrd_model_k_width(const alrd_model *m, int l);

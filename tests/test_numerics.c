@@ -16,6 +16,7 @@
  * search is skipped under ALRD_TEST_QUICK=1, e.g. for sanitizer builds). */
 #include "testutil.h"
 
+#include <cjson/cJSON.h>
 #include <math.h>
 
 #include "../formats/alrd_file.h"
@@ -414,6 +415,86 @@ static void test_lazy_alrd_load(void **state) {
     free(b);
 }
 
+/* Runs the joint allocation on the tiny model of tag under budget bits (f32
+ * weights, so the written file is what was measured in memory); the report,
+ * parsed, is returned (caller deletes). measure: --measure's value. */
+static cJSON *joint_report(const char *tag, const char *bits, const char *measure) {
+    char m[700], out[700], log[700], rep[700];
+    tiny_opts o = tiny_defaults();
+    tiny_setup(&o, tag, m, out, log, sizeof m);
+    snprintf(rep, sizeof rep, "%s/%s.json", g_dir, tag);
+    const char *args[] = {m, "-o", out, "--calib", g_calib, "--calib-samples", "2", "--calib-len", "64",
+                          "--probe-tokens", "64", "--kv-bits-per-token", bits, "--rank-step", "8", "--group-size", "8",
+                          "--residual", "16", "--weights", "f32", "--measure", measure, "--report", rep, NULL};
+    if (run_tool("alrd-compress", args, 0, log) != 0) {
+        char *t = get_text(log);
+        fail_msg("alrd-compress --kv-bits-per-token %s exited non-zero:\n%s", bits, t ? t : "");
+    }
+    char *t = get_text(rep);
+    assert_non_null(t);
+    cJSON *j = cJSON_Parse(t);
+    free(t);
+    assert_non_null(j);
+    return j;
+}
+
+static double json_num(const cJSON *j, const char *key) {
+    const cJSON *v = cJSON_GetObjectItem(j, key);
+    if (!cJSON_IsNumber(v)) fail_msg("report: no number %s", key);
+    return v->valuedouble;
+}
+
+/* Issue 18: the joint allocation is chosen by measurement, not prediction.
+ * At this budget the open-loop allocation (--measure 0, the old behaviour)
+ * writes a file that a uniform configuration within the budget beats on the
+ * probe; the closed loop's file (its KL measured through the runtime over
+ * the written file, quantised cache at the file's bits) is no worse than any
+ * uniform candidate measured with equal or fewer bytes, and is the
+ * configuration its report says it chose. */
+static void test_joint_closed_loop(void **state) {
+    (void)state;
+    cJSON *open = joint_report("tiny-open", "300", "0"), *closed = joint_report("tiny-closed", "300", "6");
+    const cJSON *jo = cJSON_GetObjectItem(open, "joint"), *jc = cJSON_GetObjectItem(closed, "joint");
+    assert_non_null(jo);
+    assert_non_null(jc);
+    assert_false(cJSON_IsTrue(cJSON_GetObjectItem(jo, "closed_loop")));
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(jc, "closed_loop")));
+    const double open_kl = json_num(jo, "probe_measured_kl"), file_kl = json_num(jc, "probe_measured_kl");
+    const double file_bytes = json_num(closed, "kv_bytes_per_token_after");
+    const double budget = json_num(jc, "kv_bits_per_token_budget") / 8;
+    assert_true(file_bytes <= budget * (1 + 1e-12));
+    const cJSON *cands = cJSON_GetObjectItem(jc, "candidates_measured"), *e;
+    assert_true(cJSON_GetArraySize(cands) >= 2);
+    int n_uniform = 0, n_chosen = 0;
+    double best_uniform = INFINITY;
+    cJSON_ArrayForEach(e, cands) {
+        const double kl = json_num(e, "probe_measured_kl"), bytes = json_num(e, "kv_bytes_per_token");
+        const char *kind = cJSON_GetStringValue(cJSON_GetObjectItem(e, "kind"));
+        assert_non_null(kind);
+        assert_true(bytes <= budget * (1 + 1e-12));
+        if (cJSON_IsTrue(cJSON_GetObjectItem(e, "chosen"))) { /* the file is the chosen configuration */
+            n_chosen++;
+            assert_true(fabs(bytes - file_bytes) < 1e-6);
+            assert_true(fabs(kl - file_kl) <= 1e-4 * kl + 1e-7);
+        }
+        if (!strcmp(kind, "joint")) /* the open-loop allocation, measured in memory as its file measures */
+            assert_true(fabs(kl - open_kl) <= 1e-4 * kl + 1e-7);
+        if (!strcmp(kind, "uniform")) {
+            n_uniform++;
+            if (bytes <= file_bytes + 1e-9 && kl < best_uniform) best_uniform = kl;
+            if (bytes <= file_bytes + 1e-9) assert_true(file_kl <= kl * (1 + 1e-4) + 1e-7);
+        }
+    }
+    print_message("300 bits: open-loop file KL %.5f, closed-loop file KL %.5f, best uniform %.5f (%d measured)\n",
+                  open_kl, file_kl, best_uniform, n_uniform);
+    assert_int_equal(n_chosen, 1);
+    assert_true(n_uniform >= 1);
+    /* the case discriminates: the old behaviour's file loses to a uniform point */
+    assert_true(open_kl > best_uniform);
+    cJSON_Delete(open);
+    cJSON_Delete(closed);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_nonfinite_weights_named),
@@ -424,6 +505,7 @@ int main(void) {
         cmocka_unit_test(test_kv_biases_kept),
         cmocka_unit_test(test_rope_freqs),
         cmocka_unit_test(test_kv_ratio),
+        cmocka_unit_test(test_joint_closed_loop),
         cmocka_unit_test(test_two_calibration_files),
         cmocka_unit_test(test_lazy_alrd_load),
         cmocka_unit_test(test_degenerate_calibration_real),

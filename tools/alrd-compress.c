@@ -45,6 +45,11 @@ static void usage(void) {
             "  --amortize-ctx N      context for the byte budget and the report (default 4096)\n"
             "  --cpu                 calibration statistics and SVDs on the CPU even when a GPU is present\n"
             "  --rank-step S         rank grid of the joint allocation (default max(8, group size))\n"
+            "  --measure N           closed loop: the joint allocation, its variants and the uniform\n"
+            "                        configurations within the budget are ranked by predicted KL and the\n"
+            "                        best N (default 6, at most 16) measured through the quantised cache\n"
+            "                        on the probe tokens; the lowest measured KL is written. 0: write the\n"
+            "                        allocation unmeasured (open loop)\n"
             "The chosen ranks are always written next to OUT as OUT.ranks.json.\n");
 }
 
@@ -193,7 +198,7 @@ int main(int argc, char **argv) {
     alrd_compress_opts_default(&o);
     o.progress = 1;
     int n_samples = 64, calib_len = 512, kb = 16, vb = 16, G = 32, R = 128, kivi = 1;
-    int ctx_amort = 4096, rank_step = 0;
+    int ctx_amort = 4096, rank_step = 0, n_measure = 6;
     double kv_ratio = 0;
     joint_report jr;
     memset(&jr, 0, sizeof jr);
@@ -232,6 +237,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--kv-ratio")) kv_ratio = atof(v);
         else if (!strcmp(a, "--amortize-ctx")) ctx_amort = atoi(v);
         else if (!strcmp(a, "--rank-step")) rank_step = atoi(v);
+        else if (!strcmp(a, "--measure")) n_measure = atoi(v);
         else if (a[0] == '-') { fprintf(stderr, "alrd-compress: unknown option %s (see --help)\n", a); return 2; }
         else { model = a; takes = 0; }
         i += takes;
@@ -257,6 +263,7 @@ int main(int argc, char **argv) {
     if (G < 1 || R < 0 || (G && R % G) || (kivi && R < G))
         return die("--group-size/--residual: expected G >= 1 and R a multiple of G (R >= G with KIVI)");
     if (!rank_step) rank_step = G > 8 ? G : 8;
+    if (n_measure < 0 || n_measure > ALRD_JOINT_MAX_MEASURE) return die("--measure: expected 0..16");
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     signal(SIGHUP, on_signal);
@@ -352,6 +359,7 @@ int main(int argc, char **argv) {
     if (joint) {
         jc.ctx = ctx_amort, jc.group_size = G, jc.residual = R, jc.use_kivi = kivi, jc.step = rank_step;
         jc.k_bits = kbits, jc.v_bits = vbits;
+        jc.measure = n_measure;
         o.joint = &jc;
     }
     if (alrd_compress_run(&m, samples, n_samples, calib_len, &o, &r, &err)) return die(err.msg);
@@ -435,6 +443,24 @@ int main(int argc, char **argv) {
                 "measured KL %.5f +/- %.5f, top-1 %.4f\n", jr.probe_scored, jc.pred_trunc + jc.probe_pred_quant,
                 jc.pred_trunc, jc.probe_pred_quant, jr.probe_kl, jr.probe_kl_stderr, jr.probe_top1);
     }
+    if (joint && jc.chosen >= 0) {
+        fprintf(stderr, "closed loop: %d of %d candidates within the budget measured through the quantised cache on "
+                "the probe (%zu scored tokens), %.1f s:\n", jc.n_measured, jc.n_candidates,
+                jc.cand[0].meas.n_scored, jc.t_select);
+        fprintf(stderr, "  %-44s %10s %10s %10s %20s %7s\n", "candidate", "bytes/tok", "pred KL", "pred probe",
+                "measured KL", "top-1");
+        for (int i = 0; i < jc.n_measured; i++) {
+            const alrd_joint_candidate *k = &jc.cand[i];
+            fprintf(stderr, "%s %-44s %10.1f %10.5f %10.5f %11.5f +/- %.4f %7.4f\n", i == jc.chosen ? "*" : " ",
+                    k->label, k->bytes, k->pred, k->pred_probe, k->meas.kl, k->meas.kl_stderr, k->meas.top1);
+        }
+        const alrd_joint_candidate *ch = &jc.cand[jc.chosen];
+        if (jc.chosen == 0)
+            fprintf(stderr, "chose the joint allocation: the lowest measured KL of the %d measured\n", jc.n_measured);
+        else
+            fprintf(stderr, "chose %s: the lowest measured KL of the %d measured (%.5f, against %.5f for the joint "
+                    "allocation as predicted)\n", ch->label, jc.n_measured, ch->meas.kl, jc.cand[0].meas.kl);
+    }
     fprintf(stderr, "the written file, reloaded: KL %.5f on the probe tokens (unquantised cache)\n", file_kl);
     fprintf(stderr, "KV bytes per token (all layers, %d-token context): %.1f -> %.1f (%.2fx)\n", ctx_amort, before,
             after, before / after);
@@ -485,6 +511,39 @@ int main(int argc, char **argv) {
             cJSON_AddNumberToObject(jj, "probe_scored_tokens", (double)jr.probe_scored);
             cJSON_AddNumberToObject(jj, "seconds_qerr", jc.t_qerr);
             cJSON_AddNumberToObject(jj, "seconds_probe", jr.t_probe);
+            cJSON_AddBoolToObject(jj, "closed_loop", jc.chosen >= 0);
+            if (jc.chosen >= 0) {
+                cJSON_AddNumberToObject(jj, "candidates_within_budget", jc.n_candidates);
+                cJSON_AddNumberToObject(jj, "seconds_select", jc.t_select);
+                cJSON *ca = cJSON_AddArrayToObject(jj, "candidates_measured");
+                static const char *KIND[] = {"joint", "joint_variant", "uniform"};
+                for (int i = 0; i < jc.n_measured; i++) {
+                    const alrd_joint_candidate *k = &jc.cand[i];
+                    cJSON *e = cJSON_CreateObject();
+                    cJSON_AddStringToObject(e, "label", k->label);
+                    cJSON_AddStringToObject(e, "kind", KIND[k->kind]);
+                    if (k->kind == ALRD_CAND_UNIFORM) {
+                        cJSON_AddNumberToObject(e, "rank", k->rank);
+                        cJSON_AddNumberToObject(e, "k_bits", k->k_bits);
+                        cJSON_AddNumberToObject(e, "v_bits", k->v_bits);
+                    } else {
+                        cJSON_AddNumberToObject(e, "quant_mult", k->quant_mult);
+                    }
+                    cJSON_AddNumberToObject(e, "kv_bytes_per_token", k->bytes);
+                    cJSON_AddNumberToObject(e, "predicted_kl", k->pred);
+                    cJSON_AddNumberToObject(e, "predicted_kl_truncation", k->pred_trunc);
+                    cJSON_AddNumberToObject(e, "probe_predicted_kl", k->pred_probe);
+                    cJSON_AddNumberToObject(e, "probe_measured_kl", k->meas.kl);
+                    cJSON_AddNumberToObject(e, "probe_measured_kl_stderr", k->meas.kl_stderr);
+                    cJSON_AddNumberToObject(e, "probe_top1", k->meas.top1);
+                    cJSON_AddNumberToObject(e, "seconds", k->meas.seconds);
+                    cJSON_AddBoolToObject(e, "chosen", i == jc.chosen);
+                    cJSON_AddItemToArray(ca, e);
+                }
+                cJSON_AddStringToObject(jj, "chosen", jc.cand[jc.chosen].label);
+                cJSON_AddStringToObject(jj, "chosen_why", jc.chosen == 0 ? "the joint allocation: lowest measured KL"
+                                                                        : "lowest measured KL of the candidates measured");
+            }
         }
         char *s = cJSON_Print(j);
         cJSON_Delete(j);
