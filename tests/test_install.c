@@ -4,9 +4,12 @@
  * through pkg-config alone, prints the same text as the in-tree build of
  * it, and on the real model completes "The capital of France is" with
  * Paris. Skipped in sanitizer builds (the instrumented library needs the
- * sanitizer runtime, which pkg-config does not name). */
+ * sanitizer runtime, which pkg-config does not name).
+ * Also: the tools include the public header, and any internal module only
+ * with a comment saying why (on the include's line or the line above). */
 #include "testutil.h"
 
+#include <dirent.h>
 #include <sys/stat.h>
 
 #include "tinymodel.h"
@@ -73,7 +76,48 @@ static void test_install_and_link(void **state) {
     }
 }
 
+/* Each tool includes alrd.h, and every other `#include "../` in tools/
+ * carries its reason on its line or the line above. */
+static void test_tools_include_public_header(void **state) {
+    (void)state;
+    DIR *d = opendir("tools");
+    assert_non_null(d);
+    int n_tools = 0, bad = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t len = strlen(e->d_name);
+        int is_c = len > 2 && !strcmp(e->d_name + len - 2, ".c");
+        if (!is_c && !(len > 2 && !strcmp(e->d_name + len - 2, ".h"))) continue;
+        char path[600], line[1024], prev[1024] = "";
+        snprintf(path, sizeof path, "tools/%s", e->d_name);
+        FILE *f = fopen(path, "r");
+        assert_non_null(f);
+        int has_public = 0;
+        for (int ln = 1; fgets(line, sizeof line, f); ln++, memcpy(prev, line, sizeof prev)) {
+            if (strncmp(line, "#include \"../", 13)) continue;
+            if (!strncmp(line, "#include \"../alrd.h\"", 20)) {
+                has_public = 1;
+                continue;
+            }
+            if (!strstr(line, "/*") && !(!strncmp(prev, "/*", 2) && strstr(prev, "*/"))) {
+                print_message("%s:%d: internal include without a comment saying why: %s", path, ln, line);
+                bad++;
+            }
+        }
+        fclose(f);
+        if (is_c) {
+            n_tools++;
+            if (!has_public) print_message("%s: does not include ../alrd.h\n", path);
+            bad += !has_public;
+        }
+    }
+    closedir(d);
+    assert_true(n_tools >= 6);
+    assert_int_equal(bad, 0);
+}
+
 int main(void) {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_install_and_link)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_tools_include_public_header),
+                                       cmocka_unit_test(test_install_and_link)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

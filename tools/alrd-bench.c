@@ -36,8 +36,9 @@
 
 #include <cjson/cJSON.h>
 
-#include "../runtime/context.h"
+#include "../alrd.h"
 #if ALRD_CUDA
+/* on purpose: it drives the GPU engine itself (b sequences per step, caches filled to depth d, synthetic weights) */
 #include "../runtime/gpu.h"
 #endif
 

@@ -8,13 +8,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../calib/compress.h"
-#include "../calib/ranks.h"
-#include "../formats/alrd_file.h"
-#include "../runtime/context.h"
-#include "../runtime/kv_cache.h"
-#include "../runtime/model.h"
-#include "../runtime/perplexity.h"
+#include "../alrd.h"
+/* On purpose, as the compressor: */
+#include "../calib/compress.h"   /* it drives the calibration pipeline (alrd_compress_run) */
+#include "../calib/ranks.h"      /* ranks.json: --ranks reads one, OUT.ranks.json is written */
+#include "../formats/alrd_pack.h" /* alrd_pack_write streams the compressed file from the source */
+#include "../runtime/kv_cache.h" /* bytes per token from the cache's real layout, for ranks and bits no file has yet */
 
 static void usage(void) {
     fprintf(stderr,

@@ -18,11 +18,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../formats/gguf.h"
-#include "../formats/hf.h"
-#include "../formats/io.h"
-#include "../formats/safetensors.h"
-#include "../formats/source.h"
+#include "../alrd.h"
+/* On purpose, as a converter between file formats: */
+#include "../formats/gguf.h"        /* --vocab-only: the vocabulary of any GGUF, vocab-only files included */
+#include "../formats/hf.h"          /* the HF config, generation config and tokenizer writers */
+#include "../formats/safetensors.h" /* the safetensors writer */
 
 static const char *const FILES[] = {"config.json", "generation_config.json", "tokenizer.json",
                                     "tokenizer_config.json", "model.safetensors"};

@@ -5,8 +5,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "../formats/gguf.h"
-#include "../formats/source.h"
+#include "../alrd.h"
+#include "../formats/gguf.h" /* on purpose: it prints a GGUF file's raw metadata, every key with its type */
 
 #define MAX_ITEMS 8   /* array items shown before "..." */
 #define MAX_STR 120   /* string bytes shown before "..." */

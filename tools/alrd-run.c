@@ -4,9 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../runtime/context.h"
-#include "../runtime/perplexity.h"
-#include "../runtime/sampler.h"
+#include "../alrd.h"
 
 static void usage(void) {
     fprintf(stderr,

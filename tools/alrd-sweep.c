@@ -14,13 +14,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../calib/compress.h"
-#include "../calib/qerr.h"
-#include "../formats/alrd_file.h"
-#include "../formats/sweep_report.h"
-#include "../runtime/context.h"
-#include "../runtime/kv_cache.h"
-#include "../runtime/perplexity.h"
+#include "../alrd.h"
+/* On purpose, as a compressor over a grid: */
+#include "../calib/compress.h"       /* one calibration, every configuration built on its stages */
+#include "../calib/qerr.h"           /* each configuration's predicted quantisation loss */
+#include "../formats/alrd_pack.h"    /* each configuration's file from one packed base (alrd_file_write) */
+#include "../formats/sweep_report.h" /* the CSV and SVG of its result rows */
+#include "../runtime/kv_cache.h"     /* bytes per token from the cache's real layout, for ranks and bits no file has yet */
 
 static void usage(void) {
     fprintf(stderr,
