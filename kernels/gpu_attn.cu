@@ -834,9 +834,8 @@ static int v4_ok(const alrd_gpu_attn_layer *L) {
     if (L->vs.bits != 16 && L->n_kv / L->group_heads > 1 && L->vr % 16) return 0; /* a group starts mid-word */
     int vcw = L->vs.bits == 16 ? 8 : L->vs.cpw;
     if (ceil16(L->kr) > 32 * 5 || T4 * ((L->vr + vcw - 1) / vcw) > 32 * v4_vm(v4_vt(L->vr))) return 0; /* KM, VM */
-    static int off = -1; /* ALRD_GPU_LATENT_V2=1: the previous kernel, for comparisons */
-    if (off < 0) off = alrd_gpu_env_int("ALRD_GPU_LATENT_V2", 0) != 0;
-    return !off && v4_side_ok(&L->ks, 1) && v4_side_ok(&L->vs, 0);
+    /* latent_v2 (ALRD_GPU_LATENT_V2=1): the previous kernel, for comparisons */
+    return !L->latent_v2 && v4_side_ok(&L->ks, 1) && v4_side_ok(&L->vs, 0);
 }
 
 /* 16-byte chunk i of the packed A_k: lane i % 32 = (matrix m, row), q = i / 32 = (KV head j, k-step ks) * HD/16
@@ -1241,9 +1240,8 @@ static attn4_fn pick4_at(int hd, int vr, int kb22) {
 #undef PICK4_VT
 
 static attn4_fn pick4(const alrd_gpu_attn_layer *L) {
-    static int generic = -1; /* ALRD_GPU_LATENT_GENERIC=1: always the shared instance, for comparisons */
-    if (generic < 0) generic = alrd_gpu_env_int("ALRD_GPU_LATENT_GENERIC", 0) != 0;
-    return pick4_at(L->hd, L->vr, !generic && L->ks.bits == 2 && L->vs.bits == 2);
+    /* latent_generic (ALRD_GPU_LATENT_GENERIC=1): always the shared instance, for comparisons */
+    return pick4_at(L->hd, L->vr, !L->latent_generic && L->ks.bits == 2 && L->vs.bits == 2);
 }
 
 /* Reduces the splits of one (query head, sequence) into its output row (the

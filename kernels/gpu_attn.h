@@ -36,6 +36,10 @@ typedef struct {
     float scale;            /* 1/sqrt(hd) */
     int head_split;         /* latent kernel: a block per KV head instead of per group (more, shorter blocks:
                                each reconstructs one head's keys, all of them read the group's latents) */
+    /* the engine's knobs that reach the kernels (alrd_gpu_knobs, runtime/gpu.h; 0 or 1): */
+    int pdl;                /* launch with programmatic dependent launch (ALRD_GPU_PDL) */
+    int latent_v2;          /* latent keys on attn_v2_kernel, not attn_latent_kernel (ALRD_GPU_LATENT_V2) */
+    int latent_generic;     /* attn_latent_kernel's shared instance, not the 2-bit one (ALRD_GPU_LATENT_GENERIC) */
 } alrd_gpu_attn_layer;
 
 /* Halves of A_k (n_kv*hd rows of kr) in the fused latent kernel's order, and

@@ -10,6 +10,14 @@
 #include "gpu_attn.h"
 #include "gpu_common.cuh"
 
+/* An attention kernel's launch, its layer's descriptor the first argument:
+ * with programmatic dependent launch as the descriptor says (L.pdl). */
+template <typename... P, typename... A>
+static inline int launch_pdl(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
+                             const alrd_gpu_attn_layer &L, A... args) {
+    return launch_pdl(L.pdl, kernel, grid, block, smem, st, L, args...);
+}
+
 /* x rounded up to 16 (shared-memory plans: 16-byte aligned regions) */
 static inline size_t al16(size_t x) { return (x + 15) & ~(size_t)15; }
 

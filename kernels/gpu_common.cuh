@@ -121,23 +121,18 @@ __device__ __forceinline__ int fdiv_r(int x, const alrd_fdiv &f) { return x - fd
  * pdl_wait() before it reads anything an earlier kernel wrote and before it
  * writes anything: pdl_wait() returns once the previous grid has completed
  * and its writes are visible, and as every kernel of the chain waits before
- * it completes, once all earlier ones have. ALRD_GPU_PDL=0 launches them
- * the ordinary way (same-run comparisons). */
+ * it completes, once all earlier ones have. launch_pdl's pdl = 0 launches
+ * them the ordinary way (alrd_gpu_knobs.pdl, ALRD_GPU_PDL=0: same-run
+ * comparisons); the kernels compute the same either way. */
 __device__ __forceinline__ void pdl_trigger() { asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory"); }
 __device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
 
-static inline int pdl_enabled(void) {
-    static int on = -1;
-    if (on < 0) on = alrd_gpu_env_int("ALRD_GPU_PDL", 1) != 0;
-    return on;
-}
-
 template <typename... P, typename... A>
-static inline int launch_pdl(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
+static inline int launch_pdl(int pdl, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
                              A... args) {
     cudaLaunchAttribute at[1];
     at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[0].val.programmaticStreamSerializationAllowed = pdl_enabled();
+    at[0].val.programmaticStreamSerializationAllowed = pdl != 0;
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = grid;
     cfg.blockDim = block;

@@ -17,11 +17,6 @@
 
 static inline int cdiv(long a, long b) { return (int)((a + b - 1) / b); }
 
-extern "C" int alrd_gpu_env_int(const char *name, int dflt) {
-    const char *v = getenv(name);
-    return v && *v ? atoi(v) : dflt;
-}
-
 /* ---- KIVI arithmetic (kernels/kivi.c) -------------------------------- */
 
 extern "C" void alrd_gpu_side_init(alrd_gpu_side *s, int d, int bits, int per_channel, int G, int R, int roped,
@@ -452,8 +447,8 @@ __global__ void __launch_bounds__(RMS_THREADS) rmsnorm_kernel(const float *x, co
 }
 
 extern "C" int alrd_gpu_rmsnorm(const float *x, const float *w, int T, int H, float eps, uint16_t *out,
-                                void *stream) {
-    return launch_pdl(rmsnorm_kernel, T, RMS_THREADS, 0, ST(stream), x, w, H, eps, out);
+                                int pdl, void *stream) {
+    return launch_pdl(pdl, rmsnorm_kernel, T, RMS_THREADS, 0, ST(stream), x, w, H, eps, out);
 }
 
 /* fp16(silu(g) * u): the SwiGLU of silu_mul_kernel and of the gate/up product's epilogue (the same bits) */
@@ -471,9 +466,9 @@ __global__ void silu_mul_kernel(const float *gu, int ffn, long total, uint16_t *
     out[i] = swiglu_h(g[c], g[ffn + c]);
 }
 
-extern "C" int alrd_gpu_silu_mul(const float *gu, int T, int ffn, uint16_t *out, void *stream) {
+extern "C" int alrd_gpu_silu_mul(const float *gu, int T, int ffn, uint16_t *out, int pdl, void *stream) {
     const long total = (long)T * ffn;
-    return launch_pdl(silu_mul_kernel, (unsigned)((total + 255) / 256), 256, 0, ST(stream), gu, ffn, total, out);
+    return launch_pdl(pdl, silu_mul_kernel, (unsigned)((total + 255) / 256), 256, 0, ST(stream), gu, ffn, total, out);
 }
 
 /* The query part of a q|k|v row: (+ bias), RoPE at position p, fp16. */
@@ -516,9 +511,9 @@ __global__ void qkv_post_kernel(float *qkv, int ld, int n_heads, int hd, int dk,
 extern "C" int alrd_gpu_qkv_post(float *qkv, int T, int ld, int n_heads, int hd, int dk, int dv,
                                  const float *bq, const float *bk, const float *bv, const int *pos_dev,
                                  int pos0, const float *cos_tab, const float *sin_tab, uint16_t *q16,
-                                 uint16_t *k16, uint16_t *v16, int ld16k, int ld16v, void *stream) {
-    return launch_pdl(qkv_post_kernel, T, 256, 0, ST(stream), qkv, ld, n_heads, hd, dk, dv, bq, bk, bv, pos_dev, pos0,
-                      cos_tab, sin_tab, q16, k16, v16, ld16k, ld16v);
+                                 uint16_t *k16, uint16_t *v16, int ld16k, int ld16v, int pdl, void *stream) {
+    return launch_pdl(pdl, qkv_post_kernel, T, 256, 0, ST(stream), qkv, ld, n_heads, hd, dk, dv, bq, bk, bv, pos_dev,
+                      pos0, cos_tab, sin_tab, q16, k16, v16, ld16k, ld16v);
 }
 
 template <typename Tin>
@@ -651,20 +646,20 @@ __global__ void qkv_append_kernel(float *qkv, int ld, int n_heads, int hd, int d
 extern "C" int alrd_gpu_qkv_append_decode(float *qkv, int B, int ld, int n_heads, int hd, int dk, const float *bq,
                                           const float *bk, const float *bv, const int *pos_dev, const float *cos_tab,
                                           const float *sin_tab, uint16_t *q16, const alrd_gpu_side *k,
-                                          const alrd_gpu_side *v, void *stream) {
+                                          const alrd_gpu_side *v, int pdl, void *stream) {
     /* slices for up to 4 sequences (3B blocks leave the GPU idle): Llama-2-7B batch 1 4.956 / 4.969 -> 4.904 /
      * 4.885 ms a step; at batch 16 SmolLM2's 144 blocks were enough and slices cost 3-4% (H200, session 6,
      * results/session6/qkv-slices-h200.log) */
     const int widest = max(n_heads * hd, max(k->d, v->d)), nz = B <= 4 ? max(1, cdiv(widest, QKV_SLICE)) : 1;
-    return launch_pdl(qkv_append_kernel, dim3(B, 3, nz), 256, 0, ST(stream), qkv, ld, n_heads, hd, dk, bq, bk, bv,
+    return launch_pdl(pdl, qkv_append_kernel, dim3(B, 3, nz), 256, 0, ST(stream), qkv, ld, n_heads, hd, dk, bq, bk, bv,
                       pos_dev, cos_tab, sin_tab, q16, *k, *v);
 }
 
 extern "C" int alrd_gpu_append_decode(const alrd_gpu_side *k, const alrd_gpu_side *v, const float *src,
                                       int ld, int kcol, int vcol, int B, const int *pos_dev, int hd,
-                                      const float *cos_tab, const float *sin_tab, void *stream) {
-    return launch_pdl(append_decode_kernel, dim3(B, 2), 256, 0, ST(stream), *k, *v, src, ld, kcol, vcol, pos_dev, hd,
-                      cos_tab, sin_tab);
+                                      const float *cos_tab, const float *sin_tab, int pdl, void *stream) {
+    return launch_pdl(pdl, append_decode_kernel, dim3(B, 2), 256, 0, ST(stream), *k, *v, src, ld, kcol, vcol, pos_dev,
+                      hd, cos_tab, sin_tab);
 }
 
 __global__ void chunks_kernel(alrd_gpu_side sd, int b, int j0, SrcMix m, uint16_t *deq, long ld_deq) {
@@ -943,9 +938,7 @@ template <int KS> static void *gemv_pick_ks(int M, int norm, int glu) {
     return norm ? (glu ? gemv_pick<GEMV_NORM | GEMV_GLU, KS>(M) : gemv_pick<GEMV_NORM, KS>(M)) : gemv_pick<0, KS>(M);
 }
 
-extern "C" int alrd_gpu_gemv_run(const alrd_gpu_gemv_op *a, void *stream) {
-    static int ks_env = -1;
-    if (ks_env < 0) ks_env = alrd_gpu_env_int("ALRD_GPU_GEMV_KS", 0);
+extern "C" int alrd_gpu_gemv_run(const alrd_gpu_gemv_op *a, int pdl, void *stream) {
     const int norm = a->h != NULL, glu = a->act != NULL;
     if (a->M < 1 || a->M > 4 || a->K % 8 || a->N < 1 ||
         (norm ? !alrd_gpu_gemv_norm_fits(a->M, a->K) || !a->gamma : !a->X) || (glu ? !norm : !a->Y))
@@ -954,17 +947,17 @@ extern "C" int alrd_gpu_gemv_run(const alrd_gpu_gemv_op *a, void *stream) {
      * with the fp16 cache, 0.750 -> 0.741 with rank 0.5 latents), else 1 (Llama-2-7B's 8-22 KB rows: 6.40 ms
      * with 1, 6.56 with 2, 6.70 with 4, 6.46 splitting only the single-wave grids; H100, session 6,
      * results/session6/gvars-ks-h100.log) */
-    int ks = a->k_split > 0 ? a->k_split : ks_env > 0 ? ks_env : a->K <= 2048 ? 2 : 1;
+    int ks = a->k_split > 0 ? a->k_split : a->K <= 2048 ? 2 : 1;
     void *k = ks == 1 ? gemv_pick_ks<1>(a->M, norm, glu) : ks == 2 ? gemv_pick_ks<2>(a->M, norm, glu) : NULL;
     if (!k) return (int)cudaErrorInvalidValue;
     const unsigned grid = (unsigned)cdiv(a->N, GEMV_WARPS / ks);
     const size_t smem = norm ? (size_t)a->M * a->K * 2 : 0;
     alrd_gpu_gemv_op op = *a;
-    return launch_pdl((void (*)(alrd_gpu_gemv_op))k, grid, GEMV_WARPS * 32, smem, ST(stream), op);
+    return launch_pdl(pdl, (void (*)(alrd_gpu_gemv_op))k, grid, GEMV_WARPS * 32, smem, ST(stream), op);
 }
 
 extern "C" int alrd_gpu_gemv(const uint16_t *W, const uint16_t *X, int ldx, float *Y, int ldy, int M, int N, int K,
-                             float beta, void *stream) {
+                             float beta, int pdl, void *stream) {
     alrd_gpu_gemv_op op = {};
     op.W = W;
     op.M = M;
@@ -975,7 +968,7 @@ extern "C" int alrd_gpu_gemv(const uint16_t *W, const uint16_t *X, int ldx, floa
     op.Y = Y;
     op.ldy = ldy;
     op.beta = beta;
-    return alrd_gpu_gemv_run(&op, stream);
+    return alrd_gpu_gemv_run(&op, pdl, stream);
 }
 
 __global__ void bias_f32_kernel(float *y, int n, const float *b) {
@@ -985,8 +978,8 @@ __global__ void bias_f32_kernel(float *y, int n, const float *b) {
     for (int i = threadIdx.x; i < n; i += blockDim.x) row[i] += b[i];
 }
 
-extern "C" int alrd_gpu_add_bias_f32(float *y, int T, int n, const float *b, void *stream) {
-    return launch_pdl(bias_f32_kernel, T, 256, 0, ST(stream), y, n, b);
+extern "C" int alrd_gpu_add_bias_f32(float *y, int T, int n, const float *b, int pdl, void *stream) {
+    return launch_pdl(pdl, bias_f32_kernel, T, 256, 0, ST(stream), y, n, b);
 }
 
 /* ---- scoring ----------------------------------------------------------- */
@@ -1021,8 +1014,8 @@ __global__ void pos_advance_kernel(int *pos, int B) {
     if (b < B) pos[b] += 1;
 }
 
-extern "C" int alrd_gpu_pos_advance(int *pos, int B, void *stream) {
-    return launch_pdl(pos_advance_kernel, cdiv(B, 128), 128, 0, ST(stream), pos, B);
+extern "C" int alrd_gpu_pos_advance(int *pos, int B, int pdl, void *stream) {
+    return launch_pdl(pdl, pos_advance_kernel, cdiv(B, 128), 128, 0, ST(stream), pos, B);
 }
 
 /* ---- fills ------------------------------------------------------------- */

@@ -2,7 +2,9 @@
  * (kernels/gpu_ops.cu), behind plain-C launchers. Every pointer is device
  * memory unless said otherwise; fp16 data travels as uint16_t bit patterns.
  * `stream` is a cudaStream_t. Launchers return 0 or the CUDA error code of
- * the launch.
+ * the launch. Those that take `pdl` launch their kernel with programmatic
+ * dependent launch when it is non-zero, the ordinary way when it is 0
+ * (alrd_gpu_knobs.pdl, runtime/gpu.h); the kernel computes the same either way.
  *
  * The cache side layout is runtime/kv_cache.h's packed layout, per sequence:
  *   bits < 16: quantised units (per channel: chunks of R tokens, words
@@ -78,9 +80,9 @@ int alrd_gpu_side_quantized(const alrd_gpu_side *s, int n);
 int alrd_gpu_embed(const uint16_t *emb, const int32_t *tok, int T, int H, float *h, void *stream);
 /* out[t] = fp16(x[t] / rms(x[t]) * w) (rms in fp32 of an fp32 sum). */
 int alrd_gpu_rmsnorm(const float *x, const float *w, int T, int H, float eps, uint16_t *out,
-                     void *stream);
+                     int pdl, void *stream);
 /* gu rows [gate(ffn) | up(ffn)] -> out[t][i] = fp16(silu(gate) * up). */
-int alrd_gpu_silu_mul(const float *gu, int T, int ffn, uint16_t *out, void *stream);
+int alrd_gpu_silu_mul(const float *gu, int T, int ffn, uint16_t *out, int pdl, void *stream);
 
 /* After the fused QKV product: qkv rows [q(qd) | k(dk) | v(dv)] (ld = row
  * width). Adds bq to q, bk to k and bv to v (each may be NULL; bk/bv only
@@ -91,7 +93,7 @@ int alrd_gpu_silu_mul(const float *gu, int T, int ffn, uint16_t *out, void *stre
 int alrd_gpu_qkv_post(float *qkv, int T, int ld, int n_heads, int hd, int dk, int dv,
                       const float *bq, const float *bk, const float *bv, const int *pos_dev,
                       int pos0, const float *cos_tab, const float *sin_tab, uint16_t *q16,
-                      uint16_t *k16, uint16_t *v16, int ld16k, int ld16v, void *stream);
+                      uint16_t *k16, uint16_t *v16, int ld16k, int ld16v, int pdl, void *stream);
 
 /* out16 rows [r0, r1) (ld_out) = fp16(RoPE(in rows + bias)) for in32 (fp32,
  * ld_in) or in16 (fp16) -- exactly one given. n_heads*hd columns; row r
@@ -106,7 +108,7 @@ int alrd_gpu_rope_rows(const float *in32, const uint16_t *in16, int ld_in, const
 int alrd_gpu_qkv_append_decode(float *qkv, int B, int ld, int n_heads, int hd, int dk, const float *bq,
                                const float *bk, const float *bv, const int *pos_dev, const float *cos_tab,
                                const float *sin_tab, uint16_t *q16, const alrd_gpu_side *k, const alrd_gpu_side *v,
-                               void *stream);
+                               int pdl, void *stream);
 
 /* Decode step: appends each sequence's new token (fp32 row b of src, at
  * column offset col; position pos_dev[b]) to both sides of one layer's
@@ -114,7 +116,7 @@ int alrd_gpu_qkv_append_decode(float *qkv, int B, int ld, int n_heads, int hd, i
  * sequences. K rows are RoPE'd when k->roped. */
 int alrd_gpu_append_decode(const alrd_gpu_side *k, const alrd_gpu_side *v, const float *src,
                            int ld, int kcol, int vcol, int B, const int *pos_dev, int hd,
-                           const float *cos_tab, const float *sin_tab, void *stream);
+                           const float *cos_tab, const float *sin_tab, int pdl, void *stream);
 
 /* Prefill of sequence b: tokens [p0, p0+T) (fp32 rows of src, row t = token
  * p0+t, column offset col) join one side that held p0 tokens. Quantises
@@ -155,7 +157,7 @@ int alrd_gpu_softmax(const float *S, const float *Sq, uint16_t *P, uint16_t *Pq,
  * the decode-step product (memory-bound; 16-byte loads, a warp per row).
  * K % 8 == 0, X rows (ldx) and W 16-byte aligned. */
 int alrd_gpu_gemv(const uint16_t *W, const uint16_t *X, int ldx, float *Y, int ldy, int M, int N, int K,
-                  float beta, void *stream);
+                  float beta, int pdl, void *stream);
 
 /* The same product in its fused forms, for M <= 4 rows of K (K % 8 == 0):
  * input X (fp16 rows, ldx) or, with h, X = fp16(RMSNorm(h[m]) * gamma)
@@ -176,17 +178,13 @@ typedef struct {
     float beta;
     uint16_t *act;
     int ldact;
-    int k_split; /* warps per row, 1 or 2; 0: ALRD_GPU_GEMV_KS, else by the row's length */
+    int k_split; /* warps per row, 1 or 2 (alrd_gpu_knobs.gemv_ks); 0: by the row's length */
 } alrd_gpu_gemv_op;
-int alrd_gpu_gemv_run(const alrd_gpu_gemv_op *op, void *stream);
+int alrd_gpu_gemv_run(const alrd_gpu_gemv_op *op, int pdl, void *stream);
 int alrd_gpu_gemv_norm_fits(int M, int K);
 
-/* The integer setting name from the environment, dflt when unset or empty
- * (the ALRD_GPU_* switches for same-run comparisons). */
-int alrd_gpu_env_int(const char *name, int dflt);
-
 /* y[t][i] += b[i] for fp32 rows of width n. */
-int alrd_gpu_add_bias_f32(float *y, int T, int n, const float *b, void *stream);
+int alrd_gpu_add_bias_f32(float *y, int T, int n, const float *b, int pdl, void *stream);
 
 /* nll[r] = logsumexp(logits[r]) - logits[r][target[r]] (fp32 exp, fp64
  * sums) for rows with target >= 0; rows of width nv. */
@@ -194,7 +192,7 @@ int alrd_gpu_nll(const float *logits, const int32_t *target, int rows, int nv, d
                  void *stream);
 
 /* pos[b] += 1 for b < B. */
-int alrd_gpu_pos_advance(int *pos, int B, void *stream);
+int alrd_gpu_pos_advance(int *pos, int B, int pdl, void *stream);
 
 /* Deterministic pseudo-random fills (benchmarks with synthetic weights). */
 int alrd_gpu_fill_f16(uint16_t *p, size_t n, float scale, float offset, uint64_t seed, void *stream);

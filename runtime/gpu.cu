@@ -205,7 +205,7 @@ static int lin(alrd_gpu *g, int M, int N, int K, const uint16_t *A, int lda, con
         op.Y = C;
         op.ldy = ldc;
         op.beta = beta;
-        return alrd_gpu_gemv_run(&op, g->st);
+        return alrd_gpu_gemv_run(&op, g->knobs.pdl, g->st);
     }
     float alpha = 1.0f;
     return cublasGemmEx(g->cb, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &alpha, W, CUDA_R_16F, K, A, CUDA_R_16F, lda, &beta,
@@ -221,15 +221,21 @@ static int gsb(alrd_gpu *g, cublasOperation_t ta, cublasOperation_t tb, int m, i
                                       CUBLAS_GEMM_DEFAULT) != CUBLAS_STATUS_SUCCESS;
 }
 
+/* The integer setting name from the environment, dflt when unset or empty. */
+static int env_int(const char *name, int dflt) {
+    const char *v = getenv(name);
+    return v && *v ? atoi(v) : dflt;
+}
+
 extern "C" void alrd_gpu_knobs_from_env(alrd_gpu_knobs *k) {
-    k->pdl = alrd_gpu_env_int("ALRD_GPU_PDL", 1);
-    k->nsplit = alrd_gpu_env_int("ALRD_GPU_NSPLIT", 0);
-    k->head_split = alrd_gpu_env_int("ALRD_GPU_HEAD_SPLIT", -1);
-    k->latent_v2 = alrd_gpu_env_int("ALRD_GPU_LATENT_V2", 0);
-    k->latent_generic = alrd_gpu_env_int("ALRD_GPU_LATENT_GENERIC", 0);
-    k->fuse_append = alrd_gpu_env_int("ALRD_GPU_FUSE_APPEND", 1);
-    k->fuse_norm = alrd_gpu_env_int("ALRD_GPU_FUSE_NORM", 1);
-    k->gemv_ks = alrd_gpu_env_int("ALRD_GPU_GEMV_KS", 0);
+    k->pdl = env_int("ALRD_GPU_PDL", 1);
+    k->nsplit = env_int("ALRD_GPU_NSPLIT", 0);
+    k->head_split = env_int("ALRD_GPU_HEAD_SPLIT", -1);
+    k->latent_v2 = env_int("ALRD_GPU_LATENT_V2", 0);
+    k->latent_generic = env_int("ALRD_GPU_LATENT_GENERIC", 0);
+    k->fuse_append = env_int("ALRD_GPU_FUSE_APPEND", 1);
+    k->fuse_norm = env_int("ALRD_GPU_FUSE_NORM", 1);
+    k->gemv_ks = env_int("ALRD_GPU_GEMV_KS", 0);
 }
 
 extern "C" int alrd_gpu_available(void) {
@@ -488,6 +494,9 @@ static int engine_finish(alrd_gpu *g, alrd_error *err) {
         a->cos_tab = g->w.cos_tab;
         a->sin_tab = g->w.sin_tab;
         a->scale = 1.0f / sqrtf((float)g->hd);
+        a->pdl = g->knobs.pdl != 0;
+        a->latent_v2 = g->knobs.latent_v2 != 0;
+        a->latent_generic = g->knobs.latent_generic != 0;
         size_t sm = alrd_gpu_attn_smem(a, g->smem_optin);
         if (sm && want_head_split(g, a)) {
             a->head_split = 1;
@@ -851,10 +860,11 @@ static void norm_lin(alrd_gpu *g, int r0, int T, int N, const float *gamma, cons
         op.h += (size_t)r0 * g->H;
         op.Y = Y;
         op.ldy = N;
-        FAILS(g, alrd_gpu_gemv_run(&op, g->st));
+        FAILS(g, alrd_gpu_gemv_run(&op, g->knobs.pdl, g->st));
         return;
     }
-    FAILS(g, alrd_gpu_rmsnorm(g->buf.h + (size_t)r0 * g->H, gamma, T, g->H, g->cfg.rms_eps, g->buf.xn16, g->st));
+    FAILS(g, alrd_gpu_rmsnorm(g->buf.h + (size_t)r0 * g->H, gamma, T, g->H, g->cfg.rms_eps, g->buf.xn16, g->knobs.pdl,
+                              g->st));
     FAILS(g, lin(g, T, N, g->H, g->buf.xn16, g->H, W, Y, N, 0.0f));
 }
 
@@ -862,16 +872,16 @@ static void norm_lin(alrd_gpu *g, int r0, int T, int N, const float *gamma, cons
 static void post_attn(alrd_gpu *g, glayer *y, int T) {
     const int H = g->H, ffn = g->ffn;
     FAILS(g, lin(g, T, H, y->wo_k, y->vr ? g->buf.U16 : g->buf.att16, y->wo_k, y->w.o, g->buf.h, H, 1.0f));
-    if (y->w.bo) FAILS(g, alrd_gpu_add_bias_f32(g->buf.h, T, H, y->w.bo, g->st));
+    if (y->w.bo) FAILS(g, alrd_gpu_add_bias_f32(g->buf.h, T, H, y->w.bo, g->knobs.pdl, g->st));
     if (fused_norm(g, T)) {
         alrd_gpu_gemv_op op = norm_op(g, T, ffn, y->w.ffn_norm, y->w.gu);
         op.act = g->buf.act16;
         op.ldact = ffn;
-        FAILS(g, alrd_gpu_gemv_run(&op, g->st));
+        FAILS(g, alrd_gpu_gemv_run(&op, g->knobs.pdl, g->st));
     } else {
-        FAILS(g, alrd_gpu_rmsnorm(g->buf.h, y->w.ffn_norm, T, H, g->cfg.rms_eps, g->buf.xn16, g->st));
+        FAILS(g, alrd_gpu_rmsnorm(g->buf.h, y->w.ffn_norm, T, H, g->cfg.rms_eps, g->buf.xn16, g->knobs.pdl, g->st));
         FAILS(g, lin(g, T, 2 * ffn, H, g->buf.xn16, H, y->w.gu, g->buf.gu, 2 * ffn, 0.0f));
-        FAILS(g, alrd_gpu_silu_mul(g->buf.gu, T, ffn, g->buf.act16, g->st));
+        FAILS(g, alrd_gpu_silu_mul(g->buf.gu, T, ffn, g->buf.act16, g->knobs.pdl, g->st));
     }
     FAILS(g, lin(g, T, H, ffn, g->buf.act16, ffn, y->w.down, g->buf.h, H, 1.0f));
 }
@@ -883,7 +893,7 @@ enum { MODE_PREFILL = 0, MODE_SCORE = 1, MODE_SCORE_DECODE = 2 };
 static void layer_prefill(alrd_gpu *g, int l, int b, int T, int p0, int mode, int first) {
     glayer *y = &g->ly[l];
     const int H = g->H, qd = g->qd, nk = p0 + T;
-    FAILS(g, alrd_gpu_rmsnorm(g->buf.h, y->w.attn_norm, T, H, g->cfg.rms_eps, g->buf.xn16, g->st));
+    FAILS(g, alrd_gpu_rmsnorm(g->buf.h, y->w.attn_norm, T, H, g->cfg.rms_eps, g->buf.xn16, g->knobs.pdl, g->st));
     if (g->gram.sum && mode == MODE_PREFILL) { /* calibration: Gram += xn^T xn in fp64 (lower = row-major upper) */
         const double one = 1.0;
         FAILS(g, alrd_gpu_f16_to_f64(g->buf.xn16, g->gram.x64, (size_t)T * H, g->st));
@@ -893,7 +903,7 @@ static void layer_prefill(alrd_gpu *g, int l, int b, int T, int p0, int mode, in
     FAILS(g, lin(g, T, y->nqkv, H, g->buf.xn16, H, y->w.qkv, g->buf.qkv, y->nqkv, 0.0f));
     FAILS(g, alrd_gpu_qkv_post(g->buf.qkv, T, y->nqkv, g->nh, g->hd, y->dk, y->dv, y->w.bq, y->w.bk_full, y->w.bv_full,
                                NULL, p0, g->w.cos_tab, g->w.sin_tab, g->buf.q16, g->buf.Lk16, g->buf.Vm16, y->dk, y->dv,
-                               g->st));
+                               g->knobs.pdl, g->st));
     if (p0 > 0) {
         if (y->kmode == ALRD_GPU_K_ROPED) FAILS(g, alrd_gpu_materialize(&y->ks, b, p0, p0, g->buf.Km16, g->kvd, g->st));
         else FAILS(g, alrd_gpu_materialize(&y->ks, b, p0, p0, g->buf.Lk16, y->dk, g->st));
@@ -933,13 +943,14 @@ static void layer_decode(alrd_gpu *g, int l) {
     if (g->knobs.fuse_append) {
         FAILS(g, alrd_gpu_qkv_append_decode(g->buf.qkv, B, y->nqkv, g->nh, g->hd, y->dk, y->w.bq, y->w.bk_full,
                                             y->w.bv_full, g->seq.d_pos, g->w.cos_tab, g->w.sin_tab, g->buf.q16, &y->ks,
-                                            &y->vs, g->st));
+                                            &y->vs, g->knobs.pdl, g->st));
     } else {
         FAILS(g,
               alrd_gpu_qkv_post(g->buf.qkv, B, y->nqkv, g->nh, g->hd, y->dk, y->dv, y->w.bq, y->w.bk_full, y->w.bv_full,
-                                g->seq.d_pos, 0, g->w.cos_tab, g->w.sin_tab, g->buf.q16, NULL, NULL, 0, 0, g->st));
+                                g->seq.d_pos, 0, g->w.cos_tab, g->w.sin_tab, g->buf.q16, NULL, NULL, 0, 0, g->knobs.pdl,
+                                g->st));
         FAILS(g, alrd_gpu_append_decode(&y->ks, &y->vs, g->buf.qkv, y->nqkv, qd, qd + y->dk, B, g->seq.d_pos, g->hd,
-                                        g->w.cos_tab, g->w.sin_tab, g->st));
+                                        g->w.cos_tab, g->w.sin_tab, g->knobs.pdl, g->st));
     }
     if (g->attn == ALRD_GPU_ATTN_FUSED && y->fused_ok) {
         FAILS(g, alrd_gpu_attn_decode(&y->al, g->buf.q16, g->seq.d_pos, B, y->nsplit, g->vw_max, g->buf.attn_work,
@@ -1020,7 +1031,7 @@ static void decode_body(alrd_gpu *g) {
     FAILS(g, alrd_gpu_embed(g->w.embed, g->buf.d_tok, B, g->H, g->buf.h, g->st));
     for (int l = 0; l < g->L; l++) layer_decode(g, l);
     head(g, 0, B);
-    FAILS(g, alrd_gpu_pos_advance(g->seq.d_pos, B, g->st));
+    FAILS(g, alrd_gpu_pos_advance(g->seq.d_pos, B, g->knobs.pdl, g->st));
 }
 
 extern "C" int alrd_gpu_decode(alrd_gpu *g, const int32_t *tokens, float *logits, alrd_error *err) {

@@ -34,12 +34,12 @@ enum { ALRD_GPU_ATTN_FUSED = 0, ALRD_GPU_ATTN_REF = 1 };
  * is set by the environment variable named with it; alrd_gpu_knobs_from_env
  * is the one place that reads them. An engine takes its knobs once, when it
  * is made (alrd_gpu_opts.knobs, or the environment when that is NULL), and
- * reads them from there. Three are still read by kernels/ itself as well,
- * once per process (marked below): the field mirrors that read until the
- * kernels take the value from here. */
+ * reads them from there; kernels/ gets them as arguments (the launchers'
+ * pdl, alrd_gpu_attn_layer's pdl / latent_v2 / latent_generic,
+ * alrd_gpu_gemv_op.k_split) and reads no variable itself. */
 typedef struct {
     /* ALRD_GPU_PDL, default 1: the step's kernels are launched with programmatic dependent launch
-     * (griddepcontrol); 0: the ordinary way. kernels/gpu_common.cuh (pdl_enabled) reads the variable itself. */
+     * (griddepcontrol); 0: the ordinary way. Passed as the launchers' pdl and alrd_gpu_attn_layer.pdl. */
     int pdl;
     /* ALRD_GPU_NSPLIT, default 0: the split count of every layer's fused decode attention, clamped to
      * 1..256; 0 (or less): per layer, the fewest splits whose blocks fit in one wave (layer_nsplit). */
@@ -48,10 +48,10 @@ typedef struct {
      * -1: per head where the group blocks would leave the GPU idle (want_head_split). */
     int head_split;
     /* ALRD_GPU_LATENT_V2, default 0: 1 runs the latent layers on attn_v2_kernel instead of
-     * attn_latent_kernel. kernels/gpu_attn.cu (v4_ok) reads the variable itself. */
+     * attn_latent_kernel. Passed as alrd_gpu_attn_layer.latent_v2. */
     int latent_v2;
     /* ALRD_GPU_LATENT_GENERIC, default 0: 1 runs attn_latent_kernel's shared instance instead of the
-     * 2-bit one. kernels/gpu_attn.cu (pick4) reads the variable itself. */
+     * 2-bit one. Passed as alrd_gpu_attn_layer.latent_generic. */
     int latent_generic;
     /* ALRD_GPU_FUSE_APPEND, default 1: the query RoPE and both cache appends of a decode step in one
      * launch (qkv_append_kernel); 0: two launches. */
@@ -60,8 +60,7 @@ typedef struct {
      * hidden sizes up to 1024, 2 at any size, 0 never. */
     int fuse_norm;
     /* ALRD_GPU_GEMV_KS, default 0: warps per row of the decode GEMV, 1 or 2; 0: 2 for rows of up to
-     * 2048 elements, else 1. Passed to the GEMV as alrd_gpu_gemv_op.k_split (kernels/gpu_ops.cu still
-     * falls back to the variable itself when k_split is 0). */
+     * 2048 elements, else 1. Passed to the GEMV as alrd_gpu_gemv_op.k_split. */
     int gemv_ks;
 } alrd_gpu_knobs;
 

@@ -76,6 +76,13 @@ static void *hcopy(const void *d, size_t n) {
     return h;
 }
 
+/* The launchers' pdl as an engine takes it (ALRD_GPU_PDL, default on). */
+static int pdl(void) {
+    alrd_gpu_knobs k;
+    alrd_gpu_knobs_from_env(&k);
+    return k.pdl;
+}
+
 /* Device copy of n random bytes (the same bytes each call with the same seed). */
 static void *drandom(size_t n, unsigned seed) {
     unsigned char *h = malloc(n ? n : 1);
@@ -206,7 +213,8 @@ static void test_cache(int d, int kb, int vb, int G, int R, int use_kivi, int L0
     for (int s = 0; s < steps; s++, p++) {
         alrd_kv_cache_append(c, 0, kk + (size_t)p * dk, vv + (size_t)p * dv, &err);
         CU(cudaMemcpy(dpos, &p, sizeof(int), cudaMemcpyHostToDevice));
-        CU((cudaError_t)alrd_gpu_append_decode(&ks, &vs, dx + (size_t)p * W, W, 0, dk, 1, dpos, 64, NULL, NULL, NULL));
+        CU((cudaError_t)alrd_gpu_append_decode(&ks, &vs, dx + (size_t)p * W, W, 0, dk, 1, dpos, 64, NULL, NULL, pdl(),
+                                               NULL));
     }
     CU(cudaDeviceSynchronize());
     snprintf(what, sizeof what, "cache d=%d kb=%d vb=%d G=%d R=%d kivi=%d tiled %d/%d after %d decode steps", d, kb, vb,
@@ -395,10 +403,10 @@ static void test_qkv_append(int kb, int vb) {
     int *dpos = dcopy(pos, sizeof pos);
     uint16_t *q1 = dmalloc(2 * (size_t)B * qd), *q2 = dmalloc(2 * (size_t)B * qd);
     int rc = alrd_gpu_qkv_post(dq1, B, ld, nh, hd, dk, dv, db, db + qd, db + qd + dk, dpos, 0, cs, sn, q1, NULL, NULL, 0,
-                               0, NULL) ||
-             alrd_gpu_append_decode(&k1, &v1, dq1, ld, qd, qd + dk, B, dpos, hd, cs, sn, NULL) ||
+                               0, pdl(), NULL) ||
+             alrd_gpu_append_decode(&k1, &v1, dq1, ld, qd, qd + dk, B, dpos, hd, cs, sn, pdl(), NULL) ||
              alrd_gpu_qkv_append_decode(dq2, B, ld, nh, hd, dk, db, db + qd, db + qd + dk, dpos, cs, sn, q2, &k2, &v2,
-                                        NULL);
+                                        pdl(), NULL);
     CU(cudaDeviceSynchronize());
     int sq = dsame(q1, q2, 2 * (size_t)B * qd), sr = dsame(dq1, dq2, 4 * (size_t)B * ld);
     int sk = side_same(&k1, &k2, B), sv = side_same(&v1, &v2, B);
@@ -474,7 +482,7 @@ static void test_gemv(int M, int N, int K, int ks) {
     float *dy = dcopy(y0, sizeof(float) * M * N), *dgu = dmalloc(sizeof(float) * M * 2 * N);
     float *dy2 = dmalloc(sizeof(float) * M * N), *dy3 = dmalloc(sizeof(float) * M * N);
     uint16_t *da = dmalloc((size_t)2 * M * N), *da2 = dmalloc((size_t)2 * M * N);
-    int rc = alrd_gpu_gemv(dw, dx, K, dy, N, M, N, K, 1.0f, NULL);
+    int rc = alrd_gpu_gemv(dw, dx, K, dy, N, M, N, K, 1.0f, pdl(), NULL);
     CU(cudaDeviceSynchronize());
     float *y = hcopy(dy, sizeof(float) * M * N);
     double num = 0, den = 0;
@@ -491,11 +499,12 @@ static void test_gemv(int M, int N, int K, int ks) {
     alrd_gpu_gemv_op op = {.W = dw, .M = M, .N = N, .K = K, .h = dh, .gamma = dg, .eps = eps, .ldh = K, .Y = dy3,
                            .ldy = N, .k_split = ks};
     alrd_gpu_gemv_op pl = {.W = dw, .M = M, .N = N, .K = K, .X = dxn, .ldx = K, .Y = dy2, .ldy = N, .k_split = ks};
-    rc = alrd_gpu_rmsnorm(dh, dg, M, K, eps, dxn, NULL) || alrd_gpu_gemv_run(&pl, NULL) || alrd_gpu_gemv_run(&op, NULL);
+    rc = alrd_gpu_rmsnorm(dh, dg, M, K, eps, dxn, pdl(), NULL) || alrd_gpu_gemv_run(&pl, pdl(), NULL) ||
+         alrd_gpu_gemv_run(&op, pdl(), NULL);
     pl.N = 2 * N, pl.Y = dgu, pl.ldy = 2 * N;
-    rc = rc || alrd_gpu_gemv_run(&pl, NULL) || alrd_gpu_silu_mul(dgu, M, N, da, NULL);
+    rc = rc || alrd_gpu_gemv_run(&pl, pdl(), NULL) || alrd_gpu_silu_mul(dgu, M, N, da, pdl(), NULL);
     op.Y = NULL, op.act = da2, op.ldact = N;
-    rc = rc || alrd_gpu_gemv_run(&op, NULL);
+    rc = rc || alrd_gpu_gemv_run(&op, pdl(), NULL);
     CU(cudaDeviceSynchronize());
     CHECK(!rc && dsame(dy2, dy3, sizeof(float) * M * N), "gemv M%d N%d K%d: RMSNorm-fused differs (rc %d)", M, N, K,
           rc);
