@@ -17,8 +17,12 @@
  *     with their two scales and zeros as half2s.
  * A block is one (split, KV head, sequence); its 4 warps work alone, warp w
  * on tiles w, w + 4, ... of the split, each streaming its tiles' bytes
- * (codes, scales, zeros, the tile's RoPE row) through its own cp.async ring
- * of NST stages, and merge once at the end.
+ * (codes, scales, zeros, the tile's RoPE row) through its own ring of NST
+ * stages, and merge once at the end. Each segment of a tile is contiguous in
+ * the tiled layout, so a tile is a handful of bulk copies (cp.async.bulk, one
+ * lane each) completing on the stage's mbarrier: the copy engine does the
+ * addressing that 16-byte cp.async pieces cost the warp (195 warp
+ * instructions a tile by ncu before, a third of the tile's work).
  *
  * RoPE without a table row per token: the score of token ts + j is
  *     q . R(ts + j) k = (R(ts)^T q) . (R(j) k),
@@ -52,15 +56,41 @@ typedef struct {
     int stage;            /* words of one stage */
     int kc, ksz, rope;    /* stage words: key codes (or fp16 rows), key scales then zeros, the RoPE row (cos | sin) */
     int vc, vsz;          /* value codes (or fp16 rows), value scales then zeros */
+    int bars;             /* byte offset of the warps' stage mbarriers ([KW][NST], 8 bytes each) */
     size_t wbytes, total; /* one warp's ring; the block's dynamic shared memory */
     alrd_fdiv kR, kG, vR, vG;
 } kplan;
 
 template <int HD> __host__ __device__ constexpr int kivi_stages() { return HD == 64 ? 4 : 3; }
 
-/* 16 bytes global -> shared (a shared-space address), both 16-byte aligned */
-__device__ __forceinline__ void cp_async16s(unsigned dst, const void *src) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src));
+/* The stage's mbarrier (a shared-space address): lane 0's arrival with the tile's byte count, the bulk copies'
+ * bytes (and, for fp16 rows, each lane's cp.async arrival) complete a phase */
+__device__ __forceinline__ void mbar_init(unsigned bar, unsigned count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive_tx(unsigned bar, unsigned bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(unsigned bar, unsigned parity) {
+    unsigned done;
+    do {
+        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+                     : "=r"(done)
+                     : "r"(bar), "r"(parity)
+                     : "memory");
+    } while (!done);
+}
+/* true in one lane of the (converged) warp: elect.sync, which the compiler knows leaves one thread */
+__device__ __forceinline__ bool elect_one() {
+    unsigned pred;
+    asm volatile("{\n.reg .pred p;\nelect.sync _|p, 0xffffffff;\nselp.u32 %0, 1, 0, p;\n}\n" : "=r"(pred));
+    return pred != 0;
+}
+/* n bytes global -> shared by the bulk-copy engine, completing on mbarrier bar (all 16-byte aligned) */
+__device__ __forceinline__ void bulk_copy(unsigned dst, const void *src, unsigned n, unsigned bar) {
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(dst),
+                 "l"(src), "r"(n), "r"(bar)
+                 : "memory");
 }
 
 /* (a & m) | c in one instruction (the compiler makes two of it) */
@@ -203,82 +233,86 @@ __global__ void __launch_bounds__(KW * 32, HD == 64 ? 4 : 2)
     const int glo = VQ ? fdiv_q(vc0, P.vG) : 0, ngb = VQ ? fdiv_q(vc0 + vw - 1, P.vG) - glo + 1 : 0;
     const int vnh = VQ ? (nvt * VB2 + 15) / 16 : 0; /* the block's value words per lane and half */
 
-    /* the warp's tile i (tokens [ts, ts + 16) of its split) into its ring stage i % NST, one cp.async group:
-     * 16-byte pieces, offsets in 32-bit words within the sequence's sides (attn_kivi_ok bounds them) */
+    /* the warp's tile i (tokens [ts, ts + 16) of its split) into its ring stage i % NST. Each quantised segment
+     * of a tile is contiguous in the tiled layout (codes, scales, zeros, the RoPE row's cos and sin): lane 0
+     * issues one bulk copy per segment and arrives on the stage's mbarrier with their bytes. fp16 rows (a side
+     * kept in fp16) go as 16-byte cp.async pieces from every lane, zero past the split's end, each lane's
+     * completion an arrival (noinc) on the same mbarrier. Offsets in 32-bit words within the sequence's sides
+     * (attn_kivi_ok bounds them). */
+    constexpr bool ROWS = !KQ || !VQ;
     const unsigned ring_s = (unsigned)__cvta_generic_to_shared(ring);
-    const float *rope_src = (lane < HD / 8 ? L.cos_tab : L.sin_tab) + 4 * (lane % (HD / 8)); /* lane < HD/4 */
-    const int kszn = P.ngt * HD / 8; /* 16-byte pieces of a tile's key scales (and of its zeros) */
-    const int kbase = kvh * ((int)P.kR.d / KT), vbase = vblk * vs.bw, vcn = vs.bw / 4;
+    const unsigned bar0 = ring_s0 + (unsigned)P.bars + 8u * (unsigned)(warp * NST);
+    if (lane == 0)
+        for (int s = 0; s < NST; s++) mbar_init(bar0 + 8u * s, ROWS ? 33u : 1u);
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    __syncwarp();
     auto issue = [&](int i) {
         const int ts = t0 + KT * (warp + KW * i);
-        if (ts < t1) {
-            const unsigned st = ring_s + 4u * (unsigned)((i % NST) * P.stage);
+        if (ts >= t1) return;
+        const unsigned st = ring_s + 4u * (unsigned)((i % NST) * P.stage), bar = bar0 + 8u * (unsigned)(i % NST);
+        if constexpr (ROWS) {
             const int nv = min(KT, t1 - ts);
-            if constexpr (KQ) {
-                if (ts < kq) {
-                    constexpr int CK = HD * KB / 8; /* pieces of one head's tile of codes */
-                    const int ch = fdiv_q(ts, P.kR), tin = ts - ch * (int)P.kR.d;
-                    const uint32_t *src = kcw + ch * (int)ks.unit_words + (kbase + (tin >> 4)) * ks.bw;
-#pragma unroll
-                    for (int r = 0; r < (CK + 31) / 32; r++) {
-                        const int c = lane + 32 * r;
-                        if (CK % 32 == 0 || c < CK) cp_async16s(st + 4u * (P.kc + 4 * c), src + 4 * c);
-                    }
-                    if (lane < kszn) {
-                        const int go = ch * (int)ks.unit_groups + (kvh * ks.ng + fdiv_q(tin, P.kG)) * HD + 8 * lane;
-                        cp_async16s(st + 4u * (P.ksz + 4 * lane), ksc + go);
-                        cp_async16s(st + 4u * (P.ksz + 4 * kszn + 4 * lane), kze + go);
-                    }
-                }
-                if (lane < HD / 4) cp_async16s(st + 4u * (P.rope + 4 * lane), rope_src + ts * (HD / 2)); /* cos | sin */
-            } else { /* fp16 RoPE'd key rows [16][kstr], zero past the split's end */
+            uint16_t *sh = reinterpret_cast<uint16_t *>(smem) + (st - ring_s0) / 2;
+            if constexpr (!KQ) { /* fp16 RoPE'd key rows [16][kstr] */
                 const uint16_t *kr = ks.rows + (size_t)b * ks.seq_rows + (size_t)kvh * HD;
                 for (int c = lane; c < KT * (HD / 8); c += 32) {
                     const int r = c / (HD / 8), c8 = c % (HD / 8);
                     const bool ok = r < nv;
-                    cp_async16(reinterpret_cast<uint16_t *>(smem) + (st - ring_s0) / 2 + 2 * P.kc + r * P.kstr + c8 * 8,
-                               kr + (size_t)(ts + (ok ? r : 0)) * ks.d + c8 * 8, ok ? 16 : 0);
+                    cp_async16(sh + 2 * P.kc + r * P.kstr + c8 * 8, kr + (size_t)(ts + (ok ? r : 0)) * ks.d + c8 * 8,
+                               ok ? 16 : 0);
                 }
-            }
-            if constexpr (VQ) {
-                if (ts < vq) {
-                    const uint32_t *src = vcw + (ts >> 4) * (int)vs.unit_words + vbase;
-                    for (int c = lane; c < vcn; c += 32) cp_async16s(st + 4u * (P.vc + 4 * c), src + 4 * c);
-                    if (lane < 2 * ngb) {
-                        const int go = (ts >> 4) * (int)vs.unit_groups + glo * KT + 8 * lane;
-                        cp_async16s(st + 4u * (P.vsz + 4 * lane), vsc + go);
-                        cp_async16s(st + 4u * (P.vsz + 8 * P.vng + 4 * lane), vze + go);
-                    }
-                }
-            } else { /* fp16 value rows [16][vstr], zero past the split's end (p = 0 there, and 0 * NaN is NaN) */
+            } else { /* fp16 value rows [16][vstr] (p = 0 there, and 0 * NaN is NaN) */
                 const uint16_t *vr = vs.rows + (size_t)b * vs.seq_rows + vc0;
                 for (int c = lane; c < KT * nvt; c += 32) {
                     const int r = c / nvt, c8 = c - r * nvt;
                     const bool ok = r < nv;
-                    cp_async16(reinterpret_cast<uint16_t *>(smem) + (st - ring_s0) / 2 + 2 * P.vc + r * P.vstr + c8 * 8,
-                               vr + (size_t)(ts + (ok ? r : 0)) * vs.d + c8 * 8, ok ? 16 : 0);
+                    cp_async16(sh + 2 * P.vc + r * P.vstr + c8 * 8, vr + (size_t)(ts + (ok ? r : 0)) * vs.d + c8 * 8,
+                               ok ? 16 : 0);
                 }
             }
+            asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
         }
-        cp_async_commit(); /* an empty group keeps the wait count uniform */
+        if (elect_one()) {
+            unsigned total = 0;
+            if constexpr (KQ) {
+                if (ts < kq) {
+                    const int ch = fdiv_q(ts, P.kR), tin = ts - ch * (int)P.kR.d;
+                    const int go = ch * (int)ks.unit_groups + (kvh * ks.ng + fdiv_q(tin, P.kG)) * HD;
+                    const unsigned kn = 16u * P.ngt * HD / 8; /* bytes of a tile's key scales (and of its zeros) */
+                    bulk_copy(st + 4u * P.kc, kcw + ch * (int)ks.unit_words + (kvh * ((int)P.kR.d / KT) + (tin >> 4)) * ks.bw,
+                              HD * KB * 2, bar);
+                    bulk_copy(st + 4u * P.ksz, ksc + go, kn, bar);
+                    bulk_copy(st + 4u * P.ksz + kn, kze + go, kn, bar);
+                    total += HD * KB * 2 + 2 * kn;
+                }
+                bulk_copy(st + 4u * P.rope, L.cos_tab + (size_t)ts * (HD / 2), HD * 2, bar); /* cos | sin at ts */
+                bulk_copy(st + 4u * P.rope + HD * 2, L.sin_tab + (size_t)ts * (HD / 2), HD * 2, bar);
+                total += HD * 4;
+            }
+            if constexpr (VQ) {
+                if (ts < vq) {
+                    const int go = (ts >> 4) * (int)vs.unit_groups + glo * KT;
+                    bulk_copy(st + 4u * P.vc, vcw + (ts >> 4) * (int)vs.unit_words + vblk * vs.bw, 4 * vs.bw, bar);
+                    bulk_copy(st + 4u * P.vsz, vsc + go, 32 * ngb, bar);
+                    bulk_copy(st + 4u * (P.vsz + 8 * P.vng), vze + go, 32 * ngb, bar);
+                    total += 4 * vs.bw + 64 * ngb;
+                }
+            }
+            mbar_arrive_tx(bar, total); /* after the copies: their bytes may land first (tx-count goes below 0) */
+        }
     };
 #pragma unroll
     for (int i = 0; i < NST - 1; i++) issue(i);
 
     /* Q: row gid = query head h0 + gid (rows >= per_kv and gid + 8 zero: per_kv <= 8), channels
-     * kk*16 + 2*t4 + {0, 1, 8, 9}; fp16 keys take qa as it is, quantised keys rotate qf per tile */
-    float qf[KS][4];
+     * kk*16 + 2*t4 + {0, 1, 8, 9}; fp16 keys take qa as it is, quantised keys rotate it per tile */
     uint32_t qa[KS][2];
     {
         const uint16_t *qb = q16 + (size_t)b * L.n_heads * HD + (size_t)(h0 + gid) * HD;
 #pragma unroll
         for (int kk = 0; kk < KS; kk++) {
             const int c = kk * 16 + 2 * t4;
-            const uint32_t lo = gid < per_kv ? ld32(qb + c) : 0u, hi = gid < per_kv ? ld32(qb + c + 8) : 0u;
-            const float2 a = __half22float2(*reinterpret_cast<const __half2 *>(&lo));
-            const float2 bb = __half22float2(*reinterpret_cast<const __half2 *>(&hi));
-            qf[kk][0] = a.x, qf[kk][1] = a.y, qf[kk][2] = bb.x, qf[kk][3] = bb.y;
-            qa[kk][0] = lo, qa[kk][1] = hi;
+            qa[kk][0] = gid < per_kv ? ld32(qb + c) : 0u, qa[kk][1] = gid < per_kv ? ld32(qb + c + 8) : 0u;
         }
     }
     /* RoPE by a key's offset j in its tile: this lane's tokens j = gid, gid + 8 and pairs pi < NP/2
@@ -311,8 +345,7 @@ __global__ void __launch_bounds__(KW * 32, HD == 64 ? 4 : 2)
         const int ts = t0 + KT * (warp + KW * i);
         if (ts >= t1) break;
         issue(i + NST - 1); /* into the stage this warp finished with in tile i - 1 */
-        asm volatile("cp.async.wait_group %0;\n" ::"n"(NST - 1) : "memory");
-        __syncwarp();
+        mbar_wait(bar0 + 8u * (unsigned)(i % NST), (unsigned)(i / NST) & 1u);
         const uint32_t *st = ring + (i % NST) * P.stage;
         const int nv = min(KT, t1 - ts);
         float s[2][4];
@@ -320,18 +353,20 @@ __global__ void __launch_bounds__(KW * 32, HD == 64 ? 4 : 2)
         for (int e = 0; e < 2; e++) s[e][0] = s[e][1] = s[e][2] = s[e][3] = 0.0f;
 
         if constexpr (KQ) {
-            uint32_t qr[KS][2]; /* R(ts)^T q */
+            uint32_t qr[KS][2]; /* R(ts)^T q, on fp16 pairs (channels c, c + 1 with c + HD/2, +1) */
             const float *cr = reinterpret_cast<const float *>(st + P.rope), *sr = cr + HD / 2;
 #pragma unroll
             for (int kk = 0; kk < KS / 2; kk++)
 #pragma unroll
                 for (int hh = 0; hh < 2; hh++) {
                     const int c = kk * 16 + 2 * t4 + 8 * hh;
-                    const float2 co = *reinterpret_cast<const float2 *>(cr + c), si = *reinterpret_cast<const float2 *>(sr + c);
-                    const float x1 = qf[kk][2 * hh], x1b = qf[kk][2 * hh + 1];
-                    const float x2 = qf[kk + KS / 2][2 * hh], x2b = qf[kk + KS / 2][2 * hh + 1];
-                    qr[kk][hh] = pack2(x1 * co.x + x2 * si.x, x1b * co.y + x2b * si.y);
-                    qr[kk + KS / 2][hh] = pack2(x2 * co.x - x1 * si.x, x2b * co.y - x1b * si.y);
+                    const __half2 co = __float22half2_rn(*reinterpret_cast<const float2 *>(cr + c));
+                    const __half2 si = __float22half2_rn(*reinterpret_cast<const float2 *>(sr + c));
+                    const __half2 x1 = *reinterpret_cast<const __half2 *>(&qa[kk][hh]);
+                    const __half2 x2 = *reinterpret_cast<const __half2 *>(&qa[kk + KS / 2][hh]);
+                    const __half2 y1 = __hfma2(x2, si, __hmul2(x1, co)), y2 = __hfma2(__hneg2(x1), si, __hmul2(x2, co));
+                    qr[kk][hh] = *reinterpret_cast<const uint32_t *>(&y1);
+                    qr[kk + KS / 2][hh] = *reinterpret_cast<const uint32_t *>(&y2);
                 }
             const bool quant = ts < kq;
             const uint16_t *rg = ks.ring + (size_t)b * ks.seq_ring + (size_t)kvh * HD;
@@ -413,6 +448,7 @@ __global__ void __launch_bounds__(KW * 32, HD == 64 ? 4 : 2)
                     uint16_t *h = reinterpret_cast<uint16_t *>(const_cast<uint32_t *>(st) + P.vsz);
                     for (int k = lane; k < ngb * KT; k += 32)
                         if (ts + (k & (KT - 1)) >= vq) h[k] = 0, h[16 * P.vng + k] = 0;
+                    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); /* before a bulk copy refills it */
                     __syncwarp();
                     vload(wd, w1a, w1b);
                 }
@@ -451,7 +487,7 @@ __global__ void __launch_bounds__(KW * 32, HD == 64 ? 4 : 2)
         }
         __syncwarp(); /* the stage is read: a later issue refills it */
     }
-    asm volatile("cp.async.wait_all;\n" ::: "memory"); /* the rings are drained: shared memory is free */
+    /* every tile issued was waited for: the rings are drained and merge_warps may reuse them */
     float o4[NT][4];
 #pragma unroll
     for (int k = 0; k < NT; k++) o4[k][0] = o[k][0], o4[k][1] = o[k][1], o4[k][2] = o4[k][3] = 0.0f;
@@ -519,6 +555,8 @@ static int make_kplan(const alrd_gpu_attn_layer *L, kplan *p) {
     p->wbytes = 4 * (size_t)p->stage * (hd == 64 ? kivi_stages<64>() : kivi_stages<128>());
     const size_t merge = 4 * (size_t)KW * 16 * (2 + p->vw) + 4 * KW * 16; /* merge_warps' (max, sum), O and weights */
     p->total = KW * p->wbytes > merge ? KW * p->wbytes : merge;
+    p->bars = (int)((p->total + 15) & ~(size_t)15);
+    p->total = p->bars + 8 * KW * (hd == 64 ? kivi_stages<64>() : kivi_stages<128>());
     p->kR = alrd_fdiv_make(kb < 16 ? k->R : 1);
     p->kG = alrd_fdiv_make(kb < 16 ? k->G : 1);
     p->vR = alrd_fdiv_make(vb < 16 && v->R > 0 ? v->R : 1);
