@@ -1,18 +1,23 @@
 #!/usr/bin/env python3
-"""Writes a GGUF v3 llama-arch checkpoint with Llama-2-7B shapes and random
-weights, for measuring alrd-compress's memory on a 7B model (issue #3).
+"""Writes a GGUF v3 llama-arch checkpoint with Llama-2-7B (default) or
+Llama-3-8B shapes and random weights, for measuring alrd-compress's time and
+memory on a 7B/8B model.
 
-32 layers, hidden 4096, 32 heads / 32 KV heads (head_dim 128), ffn 11008,
-rope theta 10000, rms eps 1e-5, untied output. The tokenizer (vocab 49152)
-is copied from SmolLM2's GGUF so text calibration works.
+llama2-7b: 32 layers, hidden 4096, 32 heads / 32 KV heads (head_dim 128),
+ffn 11008, rope theta 10000. llama3-8b: 32 layers, hidden 4096, 32 heads /
+8 KV heads (GQA), ffn 14336, rope theta 500000. Both rms eps 1e-5, untied
+output. The tokenizer (vocab 49152) is copied from SmolLM2's GGUF so text
+calibration works (--tokenizer: that GGUF, or one written by --tokenizer-only).
 
 Matrices are Q4_0 (~3.8 GB in all), generated directly as Q4_0 blocks:
 each block of 32 values is d * (q - 8) with q uniform in 0..15 and d drawn
 so the weights have std ~0.02 (scaled ~1/sqrt(fan_in) for down/o). Norms
 are F32 around 1. Values are random: only shapes and scale are realistic.
 
-usage: make_synthetic_7b.py OUT.gguf [--tokenizer models/SmolLM2-135M-Instruct.Q4_1.gguf]
-       [--layers N] (fewer layers for a quick check)
+usage: make_synthetic_7b.py OUT.gguf [--shape llama2-7b|llama3-8b]
+       [--tokenizer models/SmolLM2-135M-Instruct.Q4_1.gguf] [--layers N] (fewer layers for a quick check)
+       make_synthetic_7b.py OUT.gguf --tokenizer-only (a GGUF of the tokenizer keys alone, ~1 MB, to carry
+       to a machine without the model)
 """
 import argparse
 import sys
@@ -20,8 +25,11 @@ import sys
 import numpy as np
 from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter
 
-HIDDEN, HEADS, KV_HEADS, FFN, LAYERS = 4096, 32, 32, 11008, 32
-HEAD_DIM = HIDDEN // HEADS
+SHAPES = {  # hidden, heads, KV heads, ffn, rope theta
+    "llama2-7b": (4096, 32, 32, 11008, 10000.0),
+    "llama3-8b": (4096, 32, 8, 14336, 500000.0),
+}
+LAYERS = 32
 QK = 32  # Q4_0 block: f16 scale + 16 bytes of nibbles
 
 
@@ -65,17 +73,30 @@ def main():
     ap.add_argument("--tokenizer", default="models/SmolLM2-135M-Instruct.Q4_1.gguf")
     ap.add_argument("--layers", type=int, default=LAYERS)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--shape", choices=sorted(SHAPES), default="llama2-7b")
+    ap.add_argument("--tokenizer-only", action="store_true")
     a = ap.parse_args()
     rng = np.random.default_rng(a.seed)
+    HIDDEN, HEADS, KV_HEADS, FFN, THETA = SHAPES[a.shape]
+    HEAD_DIM = HIDDEN // HEADS
+    KV = KV_HEADS * HEAD_DIM
 
     w = GGUFWriter(a.out, "llama")
+    if a.tokenizer_only:
+        vocab, nkeys = copy_tokenizer(w, a.tokenizer)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_ti_data_to_file()
+        w.close()
+        print(f"wrote {a.out}: tokenizer only, vocab {vocab} ({nkeys} keys)", file=sys.stderr)
+        return
     w.add_block_count(a.layers)
     w.add_context_length(4096)
     w.add_embedding_length(HIDDEN)
     w.add_feed_forward_length(FFN)
     w.add_head_count(HEADS)
     w.add_head_count_kv(KV_HEADS)
-    w.add_rope_freq_base(10000.0)
+    w.add_rope_freq_base(THETA)
     w.add_layer_norm_rms_eps(1e-5)
     w.add_rope_dimension_count(HEAD_DIM)
     vocab, nkeys = copy_tokenizer(w, a.tokenizer)
@@ -88,8 +109,8 @@ def main():
         tensors += [
             (b + "attn_norm.weight", None, HIDDEN, 0),
             (b + "attn_q.weight", HIDDEN, HIDDEN, 0.02),
-            (b + "attn_k.weight", HIDDEN, HIDDEN, 0.02),
-            (b + "attn_v.weight", HIDDEN, HIDDEN, 0.02),
+            (b + "attn_k.weight", KV, HIDDEN, 0.02),
+            (b + "attn_v.weight", KV, HIDDEN, 0.02),
             (b + "attn_output.weight", HIDDEN, HIDDEN, 0.02 / np.sqrt(2 * a.layers)),
             (b + "ffn_norm.weight", None, HIDDEN, 0),
             (b + "ffn_gate.weight", FFN, HIDDEN, 0.02),
@@ -117,7 +138,7 @@ def main():
         if sys.stderr.isatty():
             print(f"\r{i + 1}/{len(tensors)} {name}      ", end="", file=sys.stderr)
     w.close()
-    print(f"\nwrote {a.out}: {a.layers} layers, vocab {vocab} ({nkeys} tokenizer keys copied)", file=sys.stderr)
+    print(f"\nwrote {a.out}: {a.shape}, {a.layers} layers, vocab {vocab} ({nkeys} tokenizer keys copied)", file=sys.stderr)
 
 
 if __name__ == "__main__":
