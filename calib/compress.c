@@ -55,7 +55,8 @@ struct alrd_calib {
     float *logits;         /* scratch [seq_len][vocab] */
     double base_ce, seconds;
     int on_gpu;            /* the statistics pass ran on the GPU */
-    int want_gpu;          /* ALRD_CALIB_GPU: the statistics pass and the SVDs may use the GPU */
+    int want_gpu;          /* ALRD_CALIB_GPU: the statistics pass, the probes and the SVDs may use the GPU */
+    alrd_calib_gpu *gpu;   /* the engine of the statistics and the probes (calib_gpu.h); NULL: the CPU */
 };
 
 typedef struct {
@@ -72,7 +73,7 @@ static void on_attn_input(void *user, int layer, const float *xn, int T) {
 /* Layer-major: every sample of a block through layer l before layer l+1, so
  * a lazy model materializes each layer once per block. Each Gram still sees
  * the samples in order, as a sample-major pass would feed it. */
-static int collect_grams(alrd_calib *c, const int32_t *tokens, int n_samples, int sample_len, int gpu,
+static int collect_grams(alrd_calib *c, const int32_t *tokens, int n_samples, int sample_len, alrd_calib_gpu *gpu,
                          alrd_error *err) {
     alrd_model *m = c->m;
     int L = m->cfg.n_layers, H = m->cfg.hidden;
@@ -83,15 +84,12 @@ static int collect_grams(alrd_calib *c, const int32_t *tokens, int n_samples, in
         snprintf(name, sizeof name, "model.layers.%d attention input", l);
         if (alrd_gram_init(&c->grams[l], H, name, err)) return -1;
     }
-    if (gpu) { /* 1: no GPU here, fall through to the CPU pass */
-        int g = alrd_calib_grams_gpu(m, tokens, n_samples, sample_len, c->grams, c->progress, err);
-        if (g < 0) return -1;
-        if (g == 0) {
-            for (int l = 0; l < L; l++) alrd_gram_finish(&c->grams[l]);
-            c->rows = (size_t)c->grams[0].n_rows;
-            c->on_gpu = 1;
-            return 0;
-        }
+    if (gpu) {
+        if (alrd_calib_gpu_grams(gpu, tokens, n_samples, sample_len, c->grams, c->progress, err)) return -1;
+        for (int l = 0; l < L; l++) alrd_gram_finish(&c->grams[l]);
+        c->rows = (size_t)c->grams[0].n_rows;
+        c->on_gpu = 1;
+        return 0;
     }
     size_t per = (size_t)sample_len * H * sizeof(float);
     int block = STATE_BYTES / per > (size_t)n_samples ? n_samples : (int)(STATE_BYTES / per);
@@ -146,6 +144,11 @@ static int probe_init(alrd_calib *c, const int32_t *tokens, int n_samples, int s
     }
     for (int s = 0; s < c->n_seq; s++)
         memcpy(c->tokens + (size_t)s * c->seq_len, tokens + (size_t)s * sample_len, sizeof(int32_t) * c->seq_len);
+    if (c->gpu) { /* the base log-probs stay on the device too; the layer inputs come back for calib/qerr */
+        free(h);
+        return alrd_calib_gpu_probe(c->gpu, c->tokens, c->n_seq, c->seq_len, 1, c->base_lp, c->h_in, NULL, &c->base_ce,
+                                    err);
+    }
     if (alrd_ctx_new(&c->ctx, m, c->seq_len, c->seq_len, NULL, err)) { free(h); return -1; }
     alrd_ctx_embed(c->ctx, c->tokens, (int)P, h);
     for (int l = 0; l < cf->n_layers; l++) { /* layer-major, as collect_grams */
@@ -181,8 +184,28 @@ typedef int (*probe_setup_fn)(void *user, int run, int layer, int on, alrd_error
  * next-token cross-entropy into ce[j] (ce may be NULL). Layer-major over the
  * runs of a block (a lazy model materializes each layer once per block);
  * every run sees exactly the operations a run of its own would. */
+static int probe_pass_gpu(alrd_calib *c, int n_runs, const int *from, probe_setup_fn setup, void *user,
+                          double *kl_out, double *ce_out, const char *what, alrd_error *err) {
+    const int L = c->m->cfg.n_layers;
+    int rc = 0;
+    for (int j = 0; j < n_runs && !rc; j++) { /* each run from the embedding on: layers before from[j] as the base */
+        int l = from[j];
+        for (; l < L && !rc; l++) rc = setup(user, j, l, 1, err);
+        double ce;
+        if (!rc) rc = alrd_calib_gpu_probe(c->gpu, c->tokens, c->n_seq, c->seq_len, 0, NULL, NULL, &kl_out[j], &ce, err);
+        if (!rc && ce_out) ce_out[j] = ce;
+        for (int k = from[j]; k < l; k++) { /* always undone, also after a failure */
+            alrd_error e2;
+            if (setup(user, j, k, 0, rc ? &e2 : err)) rc = -1;
+        }
+        progress(c->progress && what, what, j + 1, n_runs);
+    }
+    return rc;
+}
+
 static int probe_pass(alrd_calib *c, int n_runs, const int *from, probe_setup_fn setup, void *user, double *kl_out,
                       double *ce_out, const char *what, alrd_error *err) {
+    if (c->gpu) return probe_pass_gpu(c, n_runs, from, setup, user, kl_out, ce_out, what, err);
     const alrd_config *cf = &c->m->cfg;
     const int V = cf->vocab_size, H = cf->hidden, L = cf->n_layers, S = c->seq_len;
     size_t P = (size_t)c->n_seq * S, per = P * H * sizeof(float);
@@ -310,7 +333,11 @@ int alrd_calib_new(alrd_calib **out, alrd_model *m, const int32_t *tokens, int n
     c->keep_grams = 1;
     c->spill_over = (size_t)1 << 30;
     double t0 = alrd_now();
-    if ((need_grams && collect_grams(c, tokens, n_samples, sample_len, (flags & ALRD_CALIB_GPU) != 0, err)) ||
+    if (c->want_gpu && alrd_calib_gpu_open(&c->gpu, m, sample_len, err) < 0) { /* 1: no GPU here, the CPU */
+        alrd_calib_free(c);
+        return -1;
+    }
+    if ((need_grams && collect_grams(c, tokens, n_samples, sample_len, c->gpu, err)) ||
         probe_init(c, tokens, n_samples, sample_len, probe_tokens, err)) {
         alrd_calib_free(c);
         return -1;
@@ -330,6 +357,7 @@ void alrd_calib_free(alrd_calib *c) {
         for (int l = 0; l < c->m->cfg.n_layers; l++) release_gram(c, l);
     free(c->grams);
     alrd_ctx_free(c->ctx);
+    alrd_calib_gpu_free(c->gpu);
     free(c->tokens);
     free(c->h_in);
     free(c->base_lp);
@@ -576,13 +604,19 @@ static int lowrank_weight(alrd_decomp *d, int m, int r, float *W, alrd_error *er
     return 0;
 }
 
+/* Replaces (W) or restores (NULL) layer's k_proj / v_proj in what the probes run: the GPU engine, or the model. */
+static int calib_override(alrd_calib *c, int layer, int is_v, const float *W, alrd_error *err) {
+    return c->gpu ? alrd_calib_gpu_set_kv_weight(c->gpu, layer, is_v, W, err)
+                  : alrd_model_set_override(c->m, layer, is_v, W, err);
+}
+
 /* Sensitivity runs: run i truncates module i alone, from its layer on. */
 static int setup_sensitivity(void *user, int run, int layer, int on, alrd_error *err) {
     alrd_decomp *d = user;
     if (layer != run / 2) return 0;
     float *W = run % 2 ? d->Wv : d->Wk;
     if (on && lowrank_weight(d, run, d->probe_rank_run, W, err)) return -1;
-    return alrd_model_set_override(d->c->m, layer, run % 2, on ? W : NULL, err);
+    return calib_override(d->c, layer, run % 2, on ? W : NULL, err);
 }
 
 int alrd_decomp_sensitivities(alrd_decomp *d, int probe_rank, alrd_error *err) {
@@ -670,7 +704,7 @@ static int setup_measure(void *user, int run, int layer, int on, alrd_error *err
         if (rk == 0) continue; /* not decomposed: the original weight */
         float *W = v ? d->Wv : d->Wk;
         if (on && lowrank_weight(d, 2 * layer + v, rk, W, err)) return -1;
-        if (alrd_model_set_override(d->c->m, layer, v, on ? W : NULL, err)) return -1;
+        if (calib_override(d->c, layer, v, on ? W : NULL, err)) return -1;
     }
     return 0;
 }

@@ -35,9 +35,12 @@ typedef struct alrd_calib alrd_calib;
  * of alrd_decomp live in an unlinked temporary file ($TMPDIR or /tmp), not
  * in memory (alrd_calib_set_spill).
  * flags: ALRD_CALIB_PROGRESS (progress lines on stderr), ALRD_CALIB_GPU (the
- * statistics pass runs on the GPU when this build and machine have one:
- * calib/calib_gpu; so do the whitenings and SVDs of alrd_decomp_new on this
- * calib: calib/wsvd_gpu; the probes stay on the CPU). */
+ * statistics pass and the probes -- sensitivities, the truncation measure --
+ * run on the GPU when this build and machine have one: calib/calib_gpu, an
+ * fp16 engine whose K/V weights the probes replace instead of the model's;
+ * so do the whitenings and SVDs of alrd_decomp_new on this calib:
+ * calib/wsvd_gpu. The quantised-cache measure, alrd_calib_measure_cache,
+ * stays on the CPU). */
 enum { ALRD_CALIB_PROGRESS = 1, ALRD_CALIB_GPU = 2 };
 int alrd_calib_new(alrd_calib **out, alrd_model *m, const int32_t *tokens, int n_samples,
                    int sample_len, int probe_tokens, int need_grams, int flags, alrd_error *err);

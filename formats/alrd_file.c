@@ -997,6 +997,7 @@ int alrd_file_open(alrd_file *f, const char *path, alrd_error *err) {
             alrd_errf(err, "%s: tensor %s: CRC mismatch (corrupt file)", path, f->tensors[i].name);
             goto out;
         }
+        alrd_release_pages(d, (size_t)info[i].size); /* checked once: a large file stays out of the resident set */
         f->tensors[i].data = d;
     }
     rc = 0;

@@ -149,11 +149,33 @@ void alrd_outfile_abort(alrd_outfile *o) {
 }
 
 void alrd_progress(const char *what, size_t done, size_t total) {
-    if (!isatty(2)) return;
+    static const char *stage; /* the stage being timed (a non-terminal gets one line when it ends) */
+    static double t0;
+    if (!isatty(2)) {
+        if (what != stage) { stage = what; t0 = alrd_now(); }
+        if (total && done == total) {
+            fprintf(stderr, "%s: %zu/%zu done in %.1f s\n", what, done, total, alrd_now() - t0);
+            stage = NULL;
+        }
+        return;
+    }
     if (total) fprintf(stderr, "\r%s: %zu/%zu (%.0f%%)   ", what, done, total, 100.0 * done / total);
     else fprintf(stderr, "\r%s: %zu   ", what, done);
     if (done == total) fputc('\n', stderr);
     fflush(stderr);
+}
+
+void alrd_release_pages(const void *p, size_t n) {
+#ifdef MADV_DONTNEED
+    long pg = sysconf(_SC_PAGESIZE);
+    if (pg <= 0 || !n) return;
+    uintptr_t a = (uintptr_t)p, b = a + n;
+    a = (a + (uintptr_t)pg - 1) & ~(uintptr_t)(pg - 1); /* whole pages inside the range only */
+    b &= ~(uintptr_t)(pg - 1);
+    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
+#else
+    (void)p, (void)n;
+#endif
 }
 
 double alrd_now(void) {

@@ -61,11 +61,18 @@ void alrd_outfile_abort(alrd_outfile *o);
  * unlink them (tools install it; the library only records the name). */
 const char *alrd_outfile_active_tmp(void);
 
-/* Progress on stderr when it is a TTY, silent otherwise. */
+/* Progress on stderr: a live line on a terminal; otherwise one line when a
+ * stage ends (done == total), with its wall time since its first call. */
 void alrd_progress(const char *what, size_t done, size_t total);
 
 /* sha256 of a buffer as 64 lowercase hex chars + NUL. */
 void alrd_sha256_hex(const void *data, size_t n, char out[65]);
+
+/* Drops the whole pages inside [p, p+n) of a read-only file mapping
+ * (alrd_mmap) from this process's resident set; they stay in the page cache
+ * and fault back in when read again. Never for heap memory (it would read
+ * back as zeros). */
+void alrd_release_pages(const void *p, size_t n);
 
 /* Wall clock in seconds. */
 double alrd_now(void);

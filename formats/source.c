@@ -128,15 +128,6 @@ int alrd_config_validate(const alrd_config *c, const char *path, alrd_error *err
 }
 
 void alrd_source_release_pages(const alrd_source *s, const alrd_tensor *t) {
-#ifdef MADV_DONTNEED
-    if (s->format != ALRD_SRC_GGUF && s->format != ALRD_SRC_HF) return;
-    long pg = sysconf(_SC_PAGESIZE);
-    if (pg <= 0 || !t->nbytes) return;
-    uintptr_t a = (uintptr_t)t->data, b = a + t->nbytes;
-    a = (a + (uintptr_t)pg - 1) & ~(uintptr_t)(pg - 1); /* whole pages inside the tensor only */
-    b &= ~(uintptr_t)(pg - 1);
-    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
-#else
-    (void)s; (void)t;
-#endif
+    if (s->format == ALRD_SRC_GGUF || s->format == ALRD_SRC_HF || s->format == ALRD_SRC_ALRD) /* all mapped */
+        alrd_release_pages(t->data, t->nbytes);
 }

@@ -1007,6 +1007,46 @@ extern "C" int alrd_gpu_nll(const float *logits, const int32_t *target, int rows
     return LAUNCHED();
 }
 
+/* One block per row: the row's log-softmax lp. set_base: base[r] = lp, kl[r] = 0;
+ * else kl[r] = KL(base[r] || lp) = sum exp(b) (b - lp). ce[r] = -lp[target[r]]
+ * (0 where target[r] < 0). */
+__global__ void probe_rows_kernel(const float *logits, const int32_t *target, int nv, float *base, int set_base,
+                                  double *kl, double *ce) {
+    __shared__ double redd[32];
+    __shared__ float redf[32];
+    const int r = blockIdx.x;
+    const float *x = logits + (size_t)r * nv;
+    float *b = base + (size_t)r * nv;
+    float mx = -INFINITY;
+    for (int i = threadIdx.x; i < nv; i += blockDim.x) mx = fmaxf(mx, x[i]);
+    mx = block_max_f(mx, redf);
+    double s = 0;
+    for (int i = threadIdx.x; i < nv; i += blockDim.x) s += (double)expf(x[i] - mx);
+    s = block_sum_d(s, redd);
+    const float lz = (float)((double)mx + log(s));
+    double k = 0;
+    if (set_base) {
+        for (int i = threadIdx.x; i < nv; i += blockDim.x) b[i] = x[i] - lz;
+    } else {
+        for (int i = threadIdx.x; i < nv; i += blockDim.x) {
+            const double bi = b[i];
+            k += exp(bi) * (bi - (double)(x[i] - lz));
+        }
+        k = block_sum_d(k, redd);
+    }
+    if (threadIdx.x == 0) {
+        kl[r] = k > 0 ? k : 0;
+        ce[r] = target[r] >= 0 ? (double)lz - (double)x[target[r]] : 0;
+    }
+}
+
+extern "C" int alrd_gpu_probe_rows(const float *logits, const int32_t *target, int rows, int nv, float *base,
+                                   int set_base, double *kl, double *ce, void *stream) {
+    if (rows <= 0) return 0;
+    probe_rows_kernel<<<rows, 512, 0, ST(stream)>>>(logits, target, nv, base, set_base, kl, ce);
+    return LAUNCHED();
+}
+
 __global__ void pos_advance_kernel(int *pos, int B) {
     int b = blockIdx.x * blockDim.x + threadIdx.x;
     pdl_trigger();

@@ -191,6 +191,12 @@ int alrd_gpu_add_bias_f32(float *y, int T, int n, const float *b, int pdl, void 
 int alrd_gpu_nll(const float *logits, const int32_t *target, int rows, int nv, double *nll,
                  void *stream);
 
+/* Calibration probes: per row r of logits [rows][nv], its log-softmax lp;
+ * set_base stores lp into base [rows][nv] (kl[r] = 0), else kl[r] =
+ * KL(base[r] || lp); ce[r] = -lp[target[r]], 0 where target[r] < 0. fp64 out. */
+int alrd_gpu_probe_rows(const float *logits, const int32_t *target, int rows, int nv, float *base, int set_base,
+                        double *kl, double *ce, void *stream);
+
 /* pos[b] += 1 for b < B. */
 int alrd_gpu_pos_advance(int *pos, int B, int pdl, void *stream);
 

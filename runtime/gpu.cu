@@ -117,6 +117,16 @@ struct gpu_gram {
     long long rows;      /* rows summed so far */
 };
 
+/* Calibration probes (alrd_gpu_probe / alrd_gpu_set_kv_weight; all NULL / 0 until first used). */
+struct gpu_probe {
+    float *base;         /* [rows][nv] fp32 log-probs of the uncompressed model on the probe */
+    size_t rows;         /* rows of base: n_seq * S of the alrd_gpu_probe call that set it */
+    double *kl, *ce;     /* [MR] fp64 per-row KL and cross-entropy */
+    uint16_t **orig;     /* host [2L]: device copies of each replaced k_proj / v_proj weight (fp16 [kvd][H]) */
+    int *replaced;       /* host [2L]: 1 while that module's weight is replaced */
+    float *staging;      /* [kvd][H] fp32 upload buffer */
+};
+
 struct alrd_gpu {
     /* shape and options, fixed at creation */
     alrd_config cfg;
@@ -138,6 +148,7 @@ struct alrd_gpu {
     gpu_state seq;
     gpu_scratch buf;
     gpu_gram gram;
+    gpu_probe probe;
 
     /* the device and its bookkeeping */
     cudaStream_t st;               /* every launch and copy of the engine */
@@ -722,6 +733,8 @@ extern "C" void alrd_gpu_free(alrd_gpu *g) {
     free(g->k_bits);
     free(g->v_bits);
     free(g->seq.pos);
+    free(g->probe.orig);
+    free(g->probe.replaced);
     free(g->ly);
     free(g);
 }
@@ -1084,6 +1097,90 @@ extern "C" int alrd_gpu_score(alrd_gpu *g, const int32_t *tokens, int T, int fir
     FAILS(g, alrd_gpu_nll(g->buf.logits, g->buf.d_tgt, rows, g->nv, g->buf.d_nll, g->st));
     FAILS(g, cudaMemcpyAsync(nll + first, g->buf.d_nll, sizeof(double) * rows, cudaMemcpyDeviceToHost, g->st));
     return alrd_gpu_sync(g, err);
+}
+
+extern "C" int alrd_gpu_set_kv_weight(alrd_gpu *g, int layer, int is_v, const float *w, alrd_error *err) {
+    if (layer < 0 || layer >= g->L) return alrd_errf(err, "gpu: override: layer %d out of range", layer);
+    glayer *y = &g->ly[layer];
+    if (y->kr || y->vr) return alrd_errf(err, "gpu: override: layer %d is low-rank", layer);
+    const size_t n = (size_t)g->kvd * g->H, i = 2 * (size_t)layer + (is_v != 0);
+    uint16_t *dst = y->w.qkv + (size_t)(g->qd + (is_v ? y->dk : 0)) * g->H;
+    if (!g->probe.orig) {
+        g->probe.orig = (uint16_t **)calloc(2 * (size_t)g->L, sizeof(uint16_t *));
+        g->probe.replaced = (int *)calloc(2 * (size_t)g->L, sizeof(int));
+        if (!g->probe.orig || !g->probe.replaced) return alrd_errf(err, "gpu: out of host memory");
+    }
+    if (!w) { /* back to the original */
+        if (g->probe.replaced[i])
+            FAILS(g, cudaMemcpyAsync(dst, g->probe.orig[i], 2 * n, cudaMemcpyDeviceToDevice, g->st));
+        g->probe.replaced[i] = 0;
+        return alrd_gpu_sync(g, err);
+    }
+    if ((!g->probe.staging && dalloc(g, &g->probe.staging, 4 * n, err, "probe")) ||
+        (!g->probe.orig[i] && dalloc(g, &g->probe.orig[i], 2 * n, err, "probe")))
+        return -1;
+    if (!g->probe.replaced[i])
+        FAILS(g, cudaMemcpyAsync(g->probe.orig[i], dst, 2 * n, cudaMemcpyDeviceToDevice, g->st));
+    g->probe.replaced[i] = 1;
+    FAILS(g, upload_f16(g, dst, w, n, g->probe.staging));
+    return alrd_gpu_sync(g, err); /* w is the caller's again */
+}
+
+extern "C" int alrd_gpu_probe(alrd_gpu *g, const int32_t *tokens, int n_seq, int S, int set_base, float *base_lp,
+                              float *h_in, double *kl, double *ce, alrd_error *err) {
+    if (n_seq < 1 || S < 2 || S > g->o.max_batch || S > g->o.max_ctx)
+        return alrd_errf(err, "gpu: probe of %d x %d tokens exceeds batch %d / context %d", n_seq, S, g->o.max_batch,
+                         g->o.max_ctx);
+    const size_t P = (size_t)n_seq * S, V = (size_t)g->nv, H = (size_t)g->H;
+    if (!set_base && g->probe.rows != P)
+        return alrd_errf(err, "gpu: probe of %zu rows against a base of %zu", P, g->probe.rows);
+    if (check_tokens(g, tokens, (int)P, err)) return -1;
+    if (set_base && g->probe.rows != P) {
+        if (g->probe.rows) return alrd_errf(err, "gpu: the probe's base is set (%zu rows)", g->probe.rows);
+        if (dalloc(g, &g->probe.base, 4 * P * V, err, "probe log-probs") ||
+            dalloc(g, &g->probe.kl, 8 * (size_t)g->MR, err, "probe") ||
+            dalloc(g, &g->probe.ce, 8 * (size_t)g->MR, err, "probe"))
+            return -1;
+        g->probe.rows = P;
+    }
+    double *rkl = (double *)malloc(sizeof(double) * S), *rce = (double *)malloc(sizeof(double) * S);
+    int32_t *tgt = (int32_t *)malloc(sizeof(int32_t) * S);
+    if (!rkl || !rce || !tgt) {
+        free(rkl), free(rce), free(tgt);
+        return alrd_errf(err, "gpu: out of host memory");
+    }
+    double skl = 0, sce = 0;
+    int rc = 0;
+    for (int s = 0; s < n_seq && !rc; s++) { /* one pass per sequence, nothing cached (as alrd_gpu_score) */
+        const int32_t *t = tokens + (size_t)s * S;
+        for (int j = 0; j < S; j++) tgt[j] = j + 1 < S ? t[j + 1] : -1;
+        g->seq.pos[0] = 0;
+        upload_pos(g);
+        FAILS(g, cudaMemcpyAsync(g->buf.d_tok, t, sizeof(int32_t) * S, cudaMemcpyHostToDevice, g->st));
+        FAILS(g, cudaMemcpyAsync(g->buf.d_tgt, tgt, sizeof(int32_t) * S, cudaMemcpyHostToDevice, g->st));
+        FAILS(g, alrd_gpu_embed(g->w.embed, g->buf.d_tok, S, g->H, g->buf.h, g->st));
+        for (int l = 0; l < g->L; l++) {
+            if (h_in) /* layer l's input rows, layer-major [L][P][H] */
+                FAILS(g, cudaMemcpyAsync(h_in + ((size_t)l * P + (size_t)s * S) * H, g->buf.h, 4 * (size_t)S * H,
+                                         cudaMemcpyDeviceToHost, g->st));
+            layer_prefill(g, l, 0, S, 0, MODE_SCORE, 0);
+        }
+        head(g, 0, S);
+        float *b = g->probe.base + (size_t)s * S * V;
+        FAILS(g, alrd_gpu_probe_rows(g->buf.logits, g->buf.d_tgt, S, g->nv, b, set_base, g->probe.kl, g->probe.ce,
+                                     g->st));
+        if (set_base && base_lp)
+            FAILS(g, cudaMemcpyAsync(base_lp + (size_t)s * S * V, b, 4 * (size_t)S * V, cudaMemcpyDeviceToHost, g->st));
+        FAILS(g, cudaMemcpyAsync(rkl, g->probe.kl, sizeof(double) * S, cudaMemcpyDeviceToHost, g->st));
+        FAILS(g, cudaMemcpyAsync(rce, g->probe.ce, sizeof(double) * S, cudaMemcpyDeviceToHost, g->st));
+        rc = alrd_gpu_sync(g, err);
+        for (int j = 0; j < S && !rc; j++) skl += rkl[j], sce += rce[j];
+    }
+    free(rkl), free(rce), free(tgt);
+    if (rc) return -1;
+    if (kl) *kl = skl / (double)P;
+    if (ce) *ce = sce / (double)(P - n_seq);
+    return 0;
 }
 
 extern "C" int alrd_gpu_fill_random(alrd_gpu *g, int seq, int n, uint64_t seed, alrd_error *err) {

@@ -136,6 +136,24 @@ int alrd_gpu_fill_random(alrd_gpu *g, int seq, int n, uint64_t seed, alrd_error 
 int alrd_gpu_gram_enable(alrd_gpu *g, alrd_error *err);
 int alrd_gpu_gram_read(alrd_gpu *g, int layer, double *out, long long *n_rows, alrd_error *err);
 
+/* Calibration probes (alrd-compress's sensitivities on the GPU). An
+ * uncompressed engine with some k_proj / v_proj weights replaced, scored
+ * against its own log-probs.
+ *   set_kv_weight  replaces layer's k_proj (is_v 0) or v_proj (1) with w
+ *                  (host fp32 [n_kv_heads*head_dim][hidden], as model.h's
+ *                  weights); w = NULL puts the original back.
+ *   probe          n_seq sequences of S tokens (tokens [n_seq*S]), each in
+ *                  one pass from position 0 (the cache is left as it was).
+ *                  set_base: these log-probs become the base (kept on the
+ *                  device; also copied to base_lp [n_seq*S][vocab] and each
+ *                  layer's input rows to h_in [n_layers][n_seq*S][hidden]
+ *                  where not NULL); *kl = 0. Else *kl = the mean over all
+ *                  positions of KL(base || now). *ce: the mean next-token
+ *                  cross-entropy. Needs max_batch and max_ctx >= S. */
+int alrd_gpu_set_kv_weight(alrd_gpu *g, int layer, int is_v, const float *w, alrd_error *err);
+int alrd_gpu_probe(alrd_gpu *g, const int32_t *tokens, int n_seq, int S, int set_base, float *base_lp, float *h_in,
+                   double *kl, double *ce, alrd_error *err);
+
 /* Switches the decode attention path (drops a captured graph). */
 void alrd_gpu_set_attn(alrd_gpu *g, int attn);
 /* 1 when the fused decode attention supports every layer of this engine. */

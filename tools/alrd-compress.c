@@ -389,14 +389,16 @@ int main(int argc, char **argv) {
     /* everything of the source but the decomposed k/v weights, plus factors,
      * converted tensor by tensor as they are written */
     const alrd_factors fac = alrd_compress_factors(&r);
+    const double t_write0 = alrd_now();
     if (alrd_pack_write(out, &src, wdt, &fac, &lr, meta_s, &err)) return die(err.msg);
+    const double t_write = alrd_now() - t_write0;
     char ranks_out[1100];
     snprintf(ranks_out, sizeof ranks_out, "%s.ranks.json", out);
     if (alrd_ranks_json_write(ranks_out, c->n_layers, r.k_rank, r.v_rank, &err)) return die(err.msg);
 
     /* the written file, reloaded once, lazily as the source (one layer in fp32 at a time: a 7B compression
      * stays within its memory bound): checked against the in-memory measure, then (joint) its own bits */
-    double file_kl = 0;
+    double file_kl = 0, t_check0 = alrd_now();
     alrd_source wsrc;
     alrd_model wm;
     if (open_lazy(out, &wsrc, &wm, &err)) return die(err.msg);
@@ -413,6 +415,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     if (prc) return die(err.msg);
+    const double t_check = alrd_now() - t_check0;
 
     /* report: table on stderr, JSON on request */
     double before = kv_bytes_per_token(&m, NULL, NULL, n_groups, NULL, NULL, 16, 16, G, R, kivi, ctx_amort);
@@ -463,8 +466,9 @@ int main(int argc, char **argv) {
     fprintf(stderr, "the written file, reloaded: KL %.5f on the probe tokens (unquantised cache)\n", file_kl);
     fprintf(stderr, "KV bytes per token (all layers, %d-token context): %.1f -> %.1f (%.2fx)\n", ctx_amort, before,
             after, before / after);
-    fprintf(stderr, "time: statistics %.1f s (%s), svd %.1f s (%s), sensitivities %.1f s, total %.1f s\n", r.t_stats,
-            r.stats_on_gpu ? "GPU" : "CPU", r.t_svd, r.svd_on_gpu ? "GPU" : "CPU", r.t_sens, r.t_total);
+    fprintf(stderr, "time: statistics %.1f s (%s), svd %.1f s (%s), sensitivities %.1f s (%s), compression %.1f s; "
+            "writing %.1f s, checking the written file %.1f s\n", r.t_stats, r.stats_on_gpu ? "GPU" : "CPU", r.t_svd,
+            r.svd_on_gpu ? "GPU" : "CPU", r.t_sens, r.stats_on_gpu ? "GPU" : "CPU", r.t_total, t_write, t_check);
     fprintf(stderr, "wrote %s and %s\n", out, ranks_out);
     if (report) {
         cJSON *j = cJSON_CreateObject(), *mods = cJSON_AddArrayToObject(j, "modules");

@@ -6,7 +6,8 @@
 # Default calibration (64 x 512 tokens of the validation text). Output: each run's summary lines, wall time and
 # peak RSS.
 #   BUILD=build MODEL=/tmp/l3-8b.Q4_0.gguf TOK=models/SmolLM2-135M-Instruct.Q4_1.gguf tests/bench/compress_8b.sh
-# JOINT=0 leaves out the joint allocation (--kv-ratio 5 --hadamard).
+# RUNS="rank0.5 joint-5x" (default both): the default-style run (--rank-ratio 0.5 --kv-bits 2) and the joint
+# allocation (--kv-ratio 5 --hadamard).
 set -eu
 B=${BUILD:-build}; D=${ALRD_DATA:-../shared/data}/wikitext-2/wiki.valid.tokens
 [ -f "$D" ] || D=${CALIB:?wiki.valid.tokens not found: set CALIB}
@@ -26,6 +27,12 @@ PY
     grep -E "^(time|calibration loss|the written file|KV bytes|wall|joint|closed loop|chose)" "$OUT/compress-8b-$label.log" |
         sed "s/^/$label: /"
 }
-timed rank0.5 $B/alrd-compress "$MODEL" -o "$DIR/l3-8b-r0.5.alrd" --calib "$D" --rank-ratio 0.5 --kv-bits 2
-[ "${JOINT:-1}" = 0 ] || timed joint-5x $B/alrd-compress "$MODEL" -o "$DIR/l3-8b-joint5.alrd" --calib "$D" \
-    --kv-ratio 5 --hadamard
+for run in ${RUNS:-rank0.5 joint-5x}; do
+    case $run in
+    rank0.5) timed rank0.5 $B/alrd-compress "$MODEL" -o "$DIR/l3-8b-r0.5.alrd" --calib "$D" --rank-ratio 0.5 \
+        --kv-bits 2 ;;
+    joint-5x) timed joint-5x $B/alrd-compress "$MODEL" -o "$DIR/l3-8b-joint5.alrd" --calib "$D" --kv-ratio 5 \
+        --hadamard ;;
+    *) echo "compress_8b.sh: unknown run $run (rank0.5, joint-5x)"; exit 2 ;;
+    esac
+done

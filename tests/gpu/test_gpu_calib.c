@@ -1,17 +1,24 @@
-/* test_gpu_calib: calibration statistics on the GPU against the CPU's.
+/* test_gpu_calib: calibration on the GPU against the CPU's.
  *   test_gpu_calib MODEL TEXT [--samples N] [--len L]
- * Runs N samples of L tokens of TEXT (default 8 x 512) through the CPU
- * forward (fp32, the attention-input hook, cblas_dsyrk) and through the GPU
- * (calib/calib_gpu: fp16 forward, cublasDsyrk), and compares every layer's
- * Gram: rows counted, relative Frobenius difference (fails above 1e-2; the
- * two forwards differ by fp16 weights and activations) and the trace.
- * Prints both times. */
+ * 1. Statistics: N samples of L tokens of TEXT (default 8 x 512) through the
+ *    CPU forward (fp32, the attention-input hook, cblas_dsyrk) and through
+ *    the GPU (calib/calib_gpu: fp16 forward, cublasDsyrk); every layer's
+ *    Gram: rows counted, relative Frobenius difference (fails above 1e-2; the
+ *    two forwards differ by fp16 weights and activations) and the trace.
+ * 2. Probes: alrd_calib on the CPU and on the GPU (ALRD_CALIB_GPU, its
+ *    statistics and SVDs on the GPU too), then each module's sensitivity probe (truncated at
+ *    half rank alone) and the measure at ratio-0.5 ranks: the base
+ *    cross-entropy within 0.2%, each module's probe KL within 10% (and the
+ *    sum within 3%) of the fp32 CPU's, the measured KL within 5%. A probe
+ *    that replaced the wrong rows, or did not put them back, is off by
+ *    orders of magnitude. Prints both times. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../../calib/calib_gpu.h"
+#include "../../calib/compress.h"
 #include "../../calib/gram.h"
 #include "../../runtime/context.h"
 
@@ -24,6 +31,63 @@ static void on_input(void *user, int layer, const float *xn, int T) {
     hook_state *h = user;
     alrd_error err;
     if (alrd_gram_add(&h->g[layer], xn, T, &err)) h->failed = 1;
+}
+
+/* Sensitivities and the measure through calib c (its own statistics and decomposition). */
+static int run_probes(alrd_calib *c, double *kl, int *k_rank, int *v_rank, double *meas, double *secs) {
+    alrd_error err;
+    alrd_decomp *d = NULL;
+    double ce;
+    if (alrd_decomp_new(&d, c, 1, 0, &err)) {
+        printf("FAIL decomposition: %s\n", err.msg);
+        return -1;
+    }
+    const int n = 2 * alrd_calib_model(c)->cfg.n_layers, pr = alrd_decomp_full_rank(d) / 2;
+    double t0 = alrd_now();
+    int rc = alrd_decomp_sensitivities(d, pr, &err) || alrd_decomp_ranks(d, 0.5, 0, k_rank, v_rank, &err) ||
+             alrd_decomp_measure(d, k_rank, v_rank, meas, &ce, &err);
+    *secs = alrd_now() - t0;
+    for (int i = 0; i < n && !rc; i++) kl[i] = alrd_decomp_probe_kl(d, i);
+    if (rc) printf("FAIL probes: %s\n", err.msg);
+    alrd_decomp_free(d);
+    return rc ? -1 : 0;
+}
+
+static int probes(alrd_model *m, const int32_t *ids, int ns, int len) {
+    const int L = m->cfg.n_layers, n = 2 * L;
+    alrd_error err;
+    alrd_calib *cc = NULL, *cg = NULL;
+    double *kc = calloc(n, sizeof(double)), *kg = calloc(n, sizeof(double)), mc = 0, mg = 0, tc = 0, tg = 0;
+    int *r = calloc(4 * (size_t)L, sizeof(int)), fail = 0;
+    if (alrd_calib_new(&cc, m, ids, ns, len, 256, 1, 0, &err) || run_probes(cc, kc, r, r + L, &mc, &tc) ||
+        alrd_calib_new(&cg, m, ids, ns, len, 256, 1, ALRD_CALIB_GPU, &err) ||
+        run_probes(cg, kg, r + 2 * L, r + 3 * L, &mg, &tg)) {
+        printf("FAIL probes: %s\n", err.msg);
+        fail = 1;
+    } else if (!alrd_calib_on_gpu(cg)) {
+        printf("FAIL probes: the GPU calibration ran on the CPU\n");
+        fail = 1;
+    } else {
+        double sc = 0, sg = 0, worst = 0;
+        int worst_i = 0, diff = 0;
+        for (int i = 0; i < n; i++) {
+            const double rel = fabs(kg[i] - kc[i]) / (kc[i] > 1e-6 ? kc[i] : 1e-6);
+            sc += kc[i], sg += kg[i];
+            if (!(rel <= worst)) worst = rel, worst_i = i;
+            if (!(rel <= 0.10)) fail = 1;
+        }
+        for (int l = 0; l < 2 * L; l++) diff += r[l] != r[2 * L + l];
+        const double bc = alrd_calib_base_ce(cc), bg = alrd_calib_base_ce(cg);
+        if (!(fabs(bg - bc) <= 2e-3 * bc) || !(fabs(sg - sc) <= 0.03 * sc) || !(fabs(mg - mc) <= 0.05 * mc)) fail = 1;
+        printf("%s: probes: base CE cpu %.5f gpu %.5f; probe KL sum cpu %.5f gpu %.5f, worst module %d: %.5f vs "
+               "%.5f (%.1f%%); measure KL cpu %.5f gpu %.5f; %d of %d ranks differ; CPU %.2f s, GPU %.2f s\n",
+               fail ? "FAIL" : "ok", bc, bg, sc, sg, worst_i, kc[worst_i], kg[worst_i], 100 * worst, mc, mg, diff,
+               2 * L, tc, tg);
+    }
+    alrd_calib_free(cc);
+    alrd_calib_free(cg);
+    free(kc), free(kg), free(r);
+    return fail;
 }
 
 int main(int argc, char **argv) {
@@ -78,8 +142,11 @@ int main(int argc, char **argv) {
     }
     alrd_ctx_free(ctx);
     double t1 = alrd_now();
-    int rc = alrd_calib_grams_gpu(&m, ids, ns, len, gg, 0, &err);
+    alrd_calib_gpu *cg = NULL;
+    int rc = alrd_calib_gpu_open(&cg, &m, len, &err);
+    if (!rc) rc = alrd_calib_gpu_grams(cg, ids, ns, len, gg, 0, &err);
     double t2 = alrd_now();
+    alrd_calib_gpu_free(cg);
     if (rc) {
         printf("FAIL gpu statistics: %s\n", rc > 0 ? "no GPU" : err.msg);
         return 1;
@@ -108,6 +175,7 @@ int main(int argc, char **argv) {
     for (int l = 0; l < L; l++) alrd_gram_free(&gc[l]), alrd_gram_free(&gg[l]);
     free(gc);
     free(gg);
+    if (probes(&m, ids, ns, len)) fail = 1;
     free(ids);
     alrd_model_free(&m);
     return fail;
