@@ -984,6 +984,17 @@ extern "C" int alrd_gpu_add_bias_f32(float *y, int T, int n, const float *b, int
 
 /* ---- scoring ----------------------------------------------------------- */
 
+/* log sum_i exp(x[i]) of one row, by the whole block (every thread gets it). */
+__device__ double row_log_z(const float *x, int nv, float *redf, double *redd) {
+    float mx = -INFINITY;
+    for (int i = threadIdx.x; i < nv; i += blockDim.x) mx = fmaxf(mx, x[i]);
+    mx = block_max_f(mx, redf);
+    double s = 0;
+    for (int i = threadIdx.x; i < nv; i += blockDim.x) s += (double)expf(x[i] - mx);
+    s = block_sum_d(s, redd);
+    return (double)mx + log(s);
+}
+
 __global__ void nll_kernel(const float *logits, const int32_t *target, int nv, double *nll) {
     __shared__ double redd[32];
     __shared__ float redf[32];
@@ -991,13 +1002,8 @@ __global__ void nll_kernel(const float *logits, const int32_t *target, int nv, d
     const int tg = target[r];
     if (tg < 0) return; /* uniform per block */
     const float *x = logits + (size_t)r * nv;
-    float mx = -INFINITY;
-    for (int i = threadIdx.x; i < nv; i += blockDim.x) mx = fmaxf(mx, x[i]);
-    mx = block_max_f(mx, redf);
-    double s = 0;
-    for (int i = threadIdx.x; i < nv; i += blockDim.x) s += (double)expf(x[i] - mx);
-    s = block_sum_d(s, redd);
-    if (threadIdx.x == 0) nll[r] = (double)mx + log(s) - (double)x[tg];
+    const double lz = row_log_z(x, nv, redf, redd);
+    if (threadIdx.x == 0) nll[r] = lz - (double)x[tg];
 }
 
 extern "C" int alrd_gpu_nll(const float *logits, const int32_t *target, int rows, int nv, double *nll,
@@ -1017,13 +1023,7 @@ __global__ void probe_rows_kernel(const float *logits, const int32_t *target, in
     const int r = blockIdx.x;
     const float *x = logits + (size_t)r * nv;
     float *b = base + (size_t)r * nv;
-    float mx = -INFINITY;
-    for (int i = threadIdx.x; i < nv; i += blockDim.x) mx = fmaxf(mx, x[i]);
-    mx = block_max_f(mx, redf);
-    double s = 0;
-    for (int i = threadIdx.x; i < nv; i += blockDim.x) s += (double)expf(x[i] - mx);
-    s = block_sum_d(s, redd);
-    const float lz = (float)((double)mx + log(s));
+    const float lz = (float)row_log_z(x, nv, redf, redd);
     double k = 0;
     if (set_base) {
         for (int i = threadIdx.x; i < nv; i += blockDim.x) b[i] = x[i] - lz;
