@@ -26,8 +26,9 @@
 typedef struct alrd_calib alrd_calib;
 
 /* tokens: n_samples sequences of sample_len tokens (row-major). The model is
- * borrowed for the calib's lifetime (probes replace its K/V weights through
- * alrd_model_set_override and always clear them). need_grams = 0 skips the
+ * borrowed for the calib's lifetime (CPU probes replace its K/V weights through
+ * alrd_model_set_override and always clear them; GPU probes replace them on
+ * the device). need_grams = 0 skips the
  * statistics pass (plain SVD needs none).
  * Memory (issue #3): every pass is layer-major (all samples, or blocks of
  * them, through layer l before layer l+1), so a lazily loaded model
