@@ -54,9 +54,8 @@ struct alrd_calib {
     float *base_lp;        /* [n_seq*seq_len][vocab] */
     float *logits;         /* scratch [seq_len][vocab] */
     double base_ce, seconds;
-    int on_gpu;            /* the statistics pass ran on the GPU */
     int want_gpu;          /* ALRD_CALIB_GPU: the statistics pass, the probes and the SVDs may use the GPU */
-    alrd_calib_gpu *gpu;   /* the engine of the statistics and the probes (calib_gpu.h); NULL: the CPU */
+    alrd_gpu *gpu;         /* the engine of the statistics and the probes (calib_gpu.h); NULL: the CPU */
 };
 
 typedef struct {
@@ -73,8 +72,7 @@ static void on_attn_input(void *user, int layer, const float *xn, int T) {
 /* Layer-major: every sample of a block through layer l before layer l+1, so
  * a lazy model materializes each layer once per block. Each Gram still sees
  * the samples in order, as a sample-major pass would feed it. */
-static int collect_grams(alrd_calib *c, const int32_t *tokens, int n_samples, int sample_len, alrd_calib_gpu *gpu,
-                         alrd_error *err) {
+static int collect_grams(alrd_calib *c, const int32_t *tokens, int n_samples, int sample_len, alrd_error *err) {
     alrd_model *m = c->m;
     int L = m->cfg.n_layers, H = m->cfg.hidden;
     c->grams = calloc(L, sizeof *c->grams);
@@ -84,11 +82,10 @@ static int collect_grams(alrd_calib *c, const int32_t *tokens, int n_samples, in
         snprintf(name, sizeof name, "model.layers.%d attention input", l);
         if (alrd_gram_init(&c->grams[l], H, name, err)) return -1;
     }
-    if (gpu) {
-        if (alrd_calib_gpu_grams(gpu, tokens, n_samples, sample_len, c->grams, c->progress, err)) return -1;
+    if (c->gpu) {
+        if (alrd_calib_gpu_grams(c->gpu, tokens, n_samples, sample_len, c->grams, c->progress, err)) return -1;
         for (int l = 0; l < L; l++) alrd_gram_finish(&c->grams[l]);
         c->rows = (size_t)c->grams[0].n_rows;
-        c->on_gpu = 1;
         return 0;
     }
     size_t per = (size_t)sample_len * H * sizeof(float);
@@ -137,18 +134,15 @@ static int probe_init(alrd_calib *c, const int32_t *tokens, int n_samples, int s
     c->h_in = malloc(sizeof(float) * P * H * cf->n_layers);
     c->base_lp = malloc(sizeof(float) * P * V);
     c->logits = malloc(sizeof(float) * c->seq_len * V);
-    float *h = malloc(sizeof(float) * P * H);
-    if (!c->tokens || !c->h_in || !c->base_lp || !c->logits || !h) {
-        free(h);
+    if (!c->tokens || !c->h_in || !c->base_lp || !c->logits)
         return alrd_errf(err, "calibration: out of memory for the probe (%zu tokens)", P);
-    }
     for (int s = 0; s < c->n_seq; s++)
         memcpy(c->tokens + (size_t)s * c->seq_len, tokens + (size_t)s * sample_len, sizeof(int32_t) * c->seq_len);
-    if (c->gpu) { /* the base log-probs stay on the device too; the layer inputs come back for calib/qerr */
-        free(h);
+    if (c->gpu) /* the base log-probs stay on the device too; the layer inputs come back for calib/qerr */
         return alrd_calib_gpu_probe(c->gpu, c->tokens, c->n_seq, c->seq_len, 1, c->base_lp, c->h_in, NULL, &c->base_ce,
                                     err);
-    }
+    float *h = malloc(sizeof(float) * P * H);
+    if (!h) return alrd_errf(err, "calibration: out of memory for the probe (%zu tokens)", P);
     if (alrd_ctx_new(&c->ctx, m, c->seq_len, c->seq_len, NULL, err)) { free(h); return -1; }
     alrd_ctx_embed(c->ctx, c->tokens, (int)P, h);
     for (int l = 0; l < cf->n_layers; l++) { /* layer-major, as collect_grams */
@@ -337,7 +331,7 @@ int alrd_calib_new(alrd_calib **out, alrd_model *m, const int32_t *tokens, int n
         alrd_calib_free(c);
         return -1;
     }
-    if ((need_grams && collect_grams(c, tokens, n_samples, sample_len, c->gpu, err)) ||
+    if ((need_grams && collect_grams(c, tokens, n_samples, sample_len, err)) ||
         probe_init(c, tokens, n_samples, sample_len, probe_tokens, err)) {
         alrd_calib_free(c);
         return -1;
@@ -380,7 +374,7 @@ void alrd_calib_dampen(alrd_calib *c, double damp) {
     }
 }
 
-int alrd_calib_on_gpu(const alrd_calib *c) { return c->on_gpu; }
+int alrd_calib_on_gpu(const alrd_calib *c) { return c->gpu != NULL; }
 double alrd_calib_seconds(const alrd_calib *c) { return c->seconds; }
 double alrd_calib_base_ce(const alrd_calib *c) { return c->base_ce; }
 int alrd_calib_probe_tokens(const alrd_calib *c) { return c->n_seq * c->seq_len; }

@@ -45,7 +45,7 @@ typedef struct alrd_calib alrd_calib;
 enum { ALRD_CALIB_PROGRESS = 1, ALRD_CALIB_GPU = 2 };
 int alrd_calib_new(alrd_calib **out, alrd_model *m, const int32_t *tokens, int n_samples,
                    int sample_len, int probe_tokens, int need_grams, int flags, alrd_error *err);
-/* 1 when the statistics pass of c ran on the GPU. */
+/* 1 when c's statistics pass and probes run on the GPU (calib_gpu.h). */
 int alrd_calib_on_gpu(const alrd_calib *c);
 void alrd_calib_free(alrd_calib *c);
 double alrd_calib_seconds(const alrd_calib *c);

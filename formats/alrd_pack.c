@@ -162,7 +162,7 @@ static int fill_tensor(void *user, int i, alrd_file_sink *sink, alrd_error *err)
             alrd_file_sink_put(sink, w->b, m * dtype_size(o->dtype), err))
             return -1;
     }
-    alrd_source_release_pages(w->src, t); /* read once: keep the mapping out of the resident set */
+    alrd_release_pages(t->data, t->nbytes); /* read once: keep the mapping out of the resident set */
     return 0;
 }
 

@@ -126,8 +126,3 @@ int alrd_config_validate(const alrd_config *c, const char *path, alrd_error *err
     }
     return 0;
 }
-
-void alrd_source_release_pages(const alrd_source *s, const alrd_tensor *t) {
-    if (s->format == ALRD_SRC_GGUF || s->format == ALRD_SRC_HF || s->format == ALRD_SRC_ALRD) /* all mapped */
-        alrd_release_pages(t->data, t->nbytes);
-}

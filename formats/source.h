@@ -55,10 +55,6 @@ enum { ALRD_SRC_GGUF = 1, ALRD_SRC_HF = 2, ALRD_SRC_ALRD = 3 };
  * magic "ALRD" -> .alrd) and opens it. */
 int alrd_source_open(alrd_source *s, const char *path, alrd_error *err);
 void alrd_source_close(alrd_source *s);
-/* Drops the pages of t's bytes from this process's resident set (they stay
- * in the page cache) after t was read once, for GGUF and HF sources (their
- * tensors lie in read-only file mappings); a no-op otherwise. */
-void alrd_source_release_pages(const alrd_source *s, const alrd_tensor *t);
 /* NULL if absent. */
 const alrd_tensor *alrd_source_tensor(const alrd_source *s, const char *name);
 /* Like alrd_source_tensor but errors (naming the file and tensor) if absent

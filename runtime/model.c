@@ -174,7 +174,7 @@ static int slot_fill(const alrd_model *m, int l, alrd_error *err) {
         snprintf(name, sizeof name, "model.layers.%d.%s", l, t[i].name);
         if (alrd_source_expect(m->src, name, t[i].rows, t[i].cols, &ts, err) || alrd_tensor_to_f32(ts, dst, err))
             return -1;
-        alrd_source_release_pages(m->src, ts);
+        alrd_release_pages(ts->data, ts->nbytes); /* read once: out of the resident set */
     }
     sl->layer = l;
     return 0;

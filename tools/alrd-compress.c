@@ -466,9 +466,10 @@ int main(int argc, char **argv) {
     fprintf(stderr, "the written file, reloaded: KL %.5f on the probe tokens (unquantised cache)\n", file_kl);
     fprintf(stderr, "KV bytes per token (all layers, %d-token context): %.1f -> %.1f (%.2fx)\n", ctx_amort, before,
             after, before / after);
+    const char *calib_dev = r.stats_on_gpu ? "GPU" : "CPU"; /* the statistics and the probes share a device */
     fprintf(stderr, "time: statistics %.1f s (%s), svd %.1f s (%s), sensitivities %.1f s (%s), compression %.1f s; "
-            "writing %.1f s, checking the written file %.1f s\n", r.t_stats, r.stats_on_gpu ? "GPU" : "CPU", r.t_svd,
-            r.svd_on_gpu ? "GPU" : "CPU", r.t_sens, r.stats_on_gpu ? "GPU" : "CPU", r.t_total, t_write, t_check);
+            "writing %.1f s, checking the written file %.1f s\n", r.t_stats, calib_dev, r.t_svd,
+            r.svd_on_gpu ? "GPU" : "CPU", r.t_sens, calib_dev, r.t_total, t_write, t_check);
     fprintf(stderr, "wrote %s and %s\n", out, ranks_out);
     if (report) {
         cJSON *j = cJSON_CreateObject(), *mods = cJSON_AddArrayToObject(j, "modules");

@@ -144,7 +144,7 @@ int main(int argc, char **argv) {
     }
     alrd_ctx_free(ctx);
     double t1 = alrd_now();
-    alrd_calib_gpu *cg = NULL;
+    alrd_gpu *cg = NULL;
     int rc = alrd_calib_gpu_open(&cg, &m, len, &err);
     if (!rc) rc = alrd_calib_gpu_grams(cg, ids, ns, len, gg, 0, &err);
     double t2 = alrd_now();
