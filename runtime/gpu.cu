@@ -121,7 +121,9 @@ struct gpu_gram {
 struct gpu_probe {
     float *base;         /* [rows][nv] fp32 log-probs of the uncompressed model on the probe */
     size_t rows;         /* rows of base: n_seq * S of the alrd_gpu_probe call that set it */
-    double *kl, *ce;     /* [MR] fp64 per-row KL and cross-entropy */
+    double *kl, *ce;     /* [rows] fp64 per-row KL and cross-entropy of the last alrd_gpu_probe */
+    int32_t *tgt;        /* [rows] each probe row's next token, -1 at a sequence's last row */
+    int32_t *tokens;     /* host [rows]: the base's tokens, which every later probe must score */
     uint16_t **orig;     /* host [2L]: device copies of each replaced k_proj / v_proj weight (fp16 [kvd][H]) */
     int *replaced;       /* host [2L]: 1 while that module's weight is replaced */
     float *staging;      /* [kvd][H] fp32 upload buffer */
@@ -734,6 +736,7 @@ extern "C" void alrd_gpu_free(alrd_gpu *g) {
     free(g->v_bits);
     free(g->seq.pos);
     free(g->probe.orig);
+    free(g->probe.tokens);
     free(g->probe.replaced);
     free(g->ly);
     free(g);
@@ -1080,6 +1083,22 @@ extern "C" int alrd_gpu_decode(alrd_gpu *g, const int32_t *tokens, float *logits
     return alrd_gpu_sync(g, err);
 }
 
+/* T tokens (host) through every layer in one pass from position 0, nothing cached (the score modes), then the
+ * head over rows [first, T-1) (rows = -1: all T). h_in (host, may be NULL) gets each layer's input rows,
+ * layer l at h_in + l * ld_layer. */
+static void one_pass(alrd_gpu *g, const int32_t *tokens, int T, int mode, int first, int rows, float *h_in,
+                     size_t ld_layer) {
+    FAILS(g, cudaMemcpyAsync(g->buf.d_tok, tokens, sizeof(int32_t) * T, cudaMemcpyHostToDevice, g->st));
+    FAILS(g, alrd_gpu_embed(g->w.embed, g->buf.d_tok, T, g->H, g->buf.h, g->st));
+    for (int l = 0; l < g->L; l++) {
+        if (h_in)
+            FAILS(g, cudaMemcpyAsync(h_in + (size_t)l * ld_layer, g->buf.h, sizeof(float) * T * g->H,
+                                     cudaMemcpyDeviceToHost, g->st));
+        layer_prefill(g, l, 0, T, 0, mode, first);
+    }
+    head(g, rows < 0 ? 0 : first, rows < 0 ? T : rows);
+}
+
 extern "C" int alrd_gpu_score(alrd_gpu *g, const int32_t *tokens, int T, int first, int decode, double *nll,
                               alrd_error *err) {
     if (!g->o.score) return alrd_errf(err, "gpu: engine made without score buffers");
@@ -1088,11 +1107,8 @@ extern "C" int alrd_gpu_score(alrd_gpu *g, const int32_t *tokens, int T, int fir
     if (check_tokens(g, tokens, T, err)) return -1;
     g->seq.pos[0] = 0;
     upload_pos(g);
-    FAILS(g, cudaMemcpyAsync(g->buf.d_tok, tokens, sizeof(int32_t) * T, cudaMemcpyHostToDevice, g->st));
-    FAILS(g, alrd_gpu_embed(g->w.embed, g->buf.d_tok, T, g->H, g->buf.h, g->st));
-    for (int l = 0; l < g->L; l++) layer_prefill(g, l, 0, T, 0, decode ? MODE_SCORE_DECODE : MODE_SCORE, first);
-    int rows = T - 1 - first;
-    head(g, first, rows);
+    const int rows = T - 1 - first;
+    one_pass(g, tokens, T, decode ? MODE_SCORE_DECODE : MODE_SCORE, first, rows, NULL, 0);
     FAILS(g, cudaMemcpyAsync(g->buf.d_tgt, tokens + first + 1, sizeof(int32_t) * rows, cudaMemcpyHostToDevice, g->st));
     FAILS(g, alrd_gpu_nll(g->buf.logits, g->buf.d_tgt, rows, g->nv, g->buf.d_nll, g->st));
     FAILS(g, cudaMemcpyAsync(nll + first, g->buf.d_nll, sizeof(double) * rows, cudaMemcpyDeviceToHost, g->st));
@@ -1132,51 +1148,45 @@ extern "C" int alrd_gpu_probe(alrd_gpu *g, const int32_t *tokens, int n_seq, int
         return alrd_errf(err, "gpu: probe of %d x %d tokens exceeds batch %d / context %d", n_seq, S, g->o.max_batch,
                          g->o.max_ctx);
     const size_t P = (size_t)n_seq * S, V = (size_t)g->nv, H = (size_t)g->H;
-    if (!set_base && g->probe.rows != P)
-        return alrd_errf(err, "gpu: probe of %zu rows against a base of %zu", P, g->probe.rows);
+    if (set_base && g->probe.rows) return alrd_errf(err, "gpu: the probe's base is set (%zu rows)", g->probe.rows);
+    if (!set_base && (g->probe.rows != P || memcmp(tokens, g->probe.tokens, sizeof(int32_t) * P)))
+        return alrd_errf(err, "gpu: probe of %zu tokens that are not the base's (%zu)", P, g->probe.rows);
     if (check_tokens(g, tokens, (int)P, err)) return -1;
-    if (set_base && g->probe.rows != P) {
-        if (g->probe.rows) return alrd_errf(err, "gpu: the probe's base is set (%zu rows)", g->probe.rows);
+    if (set_base) {
         if (dalloc(g, &g->probe.base, 4 * P * V, err, "probe log-probs") ||
-            dalloc(g, &g->probe.kl, 8 * (size_t)g->MR, err, "probe") ||
-            dalloc(g, &g->probe.ce, 8 * (size_t)g->MR, err, "probe"))
+            dalloc(g, &g->probe.kl, 8 * P, err, "probe") || dalloc(g, &g->probe.ce, 8 * P, err, "probe") ||
+            dalloc(g, &g->probe.tgt, 4 * P, err, "probe"))
             return -1;
+        int32_t *tgt = (int32_t *)malloc(sizeof(int32_t) * P); /* each sequence's next tokens, -1 after its last */
+        g->probe.tokens = (int32_t *)malloc(sizeof(int32_t) * P);
+        if (!tgt || !g->probe.tokens) {
+            free(tgt);
+            return alrd_errf(err, "gpu: out of host memory");
+        }
+        for (size_t j = 0; j < P; j++) tgt[j] = (j + 1) % S ? tokens[j + 1] : -1;
+        memcpy(g->probe.tokens, tokens, sizeof(int32_t) * P);
+        FAILS(g, cudaMemcpyAsync(g->probe.tgt, tgt, sizeof(int32_t) * P, cudaMemcpyHostToDevice, g->st));
+        int rc = alrd_gpu_sync(g, err);
+        free(tgt);
+        if (rc) return -1;
         g->probe.rows = P;
     }
-    double *rkl = (double *)malloc(sizeof(double) * S), *rce = (double *)malloc(sizeof(double) * S);
-    int32_t *tgt = (int32_t *)malloc(sizeof(int32_t) * S);
-    if (!rkl || !rce || !tgt) {
-        free(rkl), free(rce), free(tgt);
-        return alrd_errf(err, "gpu: out of host memory");
+    double *row = (double *)malloc(sizeof(double) * 2 * P); /* per-row KL, then per-row CE */
+    if (!row) return alrd_errf(err, "gpu: out of host memory");
+    for (int s = 0; s < n_seq; s++) {
+        const size_t r0 = (size_t)s * S;
+        one_pass(g, tokens + r0, S, MODE_SCORE, 0, -1, h_in ? h_in + r0 * H : NULL, P * H);
+        FAILS(g, alrd_gpu_probe_rows(g->buf.logits, g->probe.tgt + r0, S, g->nv, g->probe.base + r0 * V, set_base,
+                                     g->probe.kl + r0, g->probe.ce + r0, g->st));
     }
+    if (set_base && base_lp)
+        FAILS(g, cudaMemcpyAsync(base_lp, g->probe.base, 4 * P * V, cudaMemcpyDeviceToHost, g->st));
+    FAILS(g, cudaMemcpyAsync(row, g->probe.kl, sizeof(double) * P, cudaMemcpyDeviceToHost, g->st));
+    FAILS(g, cudaMemcpyAsync(row + P, g->probe.ce, sizeof(double) * P, cudaMemcpyDeviceToHost, g->st));
+    const int rc = alrd_gpu_sync(g, err);
     double skl = 0, sce = 0;
-    int rc = 0;
-    for (int s = 0; s < n_seq && !rc; s++) { /* one pass per sequence, nothing cached (as alrd_gpu_score) */
-        const int32_t *t = tokens + (size_t)s * S;
-        for (int j = 0; j < S; j++) tgt[j] = j + 1 < S ? t[j + 1] : -1;
-        g->seq.pos[0] = 0;
-        upload_pos(g);
-        FAILS(g, cudaMemcpyAsync(g->buf.d_tok, t, sizeof(int32_t) * S, cudaMemcpyHostToDevice, g->st));
-        FAILS(g, cudaMemcpyAsync(g->buf.d_tgt, tgt, sizeof(int32_t) * S, cudaMemcpyHostToDevice, g->st));
-        FAILS(g, alrd_gpu_embed(g->w.embed, g->buf.d_tok, S, g->H, g->buf.h, g->st));
-        for (int l = 0; l < g->L; l++) {
-            if (h_in) /* layer l's input rows, layer-major [L][P][H] */
-                FAILS(g, cudaMemcpyAsync(h_in + ((size_t)l * P + (size_t)s * S) * H, g->buf.h, 4 * (size_t)S * H,
-                                         cudaMemcpyDeviceToHost, g->st));
-            layer_prefill(g, l, 0, S, 0, MODE_SCORE, 0);
-        }
-        head(g, 0, S);
-        float *b = g->probe.base + (size_t)s * S * V;
-        FAILS(g, alrd_gpu_probe_rows(g->buf.logits, g->buf.d_tgt, S, g->nv, b, set_base, g->probe.kl, g->probe.ce,
-                                     g->st));
-        if (set_base && base_lp)
-            FAILS(g, cudaMemcpyAsync(base_lp + (size_t)s * S * V, b, 4 * (size_t)S * V, cudaMemcpyDeviceToHost, g->st));
-        FAILS(g, cudaMemcpyAsync(rkl, g->probe.kl, sizeof(double) * S, cudaMemcpyDeviceToHost, g->st));
-        FAILS(g, cudaMemcpyAsync(rce, g->probe.ce, sizeof(double) * S, cudaMemcpyDeviceToHost, g->st));
-        rc = alrd_gpu_sync(g, err);
-        for (int j = 0; j < S && !rc; j++) skl += rkl[j], sce += rce[j];
-    }
-    free(rkl), free(rce), free(tgt);
+    for (size_t j = 0; j < P; j++) skl += row[j], sce += row[P + j];
+    free(row);
     if (rc) return -1;
     if (kl) *kl = skl / (double)P;
     if (ce) *ce = sce / (double)(P - n_seq);

@@ -144,12 +144,13 @@ int alrd_gpu_gram_read(alrd_gpu *g, int layer, double *out, long long *n_rows, a
  *                  weights); w = NULL puts the original back.
  *   probe          n_seq sequences of S tokens (tokens [n_seq*S]), each in
  *                  one pass from position 0 (the cache is left as it was).
- *                  set_base: these log-probs become the base (kept on the
- *                  device; also copied to base_lp [n_seq*S][vocab] and each
- *                  layer's input rows to h_in [n_layers][n_seq*S][hidden]
- *                  where not NULL); *kl = 0. Else *kl = the mean over all
- *                  positions of KL(base || now). *ce: the mean next-token
- *                  cross-entropy. Needs max_batch and max_ctx >= S. */
+ *                  set_base (once per engine): these log-probs become the
+ *                  base (kept on the device; also copied to base_lp
+ *                  [n_seq*S][vocab] and each layer's input rows to h_in
+ *                  [n_layers][n_seq*S][hidden] where not NULL); *kl = 0.
+ *                  Else the tokens must be the base's, and *kl = the mean
+ *                  over all positions of KL(base || now). *ce: the mean
+ *                  next-token cross-entropy. Needs max_batch and max_ctx >= S. */
 int alrd_gpu_set_kv_weight(alrd_gpu *g, int layer, int is_v, const float *w, alrd_error *err);
 int alrd_gpu_probe(alrd_gpu *g, const int32_t *tokens, int n_seq, int S, int set_base, float *base_lp, float *h_in,
                    double *kl, double *ce, alrd_error *err);
