@@ -14,7 +14,10 @@
  *     hfma2 with the pair's (scale, zero) -- kivi's q*s + z rounded once;
  *   values: lane (g, t) takes channel g + 8j of tokens (2t, 2t + 1) and
  *     (2t + 8, 2t + 9): a word holds those two tokens' codes in its halves,
- *     with their two scales and zeros as half2s.
+ *     with their two scales and zeros as half2s. Where the value groups
+ *     align with the n-tiles (full width, G a power of two), a tile whose
+ *     values are all quantised folds them (vals_fold): each group's scales
+ *     into P, the zeros into one more mma, the codes into B as they are.
  * A block is one (split, KV head, sequence); its 4 warps work alone, warp w
  * on tiles w, w + 4, ... of the split, each streaming its tiles' bytes
  * (codes, scales, zeros, the tile's RoPE row) through its own ring of NST
@@ -57,6 +60,7 @@ typedef struct {
     int kc, ksz, rope;    /* stage words: key codes (or fp16 rows), key scales then zeros, the RoPE row (cos | sin) */
     int vc, vsz;          /* value codes (or fp16 rows), value scales then zeros */
     int bars;             /* byte offset of the warps' stage mbarriers ([KW][NST], 8 bytes each) */
+    int npg_log2;         /* the folded value path (vals_fold): log2 of its n-tiles per value group; -1: not taken */
     size_t wbytes, total; /* one warp's ring; the block's dynamic shared memory */
     alrd_fdiv kR, kG, vR, vG;
 } kplan;
@@ -198,6 +202,71 @@ __device__ __forceinline__ void key_pairs(const uint32_t *kc, const uint32_t (&s
     }
 }
 
+/* fp16 pair a * b */
+__device__ __forceinline__ uint32_t hmul2u(uint32_t a, uint32_t b) {
+    const __half2 r = __hmul2(*reinterpret_cast<__half2 *>(&a), *reinterpret_cast<__half2 *>(&b));
+    return *reinterpret_cast<const uint32_t *>(&r);
+}
+/* fp16 pair h - 1024: the codes OR-ed into the mantissa of 1024, exactly */
+__device__ __forceinline__ uint32_t sub1024(uint32_t h) {
+    const __half2 r = __hsub2(*reinterpret_cast<__half2 *>(&h), __float2half2_rn(1024.0f));
+    return *reinterpret_cast<const uint32_t *>(&r);
+}
+
+/* Value n-tile nt's code in its word: a lane's codes of n-tile nt sit at bit (nt * VB2) % 16 of its word
+ * nt * VB2 / 16 (in both halves). fold_shift() is the shift that brings them into the low byte (2 and 4 bits:
+ * 8 or 0, shared by the n-tiles of a byte, so one shift serves 4 or 2 of them; 3 and 8 bits: the bit itself)
+ * and fold_mult() what the code is multiplied by where it then sits (1, 4, 16, 64: taken out at the end). */
+template <int VB> __host__ __device__ constexpr int fold_shift(int nt) {
+    constexpr int VB2 = VB == 3 ? 2 : VB;
+    return VB == 2 || VB == 4 ? (nt * VB2 % 16) & 8 : nt * VB2 % 16;
+}
+template <int VB> __host__ __device__ constexpr int fold_mult(int nt) {
+    constexpr int VB2 = VB == 3 ? 2 : VB;
+    return 1 << (nt * VB2 % 16 - fold_shift<VB>(nt));
+}
+
+/* O += P V for a tile whose values are all quantised, with the scales folded into P and the zeros into one
+ * more mma: sum_t p_t (s_t x_t + z_t) = sum_t (p_t s_t) x_t + sum_t p_t z_t, per value group (NPG n-tiles of
+ * 8 columns each). The codes go into the B operand as they are (OR-ed into 1024, 1024 taken off: exact), so
+ * a lane's value pair costs a lop3 and a hsub2 where the hfma2 decode took four instructions and the group's
+ * scales and zeros. o[nt] accumulates fold_mult(nt) times its columns; zacc (C fragment of P Z, Z's column g
+ * the zeros of group g) the zero terms; the caller takes both out at the end (fold_finish). */
+template <int HD, int VB, int NPG>
+__device__ __forceinline__ void vals_fold(float (&o)[HD / 8][2], float (&zacc)[2], uint32_t pa0, uint32_t pa2,
+                                          const uint32_t *vc, const uint32_t *vsz, const uint32_t *plane, int vng,
+                                          int gid, int t4) {
+    constexpr int NT = HD / 8, VB2 = VB == 3 ? 2 : VB, NHV = (NT * VB2 + 15) / 16, NG = NT / NPG;
+    constexpr uint32_t VM = VB2 == 2 ? 0x00030003u : VB2 == 4 ? 0x000F000Fu : 0x00FF00FFu;
+    static_assert(NG <= 8, "one mma's columns hold the zeros of at most 8 groups");
+    uint32_t wf[2 * NHV], wd[2][NHV];
+    lds_words<2 * NHV>(wf, vc);
+#pragma unroll
+    for (int k = 0; k < NHV; k++) wd[0][k] = wf[k], wd[1][k] = wf[NHV + k];
+    uint32_t w1a = 0u, w1b = 0u;
+    if constexpr (VB == 3) {
+        if constexpr (NT <= 8) w1a = plane[gid * 4 + t4], w1b = w1a >> 8;
+        else w1a = plane[(gid * 4 + t4) * 2], w1b = plane[(gid * 4 + t4) * 2 + 1];
+    }
+    { /* the zeros: column gid of Z is group gid's (tokens 2 t4, +1 and 2 t4 + 8, +9) */
+        const bool has = gid < NG;
+        const uint32_t z0 = has ? vsz[8 * vng + 8 * gid] : 0u, z1 = has ? vsz[8 * vng + 8 * gid + 4] : 0u;
+        mma16816_lo(zacc, pa0, pa2, z0, z1);
+    }
+#pragma unroll
+    for (int g = 0; g < NG; g++) {
+        const uint32_t q0 = hmul2u(pa0, vsz[8 * g]), q2 = hmul2u(pa2, vsz[8 * g + 4]); /* P' = P s */
+#pragma unroll
+        for (int j = 0; j < NPG; j++) {
+            const int nt = g * NPG + j, w = nt * VB2 / 16, sh = fold_shift<VB>(nt);
+            const uint32_t m = VM << (nt * VB2 % 16 - sh);
+            uint32_t xa = and_or(wd[0][w] >> sh, m, 0x64006400u), xb = and_or(wd[1][w] >> sh, m, 0x64006400u);
+            if constexpr (VB == 3) xa |= ((w1a >> nt) & 0x00010001u) << 2, xb |= ((w1b >> nt) & 0x00010001u) << 2;
+            mma16816_lo(o[nt], q0, q2, sub1024(xa), sub1024(xb));
+        }
+    }
+}
+
 template <int HD, int KB, int VB>
 __global__ void __launch_bounds__(KW * 32, HD == 64 ? 4 : 2)
     attn_kivi_kernel(alrd_gpu_attn_layer L, kplan P, const uint16_t *q16, const int *pos, int nsplit, int vw_max,
@@ -330,6 +399,10 @@ __global__ void __launch_bounds__(KW * 32, HD == 64 ? 4 : 2)
             }
         }
     }
+    /* the folded value path (vals_fold) for the block's whole tiles (make_kplan says when), npg n-tiles a group */
+    const bool fold = VQ && P.npg_log2 >= 0;
+    const int npg = fold ? 1 << P.npg_log2 : 0;
+    float zacc[2] = {0.0f, 0.0f}; /* P Z: column g the zero terms of the block's value group g (rows gid) */
     /* bit nt: value n-tile nt (columns vc0 + 8 nt ..) starts a group (G % 8 == 0: the next one) */
     unsigned vnew = 0;
 #pragma unroll
@@ -404,9 +477,11 @@ __global__ void __launch_bounds__(KW * 32, HD == 64 ? 4 : 2)
         float c0;
         uint32_t pa0, pa2; /* P as the A operand of P V: rows gid (rows gid + 8 are zero) */
         softmax_lo(s, nv, L.scale, m0, l0, c0, pa0, pa2);
-        if (__any_sync(0xffffffffu, c0 != 1.0f)) /* rescale_rows for the rows gid */
+        if (__any_sync(0xffffffffu, c0 != 1.0f)) { /* rescale_rows for the rows gid */
 #pragma unroll
             for (int k = 0; k < NT; k++) o[k][0] *= c0, o[k][1] *= c0;
+            zacc[0] *= c0, zacc[1] *= c0;
+        }
 
         if constexpr (VQ) {
             const uint32_t *vc = st + P.vc + (gid * 4 + t4) * 2 * vnh, *vsz = st + P.vsz + t4;
@@ -429,7 +504,19 @@ __global__ void __launch_bounds__(KW * 32, HD == 64 ? 4 : 2)
                     else w1a = p1[(gid * 4 + t4) * 2], w1b = p1[(gid * 4 + t4) * 2 + 1];
                 }
             };
-            if (ts + KT <= vq) { /* every token of the tile quantised */
+            if (fold && ts + KT <= vq) { /* every token quantised, groups on n-tile boundaries */
+                const uint32_t *pl = st + P.vc + 64 * NHV, *vz = st + P.vsz + t4;
+                switch (npg) {
+                case 1:
+                    if constexpr (NT <= 8) vals_fold<HD, VB, 1>(o, zacc, pa0, pa2, vc, vz, pl, P.vng, gid, t4);
+                    break;
+                case 2: vals_fold<HD, VB, 2>(o, zacc, pa0, pa2, vc, vz, pl, P.vng, gid, t4); break;
+                case 4: vals_fold<HD, VB, 4>(o, zacc, pa0, pa2, vc, vz, pl, P.vng, gid, t4); break;
+                case 8: vals_fold<HD, VB, 8>(o, zacc, pa0, pa2, vc, vz, pl, P.vng, gid, t4); break;
+                default:
+                    if constexpr (NT == 16) vals_fold<HD, VB, 16>(o, zacc, pa0, pa2, vc, vz, pl, P.vng, gid, t4);
+                }
+            } else if (ts + KT <= vq) { /* every token of the tile quantised */
                 uint32_t wd[2][NHV], w1a, w1b, sa = 0, sb = 0, za = 0, zb = 0;
                 vload(wd, w1a, w1b);
                 const uint32_t *g = vsz - 8; /* the lane's scale words of group -1 */
@@ -471,7 +558,13 @@ __global__ void __launch_bounds__(KW * 32, HD == 64 ? 4 : 2)
                     }
                     const __half2 x0 = __hadd2(*reinterpret_cast<__half2 *>(&b0), *reinterpret_cast<__half2 *>(&r[0]));
                     const __half2 x1 = __hadd2(*reinterpret_cast<__half2 *>(&b1), *reinterpret_cast<__half2 *>(&r[1]));
-                    mma16816_lo(o[nt], pa0, pa2, *reinterpret_cast<const uint32_t *>(&x0),
+                    uint32_t qa0 = pa0, qa2 = pa2; /* o[nt] holds fold_mult(nt) times its columns in a folded block */
+                    if (fold && fold_mult<VB>(nt) != 1) {
+                        const int fm = fold_mult<VB>(nt);
+                        const uint32_t mh = fm == 4 ? 0x44004400u : fm == 16 ? 0x4C004C00u : 0x54005400u;
+                        qa0 = hmul2u(pa0, mh), qa2 = hmul2u(pa2, mh);
+                    }
+                    mma16816_lo(o[nt], qa0, qa2, *reinterpret_cast<const uint32_t *>(&x0),
                                 *reinterpret_cast<const uint32_t *>(&x1));
                 }
             }
@@ -487,6 +580,14 @@ __global__ void __launch_bounds__(KW * 32, HD == 64 ? 4 : 2)
         }
         __syncwarp(); /* the stage is read: a later issue refills it */
     }
+    if (fold) /* o[nt] / fold_mult(nt) + the zero terms of nt's group (lane (gid, g / 2) holds group g's) */
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) {
+            const int g = nt >> P.npg_log2, src = gid * 4 + (g >> 1);
+            const float z0 = __shfl_sync(0xffffffffu, zacc[0], src), z1 = __shfl_sync(0xffffffffu, zacc[1], src);
+            const float z = g & 1 ? z1 : z0, r = 1.0f / fold_mult<VB>(nt);
+            o[nt][0] = o[nt][0] * r + z, o[nt][1] = o[nt][1] * r + z;
+        }
     /* every tile issued was waited for: the rings are drained and merge_warps may reuse them */
     float o4[NT][4];
 #pragma unroll
@@ -561,6 +662,14 @@ static int make_kplan(const alrd_gpu_attn_layer *L, kplan *p) {
     p->kG = alrd_fdiv_make(kb < 16 ? k->G : 1);
     p->vR = alrd_fdiv_make(vb < 16 && v->R > 0 ? v->R : 1);
     p->vG = alrd_fdiv_make(vb < 16 ? v->G : 1);
+    /* values fold when their groups align with the n-tiles: full width, G a power of two dividing the head dim
+     * (at least 8, and at most 8 groups: one mma's columns hold their zeros) or a multiple of it */
+    const int G = v->G, nt = hd / 8;
+    p->npg_log2 = -1;
+    if (vb < 16 && p->vw == hd && G >= 8 && (hd % G == 0 || G % hd == 0)) {
+        const int npg = G >= hd ? nt : G / 8;
+        if (nt <= 8 * npg) p->npg_log2 = __builtin_ctz((unsigned)npg);
+    }
     return 0;
 }
 
