@@ -118,6 +118,7 @@ L) # (like B: after A0, carry p2 + debs + .devcarry/anchors with the llama.cpp s
     deps
     build
     sh tests/bench/vs_llamacpp.sh $M .devcarry/anchors/llama.cpp-c392e509.tar.gz "$OUT" | tee "$OUT/vs-llamacpp.md"
+    tar czf "$OUT/logs.tar.gz" -C "$OUT" logs && rm -rf "$OUT/logs" # at most 8 files come back
     ;;
 A) # units, compute-sanitizer, the synthetic speed tables and the capacity table; keeps model part 1 for B
     start
