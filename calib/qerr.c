@@ -3,6 +3,8 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,6 +92,71 @@ int alrd_qerr_latent_loss(const float *lat, int n_seq, int seq_len, int n_groups
     return rc ? -1 : 0;
 }
 
+/* One grid rank's modules, shared by the workers of grid_rank: module i = 2l + v
+ * takes the latents lat = X_l B_g^T of its factors and their loss at every
+ * bits option. Each worker has its own latent buffer; the table cells it
+ * writes are its modules' own, so the tables do not depend on the schedule. */
+typedef struct {
+    alrd_qerr *q;
+    const alrd_qerr_opts *o;
+    const float *X;             /* [L][P][H] RMSNorm(h) */
+    float **kA, **kB, **vA, **vB;
+    int L, P, H, ng, gh, r, j, n_seq, seq_len;
+    atomic_int next;            /* the next module to take */
+    atomic_int failed;
+    pthread_mutex_t lock;       /* guards err */
+    alrd_error *err;
+} grid_job;
+
+static void *grid_worker(void *arg) {
+    grid_job *g = arg;
+    const alrd_qerr_opts *o = g->o;
+    const int D = g->ng * g->r;
+    float *lat = malloc(sizeof(float) * (size_t)g->P * D);
+    alrd_error e = {0};
+    int rc = lat ? 0 : alrd_errf(&e, "qerr: out of memory (%d x %d latents)", g->P, D);
+    for (int i; !rc && !atomic_load(&g->failed) && (i = atomic_fetch_add(&g->next, 1)) < 2 * g->L;) {
+        const int l = i / 2, v = i % 2;
+        const float *A = v ? g->vA[l] : g->kA[l], *B = v ? g->vB[l] : g->kB[l];
+        for (int k = 0; k < g->ng; k++) /* lat[:, k*r:(k+1)*r] = X B_k^T */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, g->P, g->r, g->H, 1.0f, g->X + (size_t)l * g->P * g->H,
+                        g->H, B + (size_t)k * g->r * g->H, g->H, 0.0f, lat + (size_t)k * g->r, D);
+        for (int b = 0; b < o->n_bits && !rc; b++) {
+            double loss;
+            rc = alrd_qerr_latent_loss(lat, g->n_seq, g->seq_len, g->ng, g->r, A, g->gh, o->group_size, o->bits[b],
+                                       !v && o->use_kivi, &loss, &e);
+            g->q->tab[((size_t)i * g->q->n_ranks + 1 + g->j) * g->q->n_bits + b] = loss * g->q->scale;
+        }
+    }
+    if (rc && !atomic_exchange(&g->failed, 1)) {
+        pthread_mutex_lock(&g->lock);
+        *g->err = e;
+        pthread_mutex_unlock(&g->lock);
+    }
+    free(lat);
+    return NULL;
+}
+
+/* The workers for one grid rank: one per CPU, at most one per module. OpenBLAS
+ * runs single-threaded meanwhile (each worker's products are small; the
+ * modules are the parallelism), and gets its thread count back after. */
+static int grid_rank(grid_job *g) {
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    int nt = ncpu < 1 ? 1 : ncpu > 64 ? 64 : (int)ncpu;
+    if (nt > 2 * g->L) nt = 2 * g->L;
+    atomic_init(&g->next, 0);
+    atomic_init(&g->failed, 0);
+    pthread_t th[64];
+    int started = 0, blas = openblas_get_num_threads();
+    if (nt > 1) openblas_set_num_threads(1);
+    for (; started < nt - 1; started++)
+        if (pthread_create(&th[started], NULL, grid_worker, g)) break; /* fewer workers: the rest still runs */
+    grid_worker(g);
+    for (int t = 0; t < started; t++) pthread_join(th[t], NULL);
+    if (nt > 1) openblas_set_num_threads(blas);
+    return atomic_load(&g->failed) ? -1 : 0;
+}
+
 static void progress(int on, int done, int total) {
     if (on) alrd_progress("quantisation error", (size_t)done, (size_t)total);
 }
@@ -158,23 +225,13 @@ int alrd_qerr_new(alrd_qerr **out, alrd_calib *c, const alrd_decomp *d, const al
     progress(o->progress, 1, total);
     /* the grid: factors exactly as a file at that rank would get them */
     for (int j = 0; j < n_grid && !rc; j++) {
-        int r = q->ranks[1 + j], D = ng * r;
+        int r = q->ranks[1 + j];
         for (int l = 0; l < L; l++) rk[l] = r;
-        float **kA = fac, **kB = fac + L, **vA = fac + 2 * L, **vB = fac + 3 * L;
-        rc = alrd_decomp_factors(d, rk, rk, o->hadamard, o->seed, kA, kB, vA, vB, err);
-        for (int i = 0; i < 2 * L && !rc; i++) {
-            int l = i / 2, v = i % 2;
-            const float *A = v ? vA[l] : kA[l], *B = v ? vB[l] : kB[l];
-            for (int g = 0; g < ng; g++) /* lat[:, g*r:(g+1)*r] = X B_g^T */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, P, r, H, 1.0f, X + (size_t)l * P * H, H,
-                            B + (size_t)g * r * H, H, 0.0f, lat + (size_t)g * r, D);
-            for (int b = 0; b < o->n_bits && !rc; b++) {
-                double s;
-                rc = alrd_qerr_latent_loss(lat, n_seq, seq_len, ng, r, A, gh, o->group_size, o->bits[b],
-                                           !v && o->use_kivi, &s, err);
-                q->tab[((size_t)i * q->n_ranks + 1 + j) * q->n_bits + b] = s * q->scale;
-            }
-        }
+        grid_job g = {.q = q, .o = o, .X = X, .kA = fac, .kB = fac + L, .vA = fac + 2 * L, .vB = fac + 3 * L,
+                      .L = L, .P = P, .H = H, .ng = ng, .gh = gh, .r = r, .j = j, .n_seq = n_seq, .seq_len = seq_len,
+                      .lock = PTHREAD_MUTEX_INITIALIZER, .err = err};
+        rc = alrd_decomp_factors(d, rk, rk, o->hadamard, o->seed, g.kA, g.kB, g.vA, g.vB, err);
+        if (!rc) rc = grid_rank(&g);
         for (int k = 0; k < 4 * L; k++) { free(fac[k]); fac[k] = NULL; }
         progress(o->progress, j + 2, total);
     }
