@@ -189,6 +189,7 @@ static int run_generate(alrd_model *m, const alrd_cache_opts *co, const char *pr
     }
     double t2 = alrd_now();
     putchar('\n');
+    fflush(stdout); /* the answer's line ends before the timing line on stderr */
     if (rc && err.msg[0]) fprintf(stderr, "alrd-run: %s\n", err.msg);
     else if (!rc)
         fprintf(stderr, "alrd-run: %s: prompt %zu tokens in %.2f s (%.1f tok/s), generated %d tokens in %.2f s (%.1f tok/s), cache %zu bytes\n",
