@@ -89,8 +89,21 @@ int alrd_ctx_new(alrd_ctx **out, const alrd_model *m, int max_ctx, int max_batch
     }
     int rc = -1;
     x->backend = ALRD_BACKEND_CPU;
+    if (x->opts.sink < 0 || x->opts.sink > max_ctx) {
+        free(dk); free(dv); free(kb); free(vb);
+        alrd_ctx_free(x);
+        return alrd_errf(err, "%s: sink: %d tokens (0 to the context's %d expected)", m->path, x->opts.sink, max_ctx);
+    }
     if (x->opts.backend == ALRD_BACKEND_GPU || (x->opts.backend == ALRD_BACKEND_AUTO && alrd_ctx_gpu_available()))
         x->backend = ALRD_BACKEND_GPU;
+    if (x->opts.sink > 0) { /* sink tokens exist in the CPU cache only */
+        if (x->opts.backend == ALRD_BACKEND_GPU) {
+            free(dk); free(dv); free(kb); free(vb);
+            alrd_ctx_free(x);
+            return alrd_errf(err, "%s: sink tokens: the GPU cache has none yet (run on the CPU)", m->path);
+        }
+        x->backend = ALRD_BACKEND_CPU;
+    }
     if (m->slot || m->kv_override) { /* lazy layers and overrides exist on the CPU path only */
         if (x->opts.backend == ALRD_BACKEND_GPU) {
             free(dk); free(dv); free(kb); free(vb);
@@ -129,7 +142,7 @@ int alrd_ctx_new(alrd_ctx **out, const alrd_model *m, int max_ctx, int max_batch
     if (dk && dv && kb && vb) {
         alrd_kv_cache_config kc = {.n_layers = L, .dk = dk, .dv = dv, .k_bits = kb, .v_bits = vb,
                                    .group_size = x->opts.group_size, .residual_length = x->opts.residual,
-                                   .use_kivi = x->opts.use_kivi, .max_ctx = max_ctx};
+                                   .use_kivi = x->opts.use_kivi, .max_ctx = max_ctx, .sink_tokens = x->opts.sink};
         rc = alrd_kv_cache_create(&x->cache, &kc, err);
     }
     free(dk); free(dv); free(kb); free(vb);

@@ -349,7 +349,7 @@ static int engine_init(alrd_gpu *g, const alrd_config *cfg, int group_heads, con
         if (y->kr) g->any_latent_k = 1;
         if (y->nqkv > g->nqkv_max) g->nqkv_max = y->nqkv;
     }
-    alrd_kv_cache_config kc = {g->L, dk, dv, g->k_bits, g->v_bits, o->group_size, o->residual, o->use_kivi, o->max_ctx};
+    alrd_kv_cache_config kc = {g->L, dk, dv, g->k_bits, g->v_bits, o->group_size, o->residual, o->use_kivi, o->max_ctx, 0};
     int rc = alrd_kv_cache_config_check(&kc, err);
     free(dk);
     free(dv);

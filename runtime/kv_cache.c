@@ -9,7 +9,7 @@
 typedef struct {
     int dk, dv, kb, vb;
     int n;      /* tokens cached */
-    int kq, vq; /* leading tokens quantised (keys, values) */
+    int kq, vq; /* the quantised tokens end here (keys, values); they start after the sinks */
     float *kf, *vf; /* mirrors [max_ctx][dk], [max_ctx][dv] */
     size_t k_unit_words, k_unit_groups, v_unit_words, v_unit_groups;
     uint32_t *k_codes, *v_codes;
@@ -17,7 +17,7 @@ typedef struct {
 } kv_layer;
 
 struct alrd_kv_cache {
-    int n_layers, G, R, use_kivi, max_ctx;
+    int n_layers, G, R, use_kivi, max_ctx, S;
     kv_layer *layers;
 };
 
@@ -35,6 +35,8 @@ int alrd_kv_cache_config_check(const alrd_kv_cache_config *cfg, alrd_error *err)
         return alrd_errf(err, "kv_cache: residual_length: %d (KIVI keys need R >= group_size %d)",
                          cfg->residual_length, cfg->group_size);
     if (cfg->max_ctx < 1) return alrd_errf(err, "kv_cache: max_ctx: %d (>= 1 expected)", cfg->max_ctx);
+    if (cfg->sink_tokens < 0 || cfg->sink_tokens > cfg->max_ctx)
+        return alrd_errf(err, "kv_cache: sink_tokens: %d (0 to max_ctx %d expected)", cfg->sink_tokens, cfg->max_ctx);
     for (int l = 0; l < cfg->n_layers; l++) {
         if (cfg->dk[l] < 1 || cfg->dv[l] < 1)
             return alrd_errf(err, "kv_cache: layer %d: dk=%d dv=%d (>= 1 expected)", l, cfg->dk[l],
@@ -76,6 +78,7 @@ int alrd_kv_cache_create(alrd_kv_cache **out, const alrd_kv_cache_config *cfg, a
     c->R = cfg->residual_length;
     c->use_kivi = cfg->use_kivi ? 1 : 0;
     c->max_ctx = cfg->max_ctx;
+    c->S = cfg->sink_tokens;
     c->layers = calloc((size_t)c->n_layers, sizeof *c->layers);
     if (!c->layers) goto oom;
     size_t ctx = (size_t)c->max_ctx;
@@ -150,10 +153,16 @@ static void quantize_rows(float *mirror, int d, int bits, int G, int per_channel
 
 /* Moves tokens from the residuals into the quantised parts per the rules. */
 static void settle(const alrd_kv_cache *c, kv_layer *y) {
-    int R = c->R;
+    int R = c->R, S = c->S;
+    if (y->n <= S) { /* sinks only: full precision */
+        y->kq = y->vq = y->n;
+        return;
+    }
+    if (y->kq < S) y->kq = S;
+    if (y->vq < S) y->vq = S;
     if (c->use_kivi) {
         while (y->n - y->kq >= R) {
-            quantize_rows(y->kf, y->dk, y->kb, c->G, 1, y->kq, R, (size_t)(y->kq / R), y->k_codes,
+            quantize_rows(y->kf, y->dk, y->kb, c->G, 1, y->kq, R, (size_t)((y->kq - S) / R), y->k_codes,
                           y->k_scales, y->k_zeros, y->k_unit_words, y->k_unit_groups);
             y->kq += R;
         }
@@ -231,10 +240,12 @@ int alrd_kv_cache_values(const alrd_kv_cache *c, int layer, float *out) {
 int alrd_kv_cache_counts(const alrd_kv_cache *c, int layer, alrd_kv_counts *out) {
     const kv_layer *y = get_layer(c, layer);
     if (!y) return -1;
+    const int s = y->n < c->S ? y->n : c->S;
     out->n_tokens = y->n;
-    out->k_quantized = y->kq;
+    out->sink = s;
+    out->k_quantized = y->kq - s;
     out->k_residual = y->n - y->kq;
-    out->v_quantized = y->vq;
+    out->v_quantized = y->vq - s;
     out->v_residual = y->n - y->vq;
     return 0;
 }
@@ -249,7 +260,9 @@ int alrd_kv_cache_layer_view(const alrd_kv_cache *c, int layer, alrd_kv_layer_vi
     out->v_bits = y->vb;
     out->k_per_channel = c->use_kivi;
     out->k_unit_tokens = c->use_kivi ? c->R : 1;
-    out->k_units = y->kq / out->k_unit_tokens;
+    const int s = y->n < c->S ? y->n : c->S;
+    out->sink = s;
+    out->k_units = c->use_kivi ? (y->kq - s) / c->R : y->kq;
     out->k_unit_words = y->k_unit_words;
     out->k_unit_groups = y->k_unit_groups;
     out->k_codes = y->k_codes;
@@ -297,8 +310,9 @@ size_t alrd_kv_cache_bytes(const alrd_kv_cache *c) {
     size_t total = 0;
     for (int l = 0; l < c->n_layers; l++) {
         const kv_layer *y = &c->layers[l];
-        total += side_bytes(y->dk, y->kb, c->G, c->use_kivi ? c->R : 0, y->kq, y->n - y->kq) +
-                 side_bytes(y->dv, y->vb, c->G, 0, y->vq, y->n - y->vq);
+        const int s = y->n < c->S ? y->n : c->S; /* the sinks count as fp16, as the residual does */
+        total += side_bytes(y->dk, y->kb, c->G, c->use_kivi ? c->R : 0, y->kq - s, y->n - y->kq + s) +
+                 side_bytes(y->dv, y->vb, c->G, 0, y->vq - s, y->n - y->vq + s);
     }
     return total;
 }

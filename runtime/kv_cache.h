@@ -14,6 +14,9 @@
  *                 values per token: tokens [0, max(0, n-R)) are quantised,
  *                 the last min(n, R) are full precision.
  *   use_kivi = 0  keys follow the values' rule (per token, last R full).
+ * Attention sinks (sink_tokens = S > 0): the first S tokens of a sequence are
+ * never quantised; the rules above then apply to the tokens after them, as
+ * if the sequence started at token S (key chunks are [S + jR, S + (j+1)R)).
  * Appending tokens (prefill or decode) moves tokens from the residual into the
  * quantised part exactly when these rules say so. On an empty layer,
  * prefill(L) and then one append per decode step are exactly docs/design.md 5.4:
@@ -41,7 +44,7 @@
  *   bits 16: no packed data; the mirror is the cache (an fp16 cache in
  *     bytes()).
  * Bytes: codes + 2-byte scales + 2-byte zeros of the quantised part, plus 2
- * bytes per element of the residual (counted as fp16, docs/design.md 6) -- every
+ * bytes per element of the residual and of the sinks (counted as fp16, docs/design.md 6) -- every
  * element 2 bytes when bits are 16.
  *
  * Nothing is allocated after create. Not thread safe per cache; a batch of
@@ -61,6 +64,7 @@ typedef struct {
     int residual_length;        /* R, R % G == 0; R >= G when use_kivi (R = 0 allowed otherwise) */
     int use_kivi;               /* 0: plain per-token quantisation of both caches */
     int max_ctx;                /* capacity in tokens, >= 1 */
+    int sink_tokens;            /* S, 0 <= S <= max_ctx: tokens kept unquantised at the start (0: none) */
 } alrd_kv_cache_config;
 
 typedef struct alrd_kv_cache alrd_kv_cache;
@@ -100,7 +104,8 @@ int alrd_kv_cache_values(const alrd_kv_cache *c, int layer, float *out);
 /* Introspection (tests, reports). */
 typedef struct {
     int n_tokens;
-    int k_quantized, k_residual; /* k_quantized + k_residual == n_tokens */
+    int sink;                    /* unquantised sink tokens at the start */
+    int k_quantized, k_residual; /* sink + k_quantized + k_residual == n_tokens */
     int v_quantized, v_residual;
 } alrd_kv_counts;
 int alrd_kv_cache_counts(const alrd_kv_cache *c, int layer, alrd_kv_counts *out);
@@ -112,11 +117,12 @@ typedef struct {
     int dk, dv, k_bits, v_bits;
     int k_per_channel;          /* 1: key units are chunks of R tokens */
     int k_unit_tokens;          /* R when k_per_channel, else 1 */
-    int k_units;                /* units holding quantised keys */
+    int sink;                   /* sink tokens; per-token units below it are unused */
+    int k_units;                /* units holding quantised keys (per token: the end, sinks included) */
     size_t k_unit_words, k_unit_groups;
     const uint32_t *k_codes;
     const uint16_t *k_scales, *k_zeros;
-    int v_units;                /* = quantised value tokens */
+    int v_units;                /* quantised value tokens, unit u = token u (the end, sinks included) */
     size_t v_unit_words, v_unit_groups;
     const uint32_t *v_codes;
     const uint16_t *v_scales, *v_zeros;

@@ -42,8 +42,12 @@ static void fill(float *out, int l, int t0, int n, int d, int is_v) {
         for (int c = 0; c < d; c++) out[(size_t)t * d + c] = input(l, t0 + t, c, is_v);
 }
 
+/* Sink tokens of the caches make_cache builds (the first SINK tokens stay
+ * unquantised; the rules apply to the tokens after them). */
+static int SINK = 0;
+
 static alrd_kv_cache *make_cache(int use_kivi, int rlen) {
-    alrd_kv_cache_config cfg = {NL, DK, DV, KB, VB, G, rlen, use_kivi, CTX};
+    alrd_kv_cache_config cfg = {NL, DK, DV, KB, VB, G, rlen, use_kivi, CTX, SINK};
     alrd_kv_cache *c = NULL;
     alrd_error err = {{0}};
     if (alrd_kv_cache_create(&c, &cfg, &err)) print_message("%s\n", err.msg);
@@ -69,11 +73,13 @@ static void check_cache(const alrd_kv_cache *c, int n, int use_kivi, int rlen) {
         assert_int_equal(alrd_kv_cache_counts(c, l, &k), 0);
         assert_int_equal(k.n_tokens, n);
         assert_int_equal(alrd_kv_cache_n_tokens(c, l), n);
-        int kq = exp_kq(n, use_kivi, rlen), vq = exp_vq(n, rlen);
+        const int sk = n < SINK ? n : SINK; /* sinks, then the rules on the n - sk tokens after them */
+        int kq = exp_kq(n - sk, use_kivi, rlen), vq = exp_vq(n - sk, rlen);
+        assert_int_equal(k.sink, sk);
         assert_int_equal(k.k_quantized, kq);
-        assert_int_equal(k.k_residual, n - kq);
+        assert_int_equal(k.k_residual, n - sk - kq);
         assert_int_equal(k.v_quantized, vq);
-        assert_int_equal(k.v_residual, n - vq);
+        assert_int_equal(k.v_residual, n - sk - vq);
         alrd_kv_layer_view v;
         assert_int_equal(alrd_kv_cache_layer_view(c, l, &v), 0);
         for (int side = 0; side < 2; side++) {
@@ -83,8 +89,9 @@ static void check_cache(const alrd_kv_cache *c, int n, int use_kivi, int rlen) {
             const float *data = side ? alrd_kv_cache_values_data(c, l) : alrd_kv_cache_keys_data(c, l);
             assert_int_equal(side ? alrd_kv_cache_values(c, l, got) : alrd_kv_cache_keys(c, l, got), n);
             MEM_EQ(got, data, (size_t)n * d * sizeof(float));
-            /* residual: the inputs, bit for bit */
-            MEM_EQ(data + (size_t)nq * d, in + (size_t)nq * d, (size_t)(n - nq) * d * sizeof(float));
+            /* sinks and residual: the inputs, bit for bit */
+            MEM_EQ(data, in, (size_t)sk * d * sizeof(float));
+            MEM_EQ(data + (size_t)(sk + nq) * d, in + (size_t)(sk + nq) * d, (size_t)(n - sk - nq) * d * sizeof(float));
             if (bits == 16) { /* passthrough: everything exact, nothing packed */
                 MEM_EQ(data, in, (size_t)n * d * sizeof(float));
                 assert_null(side ? (const void *)v.v_codes : (const void *)v.k_codes);
@@ -94,13 +101,17 @@ static void check_cache(const alrd_kv_cache *c, int n, int use_kivi, int rlen) {
              * chunk by chunk (keys, KIVI) or token by token */
             int unit = per_channel ? rlen : 1;
             assert_int_equal(nq % unit, 0);
-            assert_int_equal(side ? v.v_units : v.k_units, nq / unit);
+            assert_int_equal(v.sink, sk);
+            /* per-channel units count the chunks after the sinks; per-token units are indexed by token */
+            assert_int_equal(side ? v.v_units : v.k_units, per_channel ? nq / unit : sk + nq);
+            const int u0 = per_channel ? 0 : sk;
             size_t uw = side ? v.v_unit_words : v.k_unit_words;
             size_t ug = side ? v.v_unit_groups : v.k_unit_groups;
             const uint32_t *vc = side ? v.v_codes : v.k_codes;
             const uint16_t *vs = side ? v.v_scales : v.k_scales, *vz = side ? v.v_zeros : v.k_zeros;
-            for (int u = 0; u < nq / unit; u++) {
-                const float *x = in + (size_t)u * unit * d;
+            for (int u = u0; u < u0 + nq / unit; u++) {
+                const int t0 = per_channel ? sk + u * unit : u; /* the unit's first token */
+                const float *x = in + (size_t)t0 * d;
                 if (per_channel) {
                     assert_int_equal(alrd_kivi_quantize_per_channel(x, unit, d, G, bits, codes, sc, zr, NULL), 0);
                     assert_int_equal(alrd_kivi_dequantize_per_channel(codes, sc, zr, unit, d, G, bits, want, NULL), 0);
@@ -108,7 +119,7 @@ static void check_cache(const alrd_kv_cache *c, int n, int use_kivi, int rlen) {
                     assert_int_equal(alrd_kivi_quantize_per_token(x, 1, d, G, bits, codes, sc, zr, NULL), 0);
                     assert_int_equal(alrd_kivi_dequantize_per_token(codes, sc, zr, 1, d, G, bits, want, NULL), 0);
                 }
-                assert_memory_equal(data + (size_t)u * unit * d, want, (size_t)unit * d * sizeof(float));
+                assert_memory_equal(data + (size_t)t0 * d, want, (size_t)unit * d * sizeof(float));
                 assert_memory_equal(vc + u * uw, codes, uw * sizeof(uint32_t));
                 assert_memory_equal(vs + u * ug, sc, ug * sizeof(uint16_t));
                 assert_memory_equal(vz + u * ug, zr, ug * sizeof(uint16_t));
@@ -124,9 +135,11 @@ static void check_cache(const alrd_kv_cache *c, int n, int use_kivi, int rlen) {
                     }
             }
             /* a quantised token is never the input (with 2..8 bits on this data) */
-            if (nq > 0) assert_memory_not_equal(data, in, (size_t)nq * d * sizeof(float));
+            if (nq > 0) assert_memory_not_equal(data + (size_t)sk * d, in + (size_t)sk * d, (size_t)nq * d * sizeof(float));
         }
-        bytes += alrd_kv_cache_layer_bytes(DK[l], DV[l], KB[l], VB[l], G, rlen, use_kivi, n);
+        /* the sinks count as fp16 rows */
+        bytes += alrd_kv_cache_layer_bytes(DK[l], DV[l], KB[l], VB[l], G, rlen, use_kivi, n - sk) +
+                 2 * (size_t)sk * (size_t)(DK[l] + DV[l]);
     }
     assert_int_equal(alrd_kv_cache_bytes(c), bytes);
 }
@@ -157,6 +170,32 @@ static void run_scenarios(int use_kivi, int rlen) {
             check_cache(c, n + 1, use_kivi, rlen);
         }
     }
+    alrd_kv_cache_free(c);
+}
+
+/* Five sink tokens: KIVI chunks start after them, per-token units keep their
+ * token index, the sinks come back bit for bit and count as fp16. */
+static void test_sink_tokens(void **state) {
+    (void)state;
+    SINK = 5;
+    run_scenarios(1, R);
+    run_scenarios(0, R);
+    SINK = 0;
+}
+
+static void test_sink_errors(void **state) {
+    (void)state;
+    alrd_kv_cache *c = NULL;
+    alrd_error err = {{0}};
+    alrd_kv_cache_config cfg = {NL, DK, DV, KB, VB, G, R, 1, CTX, -1};
+    assert_int_equal(alrd_kv_cache_create(&c, &cfg, &err), -1);
+    assert_null(c);
+    assert_non_null(strstr(err.msg, "sink_tokens"));
+    cfg.sink_tokens = CTX + 1;
+    assert_int_equal(alrd_kv_cache_create(&c, &cfg, &err), -1);
+    assert_non_null(strstr(err.msg, "sink_tokens"));
+    cfg.sink_tokens = CTX; /* every token a sink: nothing is ever quantised */
+    assert_int_equal(alrd_kv_cache_create(&c, &cfg, &err), 0);
     alrd_kv_cache_free(c);
 }
 
@@ -248,7 +287,7 @@ static void test_errors(void **state) {
     alrd_error err = {{0}};
     alrd_kv_cache *c = NULL;
     int bad_bits[NL] = {2, 5, 4, 4};
-    alrd_kv_cache_config cfg = {NL, DK, DV, KB, VB, G, 6, 1, CTX}; /* R % G != 0 */
+    alrd_kv_cache_config cfg = {NL, DK, DV, KB, VB, G, 6, 1, CTX, 0}; /* R % G != 0 */
     assert_int_equal(alrd_kv_cache_create(&c, &cfg, &err), -1);
     assert_null(c);
     assert_non_null(strstr(err.msg, "residual_length"));
@@ -291,6 +330,8 @@ int main(void) {
         cmocka_unit_test(test_bytes_hand_computed),
         cmocka_unit_test(test_prefill_pieces_equal),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_sink_tokens),
+        cmocka_unit_test(test_sink_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -180,16 +180,34 @@ static void test_kivi_cache_ppl(void **state) {
     q4.k_bits = q4.v_bits = 4;
     q2 = plain;
     q2.k_bits = q2.v_bits = 2;
-    alrd_ctx *ref, *c4, *c2;
+    alrd_cache_opts q2s = q2; /* KIVI-2 with the first token kept unquantised (an attention sink) */
+    q2s.sink = 1;
+    alrd_ctx *ref, *c4, *c2, *c2s;
     assert_int_equal(alrd_ctx_new(&ref, m, 512, 512, &plain, &err), 0);
     assert_int_equal(alrd_ctx_new(&c4, m, 512, 512, &q4, &err), 0);
     assert_int_equal(alrd_ctx_new(&c2, m, 512, 512, &q2, &err), 0);
+    assert_int_equal(alrd_ctx_new(&c2s, m, 512, 512, &q2s, &err), 0);
+    { /* sinks: the CPU cache only (the GPU refuses them by name), at most the context */
+        alrd_cache_opts bad = q2s;
+        alrd_ctx *none = NULL;
+        bad.backend = ALRD_BACKEND_GPU;
+        assert_int_equal(alrd_ctx_new(&none, m, 512, 512, &bad, &err), -1);
+        assert_non_null(strstr(err.msg, "sink"));
+        bad.backend = ALRD_BACKEND_CPU;
+        bad.sink = 513;
+        assert_int_equal(alrd_ctx_new(&none, m, 512, 512, &bad, &err), -1);
+        assert_non_null(strstr(err.msg, "sink"));
+        assert_null(none);
+    }
     alrd_ppl_opts o = {.ctx = 512, .max_chunks = 1};
-    alrd_ppl_result r4, r2;
+    alrd_ppl_result r4, r2, r2s;
     assert_int_equal(alrd_perplexity_tokens(c4, ref, ids, n, 0, 1, &o, &r4, &err), 0);
     assert_int_equal(alrd_perplexity_tokens(c2, ref, ids, n, 0, 1, &o, &r2, &err), 0);
-    print_message("KIVI-4: PPL %.4f KL %.5f top1 %.3f; KIVI-2: PPL %.4f KL %.5f top1 %.3f\n", r4.ppl, r4.kl, r4.top1,
-                  r2.ppl, r2.kl, r2.top1);
+    assert_int_equal(alrd_perplexity_tokens(c2s, ref, ids, n, 0, 1, &o, &r2s, &err), 0);
+    print_message("KIVI-4: PPL %.4f KL %.5f top1 %.3f; KIVI-2: PPL %.4f KL %.5f top1 %.3f; with a sink: PPL %.4f KL %.5f\n",
+                  r4.ppl, r4.kl, r4.top1, r2.ppl, r2.kl, r2.top1, r2s.ppl, r2s.kl);
+    /* one sink token: KL 0.161 -> 0.096 on this chunk (CPU, SmolLM2 Q4_1) */
+    assert_true(r2s.kl < 0.8 * r2.kl && r2s.ppl < r2.ppl);
     assert_true(r4.kl > 0 && r4.kl < r2.kl);
     assert_true(r4.top1 > r2.top1 && r4.top1 > 0.8);
     assert_true(r4.ppl < r2.ppl);
@@ -199,6 +217,7 @@ static void test_kivi_cache_ppl(void **state) {
     alrd_ctx_free(ref);
     alrd_ctx_free(c4);
     alrd_ctx_free(c2);
+    alrd_ctx_free(c2s);
     free(ids);
 }
 

@@ -28,6 +28,8 @@ static void usage(void) {
             "  --k-bits B, --v-bits B\n"
             "  --group-size G        KIVI group size;  --residual R  full-precision window\n"
             "  --no-kivi             quantize both caches per token\n"
+            "  --sink S              keep the first S tokens of each sequence unquantised\n"
+            "                        (attention sinks; on the CPU)\n"
             "  --decode-path         force the decode path in --ppl (default: when quantized)\n"
             "  --cpu                 run on the CPU even when a GPU is present\n"
             "  --gpu-ref-attn        GPU decode attention by materialising K/V (reference path)\n"
@@ -205,7 +207,7 @@ static int run_generate(alrd_model *m, const alrd_cache_opts *co, const char *pr
 int main(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL, *ppl = NULL, *system = NULL, *logits_out = NULL, *tokens_out = NULL;
     int n_gen = 128, n_ctx = 512, chunks = 0, first_chunk = 0, chat = 0, transcript = 0, with_kl = 0, force_decode = 0, top_k = 40;
-    int kb = -1, vb = -1, gs = -1, res = -1, no_kivi = 0, seed = 42, cpu = 0, gpu_flags = 0;
+    int kb = -1, vb = -1, gs = -1, res = -1, no_kivi = 0, seed = 42, cpu = 0, gpu_flags = 0, sink = 0;
     float temp = 0, top_p = 0.95f;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -229,6 +231,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--v-bits")) { bad = parse_int(a, v, 2, 16, &vb); i++; }
         else if (!strcmp(a, "--group-size")) { bad = parse_int(a, v, 1, 4096, &gs); i++; }
         else if (!strcmp(a, "--residual")) { bad = parse_int(a, v, 0, 1 << 20, &res); i++; }
+        else if (!strcmp(a, "--sink")) { bad = parse_int(a, v, 0, 1 << 20, &sink); i++; }
         else if (!strcmp(a, "--no-kivi")) no_kivi = 1;
         else if (!strcmp(a, "--chat")) chat = 1;
         else if (!strcmp(a, "--transcript")) transcript = 1;
@@ -270,6 +273,7 @@ int main(int argc, char **argv) {
     if (gs != -1) co.group_size = gs;
     if (res != -1) co.residual = res;
     if (no_kivi) co.use_kivi = 0;
+    co.sink = sink;
     co.backend = cpu ? ALRD_BACKEND_CPU : ALRD_BACKEND_AUTO;
     co.gpu_flags = gpu_flags;
     int rc = ppl ? run_ppl(&m, &co, ppl, n_ctx, first_chunk, chunks, with_kl, force_decode, tokens_out)

@@ -166,7 +166,7 @@ static void test_cache(int d, int kb, int vb, int G, int R, int use_kivi, int L0
     char what[200];
     int max_ctx = L0 + L1 + steps + 3;
     int dk = d, dv = vfw ? d : d + 8;
-    alrd_kv_cache_config cfg = {1, &dk, &dv, &kb, &vb, G, R, use_kivi, max_ctx};
+    alrd_kv_cache_config cfg = {1, &dk, &dv, &kb, &vb, G, R, use_kivi, max_ctx, 0};
     alrd_kv_cache *c = NULL;
     alrd_error err;
     if (alrd_kv_cache_create(&c, &cfg, &err)) {
