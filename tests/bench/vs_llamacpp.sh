@@ -3,8 +3,8 @@
 # in one run, on the same GGUF: llama.cpp's llama-batched-bench (flash attention; f16, q8_0 and q4_0 caches)
 # and alrd-bench (fp16, KIVI-4, KIVI-2 caches), tg128 after a prompt of P tokens, B sequences.
 # Prints one table: tokens/s per (cache, depth, batch) for both. Needs a CUDA machine with cmake; builds
-# llama.cpp from the source snapshot (../shared/anchors, about 2.5 minutes with 16 jobs) into /tmp/lc and alrd
-# with `make` (run from the repository root). DEPTHS (512,4096) and BATCHES (1,16) choose the grid; depth
+# llama.cpp from the source snapshot (../shared/anchors, about 2.5 minutes with 16 jobs) into /tmp/lc; run it
+# from the repository root after `make` (it uses build/alrd-bench). DEPTHS (512,4096) and BATCHES (1,16) choose the grid; depth
 # 32768 at batch 1 is added for the fp16 caches (XDEPTH=0 leaves it out).
 set -eu
 MODEL=$1
