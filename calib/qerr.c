@@ -103,8 +103,7 @@ typedef struct {
     float **kA, **kB, **vA, **vB;
     int L, P, H, ng, gh, r, j, n_seq, seq_len;
     atomic_int next;            /* the next module to take */
-    atomic_int failed;
-    pthread_mutex_t lock;       /* guards err */
+    atomic_int failed;          /* the first worker to fail sets it and writes err (read after the joins) */
     alrd_error *err;
 } grid_job;
 
@@ -128,11 +127,7 @@ static void *grid_worker(void *arg) {
             g->q->tab[((size_t)i * g->q->n_ranks + 1 + g->j) * g->q->n_bits + b] = loss * g->q->scale;
         }
     }
-    if (rc && !atomic_exchange(&g->failed, 1)) {
-        pthread_mutex_lock(&g->lock);
-        *g->err = e;
-        pthread_mutex_unlock(&g->lock);
-    }
+    if (rc && !atomic_exchange(&g->failed, 1)) *g->err = e;
     free(lat);
     return NULL;
 }
@@ -229,7 +224,7 @@ int alrd_qerr_new(alrd_qerr **out, alrd_calib *c, const alrd_decomp *d, const al
         for (int l = 0; l < L; l++) rk[l] = r;
         grid_job g = {.q = q, .o = o, .X = X, .kA = fac, .kB = fac + L, .vA = fac + 2 * L, .vB = fac + 3 * L,
                       .L = L, .P = P, .H = H, .ng = ng, .gh = gh, .r = r, .j = j, .n_seq = n_seq, .seq_len = seq_len,
-                      .lock = PTHREAD_MUTEX_INITIALIZER, .err = err};
+                      .err = err};
         rc = alrd_decomp_factors(d, rk, rk, o->hadamard, o->seed, g.kA, g.kB, g.vA, g.vB, err);
         if (!rc) rc = grid_rank(&g);
         for (int k = 0; k < 4 * L; k++) { free(fac[k]); fac[k] = NULL; }

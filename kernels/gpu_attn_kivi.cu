@@ -104,10 +104,16 @@ __device__ __forceinline__ uint32_t and_or(uint32_t a, uint32_t m, uint32_t c) {
     return d;
 }
 
-/* fp16 pair (h - 1024) * s + z of two codes OR-ed into the mantissas of 1024 (h) */
+/* fp16 pair h - 1024: two codes OR-ed into the mantissas of 1024 (h), exactly */
+__device__ __forceinline__ uint32_t sub1024(uint32_t h) {
+    const __half2 r = __hsub2(*reinterpret_cast<__half2 *>(&h), __float2half2_rn(1024.0f));
+    return *reinterpret_cast<const uint32_t *>(&r);
+}
+/* fp16 pair (h - 1024) * s + z */
 __device__ __forceinline__ uint32_t dq2(uint32_t h, uint32_t s, uint32_t z) {
-    const __half2 r = __hfma2(__hsub2(*reinterpret_cast<__half2 *>(&h), __float2half2_rn(1024.0f)),
-                              *reinterpret_cast<__half2 *>(&s), *reinterpret_cast<__half2 *>(&z));
+    uint32_t x = sub1024(h);
+    const __half2 r = __hfma2(*reinterpret_cast<__half2 *>(&x), *reinterpret_cast<__half2 *>(&s),
+                              *reinterpret_cast<__half2 *>(&z));
     return *reinterpret_cast<const uint32_t *>(&r);
 }
 
@@ -207,11 +213,6 @@ __device__ __forceinline__ uint32_t hmul2u(uint32_t a, uint32_t b) {
     const __half2 r = __hmul2(*reinterpret_cast<__half2 *>(&a), *reinterpret_cast<__half2 *>(&b));
     return *reinterpret_cast<const uint32_t *>(&r);
 }
-/* fp16 pair h - 1024: the codes OR-ed into the mantissa of 1024, exactly */
-__device__ __forceinline__ uint32_t sub1024(uint32_t h) {
-    const __half2 r = __hsub2(*reinterpret_cast<__half2 *>(&h), __float2half2_rn(1024.0f));
-    return *reinterpret_cast<const uint32_t *>(&r);
-}
 
 /* Value n-tile nt's code in its word: a lane's codes of n-tile nt sit at bit (nt * VB2) % 16 of its word
  * nt * VB2 / 16 (in both halves). fold_shift() is the shift that brings them into the low byte (2 and 4 bits:
@@ -231,7 +232,7 @@ template <int VB> __host__ __device__ constexpr int fold_mult(int nt) {
  * 8 columns each). The codes go into the B operand as they are (OR-ed into 1024, 1024 taken off: exact), so
  * a lane's value pair costs a lop3 and a hsub2 where the hfma2 decode took four instructions and the group's
  * scales and zeros. o[nt] accumulates fold_mult(nt) times its columns; zacc (C fragment of P Z, Z's column g
- * the zeros of group g) the zero terms; the caller takes both out at the end (fold_finish). */
+ * the zeros of group g) the zero terms; the kernel takes both out before merge_warps. */
 template <int HD, int VB, int NPG>
 __device__ __forceinline__ void vals_fold(float (&o)[HD / 8][2], float (&zacc)[2], uint32_t pa0, uint32_t pa2,
                                           const uint32_t *vc, const uint32_t *vsz, const uint32_t *plane, int vng,
@@ -401,7 +402,6 @@ __global__ void __launch_bounds__(KW * 32, HD == 64 ? 4 : 2)
     }
     /* the folded value path (vals_fold) for the block's whole tiles (make_kplan says when), npg n-tiles a group */
     const bool fold = VQ && P.npg_log2 >= 0;
-    const int npg = fold ? 1 << P.npg_log2 : 0;
     float zacc[2] = {0.0f, 0.0f}; /* P Z: column g the zero terms of the block's value group g (rows gid) */
     /* bit nt: value n-tile nt (columns vc0 + 8 nt ..) starts a group (G % 8 == 0: the next one) */
     unsigned vnew = 0;
@@ -506,7 +506,7 @@ __global__ void __launch_bounds__(KW * 32, HD == 64 ? 4 : 2)
             };
             if (fold && ts + KT <= vq) { /* every token quantised, groups on n-tile boundaries */
                 const uint32_t *pl = st + P.vc + 64 * NHV, *vz = st + P.vsz + t4;
-                switch (npg) {
+                switch (1 << P.npg_log2) {
                 case 1:
                     if constexpr (NT <= 8) vals_fold<HD, VB, 1>(o, zacc, pa0, pa2, vc, vz, pl, P.vng, gid, t4);
                     break;
@@ -560,9 +560,9 @@ __global__ void __launch_bounds__(KW * 32, HD == 64 ? 4 : 2)
                     const __half2 x1 = __hadd2(*reinterpret_cast<__half2 *>(&b1), *reinterpret_cast<__half2 *>(&r[1]));
                     uint32_t qa0 = pa0, qa2 = pa2; /* o[nt] holds fold_mult(nt) times its columns in a folded block */
                     if (fold && fold_mult<VB>(nt) != 1) {
-                        const int fm = fold_mult<VB>(nt);
-                        const uint32_t mh = fm == 4 ? 0x44004400u : fm == 16 ? 0x4C004C00u : 0x54005400u;
-                        qa0 = hmul2u(pa0, mh), qa2 = hmul2u(pa2, mh);
+                        const __half2 fm = __float2half2_rn((float)fold_mult<VB>(nt));
+                        qa0 = hmul2u(pa0, *reinterpret_cast<const uint32_t *>(&fm));
+                        qa2 = hmul2u(pa2, *reinterpret_cast<const uint32_t *>(&fm));
                     }
                     mma16816_lo(o[nt], qa0, qa2, *reinterpret_cast<const uint32_t *>(&x0),
                                 *reinterpret_cast<const uint32_t *>(&x1));

@@ -89,27 +89,18 @@ int alrd_ctx_new(alrd_ctx **out, const alrd_model *m, int max_ctx, int max_batch
     }
     int rc = -1;
     x->backend = ALRD_BACKEND_CPU;
-    if (x->opts.sink < 0 || x->opts.sink > max_ctx) {
-        free(dk); free(dv); free(kb); free(vb);
-        alrd_ctx_free(x);
-        return alrd_errf(err, "%s: sink: %d tokens (0 to the context's %d expected)", m->path, x->opts.sink, max_ctx);
-    }
     if (x->opts.backend == ALRD_BACKEND_GPU || (x->opts.backend == ALRD_BACKEND_AUTO && alrd_ctx_gpu_available()))
         x->backend = ALRD_BACKEND_GPU;
-    if (x->opts.sink > 0) { /* sink tokens exist in the CPU cache only */
+    /* what exists on the CPU path only: AUTO takes the CPU, GPU is refused (the sink count itself is checked by
+     * the CPU cache's config check) */
+    const char *cpu_only = m->slot || m->kv_override ? "a lazily loaded model (or one with K/V overrides set)"
+                           : x->opts.sink != 0        ? "a cache with sink tokens"
+                                                      : NULL;
+    if (cpu_only) {
         if (x->opts.backend == ALRD_BACKEND_GPU) {
             free(dk); free(dv); free(kb); free(vb);
             alrd_ctx_free(x);
-            return alrd_errf(err, "%s: sink tokens: the GPU cache has none yet (run on the CPU)", m->path);
-        }
-        x->backend = ALRD_BACKEND_CPU;
-    }
-    if (m->slot || m->kv_override) { /* lazy layers and overrides exist on the CPU path only */
-        if (x->opts.backend == ALRD_BACKEND_GPU) {
-            free(dk); free(dv); free(kb); free(vb);
-            alrd_ctx_free(x);
-            return alrd_errf(err, "%s: a lazily loaded model (or one with K/V overrides set) runs on the CPU only",
-                             m->path);
+            return alrd_errf(err, "%s: %s runs on the CPU only", m->path, cpu_only);
         }
         x->backend = ALRD_BACKEND_CPU;
     }

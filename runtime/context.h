@@ -24,8 +24,8 @@ typedef struct {
     int use_kivi;
     int backend;          /* ALRD_BACKEND_*; the default is the CPU */
     int gpu_flags;        /* ALRD_GPU_* */
-    int sink;             /* the first `sink` tokens of a sequence stay unquantised (attention sinks); the CPU
-                             cache only so far: ALRD_BACKEND_AUTO then takes the CPU, ALRD_BACKEND_GPU refuses */
+    int sink;             /* the first `sink` tokens of a sequence stay unquantised (attention sinks), 0 to the
+                             context; the CPU cache only so far: AUTO then takes the CPU, GPU is refused */
 } alrd_cache_opts;
 
 /* Fills opts with the model's defaults (the file's, or 16-bit for plain models). */

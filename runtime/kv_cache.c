@@ -151,15 +151,15 @@ static void quantize_rows(float *mirror, int d, int bits, int G, int per_channel
     }
 }
 
-/* Moves tokens from the residuals into the quantised parts per the rules. */
+/* The layer's sink tokens now: the first min(n, S). */
+static int sinks(const alrd_kv_cache *c, const kv_layer *y) { return y->n < c->S ? y->n : c->S; }
+
+/* Moves tokens from the residuals into the quantised parts per the rules,
+ * which start after the sinks. */
 static void settle(const alrd_kv_cache *c, kv_layer *y) {
-    int R = c->R, S = c->S;
-    if (y->n <= S) { /* sinks only: full precision */
-        y->kq = y->vq = y->n;
-        return;
-    }
-    if (y->kq < S) y->kq = S;
-    if (y->vq < S) y->vq = S;
+    int R = c->R, S = c->S, s = sinks(c, y);
+    if (y->kq < s) y->kq = s;
+    if (y->vq < s) y->vq = s;
     if (c->use_kivi) {
         while (y->n - y->kq >= R) {
             quantize_rows(y->kf, y->dk, y->kb, c->G, 1, y->kq, R, (size_t)((y->kq - S) / R), y->k_codes,
@@ -240,7 +240,7 @@ int alrd_kv_cache_values(const alrd_kv_cache *c, int layer, float *out) {
 int alrd_kv_cache_counts(const alrd_kv_cache *c, int layer, alrd_kv_counts *out) {
     const kv_layer *y = get_layer(c, layer);
     if (!y) return -1;
-    const int s = y->n < c->S ? y->n : c->S;
+    const int s = sinks(c, y);
     out->n_tokens = y->n;
     out->sink = s;
     out->k_quantized = y->kq - s;
@@ -260,7 +260,7 @@ int alrd_kv_cache_layer_view(const alrd_kv_cache *c, int layer, alrd_kv_layer_vi
     out->v_bits = y->vb;
     out->k_per_channel = c->use_kivi;
     out->k_unit_tokens = c->use_kivi ? c->R : 1;
-    const int s = y->n < c->S ? y->n : c->S;
+    const int s = sinks(c, y);
     out->sink = s;
     out->k_units = c->use_kivi ? (y->kq - s) / c->R : y->kq;
     out->k_unit_words = y->k_unit_words;
@@ -310,9 +310,9 @@ size_t alrd_kv_cache_bytes(const alrd_kv_cache *c) {
     size_t total = 0;
     for (int l = 0; l < c->n_layers; l++) {
         const kv_layer *y = &c->layers[l];
-        const int s = y->n < c->S ? y->n : c->S; /* the sinks count as fp16, as the residual does */
-        total += side_bytes(y->dk, y->kb, c->G, c->use_kivi ? c->R : 0, y->kq - s, y->n - y->kq + s) +
-                 side_bytes(y->dv, y->vb, c->G, 0, y->vq - s, y->n - y->vq + s);
+        const int s = sinks(c, y); /* the rules on the tokens after the sinks, which count as fp16 */
+        total += alrd_kv_cache_layer_bytes(y->dk, y->dv, y->kb, y->vb, c->G, c->R, c->use_kivi, y->n - s) +
+                 2 * (size_t)s * (size_t)(y->dk + y->dv);
     }
     return total;
 }

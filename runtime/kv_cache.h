@@ -130,11 +130,12 @@ typedef struct {
 int alrd_kv_cache_layer_view(const alrd_kv_cache *c, int layer, alrd_kv_layer_view *out);
 
 /* Exact bytes of the cache now: sum over layers of codes + scales + zeros of
- * the quantised part + fp16 residual. */
+ * the quantised part + fp16 residual and sinks. */
 size_t alrd_kv_cache_bytes(const alrd_kv_cache *c);
 
 /* Exact bytes of one layer holding n tokens (the same layout and rules);
- * alrd_kv_cache_bytes is the sum of this over layers. 0 for bad arguments. */
+ * alrd_kv_cache_bytes is the sum over layers of this at n - s tokens plus the
+ * s sinks' fp16 rows, 2 * s * (dk + dv). 0 for bad arguments. */
 size_t alrd_kv_cache_layer_bytes(int dk, int dv, int k_bits, int v_bits, int G, int R,
                                  int use_kivi, int n);
 /* Bytes per token of one layer at context ctx: layer_bytes(.., ctx) / ctx,
