@@ -48,24 +48,34 @@
 #include <string.h>
 
 #define KW ATTN_KIVI_WARPS
-#define KT 16 /* tokens per tile */
+#define KT 16          /* tokens of an mma tile: a half of a step */
+#define ST TILED_VUNIT /* tokens of a step: what a warp takes from its ring at a time (two tiles) */
 
 /* V rows (halves): an odd number of 16-byte units, conflict-free ldmatrix */
 static int vrow_stride(int vw) { return (vw / 8) % 2 ? vw + 16 : vw + 8; }
 
 typedef struct {
     int vw, vstr, kstr;   /* value width; fp16 value / key row strides in a stage (halves) */
-    int ngt, vng;         /* key groups in a tile (2 when G = 8); value groups one block's columns span, at most */
+    int kslots;           /* key groups (scale and zero rows of hd halves) a stage holds */
+    int ksl_h, ksl_nt;    /* the row of half h's n-tile nt: h * ksl_h + nt * ksl_nt */
+    int kmerge;           /* a step's keys are one chunk's contiguous tiles and groups: 3 copies, not 6 */
+    int vng;              /* value groups one block's columns span, at most */
     int stage;            /* words of one stage */
-    int kc, ksz, rope;    /* stage words: key codes (or fp16 rows), key scales then zeros, the RoPE row (cos | sin) */
+    int kc, ksz, rope;    /* stage words: key codes (or fp16 rows), key scales then zeros, 2 RoPE tile rows */
     int vc, vsz;          /* value codes (or fp16 rows), value scales then zeros */
+    int rot;              /* byte offset of the keys' in-tile RoPE table (the block's, after the rings) */
     int bars;             /* byte offset of the warps' stage mbarriers ([KW][NST], 8 bytes each) */
     int npg_log2;         /* the folded value path (vals_fold): log2 of its n-tiles per value group; -1: not taken */
     size_t wbytes, total; /* one warp's ring; the block's dynamic shared memory */
     alrd_fdiv kR, kG, vR, vG;
 } kplan;
 
-template <int HD> __host__ __device__ constexpr int kivi_stages() { return HD == 64 ? 4 : 3; }
+/* stages of a warp's ring: fp16 rows (a side not quantised) take four times a quantised side's bytes */
+template <int HD, bool ROWS> __host__ __device__ constexpr int kivi_stages() { return HD == 64 ? (ROWS ? 3 : 4) : (ROWS ? 2 : 3); }
+static int kivi_nst(int hd, int rows) {
+    return hd == 64 ? (rows ? kivi_stages<64, true>() : kivi_stages<64, false>())
+                    : (rows ? kivi_stages<128, true>() : kivi_stages<128, false>());
+}
 
 /* The stage's mbarrier (a shared-space address): lane 0's arrival with the tile's byte count, the bulk copies'
  * bytes (and, for fp16 rows, each lane's cp.async arrival) complete a phase */
@@ -104,17 +114,37 @@ __device__ __forceinline__ uint32_t and_or(uint32_t a, uint32_t m, uint32_t c) {
     return d;
 }
 
-/* fp16 pair h - 1024: two codes OR-ed into the mantissas of 1024 (h), exactly */
-__device__ __forceinline__ uint32_t sub1024(uint32_t h) {
-    const __half2 r = __hsub2(*reinterpret_cast<__half2 *>(&h), __float2half2_rn(1024.0f));
+__device__ __forceinline__ uint32_t hsub2u(uint32_t a, uint32_t b) {
+    const __half2 r = __hsub2(*reinterpret_cast<__half2 *>(&a), *reinterpret_cast<__half2 *>(&b));
     return *reinterpret_cast<const uint32_t *>(&r);
 }
-/* fp16 pair (h - 1024) * s + z */
-__device__ __forceinline__ uint32_t dq2(uint32_t h, uint32_t s, uint32_t z) {
-    uint32_t x = sub1024(h);
-    const __half2 r = __hfma2(*reinterpret_cast<__half2 *>(&x), *reinterpret_cast<__half2 *>(&s),
-                              *reinterpret_cast<__half2 *>(&z));
+__device__ __forceinline__ uint32_t hmul2u(uint32_t a, uint32_t b) {
+    const __half2 r = __hmul2(*reinterpret_cast<__half2 *>(&a), *reinterpret_cast<__half2 *>(&b));
     return *reinterpret_cast<const uint32_t *>(&r);
+}
+__device__ __forceinline__ uint32_t hfma2u(uint32_t a, uint32_t b, uint32_t c) {
+    const __half2 r = __hfma2(*reinterpret_cast<__half2 *>(&a), *reinterpret_cast<__half2 *>(&b),
+                              *reinterpret_cast<__half2 *>(&c));
+    return *reinterpret_cast<const uint32_t *>(&r);
+}
+
+/* Code slot k of a B-bit field (B2 = 2 for 3 bits: their low two bits) sits at bit code_bit(k) of word
+ * k * B2 / 16, in both 16-bit halves. code_shift(k) brings it into the mantissa: none while it ends at bit 9
+ * or below, 8 for 2/4/8-bit codes beyond, its whole offset for 3 bits (the third bit joins at bit 2).
+ * Its bits at p = code_bit - code_shift then OR into code_magic(k) = 2^(10 - p) (an fp16 pair), whose ulp is
+ * 2^-p: the pair is exactly magic + code, and magic taken off leaves the code (one lop3, no shift per slot). */
+template <int B> __host__ __device__ constexpr int code_bit(int k) { return k * (B == 3 ? 2 : B) % 16; }
+template <int B> __host__ __device__ constexpr int code_shift(int k) {
+    return B == 3 ? code_bit<B>(k) : (code_bit<B>(k) + B <= 10 ? 0 : 8);
+}
+template <int B> __host__ __device__ constexpr uint32_t code_magic(int k) {
+    return ((uint32_t)(25 - (code_bit<B>(k) - code_shift<B>(k))) << 10) * 0x00010001u;
+}
+/* magic + code of slot k of word w, as an fp16 pair (3 bits: the low two; OR the third in at bit 2) */
+template <int B> __device__ __forceinline__ uint32_t code_pair(uint32_t w, int k) {
+    constexpr int B2 = B == 3 ? 2 : B;
+    constexpr uint32_t M = B2 == 2 ? 0x00030003u : B2 == 4 ? 0x000F000Fu : 0x00FF00FFu;
+    return and_or(w >> code_shift<B>(k), M << (code_bit<B>(k) - code_shift<B>(k)), code_magic<B>(k));
 }
 
 /* y1, y2 = R(angle) (x1, x2) on fp16 pairs, (co, si) the pairs' cos and sin */
@@ -138,15 +168,15 @@ __device__ __forceinline__ void mma16816_lo(float (&c)[2], uint32_t a0, uint32_t
     asm volatile("" ::"f"(d2), "f"(d3)); /* used: no warning, no instruction */
 }
 
-/* mma_tile_softmax for the rows gid only (query heads; rows gid + 8 are zero): tokens nv and beyond masked,
- * p = exp(s * scale - m_new), (m, l) advanced (l partial over the lane), c0 the row's correction and p0 / p2
- * its P fragments (tokens 2 t4, +1 and 2 t4 + 8, +9) */
-__device__ __forceinline__ void softmax_lo(float (&s)[2][4], int nv, float scale, float &m0, float &l0, float &c0,
-                                           uint32_t &p0, uint32_t &p2) {
+/* The online softmax of a step (4 n-tiles of 8 tokens) for the rows gid only (query heads; rows gid + 8 are
+ * zero): tokens nv and beyond masked, p = exp(s * scale - m_new), (m, l) advanced (l partial over the lane),
+ * c0 the row's correction and p[2h], p[2h + 1] half h's P fragments (tokens 2 t4, +1 and 2 t4 + 8, +9) */
+__device__ __forceinline__ void softmax_step(float (&s)[4][2], int nv, float scale, float &m0, float &l0, float &c0,
+                                             uint32_t (&p)[4]) {
     const int t4 = threadIdx.x & 3;
     float mx = -INFINITY;
 #pragma unroll
-    for (int nt = 0; nt < 2; nt++)
+    for (int nt = 0; nt < 4; nt++)
 #pragma unroll
         for (int e = 0; e < 2; e++) {
             s[nt][e] = nt * 8 + 2 * t4 + e < nv ? s[nt][e] * scale : -INFINITY;
@@ -154,15 +184,16 @@ __device__ __forceinline__ void softmax_lo(float (&s)[2][4], int nv, float scale
         }
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-    const float mn = fmaxf(m0, mx); /* finite: every tile has a valid token */
+    const float mn = fmaxf(m0, mx); /* finite: every step has a valid token */
     c0 = __expf(m0 - mn);
     m0 = mn;
     l0 *= c0;
 #pragma unroll
-    for (int nt = 0; nt < 2; nt++)
+    for (int nt = 0; nt < 4; nt++) {
 #pragma unroll
         for (int e = 0; e < 2; e++) s[nt][e] = __expf(s[nt][e] - mn), l0 += s[nt][e];
-    p0 = pack2(s[0][0], s[0][1]), p2 = pack2(s[1][0], s[1][1]);
+        p[nt] = pack2(s[nt][0], s[nt][1]);
+    }
 }
 
 /* n 32-bit words from shared memory, in 16- or 8-byte loads where n allows */
@@ -185,13 +216,12 @@ template <int N> __device__ __forceinline__ void lds_words(uint32_t (&w)[N], con
     }
 }
 
-/* Token jt's keys for lane t4 from a stage's tiled codes: the HD/8 channel pairs as fp16 pairs, before RoPE,
- * with the token's group's scales sc and zeros zc ([4 lanes][HD/8] half2 each). */
+/* Token jt's keys for lane t4 from a tile's codes: the HD/8 channel pairs as fp16 pairs, before RoPE, with
+ * the token's group's scales sc and zeros zc (the lane's half2s of one group row) */
 template <int HD, int KB>
 __device__ __forceinline__ void key_pairs(const uint32_t *kc, const uint32_t (&s)[HD / 8], const uint32_t (&z)[HD / 8],
                                           int jt, int t4, uint32_t (&kp)[HD / 8]) {
     constexpr int NP = HD / 8, B2 = KB == 3 ? 2 : KB, NW = NP * B2 / 16;
-    constexpr uint32_t M = B2 == 2 ? 0x00030003u : B2 == 4 ? 0x000F000Fu : 0x00FF00FFu;
     uint32_t w[NW];
     lds_words<NW>(w, kc + (jt * 4 + t4) * NW);
     uint32_t w1 = 0;
@@ -202,48 +232,26 @@ __device__ __forceinline__ void key_pairs(const uint32_t *kc, const uint32_t (&s
     }
 #pragma unroll
     for (int pi = 0; pi < NP; pi++) {
-        uint32_t x = and_or(w[pi * B2 / 16] >> (pi * B2 % 16), M, 0x64006400u);
+        uint32_t x = code_pair<KB>(w[pi * B2 / 16], pi);
         if constexpr (KB == 3) x |= ((w1 >> (b1 + pi)) & 0x00010001u) << 2;
-        kp[pi] = dq2(x, s[pi], z[pi]);
+        kp[pi] = hfma2u(hsub2u(x, code_magic<KB>(pi)), s[pi], z[pi]);
     }
-}
-
-/* fp16 pair a * b */
-__device__ __forceinline__ uint32_t hmul2u(uint32_t a, uint32_t b) {
-    const __half2 r = __hmul2(*reinterpret_cast<__half2 *>(&a), *reinterpret_cast<__half2 *>(&b));
-    return *reinterpret_cast<const uint32_t *>(&r);
-}
-
-/* Value n-tile nt's code in its word: a lane's codes of n-tile nt sit at bit (nt * VB2) % 16 of its word
- * nt * VB2 / 16 (in both halves). fold_shift() is the shift that brings them into the low byte (2 and 4 bits:
- * 8 or 0, shared by the n-tiles of a byte, so one shift serves 4 or 2 of them; 3 and 8 bits: the bit itself)
- * and fold_mult() what the code is multiplied by where it then sits (1, 4, 16, 64: taken out at the end). */
-template <int VB> __host__ __device__ constexpr int fold_shift(int nt) {
-    constexpr int VB2 = VB == 3 ? 2 : VB;
-    return VB == 2 || VB == 4 ? (nt * VB2 % 16) & 8 : nt * VB2 % 16;
-}
-template <int VB> __host__ __device__ constexpr int fold_mult(int nt) {
-    constexpr int VB2 = VB == 3 ? 2 : VB;
-    return 1 << (nt * VB2 % 16 - fold_shift<VB>(nt));
 }
 
 /* O += P V for a tile whose values are all quantised, with the scales folded into P and the zeros into one
  * more mma: sum_t p_t (s_t x_t + z_t) = sum_t (p_t s_t) x_t + sum_t p_t z_t, per value group (NPG n-tiles of
- * 8 columns each). The codes go into the B operand as they are (OR-ed into 1024, 1024 taken off: exact), so
- * a lane's value pair costs a lop3 and a hsub2 where the hfma2 decode took four instructions and the group's
- * scales and zeros. o[nt] accumulates fold_mult(nt) times its columns; zacc (C fragment of P Z, Z's column g
- * the zeros of group g) the zero terms; the kernel takes both out before merge_warps. */
+ * 8 columns each). The codes go into the B operand as they are (code_pair, the magic taken off: exact), so a
+ * lane's value pair costs a lop3 and a hsub2 where the hfma2 decode took the group's scales and zeros too.
+ * vsz: the lane's scale words of the tile (group g at 16 g, zeros 16 vng words on); zacc (C fragment of P Z,
+ * Z's column g the zeros of group g) holds the zero terms, added to O after the loop. */
 template <int HD, int VB, int NPG>
 __device__ __forceinline__ void vals_fold(float (&o)[HD / 8][2], float (&zacc)[2], uint32_t pa0, uint32_t pa2,
                                           const uint32_t *vc, const uint32_t *vsz, const uint32_t *plane, int vng,
                                           int gid, int t4) {
     constexpr int NT = HD / 8, VB2 = VB == 3 ? 2 : VB, NHV = (NT * VB2 + 15) / 16, NG = NT / NPG;
-    constexpr uint32_t VM = VB2 == 2 ? 0x00030003u : VB2 == 4 ? 0x000F000Fu : 0x00FF00FFu;
     static_assert(NG <= 8, "one mma's columns hold the zeros of at most 8 groups");
-    uint32_t wf[2 * NHV], wd[2][NHV];
+    uint32_t wf[2 * NHV];
     lds_words<2 * NHV>(wf, vc);
-#pragma unroll
-    for (int k = 0; k < NHV; k++) wd[0][k] = wf[k], wd[1][k] = wf[NHV + k];
     uint32_t w1a = 0u, w1b = 0u;
     if constexpr (VB == 3) {
         if constexpr (NT <= 8) w1a = plane[gid * 4 + t4], w1b = w1a >> 8;
@@ -251,19 +259,18 @@ __device__ __forceinline__ void vals_fold(float (&o)[HD / 8][2], float (&zacc)[2
     }
     { /* the zeros: column gid of Z is group gid's (tokens 2 t4, +1 and 2 t4 + 8, +9) */
         const bool has = gid < NG;
-        const uint32_t z0 = has ? vsz[8 * vng + 8 * gid] : 0u, z1 = has ? vsz[8 * vng + 8 * gid + 4] : 0u;
+        const uint32_t z0 = has ? vsz[16 * vng + 16 * gid] : 0u, z1 = has ? vsz[16 * vng + 16 * gid + 4] : 0u;
         mma16816_lo(zacc, pa0, pa2, z0, z1);
     }
 #pragma unroll
     for (int g = 0; g < NG; g++) {
-        const uint32_t q0 = hmul2u(pa0, vsz[8 * g]), q2 = hmul2u(pa2, vsz[8 * g + 4]); /* P' = P s */
+        const uint32_t q0 = hmul2u(pa0, vsz[16 * g]), q2 = hmul2u(pa2, vsz[16 * g + 4]); /* P' = P s */
 #pragma unroll
         for (int j = 0; j < NPG; j++) {
-            const int nt = g * NPG + j, w = nt * VB2 / 16, sh = fold_shift<VB>(nt);
-            const uint32_t m = VM << (nt * VB2 % 16 - sh);
-            uint32_t xa = and_or(wd[0][w] >> sh, m, 0x64006400u), xb = and_or(wd[1][w] >> sh, m, 0x64006400u);
+            const int nt = g * NPG + j, w = nt * VB2 / 16;
+            uint32_t xa = code_pair<VB>(wf[w], nt), xb = code_pair<VB>(wf[NHV + w], nt);
             if constexpr (VB == 3) xa |= ((w1a >> nt) & 0x00010001u) << 2, xb |= ((w1b >> nt) & 0x00010001u) << 2;
-            mma16816_lo(o[nt], q0, q2, sub1024(xa), sub1024(xb));
+            mma16816_lo(o[nt], q0, q2, hsub2u(xa, code_magic<VB>(nt)), hsub2u(xb, code_magic<VB>(nt)));
         }
     }
 }
@@ -273,10 +280,9 @@ __global__ void __launch_bounds__(KW * 32, HD == 64 ? 4 : 2)
     attn_kivi_kernel(alrd_gpu_attn_layer L, kplan P, const uint16_t *q16, const int *pos, int nsplit, int vw_max,
                      float *work) {
     constexpr int KS = HD / 16, NT = HD / 8, NP = HD / 8, NPH = NP / 2;
-    constexpr bool KQ = KB < 16, VQ = VB < 16;
-    constexpr int NST = kivi_stages<HD>();
+    constexpr bool KQ = KB < 16, VQ = VB < 16, ROWS = !KQ || !VQ;
+    constexpr int NST = kivi_stages<HD, ROWS>();
     constexpr int VB2 = VB == 3 ? 2 : VB, NHV = VQ ? (NT * VB2 + 15) / 16 : 1; /* a lane's value words per half */
-    constexpr uint32_t VM = VB2 == 2 ? 0x00030003u : VB2 == 4 ? 0x000F000Fu : 0x00FF00FFu;
     extern __shared__ __align__(16) unsigned char smem[];
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gid = lane >> 2, t4 = lane & 3;
     const int sp = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z;
@@ -303,13 +309,13 @@ __global__ void __launch_bounds__(KW * 32, HD == 64 ? 4 : 2)
     const int glo = VQ ? fdiv_q(vc0, P.vG) : 0, ngb = VQ ? fdiv_q(vc0 + vw - 1, P.vG) - glo + 1 : 0;
     const int vnh = VQ ? (nvt * VB2 + 15) / 16 : 0; /* the block's value words per lane and half */
 
-    /* the warp's tile i (tokens [ts, ts + 16) of its split) into its ring stage i % NST. Each quantised segment
-     * of a tile is contiguous in the tiled layout (codes, scales, zeros, the RoPE row's cos and sin): lane 0
-     * issues one bulk copy per segment and arrives on the stage's mbarrier with their bytes. fp16 rows (a side
-     * kept in fp16) go as 16-byte cp.async pieces from every lane, zero past the split's end, each lane's
-     * completion an arrival (noinc) on the same mbarrier. Offsets in 32-bit words within the sequence's sides
-     * (attn_kivi_ok bounds them). */
-    constexpr bool ROWS = !KQ || !VQ;
+    /* the warp's step i (tokens [ts, ts + ST) of its split, two mma tiles) into its ring stage i % NST. Each
+     * quantised segment of a step is contiguous in the tiled layout: the values' codes, scales and zeros (one
+     * unit), the keys' codes, scales and zeros (one chunk's, when P.kmerge: else per half) and the two RoPE tile
+     * rows. One elected lane issues one bulk copy per segment and arrives on the stage's mbarrier with their
+     * bytes. fp16 rows (a side kept in fp16) go as 16-byte cp.async pieces from every lane, zero past the
+     * split's end, each lane's completion an arrival (noinc) on the same mbarrier. Offsets in 32-bit words
+     * within the sequence's sides (attn_kivi_ok bounds them). */
     const unsigned ring_s = (unsigned)__cvta_generic_to_shared(ring);
     const unsigned bar0 = ring_s0 + (unsigned)P.bars + 8u * (unsigned)(warp * NST);
     if (lane == 0)
@@ -317,23 +323,23 @@ __global__ void __launch_bounds__(KW * 32, HD == 64 ? 4 : 2)
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     __syncwarp();
     auto issue = [&](int i) {
-        const int ts = t0 + KT * (warp + KW * i);
+        const int ts = t0 + ST * (warp + KW * i);
         if (ts >= t1) return;
         const unsigned st = ring_s + 4u * (unsigned)((i % NST) * P.stage), bar = bar0 + 8u * (unsigned)(i % NST);
         if constexpr (ROWS) {
-            const int nv = min(KT, t1 - ts);
+            const int nv = min(ST, t1 - ts);
             uint16_t *sh = reinterpret_cast<uint16_t *>(smem) + (st - ring_s0) / 2;
-            if constexpr (!KQ) { /* fp16 RoPE'd key rows [16][kstr] */
+            if constexpr (!KQ) { /* fp16 RoPE'd key rows [ST][kstr] */
                 const uint16_t *kr = ks.rows + (size_t)b * ks.seq_rows + (size_t)kvh * HD;
-                for (int c = lane; c < KT * (HD / 8); c += 32) {
+                for (int c = lane; c < ST * (HD / 8); c += 32) {
                     const int r = c / (HD / 8), c8 = c % (HD / 8);
                     const bool ok = r < nv;
                     cp_async16(sh + 2 * P.kc + r * P.kstr + c8 * 8, kr + (size_t)(ts + (ok ? r : 0)) * ks.d + c8 * 8,
                                ok ? 16 : 0);
                 }
-            } else { /* fp16 value rows [16][vstr] (p = 0 there, and 0 * NaN is NaN) */
+            } else { /* fp16 value rows [ST][vstr] (p = 0 there, and 0 * NaN is NaN) */
                 const uint16_t *vr = vs.rows + (size_t)b * vs.seq_rows + vc0;
-                for (int c = lane; c < KT * nvt; c += 32) {
+                for (int c = lane; c < ST * nvt; c += 32) {
                     const int r = c / nvt, c8 = c - r * nvt;
                     const bool ok = r < nv;
                     cp_async16(sh + 2 * P.vc + r * P.vstr + c8 * 8, vr + (size_t)(ts + (ok ? r : 0)) * vs.d + c8 * 8,
@@ -345,33 +351,36 @@ __global__ void __launch_bounds__(KW * 32, HD == 64 ? 4 : 2)
         if (elect_one()) {
             unsigned total = 0;
             if constexpr (KQ) {
-                if (ts < kq) {
-                    const int ch = fdiv_q(ts, P.kR), tin = ts - ch * (int)P.kR.d;
+                const unsigned kn = HD * 2u; /* bytes of one key group's scales (or zeros) */
+                const unsigned zo = 4u * P.ksz + P.kslots * kn;
+                for (int h = 0; h < 2; h++) { /* P.kmerge: both halves in one chunk, copied as one */
+                    const int th = ts + KT * h;
+                    if (th >= kq || th >= t1 || (h && P.kmerge)) break;
+                    const int ch = fdiv_q(th, P.kR), tin = th - ch * (int)P.kR.d;
                     const int go = ch * (int)ks.unit_groups + (kvh * ks.ng + fdiv_q(tin, P.kG)) * HD;
-                    const unsigned kn = 16u * P.ngt * HD / 8; /* bytes of a tile's key scales (and of its zeros) */
-                    bulk_copy(st + 4u * P.kc, kcw + ch * (int)ks.unit_words + (kvh * ((int)P.kR.d / KT) + (tin >> 4)) * ks.bw,
-                              HD * KB * 2, bar);
-                    bulk_copy(st + 4u * P.ksz, ksc + go, kn, bar);
-                    bulk_copy(st + 4u * P.ksz + kn, kze + go, kn, bar);
-                    total += HD * KB * 2 + 2 * kn;
+                    const unsigned cn = (P.kmerge ? 8u : 4u) * ks.bw, gn = (P.kmerge ? P.kslots : P.ksl_h) * kn;
+                    bulk_copy(st + 4u * (P.kc + h * ks.bw),
+                              kcw + ch * (int)ks.unit_words + (kvh * ((int)P.kR.d / KT) + (tin >> 4)) * ks.bw, cn, bar);
+                    bulk_copy(st + 4u * P.ksz + h * gn, ksc + go, gn, bar);
+                    bulk_copy(st + zo + h * gn, kze + go, gn, bar);
+                    total += cn + 2 * gn;
                 }
-                bulk_copy(st + 4u * P.rope, L.cos_tab + (size_t)ts * (HD / 2), HD * 2, bar); /* cos | sin at ts */
-                bulk_copy(st + 4u * P.rope + HD * 2, L.sin_tab + (size_t)ts * (HD / 2), HD * 2, bar);
+                bulk_copy(st + 4u * P.rope, L.rope_tile + (size_t)(ts >> 4) * (HD / 2), HD * 4, bar); /* rows ts/16, +1 */
                 total += HD * 4;
             }
             if constexpr (VQ) {
                 if (ts < vq) {
-                    const int go = (ts >> 4) * (int)vs.unit_groups + glo * KT;
-                    bulk_copy(st + 4u * P.vc, vcw + (ts >> 4) * (int)vs.unit_words + vblk * vs.bw, 4 * vs.bw, bar);
-                    bulk_copy(st + 4u * P.vsz, vsc + go, 32 * ngb, bar);
-                    bulk_copy(st + 4u * (P.vsz + 8 * P.vng), vze + go, 32 * ngb, bar);
-                    total += 4 * vs.bw + 64 * ngb;
+                    const int u = ts / ST, go = u * (int)vs.unit_groups + glo * ST;
+                    bulk_copy(st + 4u * P.vc, vcw + u * (int)vs.unit_words + vblk * 2 * vs.bw, 8 * vs.bw, bar);
+                    bulk_copy(st + 4u * P.vsz, vsc + go, 64 * ngb, bar);
+                    bulk_copy(st + 4u * (P.vsz + 16 * P.vng), vze + go, 64 * ngb, bar);
+                    total += 8 * vs.bw + 128 * ngb;
                 }
             }
             mbar_arrive_tx(bar, total); /* after the copies: their bytes may land first (tx-count goes below 0) */
         }
     };
-#pragma unroll
+#pragma unroll 1
     for (int i = 0; i < NST - 1; i++) issue(i);
 
     /* Q: row gid = query head h0 + gid (rows >= per_kv and gid + 8 zero: per_kv <= 8), channels
@@ -385,20 +394,26 @@ __global__ void __launch_bounds__(KW * 32, HD == 64 ? 4 : 2)
             qa[kk][0] = gid < per_kv ? ld32(qb + c) : 0u, qa[kk][1] = gid < per_kv ? ld32(qb + c + 8) : 0u;
         }
     }
-    /* RoPE by a key's offset j in its tile: this lane's tokens j = gid, gid + 8 and pairs pi < NP/2
-     * (channels 16(pi/2) + 2 t4 + 8(pi%2), +1), fp16 (cos, cos) and (sin, sin) pairs */
-    uint32_t rc[2][NPH], rs[2][NPH];
+    /* RoPE by a key's offset j in its tile: lane (gid, t4)'s tokens j = gid, gid + 8 (n-tile nt) and pairs
+     * q < NP/2 (channels 16(q/2) + 2 t4 + 8(q%2), +1) as fp16 (cos, cos) and (sin, sin) pairs, the same in every
+     * warp: one table of the block's (at P.rot: [nt][16-byte chunk c][lane][4 words], word 4c + i of a lane's
+     * cos | sin run), read back per n-tile (16 registers fewer than keeping them) */
+    const uint32_t *rot = reinterpret_cast<const uint32_t *>(smem + P.rot);
     if constexpr (KQ) {
+        if (warp == 0)
 #pragma unroll
-        for (int nt = 0; nt < 2; nt++) {
-            const int j = min(nt * 8 + gid, n - 1);
+            for (int nt = 0; nt < 2; nt++) {
+                const int j = min(nt * 8 + gid, n - 1);
+                uint32_t *w = reinterpret_cast<uint32_t *>(smem + P.rot);
 #pragma unroll
-            for (int q = 0; q < NPH; q++) {
-                const int c = (q >> 1) * 16 + 2 * t4 + (q & 1) * 8;
-                const float *cr = L.cos_tab + (size_t)j * (HD / 2) + c, *sr = L.sin_tab + (size_t)j * (HD / 2) + c;
-                rc[nt][q] = pack2(cr[0], cr[1]), rs[nt][q] = pack2(sr[0], sr[1]);
+                for (int q = 0; q < NPH; q++) {
+                    const int c = (q >> 1) * 16 + 2 * t4 + (q & 1) * 8;
+                    const float *cr = L.cos_tab + (size_t)j * (HD / 2) + c, *sr = L.sin_tab + (size_t)j * (HD / 2) + c;
+                    w[((nt * (NPH / 2) + q / 4) * 32 + lane) * 4 + q % 4] = pack2(cr[0], cr[1]);
+                    w[((nt * (NPH / 2) + (NPH + q) / 4) * 32 + lane) * 4 + (NPH + q) % 4] = pack2(sr[0], sr[1]);
+                }
             }
-        }
+        __syncthreads();
     }
     /* the folded value path (vals_fold) for the block's whole tiles (make_kplan says when), npg n-tiles a group */
     const bool fold = VQ && P.npg_log2 >= 0;
@@ -415,68 +430,86 @@ __global__ void __launch_bounds__(KW * 32, HD == 64 ? 4 : 2)
     float m0 = -INFINITY, l0 = 0.0f; /* row gid; l partial over this lane */
 
     for (int i = 0;; i++) {
-        const int ts = t0 + KT * (warp + KW * i);
+        const int ts = t0 + ST * (warp + KW * i);
         if (ts >= t1) break;
-        issue(i + NST - 1); /* into the stage this warp finished with in tile i - 1 */
+        issue(i + NST - 1); /* into the stage this warp finished with in step i - 1 */
         mbar_wait(bar0 + 8u * (unsigned)(i % NST), (unsigned)(i / NST) & 1u);
         const uint32_t *st = ring + (i % NST) * P.stage;
-        const int nv = min(KT, t1 - ts);
-        float s[2][4];
+        const int nv = min(ST, t1 - ts), nh = nv > KT ? 2 : 1;
+        float s[4][2];
 #pragma unroll
-        for (int e = 0; e < 2; e++) s[e][0] = s[e][1] = s[e][2] = s[e][3] = 0.0f;
+        for (int e = 0; e < 4; e++) s[e][0] = s[e][1] = 0.0f;
 
-        if constexpr (KQ) {
-            uint32_t qr[KS][2]; /* R(ts)^T q, on fp16 pairs (channels c, c + 1 with c + HD/2, +1) */
-            const float *cr = reinterpret_cast<const float *>(st + P.rope), *sr = cr + HD / 2;
+#pragma unroll 1 /* one copy of the code for both halves (the kernel's size is what a launch fetches) */
+        for (int h = 0; h < nh; h++) {
+            const int th = ts + KT * h;
+            float sh[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}}; /* the half's scores */
+            if constexpr (KQ) {
+                uint32_t qr[KS][2]; /* R(th)^T q, on fp16 pairs (channels c, c + 1 with c + HD/2, +1) */
+                {
+                    uint32_t cs[2 * KS]; /* the lane's (cos, sin) pairs of the RoPE tile row of th */
+                    lds_words<2 * KS>(cs, st + P.rope + h * (HD / 2) + t4 * 2 * KS);
 #pragma unroll
-            for (int kk = 0; kk < KS / 2; kk++)
+                    for (int kk = 0; kk < KS / 2; kk++)
 #pragma unroll
-                for (int hh = 0; hh < 2; hh++) {
-                    const int c = kk * 16 + 2 * t4 + 8 * hh;
-                    const __half2 co = __float22half2_rn(*reinterpret_cast<const float2 *>(cr + c));
-                    const __half2 si = __float22half2_rn(*reinterpret_cast<const float2 *>(sr + c));
-                    const __half2 x1 = *reinterpret_cast<const __half2 *>(&qa[kk][hh]);
-                    const __half2 x2 = *reinterpret_cast<const __half2 *>(&qa[kk + KS / 2][hh]);
-                    const __half2 y1 = __hfma2(x2, si, __hmul2(x1, co)), y2 = __hfma2(__hneg2(x1), si, __hmul2(x2, co));
-                    qr[kk][hh] = *reinterpret_cast<const uint32_t *>(&y1);
-                    qr[kk + KS / 2][hh] = *reinterpret_cast<const uint32_t *>(&y2);
+                        for (int hh = 0; hh < 2; hh++) {
+                            const uint32_t co = cs[2 * kk + hh], si = cs[KS + 2 * kk + hh];
+                            const uint32_t x1 = qa[kk][hh], x2 = qa[kk + KS / 2][hh];
+                            qr[kk][hh] = hfma2u(x2, si, hmul2u(x1, co));
+                            qr[kk + KS / 2][hh] = hsub2u(hmul2u(x2, co), hmul2u(x1, si));
+                        }
                 }
-            const bool quant = ts < kq;
-            const uint16_t *rg = ks.ring + (size_t)b * ks.seq_ring + (size_t)kvh * HD;
-#pragma unroll
-            for (int nt = 0; nt < 2; nt++) {
-                const int jt = nt * 8 + gid;
-                uint32_t kp[NP];
-                if (quant) { /* the lane's scales and zeros of the n-tile's key group (G = 8: one a n-tile) */
-                    uint32_t ksc[NP], kze[NP];
-                    const uint32_t *g = st + P.ksz + (P.ngt == 2 ? nt * (HD / 2) : 0) + t4 * NP;
-                    lds_words<NP>(ksc, g), lds_words<NP>(kze, g + P.ngt * (HD / 2));
-                    key_pairs<HD, KB>(st + P.kc, ksc, kze, jt, t4, kp);
-                } else { /* the residual chunk: pre-RoPE fp16 rows of the ring, token ts + jt in row ts - kq + jt */
-                    const bool ok = jt < nv;
-                    const uint16_t *row = rg + (size_t)(ts - kq + (ok ? jt : 0)) * ks.d + 2 * t4;
-#pragma unroll
-                    for (int pi = 0; pi < NP; pi++) kp[pi] = ok ? ld32(row + (pi >> 1) * 16 + (pi & 1) * 8) : 0u;
+                const bool quant = th < kq;
+                const uint16_t *rg = ks.ring + (size_t)b * ks.seq_ring + (size_t)kvh * HD;
+                uint32_t ksc[NP], kze[NP]; /* the lane's scales and zeros of the n-tile's key group */
+                if (quant) {
+                    const uint32_t *g = st + P.ksz + h * P.ksl_h * (HD / 2) + t4 * NP;
+                    lds_words<NP>(ksc, g), lds_words<NP>(kze, g + P.kslots * (HD / 2));
                 }
 #pragma unroll
-                for (int q = 0; q < NPH; q++) rot2(kp[q], kp[q + NPH], rc[nt][q], rs[nt][q]);
+                for (int nt = 0; nt < 2; nt++) {
+                    const int jt = nt * 8 + gid;
+                    uint32_t kp[NP];
+                    if (quant) {
+                        if (nt == 1 && P.ksl_nt) { /* G = 8: a group a n-tile */
+                            const uint32_t *g = st + P.ksz + (h * P.ksl_h + 1) * (HD / 2) + t4 * NP;
+                            lds_words<NP>(ksc, g), lds_words<NP>(kze, g + P.kslots * (HD / 2));
+                        }
+                        key_pairs<HD, KB>(st + P.kc + h * ks.bw, ksc, kze, jt, t4, kp);
+                    } else { /* the residual chunk: pre-RoPE fp16 rows of the ring, token th + jt in row th - kq + jt */
+                        const bool ok = KT * h + jt < nv;
+                        const uint16_t *row = rg + (size_t)(th - kq + (ok ? jt : 0)) * ks.d + 2 * t4;
 #pragma unroll
-                for (int kk = 0; kk < KS; kk++) mma16816(s[nt], qr[kk][0], 0u, qr[kk][1], 0u, kp[2 * kk], kp[2 * kk + 1]);
+                        for (int pi = 0; pi < NP; pi++) kp[pi] = ok ? ld32(row + (pi >> 1) * 16 + (pi & 1) * 8) : 0u;
+                    }
+                    uint32_t rcs[2 * NPH]; /* the lane's cos | sin pairs of n-tile nt */
+#pragma unroll
+                    for (int c = 0; c < NPH / 2; c++) {
+                        const uint4 v = *reinterpret_cast<const uint4 *>(rot + ((nt * (NPH / 2) + c) * 32 + lane) * 4);
+                        rcs[4 * c] = v.x, rcs[4 * c + 1] = v.y, rcs[4 * c + 2] = v.z, rcs[4 * c + 3] = v.w;
+                    }
+#pragma unroll
+                    for (int q = 0; q < NPH; q++) rot2(kp[q], kp[q + NPH], rcs[q], rcs[NPH + q]);
+#pragma unroll
+                    for (int kk = 0; kk < KS; kk++) mma16816_lo(sh[nt], qr[kk][0], qr[kk][1], kp[2 * kk], kp[2 * kk + 1]);
+                }
+            } else {
+                const uint16_t *Kr = reinterpret_cast<const uint16_t *>(st + P.kc);
+#pragma unroll
+                for (int nt = 0; nt < 2; nt++) {
+                    const uint16_t *kr = Kr + (KT * h + nt * 8 + gid) * P.kstr + 2 * t4;
+#pragma unroll
+                    for (int kk = 0; kk < KS; kk++)
+                        mma16816_lo(sh[nt], qa[kk][0], qa[kk][1], ld32(kr + kk * 16), ld32(kr + kk * 16 + 8));
+                }
             }
-        } else {
-            const uint16_t *Kr = reinterpret_cast<const uint16_t *>(st + P.kc);
 #pragma unroll
-            for (int nt = 0; nt < 2; nt++) {
-                const uint16_t *kr = Kr + (nt * 8 + gid) * P.kstr + 2 * t4;
-#pragma unroll
-                for (int kk = 0; kk < KS; kk++)
-                    mma16816(s[nt], qa[kk][0], 0u, qa[kk][1], 0u, ld32(kr + kk * 16), ld32(kr + kk * 16 + 8));
-            }
+            for (int e = 0; e < 4; e++) s[e][0] = h ^ (e >> 1) ? s[e][0] : sh[e & 1][0], s[e][1] = h ^ (e >> 1) ? s[e][1] : sh[e & 1][1];
         }
 
         float c0;
-        uint32_t pa0, pa2; /* P as the A operand of P V: rows gid (rows gid + 8 are zero) */
-        softmax_lo(s, nv, L.scale, m0, l0, c0, pa0, pa2);
+        uint32_t p[4]; /* P as the A operand of P V: half h's k-step in p[2h], p[2h + 1] (rows gid) */
+        softmax_step(s, nv, L.scale, m0, l0, c0, p);
         if (__any_sync(0xffffffffu, c0 != 1.0f)) { /* rescale_rows for the rows gid */
 #pragma unroll
             for (int k = 0; k < NT; k++) o[k][0] *= c0, o[k][1] *= c0;
@@ -484,115 +517,139 @@ __global__ void __launch_bounds__(KW * 32, HD == 64 ? 4 : 2)
         }
 
         if constexpr (VQ) {
-            const uint32_t *vc = st + P.vc + (gid * 4 + t4) * 2 * vnh, *vsz = st + P.vsz + t4;
-            /* the lane's fp16 value pairs of n-tile nt, tokens (2 t4, +1) and (2 t4 + 8, +9), from the tile's codes
-             * (wd: the lane's words, w1a/w1b: its third-bit planes; sa..zb: the scales and zeros of nt's group) */
-            auto vpair = [&](int nt, const uint32_t (&wd)[2][NHV], uint32_t w1a, uint32_t w1b, uint32_t sa, uint32_t sb,
-                             uint32_t za, uint32_t zb, uint32_t &b0, uint32_t &b1) {
-                uint32_t xa = and_or(wd[0][nt * VB2 / 16] >> (nt * VB2 % 16), VM, 0x64006400u);
-                uint32_t xb = and_or(wd[1][nt * VB2 / 16] >> (nt * VB2 % 16), VM, 0x64006400u);
-                if constexpr (VB == 3) xa |= ((w1a >> nt) & 0x00010001u) << 2, xb |= ((w1b >> nt) & 0x00010001u) << 2;
-                b0 = dq2(xa, sa, za), b1 = dq2(xb, sb, zb);
-            };
-            auto vload = [&](uint32_t (&wd)[2][NHV], uint32_t &w1a, uint32_t &w1b) {
+            if (ts < vq && ts + ST > vq) { /* scales and zeros of the tokens from vq on to 0: their codes decode to 0 */
+                uint16_t *hz = reinterpret_cast<uint16_t *>(const_cast<uint32_t *>(st) + P.vsz);
+                for (int k = lane; k < ngb * ST; k += 32)
+                    if (ts + (k & (ST - 1)) >= vq) hz[k] = 0, hz[ST * P.vng + k] = 0; /* zeros: 16 vng words on */
+                asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); /* before a bulk copy refills it */
+                __syncwarp();
+            }
+#pragma unroll 1
+            for (int h = 0; h < nh; h++) {
+                const int th = ts + KT * h;
+                const uint32_t pa0 = h ? p[2] : p[0], pa2 = h ? p[3] : p[1];
+                const uint32_t *vt = st + P.vc + h * vs.bw; /* the half's tile of codes */
+                const uint32_t *vc = vt + (gid * 4 + t4) * 2 * vnh, *vsz = st + P.vsz + 8 * h + t4;
+                /* the lane's fp16 value pairs of n-tile nt, tokens (2 t4, +1) and (2 t4 + 8, +9), from the tile's
+                 * codes (wd: the lane's words, w1a/w1b: its third-bit planes; sa..zb: nt's group's scales, zeros) */
+                auto vpair = [&](int nt, const uint32_t (&wd)[2][NHV], uint32_t w1a, uint32_t w1b, uint32_t sa,
+                                 uint32_t sb, uint32_t za, uint32_t zb, uint32_t &b0, uint32_t &b1) {
+                    uint32_t xa = code_pair<VB>(wd[0][nt * VB2 / 16], nt), xb = code_pair<VB>(wd[1][nt * VB2 / 16], nt);
+                    if constexpr (VB == 3) xa |= ((w1a >> nt) & 0x00010001u) << 2, xb |= ((w1b >> nt) & 0x00010001u) << 2;
+                    b0 = hfma2u(hsub2u(xa, code_magic<VB>(nt)), sa, za);
+                    b1 = hfma2u(hsub2u(xb, code_magic<VB>(nt)), sb, zb);
+                };
+                auto vload = [&](uint32_t (&wd)[2][NHV], uint32_t &w1a, uint32_t &w1b) {
 #pragma unroll
-                for (int k = 0; k < NHV; k++) wd[0][k] = k < vnh ? vc[k] : 0u, wd[1][k] = k < vnh ? vc[vnh + k] : 0u;
-                w1a = w1b = 0u;
-                if constexpr (VB == 3) {
-                    const uint32_t *p1 = st + P.vc + 64 * vnh;
-                    if (nvt <= 8) w1a = p1[gid * 4 + t4], w1b = w1a >> 8;
-                    else w1a = p1[(gid * 4 + t4) * 2], w1b = p1[(gid * 4 + t4) * 2 + 1];
-                }
-            };
-            if (fold && ts + KT <= vq) { /* every token quantised, groups on n-tile boundaries */
-                const uint32_t *pl = st + P.vc + 64 * NHV, *vz = st + P.vsz + t4;
-                switch (1 << P.npg_log2) {
-                case 1:
-                    if constexpr (NT <= 8) vals_fold<HD, VB, 1>(o, zacc, pa0, pa2, vc, vz, pl, P.vng, gid, t4);
-                    break;
-                case 2: vals_fold<HD, VB, 2>(o, zacc, pa0, pa2, vc, vz, pl, P.vng, gid, t4); break;
-                case 4: vals_fold<HD, VB, 4>(o, zacc, pa0, pa2, vc, vz, pl, P.vng, gid, t4); break;
-                case 8: vals_fold<HD, VB, 8>(o, zacc, pa0, pa2, vc, vz, pl, P.vng, gid, t4); break;
-                default:
-                    if constexpr (NT == 16) vals_fold<HD, VB, 16>(o, zacc, pa0, pa2, vc, vz, pl, P.vng, gid, t4);
-                }
-            } else if (ts + KT <= vq) { /* every token of the tile quantised */
-                uint32_t wd[2][NHV], w1a, w1b, sa = 0, sb = 0, za = 0, zb = 0;
-                vload(wd, w1a, w1b);
-                const uint32_t *g = vsz - 8; /* the lane's scale words of group -1 */
-#pragma unroll
-                for (int nt = 0; nt < NT; nt++) {
-                    if (nt >= nvt) break;
-                    if (vnew >> nt & 1) g += 8, sa = g[0], sb = g[4], za = g[8 * P.vng], zb = g[8 * P.vng + 4];
-                    uint32_t b0, b1;
-                    vpair(nt, wd, w1a, w1b, sa, sb, za, zb, b0, b1);
-                    mma16816_lo(o[nt], pa0, pa2, b0, b1);
-                }
-            } else { /* the tile reaches the ring (its last R tokens or fewer): tokens from vq on come from there */
-                const bool vquant = ts < vq;
-                uint32_t wd[2][NHV], w1a = 0, w1b = 0, sa = 0, sb = 0, za = 0, zb = 0;
-                if (vquant) { /* scales and zeros of the tokens from vq on to 0: their codes decode to 0 */
-                    uint16_t *h = reinterpret_cast<uint16_t *>(const_cast<uint32_t *>(st) + P.vsz);
-                    for (int k = lane; k < ngb * KT; k += 32)
-                        if (ts + (k & (KT - 1)) >= vq) h[k] = 0, h[16 * P.vng + k] = 0;
-                    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); /* before a bulk copy refills it */
-                    __syncwarp();
-                    vload(wd, w1a, w1b);
-                }
-                const uint16_t *vr = vs.ring + (size_t)b * vs.seq_ring + vc0 + gid;
-                const uint32_t *g = vsz - 8;
-#pragma unroll
-                for (int nt = 0; nt < NT; nt++) {
-                    if (nt >= nvt) break;
-                    uint32_t b0 = 0u, b1 = 0u;
-                    if (vquant) {
-                        if (vnew >> nt & 1) g += 8, sa = g[0], sb = g[4], za = g[8 * P.vng], zb = g[8 * P.vng + 4];
-                        vpair(nt, wd, w1a, w1b, sa, sb, za, zb, b0, b1);
+                    for (int k = 0; k < NHV; k++) wd[0][k] = k < vnh ? vc[k] : 0u, wd[1][k] = k < vnh ? vc[vnh + k] : 0u;
+                    w1a = w1b = 0u;
+                    if constexpr (VB == 3) {
+                        const uint32_t *p1 = vt + 64 * vnh;
+                        if (nvt <= 8) w1a = p1[gid * 4 + t4], w1b = w1a >> 8;
+                        else w1a = p1[(gid * 4 + t4) * 2], w1b = p1[(gid * 4 + t4) * 2 + 1];
                     }
-                    uint32_t r[2] = {0u, 0u}; /* tokens vq .. n - 1 from the ring (row s % R), others 0 */
+                };
+                if (fold && th + KT <= vq) { /* every token quantised, groups on n-tile boundaries */
+                    const uint32_t *pl = vt + 64 * NHV;
+                    switch (1 << P.npg_log2) {
+                    case 1:
+                        if constexpr (NT <= 8) vals_fold<HD, VB, 1>(o, zacc, pa0, pa2, vc, vsz, pl, P.vng, gid, t4);
+                        break;
+                    case 2: vals_fold<HD, VB, 2>(o, zacc, pa0, pa2, vc, vsz, pl, P.vng, gid, t4); break;
+                    case 4: vals_fold<HD, VB, 4>(o, zacc, pa0, pa2, vc, vsz, pl, P.vng, gid, t4); break;
+                    case 8: vals_fold<HD, VB, 8>(o, zacc, pa0, pa2, vc, vsz, pl, P.vng, gid, t4); break;
+                    default:
+                        if constexpr (NT == 16) vals_fold<HD, VB, 16>(o, zacc, pa0, pa2, vc, vsz, pl, P.vng, gid, t4);
+                    }
+                } else if (th + KT <= vq) { /* every token of the tile quantised */
+                    uint32_t wd[2][NHV], w1a, w1b, sa = 0, sb = 0, za = 0, zb = 0;
+                    vload(wd, w1a, w1b);
+                    const uint32_t *g = vsz - 16; /* the lane's scale words of group -1 */
+#pragma unroll
+                    for (int nt = 0; nt < NT; nt++) {
+                        if (nt >= nvt) break;
+                        if (vnew >> nt & 1) g += 16, sa = g[0], sb = g[4], za = g[16 * P.vng], zb = g[16 * P.vng + 4];
+                        uint32_t b0, b1;
+                        vpair(nt, wd, w1a, w1b, sa, sb, za, zb, b0, b1);
+                        mma16816_lo(o[nt], pa0, pa2, b0, b1);
+                    }
+                } else { /* the tile reaches the ring (its last R tokens or fewer): tokens from vq on come from there */
+                    const bool vquant = th < vq;
+                    uint32_t wd[2][NHV], w1a = 0, w1b = 0, sa = 0, sb = 0, za = 0, zb = 0;
+                    if (vquant) vload(wd, w1a, w1b);
+                    /* the lane's 4 tokens' ring rows (row s % R), or nullptr: tokens before vq or from n on */
+                    const uint16_t *vr = vs.ring + (size_t)b * vs.seq_ring + vc0 + gid, *rr[4];
 #pragma unroll
                     for (int e = 0; e < 4; e++) {
-                        const int tok = ts + 2 * t4 + (e >> 1) * 8 + (e & 1);
-                        if (tok >= vq && tok < n)
-                            r[e >> 1] |= (uint32_t)vr[(size_t)fdiv_r(tok, P.vR) * vs.d + nt * 8] << (16 * (e & 1));
+                        const int tok = th + 2 * t4 + (e >> 1) * 8 + (e & 1);
+                        rr[e] = tok >= vq && tok < n ? vr + (size_t)fdiv_r(tok, P.vR) * vs.d : nullptr;
                     }
-                    const __half2 x0 = __hadd2(*reinterpret_cast<__half2 *>(&b0), *reinterpret_cast<__half2 *>(&r[0]));
-                    const __half2 x1 = __hadd2(*reinterpret_cast<__half2 *>(&b1), *reinterpret_cast<__half2 *>(&r[1]));
-                    uint32_t qa0 = pa0, qa2 = pa2; /* o[nt] holds fold_mult(nt) times its columns in a folded block */
-                    if (fold && fold_mult<VB>(nt) != 1) {
-                        const __half2 fm = __float2half2_rn((float)fold_mult<VB>(nt));
-                        qa0 = hmul2u(pa0, *reinterpret_cast<const uint32_t *>(&fm));
-                        qa2 = hmul2u(pa2, *reinterpret_cast<const uint32_t *>(&fm));
+                    const uint32_t *g = vsz - 16;
+#pragma unroll
+                    for (int nt = 0; nt < NT; nt++) {
+                        if (nt >= nvt) break;
+                        uint32_t b0 = 0u, b1 = 0u;
+                        if (vquant) {
+                            if (vnew >> nt & 1) g += 16, sa = g[0], sb = g[4], za = g[16 * P.vng], zb = g[16 * P.vng + 4];
+                            vpair(nt, wd, w1a, w1b, sa, sb, za, zb, b0, b1);
+                        }
+                        uint32_t r[2] = {0u, 0u}; /* the ring's values of the lane's tokens, 0 elsewhere */
+#pragma unroll
+                        for (int e = 0; e < 4; e++)
+                            if (rr[e]) r[e >> 1] |= (uint32_t)rr[e][nt * 8] << (16 * (e & 1));
+                        const __half2 x0 = __hadd2(*reinterpret_cast<__half2 *>(&b0), *reinterpret_cast<__half2 *>(&r[0]));
+                        const __half2 x1 = __hadd2(*reinterpret_cast<__half2 *>(&b1), *reinterpret_cast<__half2 *>(&r[1]));
+                        mma16816_lo(o[nt], pa0, pa2, *reinterpret_cast<const uint32_t *>(&x0),
+                                    *reinterpret_cast<const uint32_t *>(&x1));
                     }
-                    mma16816_lo(o[nt], qa0, qa2, *reinterpret_cast<const uint32_t *>(&x0),
-                                *reinterpret_cast<const uint32_t *>(&x1));
                 }
             }
         } else {
             const uint16_t *V = reinterpret_cast<const uint16_t *>(st + P.vc);
+#pragma unroll 1
+            for (int h = 0; h < nh; h++) {
+                const uint32_t pa0 = h ? p[2] : p[0], pa2 = h ? p[3] : p[1];
 #pragma unroll
-            for (int nt = 0; nt < NT; nt++) {
-                if (nt >= nvt) break;
-                uint32_t b0, b1;
-                ldsm_x2_trans(b0, b1, V + (lane & 15) * P.vstr + nt * 8);
-                mma16816_lo(o[nt], pa0, pa2, b0, b1);
+                for (int nt = 0; nt < NT; nt++) {
+                    if (nt >= nvt) break;
+                    uint32_t b0, b1;
+                    ldsm_x2_trans(b0, b1, V + (KT * h + (lane & 15)) * P.vstr + nt * 8);
+                    mma16816_lo(o[nt], pa0, pa2, b0, b1);
+                }
             }
         }
         __syncwarp(); /* the stage is read: a later issue refills it */
     }
-    if (fold) /* o[nt] / fold_mult(nt) + the zero terms of nt's group (lane (gid, g / 2) holds group g's) */
+    if (fold) /* the zero terms of nt's group (lane (gid, g / 2) holds group g's) */
 #pragma unroll
         for (int nt = 0; nt < NT; nt++) {
             const int g = nt >> P.npg_log2, src = gid * 4 + (g >> 1);
             const float z0 = __shfl_sync(0xffffffffu, zacc[0], src), z1 = __shfl_sync(0xffffffffu, zacc[1], src);
-            const float z = g & 1 ? z1 : z0, r = 1.0f / fold_mult<VB>(nt);
-            o[nt][0] = o[nt][0] * r + z, o[nt][1] = o[nt][1] * r + z;
+            const float z = g & 1 ? z1 : z0;
+            o[nt][0] += z, o[nt][1] += z;
         }
-    /* every tile issued was waited for: the rings are drained and merge_warps may reuse them */
+    /* every step issued was waited for: the rings are drained and merge_warps may reuse them */
     float o4[NT][4];
 #pragma unroll
     for (int k = 0; k < NT; k++) o4[k][0] = o[k][0], o4[k][1] = o[k][1], o4[k][2] = o4[k][3] = 0.0f;
     merge_warps<KW, NT>(o4, nvt, m0, -INFINITY, l0, 0.0f, smem, vw, per_kv, vw, wml, wacc, nsplit, sp, vw_max);
+}
+
+/* The tiled kernel's RoPE rows: row r (position 16 r) holds, for each lane t4, the fp16 (cos, sin) pairs of
+ * its query channels (kk*16 + 2 t4 + 8 hh, +1), kk < hd/32: [t4][hd/16 cos words][hd/16 sin words] */
+__global__ void rope_tile_kernel(const float *cos_tab, const float *sin_tab, int max_ctx, int hd, int rows,
+                                 uint32_t *out) {
+    const int words = hd / 2, ks = hd / 16;
+    for (int idx = blockIdx.x * blockDim.x + threadIdx.x; idx < rows * words; idx += gridDim.x * blockDim.x) {
+        const int r = idx / words, w = idx % words, t4 = w / (2 * ks), j = w % (2 * ks), q = j % ks;
+        const int c = (q >> 1) * 16 + 2 * t4 + 8 * (q & 1), p = 16 * r;
+        uint32_t v = 0u;
+        if (p < max_ctx) {
+            const float *t = (j >= ks ? sin_tab : cos_tab) + (size_t)p * (hd / 2) + c;
+            v = pack2(t[0], t[1]);
+        }
+        out[idx] = v;
+    }
 }
 
 /* ---- host side ---- */
@@ -629,35 +686,43 @@ static int make_kplan(const alrd_gpu_attn_layer *L, kplan *p) {
     int words = 0;
     p->kc = 0;
     if (kb < 16) {
-        p->ngt = k->G == 8 ? 2 : 1;
-        words += k->bw;
+        const int G = k->G, ngt = G == 8 ? 2 : 1; /* key groups a 16-token tile spans */
+        p->kmerge = k->R % ST == 0 && (G % ST == 0 || ST % G == 0);
+        if (p->kmerge) /* a step's groups, contiguous: one for G >= ST, else ST / G of them */
+            p->kslots = G >= ST ? 1 : ST / G, p->ksl_h = G >= ST ? 0 : KT / G, p->ksl_nt = G == 8;
+        else /* each half's ngt groups */
+            p->kslots = 2 * ngt, p->ksl_h = ngt, p->ksl_nt = ngt == 2;
+        words += 2 * k->bw;
         p->ksz = words;
-        words += p->ngt * hd; /* scales then zeros, ngt * hd/2 words each */
+        words += p->kslots * hd; /* scales then zeros, kslots * hd/2 words each */
         p->rope = words;
-        words += hd;
+        words += hd; /* two RoPE tile rows of hd/2 words */
     } else {
-        words += 8 * p->kstr;
+        words += ST / 2 * p->kstr;
     }
     words = (words + 3) & ~3;
     p->vc = words;
     if (vb < 16) {
-        words += v->bw;
+        words += 2 * v->bw;
         const int nb = L->vr > 0 ? L->n_kv / L->group_heads : L->n_kv;
         for (int blk = 0; blk < nb; blk++) {
             const int ng = (blk * p->vw + p->vw - 1) / v->G - blk * p->vw / v->G + 1;
             if (ng > p->vng) p->vng = ng;
         }
         p->vsz = words;
-        words += 16 * p->vng; /* [group][8 token pairs] half2 scales, then zeros */
+        words += 32 * p->vng; /* [group][16 token pairs] half2 scales, then zeros */
     } else {
-        words += 8 * p->vstr;
+        words += ST / 2 * p->vstr;
     }
     p->stage = (words + 3) & ~3;
-    p->wbytes = 4 * (size_t)p->stage * (hd == 64 ? kivi_stages<64>() : kivi_stages<128>());
+    const int nst = kivi_nst(hd, kb == 16 || vb == 16);
+    p->wbytes = 4 * (size_t)p->stage * nst;
     const size_t merge = 4 * (size_t)KW * 16 * (2 + p->vw) + 4 * KW * 16; /* merge_warps' (max, sum), O and weights */
-    p->total = KW * p->wbytes > merge ? KW * p->wbytes : merge;
+    p->rot = (int)(KW * p->wbytes);
+    const size_t rings = KW * p->wbytes + (kb < 16 ? 2 * 32 * 4 * (size_t)hd / 8 : 0); /* + [2][32][hd/8] words */
+    p->total = rings > merge ? rings : merge;
     p->bars = (int)((p->total + 15) & ~(size_t)15);
-    p->total = p->bars + 8 * KW * (hd == 64 ? kivi_stages<64>() : kivi_stages<128>());
+    p->total = p->bars + 8 * KW * nst;
     p->kR = alrd_fdiv_make(kb < 16 ? k->R : 1);
     p->kG = alrd_fdiv_make(kb < 16 ? k->G : 1);
     p->vR = alrd_fdiv_make(vb < 16 && v->R > 0 ? v->R : 1);
@@ -679,6 +744,7 @@ int attn_kivi_ok(const alrd_gpu_attn_layer *L) {
                              L->ks.R, L->vr, L->group_heads, &kfw, &vfw))
         return 0;
     if (L->ks.fw != kfw || L->vs.fw != vfw || (vfw && L->vs.per_channel)) return 0; /* the sides are tiled for it */
+    if (kfw && !L->rope_tile) return 0;
     if (kfw && (L->ks.seq_words >= (1u << 31) || L->ks.seq_groups >= (1u << 31))) return 0;
     if (vfw && (L->vs.seq_words >= (1u << 31) || L->vs.seq_groups >= (1u << 31))) return 0;
     return attn_kivi_smem(L) <= 227 * 1024; /* Hopper's per-block limit */
@@ -738,4 +804,17 @@ int attn_kivi_launch(const alrd_gpu_attn_layer *L, const uint16_t *q16, const in
     make_kplan(L, &p);
     return launch_pdl(pick_kivi(L->hd, L->ks.bits, L->vs.bits), dim3(nsplit, L->n_kv, B), KW * 32, p.total, st, *L, p,
                       q16, pos, nsplit, vw_max, work);
+}
+
+extern "C" size_t alrd_gpu_attn_rope_tile_words(int max_ctx, int hd) {
+    return ((size_t)(max_ctx + 15) / 16 + 1) * (size_t)(hd / 2);
+}
+
+extern "C" int alrd_gpu_attn_rope_tiles(const float *cos_tab, const float *sin_tab, int max_ctx, int hd, uint32_t *out,
+                                        void *stream) {
+    const int rows = (max_ctx + 15) / 16 + 1;
+    const long words = (long)rows * (hd / 2);
+    const int blocks = (int)((words + 255) / 256 < 1024 ? (words + 255) / 256 : 1024);
+    rope_tile_kernel<<<blocks, 256, 0, (cudaStream_t)stream>>>(cos_tab, sin_tab, max_ctx, hd, rows, out);
+    return (int)cudaGetLastError();
 }

@@ -27,6 +27,9 @@ __device__ __forceinline__ int side_quantized(const alrd_gpu_side &s, int n) {
  * bits), the word and bit of its third bit (3 bits), and the index of its
  * scale and zero. The attention kernel reads the same places fragment by
  * fragment, the writers in gpu_ops.cu fill them a lane's half-words at once. */
+/* Tokens of a value unit of a tiled side: a decode step's (gpu_attn_kivi.cu), two 16-token mma sub-tiles */
+#define TILED_VUNIT 32
+
 struct tile_loc {
     size_t w, w1, gi;
     int sh, sh1;
@@ -45,16 +48,16 @@ __host__ __device__ __forceinline__ tile_loc tile_where(const alrd_gpu_side &sd,
         if (np <= 8) L.w1 = base + 64 * nw + (jt & 7) * 4 + t, L.sh1 = (jt >> 3) * 8 + pi + 16 * half;
         else L.w1 = base + 64 * nw + jt * 4 + t, L.sh1 = pi + 16 * half;
         L.gi = (size_t)u * sd.unit_groups + ((size_t)(hd * sd.ng + i / sd.G) * 4 + t) * np * 2 + pi * 2 + half;
-    } else { /* values: lane (g, t) holds channels g + 8j of token pairs t and t + 4 */
-        const long u = s >> 4;
-        const int jt = (int)(s & 15), p = jt >> 1, par = jt & 1, t = p & 3, kh = p >> 2;
+    } else { /* values: lane (g, t) holds channels g + 8j of token pairs t and t + 4 of a 16-token sub-tile */
+        const long u = s / TILED_VUNIT;
+        const int jt = (int)(s & 15), p = jt >> 1, par = jt & 1, t = p & 3, kh = p >> 2, sub = (int)(s % TILED_VUNIT) >> 4;
         const int blk = c / fw, cc = c % fw, g = cc & 7, j = cc >> 3, nnt = fw / 8, nh = (nnt * b2 + 15) / 16;
-        const size_t base = (size_t)u * sd.unit_words + (size_t)blk * sd.bw;
+        const size_t base = (size_t)u * sd.unit_words + (size_t)(blk * (TILED_VUNIT / 16) + sub) * sd.bw;
         L.w = base + (size_t)((g * 4 + t) * 2 + kh) * nh + j * b2 / 16;
         L.sh = j * b2 % 16 + 16 * par;
         if (nnt <= 8) L.w1 = base + 64 * nh + g * 4 + t, L.sh1 = 8 * kh + j + 16 * par;
         else L.w1 = base + 64 * nh + (g * 4 + t) * 2 + kh, L.sh1 = j + 16 * par;
-        L.gi = (size_t)u * sd.unit_groups + (size_t)(c / sd.G) * 16 + jt;
+        L.gi = (size_t)u * sd.unit_groups + (size_t)(c / sd.G) * TILED_VUNIT + (size_t)(s % TILED_VUNIT);
     }
     return L;
 }

@@ -65,9 +65,9 @@ extern "C" int alrd_gpu_side_tile(alrd_gpu_side *s, int fw, int max_ctx, size_t 
         if (fw % 8 || fw > 128) return -1;
         const int nnt = fw / 8;
         s->bw = 64 * ((nnt * b2 + 15) / 16) + (s->bits == 3 ? (nnt <= 8 ? 32 : 64) : 0);
-        s->unit_words = (size_t)(s->d / fw) * s->bw;
-        s->unit_groups = (size_t)s->ng * 16;
-        *units = (size_t)((max_ctx + 15) / 16);
+        s->unit_words = (size_t)(s->d / fw) * (TILED_VUNIT / 16) * s->bw;
+        s->unit_groups = (size_t)s->ng * TILED_VUNIT;
+        *units = (size_t)((max_ctx + TILED_VUNIT - 1) / TILED_VUNIT);
     }
     s->fw = fw;
     s->seq_words = *units * s->unit_words;
@@ -223,8 +223,8 @@ __device__ void quant_token_tiled(const alrd_gpu_side &sd, int b, long s, const 
     const int lane = threadIdx.x & 31, d = sd.d, G = sd.G, bits = sd.bits, fw = sd.fw, nnt = fw / 8;
     const int b2 = bits == 3 ? 2 : bits, m2 = (1 << b2) - 1, par = (int)(s & 1), kh = (int)(s & 15) >> 3;
     uint32_t *codes = sd.codes + (size_t)b * sd.seq_words;
-    const size_t gbase = (size_t)b * sd.seq_groups + (size_t)(s >> 4) * sd.unit_groups + (s & 15);
-    uint16_t *sc = sd.scales + gbase, *zr = sd.zeros + gbase; /* group gi at [gi * 16] */
+    const size_t gbase = (size_t)b * sd.seq_groups + (size_t)(s / TILED_VUNIT) * sd.unit_groups + (s % TILED_VUNIT);
+    uint16_t *sc = sd.scales + gbase, *zr = sd.zeros + gbase; /* group gi at [gi * TILED_VUNIT] */
     const double top = (double)((1u << bits) - 1);
     for (int gi = threadIdx.x >> 5; gi < sd.ng; gi += blockDim.x >> 5) {
         const int g0 = gi * G, g1 = g0 + G < d ? g0 + G : d;
@@ -234,11 +234,11 @@ __device__ void quant_token_tiled(const alrd_gpu_side &sd, int b, long s, const 
             mn = fminf(mn, __shfl_xor_sync(0xffffffffu, mn, o)); /* fminf drops a NaN, as minmax_upd */
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
         }
-        if (lane == 0) group_params(mn, mx, bits, &sc[gi * 16], &zr[gi * 16]);
+        if (lane == 0) group_params(mn, mx, bits, &sc[gi * TILED_VUNIT], &zr[gi * TILED_VUNIT]);
     }
     __syncthreads();
     for (int c = threadIdx.x; c < d; c += blockDim.x) {
-        const float sf = h2f(sc[c / G * 16]), zf = h2f(zr[c / G * 16]);
+        const float sf = h2f(sc[c / G * TILED_VUNIT]), zf = h2f(zr[c / G * TILED_VUNIT]);
         const double inv_s = sf > 0.0f ? __drcp_rn((double)sf) : 0.0;
         const uint32_t q = code_of(src.get(s, c), (double)zf, inv_s, top);
         if (deq) deq[s * ld_deq + c] = f2h(dequant(q, sf, zf));

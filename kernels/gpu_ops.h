@@ -23,10 +23,11 @@
  *     low 16 bits of a word and its second in the high 16; scales/zeros
  *     [head][group][4 lanes t][pair i][2];
  *   per token (values, fw = value width of one head or latent group): units
- *     of 16 tokens, words [block][8 lanes g][4 lanes t][2 halves h]
- *     [ceil(fw*bits/128)]; word (g, t, h) holds channels g + 8j of tokens
- *     2(t + 4h) (low 16 bits) and 2(t + 4h) + 1 (high 16 bits), code j at
- *     bit j*bits of its half; scales/zeros [ceil(d/G)][16 tokens];
+ *     of 32 tokens (TILED_VUNIT), words [block][2 sub-tiles of 16 tokens]
+ *     [8 lanes g][4 lanes t][2 halves h][ceil(fw*bits/128)]; word (g, t, h)
+ *     holds channels g + 8j of the sub-tile's tokens 2(t + 4h) (low 16 bits)
+ *     and 2(t + 4h) + 1 (high 16 bits), code j at bit j*bits of its half;
+ *     scales/zeros [ceil(d/G)][32 tokens];
  *   3 bits: the low two bits of each code as the 2-bit layout, then the
  *     third bits in a plane of one bit per code (layout in gpu_ops.cu).
  * Which tokens are quantised follows kv_cache.h exactly (n = tokens held):
