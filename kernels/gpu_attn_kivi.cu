@@ -63,7 +63,6 @@ typedef struct {
     int stage;            /* words of one stage */
     int kc, ksz, rope;    /* stage words: key codes (or fp16 rows), key scales then zeros, 2 RoPE tile rows */
     int vc, vsz;          /* value codes (or fp16 rows), value scales then zeros */
-    int rot;              /* byte offset of the keys' in-tile RoPE table (the block's, after the rings) */
     int bars;             /* byte offset of the warps' stage mbarriers ([KW][NST], 8 bytes each) */
     int npg_log2;         /* the folded value path (vals_fold): log2 of its n-tiles per value group; -1: not taken */
     size_t wbytes, total; /* one warp's ring; the block's dynamic shared memory */
@@ -365,7 +364,7 @@ __global__ void __launch_bounds__(KW * 32, HD == 64 ? 4 : 2)
                     bulk_copy(st + zo + h * gn, kze + go, gn, bar);
                     total += cn + 2 * gn;
                 }
-                bulk_copy(st + 4u * P.rope, L.rope_tile + (size_t)(ts >> 4) * (HD / 2), HD * 4, bar); /* rows ts/16, +1 */
+                bulk_copy(st + 4u * P.rope, L.rope_tile + 8 * HD + (size_t)(ts >> 4) * (HD / 2), HD * 4, bar); /* rows ts/16, +1 */
                 total += HD * 4;
             }
             if constexpr (VQ) {
@@ -380,6 +379,18 @@ __global__ void __launch_bounds__(KW * 32, HD == 64 ? 4 : 2)
             mbar_arrive_tx(bar, total); /* after the copies: their bytes may land first (tx-count goes below 0) */
         }
     };
+    /* RoPE by a key's offset j in its tile: lane (gid, t4)'s tokens j = gid, gid + 8 (n-tile nt) and pairs
+     * q < NP/2 (channels 16(q/2) + 2 t4 + 8(q%2), +1) as fp16 (cos, cos) and (sin, sin) pairs: the first ROTW words
+     * of L.rope_tile, [nt][16-byte chunk c][lane][4 words] (word 4c + i of a lane's cos | sin run), copied into the
+     * warp's shared memory with its first stage (an expect_tx on its barrier before that stage's arrival) and read
+     * back per n-tile: 16 registers fewer than keeping them, no block barrier before the loop */
+    constexpr int ROTW = 8 * HD;
+    const uint32_t *rot = ring + NST * P.stage;
+    if constexpr (KQ)
+        if (t0 + ST * warp < t1 && elect_one()) {
+            asm volatile("mbarrier.expect_tx.shared::cta.b64 [%0], %1;\n" ::"r"(bar0), "r"(4u * ROTW) : "memory");
+            bulk_copy(ring_s + 4u * NST * P.stage, L.rope_tile, 4u * ROTW, bar0);
+        }
 #pragma unroll 1
     for (int i = 0; i < NST - 1; i++) issue(i);
 
@@ -393,27 +404,6 @@ __global__ void __launch_bounds__(KW * 32, HD == 64 ? 4 : 2)
             const int c = kk * 16 + 2 * t4;
             qa[kk][0] = gid < per_kv ? ld32(qb + c) : 0u, qa[kk][1] = gid < per_kv ? ld32(qb + c + 8) : 0u;
         }
-    }
-    /* RoPE by a key's offset j in its tile: lane (gid, t4)'s tokens j = gid, gid + 8 (n-tile nt) and pairs
-     * q < NP/2 (channels 16(q/2) + 2 t4 + 8(q%2), +1) as fp16 (cos, cos) and (sin, sin) pairs, the same in every
-     * warp: one table of the block's (at P.rot: [nt][16-byte chunk c][lane][4 words], word 4c + i of a lane's
-     * cos | sin run), read back per n-tile (16 registers fewer than keeping them) */
-    const uint32_t *rot = reinterpret_cast<const uint32_t *>(smem + P.rot);
-    if constexpr (KQ) {
-        if (warp == 0)
-#pragma unroll
-            for (int nt = 0; nt < 2; nt++) {
-                const int j = min(nt * 8 + gid, n - 1);
-                uint32_t *w = reinterpret_cast<uint32_t *>(smem + P.rot);
-#pragma unroll
-                for (int q = 0; q < NPH; q++) {
-                    const int c = (q >> 1) * 16 + 2 * t4 + (q & 1) * 8;
-                    const float *cr = L.cos_tab + (size_t)j * (HD / 2) + c, *sr = L.sin_tab + (size_t)j * (HD / 2) + c;
-                    w[((nt * (NPH / 2) + q / 4) * 32 + lane) * 4 + q % 4] = pack2(cr[0], cr[1]);
-                    w[((nt * (NPH / 2) + (NPH + q) / 4) * 32 + lane) * 4 + (NPH + q) % 4] = pack2(sr[0], sr[1]);
-                }
-            }
-        __syncthreads();
     }
     /* the folded value path (vals_fold) for the block's whole tiles (make_kplan says when), npg n-tiles a group */
     const bool fold = VQ && P.npg_log2 >= 0;
@@ -635,17 +625,27 @@ __global__ void __launch_bounds__(KW * 32, HD == 64 ? 4 : 2)
     merge_warps<KW, NT>(o4, nvt, m0, -INFINITY, l0, 0.0f, smem, vw, per_kv, vw, wml, wacc, nsplit, sp, vw_max);
 }
 
-/* The tiled kernel's RoPE rows: row r (position 16 r) holds, for each lane t4, the fp16 (cos, sin) pairs of
- * its query channels (kk*16 + 2 t4 + 8 hh, +1), kk < hd/32: [t4][hd/16 cos words][hd/16 sin words] */
+/* The tiled kernel's RoPE table (alrd_gpu_attn_rope_tiles): first the keys' in-tile rotations, 8 hd words
+ * [n-tile nt][16-byte chunk c][lane][4]: word 4c + i of lane (g, t4)'s run of hd/8 = (cos q | sin q), q < hd/16,
+ * the fp16 pair of offset j = 8 nt + g at channels 16(q/2) + 2 t4 + 8(q%2), +1; then one row a 16-token tile
+ * (position 16 r): each lane t4's fp16 (cos, sin) pairs of its query channels (kk*16 + 2 t4 + 8 hh, +1),
+ * kk < hd/32, [t4][hd/16 cos words][hd/16 sin words] */
 __global__ void rope_tile_kernel(const float *cos_tab, const float *sin_tab, int max_ctx, int hd, int rows,
                                  uint32_t *out) {
-    const int words = hd / 2, ks = hd / 16;
-    for (int idx = blockIdx.x * blockDim.x + threadIdx.x; idx < rows * words; idx += gridDim.x * blockDim.x) {
-        const int r = idx / words, w = idx % words, t4 = w / (2 * ks), j = w % (2 * ks), q = j % ks;
-        const int c = (q >> 1) * 16 + 2 * t4 + 8 * (q & 1), p = 16 * r;
+    const int words = hd / 2, ks = hd / 16, rotw = 8 * hd;
+    for (int idx = blockIdx.x * blockDim.x + threadIdx.x; idx < rotw + rows * words; idx += gridDim.x * blockDim.x) {
+        int c, p, sn;
+        if (idx < rotw) { /* (nt, chunk, lane, i) */
+            const int i = idx & 3, lane = (idx >> 2) & 31, ch = (idx >> 7) % (ks / 2), nt = (idx >> 7) / (ks / 2);
+            const int w = 4 * ch + i, q = w % ks;
+            sn = w >= ks, p = 8 * nt + (lane >> 2), c = (q >> 1) * 16 + 2 * (lane & 3) + 8 * (q & 1);
+        } else {
+            const int k = idx - rotw, r = k / words, w = k % words, t4 = w / (2 * ks), j = w % (2 * ks), q = j % ks;
+            sn = j >= ks, p = 16 * r, c = (q >> 1) * 16 + 2 * t4 + 8 * (q & 1);
+        }
         uint32_t v = 0u;
         if (p < max_ctx) {
-            const float *t = (j >= ks ? sin_tab : cos_tab) + (size_t)p * (hd / 2) + c;
+            const float *t = (sn ? sin_tab : cos_tab) + (size_t)p * (hd / 2) + c;
             v = pack2(t[0], t[1]);
         }
         out[idx] = v;
@@ -718,9 +718,8 @@ static int make_kplan(const alrd_gpu_attn_layer *L, kplan *p) {
     const int nst = kivi_nst(hd, kb == 16 || vb == 16);
     p->wbytes = 4 * (size_t)p->stage * nst;
     const size_t merge = 4 * (size_t)KW * 16 * (2 + p->vw) + 4 * KW * 16; /* merge_warps' (max, sum), O and weights */
-    p->rot = (int)(KW * p->wbytes);
-    const size_t rings = KW * p->wbytes + (kb < 16 ? 2 * 32 * 4 * (size_t)hd / 8 : 0); /* + [2][32][hd/8] words */
-    p->total = rings > merge ? rings : merge;
+    if (kb < 16) p->wbytes += 4 * 8 * (size_t)hd; /* the keys' in-tile RoPE table after the stages */
+    p->total = KW * p->wbytes > merge ? KW * p->wbytes : merge;
     p->bars = (int)((p->total + 15) & ~(size_t)15);
     p->total = p->bars + 8 * KW * nst;
     p->kR = alrd_fdiv_make(kb < 16 ? k->R : 1);
@@ -807,13 +806,13 @@ int attn_kivi_launch(const alrd_gpu_attn_layer *L, const uint16_t *q16, const in
 }
 
 extern "C" size_t alrd_gpu_attn_rope_tile_words(int max_ctx, int hd) {
-    return ((size_t)(max_ctx + 15) / 16 + 1) * (size_t)(hd / 2);
+    return 8 * (size_t)hd + ((size_t)(max_ctx + 15) / 16 + 1) * (size_t)(hd / 2);
 }
 
 extern "C" int alrd_gpu_attn_rope_tiles(const float *cos_tab, const float *sin_tab, int max_ctx, int hd, uint32_t *out,
                                         void *stream) {
     const int rows = (max_ctx + 15) / 16 + 1;
-    const long words = (long)rows * (hd / 2);
+    const long words = 8L * hd + (long)rows * (hd / 2);
     const int blocks = (int)((words + 255) / 256 < 1024 ? (words + 255) / 256 : 1024);
     rope_tile_kernel<<<blocks, 256, 0, (cudaStream_t)stream>>>(cos_tab, sin_tab, max_ctx, hd, rows, out);
     return (int)cudaGetLastError();
