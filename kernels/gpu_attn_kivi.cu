@@ -10,32 +10,38 @@
  * memory and no ldmatrix between the bytes and the tensor cores:
  *   keys: lane (g, t) takes token g (and g + 8) and channel pairs
  *     (16k + 2t + 8h, +1): one word holds the pair's two codes in its two
- *     halves, OR-ed into the exponent of 1024 (exact), 1024 subtracted, one
- *     hfma2 with the pair's (scale, zero) -- kivi's q*s + z rounded once;
+ *     halves, OR-ed into a power of two (code_pair, exact) and that taken
+ *     off, one hfma2 with the pair's (scale, zero) -- kivi's q*s + z rounded
+ *     once;
  *   values: lane (g, t) takes channel g + 8j of tokens (2t, 2t + 1) and
  *     (2t + 8, 2t + 9): a word holds those two tokens' codes in its halves,
  *     with their two scales and zeros as half2s. Where the value groups
  *     align with the n-tiles (full width, G a power of two), a tile whose
  *     values are all quantised folds them (vals_fold): each group's scales
  *     into P, the zeros into one more mma, the codes into B as they are.
- * A block is one (split, KV head, sequence); its 4 warps work alone, warp w
- * on tiles w, w + 4, ... of the split, each streaming its tiles' bytes
- * (codes, scales, zeros, the tile's RoPE row) through its own ring of NST
- * stages, and merge once at the end. Each segment of a tile is contiguous in
- * the tiled layout, so a tile is a handful of bulk copies (cp.async.bulk, one
- * lane each) completing on the stage's mbarrier: the copy engine does the
- * addressing that 16-byte cp.async pieces cost the warp (195 warp
- * instructions a tile by ncu before, a third of the tile's work).
+ * A block is one (split, KV head, sequence); its 4 warps work alone, warp w on
+ * the 32-token steps w, w + 4, ... of the split (a step is two mma tiles),
+ * each streaming its steps' bytes through its own ring of NST stages, and
+ * merge once at the end. Each segment of a step is contiguous in the tiled
+ * layout (the values' codes, scales and zeros: one 32-token unit; the keys'
+ * codes, scales and zeros: one chunk's; two RoPE tile rows), so a step is a
+ * handful of bulk copies (cp.async.bulk, one lane) completing on the stage's
+ * mbarrier. The code is written once for both tiles of a step (a loop, not
+ * unrolled): a launch fetches the kernel's code, and a version that unrolled
+ * them (96 KB an instance) was 0.2 ms a decode step slower at every depth.
+ * Codes become fp16 by OR-ing them into a power of two whose ulp is the
+ * code's bit (code_pair), so no code needs a shift of its own.
  *
  * RoPE without a table row per token: the score of token ts + j is
  *     q . R(ts + j) k = (R(ts)^T q) . (R(j) k),
- * so the query is rotated back by the tile's first position (one table row,
- * in the stage) and each key by its offset j < 16 in the tile (fp16 cos/sin
- * pairs a lane keeps in registers for the launch: its tokens g, g + 8 and
- * its channels are fixed). The angle of token ts + j is then ts*theta +
- * j*theta in fp32 where the CPU takes fp32(ts + j)*theta: they differ by the
- * rounding of the angle (2e-3 rad at position 32768 for theta = 1, the error
- * the fp32 angle itself carries against exact arithmetic).
+ * so the query is rotated back by each tile's first position (a RoPE tile row
+ * of fp16 pairs in the lane's order, two of them in the step's stage) and
+ * each key by its offset j < 16 in the tile (fp16 cos/sin pairs of a table
+ * copied into the warp's shared memory once). The angle of token ts + j is
+ * then ts*theta + j*theta in fp32 where the CPU takes fp32(ts + j)*theta:
+ * they differ by the rounding of the angle (2e-3 rad at position 32768 for
+ * theta = 1, the error the fp32 angle itself carries against exact
+ * arithmetic).
  *
  * The residual tokens (a key chunk not yet complete, the last R values) are
  * fp16 in the side's ring; a tile that holds some is read from there by the
