@@ -33,8 +33,8 @@ typedef struct {
     const float *bk;        /* [n_kv*hd] bias of a decomposed k_proj, or NULL */
     alrd_gpu_side ks, vs;   /* the layer's cache */
     const float *cos_tab, *sin_tab; /* [max_ctx][hd/2] */
-    const uint32_t *rope_tile;      /* the tiled kernel's RoPE rows (alrd_gpu_attn_rope_tiles), NULL where hd is not
-                                       64 or 128 */
+    const uint32_t *rope_tile;      /* the tiled kernel's RoPE tables (alrd_gpu_attn_rope_tiles), NULL where hd is
+                                       not 64 or 128 */
     float scale;            /* 1/sqrt(hd) */
     int head_split;         /* latent kernel: a block per KV head instead of per group (more, shorter blocks:
                                each reconstructs one head's keys, all of them read the group's latents) */
@@ -58,9 +58,10 @@ int alrd_gpu_attn_pack_ak(const uint16_t *kA, int n_kv, int hd, int kr, uint16_t
 int alrd_gpu_attn_tiled(int hd, int n_heads, int n_kv, int kmode, int kb, int vb, int kivi, int G, int R, int vr,
                         int group_heads, int *kfw, int *vfw);
 
-/* The tiled kernel's RoPE rows, one per 16-token tile (position 16 r): each lane's fp16 (cos, sin) pairs
- * of its query channels, made on the device from the fp32 tables ([max_ctx][hd/2]), hd 64 or 128;
- * alrd_gpu_attn_rope_tile_words(max_ctx, hd) 32-bit words. */
+/* The tiled kernel's RoPE tables, made on the device from the fp32 ones ([max_ctx][hd/2]): the keys'
+ * rotations by their offset in a 16-token tile, then one row per tile (position 16 r) of the query's, both
+ * as fp16 (cos, sin) pairs in the lanes' order (gpu_attn_kivi.cu). alrd_gpu_attn_rope_tile_words(max_ctx,
+ * hd) 32-bit words, 0 where hd has no tiled kernel (then alrd_gpu_attn_rope_tiles does nothing). */
 size_t alrd_gpu_attn_rope_tile_words(int max_ctx, int hd);
 int alrd_gpu_attn_rope_tiles(const float *cos_tab, const float *sin_tab, int max_ctx, int hd, uint32_t *out,
                              void *stream);

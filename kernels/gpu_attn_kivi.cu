@@ -76,13 +76,12 @@ typedef struct {
 } kplan;
 
 /* stages of a warp's ring: fp16 rows (a side not quantised) take four times a quantised side's bytes */
-template <int HD, bool ROWS> __host__ __device__ constexpr int kivi_stages() { return HD == 64 ? (ROWS ? 3 : 4) : (ROWS ? 2 : 3); }
-static int kivi_nst(int hd, int rows) {
-    return hd == 64 ? (rows ? kivi_stages<64, true>() : kivi_stages<64, false>())
-                    : (rows ? kivi_stages<128, true>() : kivi_stages<128, false>());
-}
+__host__ __device__ constexpr int kivi_stages(int hd, bool rows) { return (hd == 64 ? 4 : 3) - (rows ? 1 : 0); }
 
-/* The stage's mbarrier (a shared-space address): lane 0's arrival with the tile's byte count, the bulk copies'
+/* words of the keys' in-tile RoPE table at the head of the RoPE tile buffer (rope_tile_kernel) */
+__host__ __device__ constexpr int rope_rot_words(int hd) { return 8 * hd; }
+
+/* The stage's mbarrier (a shared-space address): one lane's arrival with the step's byte count, the bulk copies'
  * bytes (and, for fp16 rows, each lane's cp.async arrival) complete a phase */
 __device__ __forceinline__ void mbar_init(unsigned bar, unsigned count) {
     asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
@@ -286,7 +285,7 @@ __global__ void __launch_bounds__(KW * 32, HD == 64 ? 4 : 2)
                      float *work) {
     constexpr int KS = HD / 16, NT = HD / 8, NP = HD / 8, NPH = NP / 2;
     constexpr bool KQ = KB < 16, VQ = VB < 16, ROWS = !KQ || !VQ;
-    constexpr int NST = kivi_stages<HD, ROWS>();
+    constexpr int NST = kivi_stages(HD, ROWS);
     constexpr int VB2 = VB == 3 ? 2 : VB, NHV = VQ ? (NT * VB2 + 15) / 16 : 1; /* a lane's value words per half */
     extern __shared__ __align__(16) unsigned char smem[];
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gid = lane >> 2, t4 = lane & 3;
@@ -370,7 +369,7 @@ __global__ void __launch_bounds__(KW * 32, HD == 64 ? 4 : 2)
                     bulk_copy(st + zo + h * gn, kze + go, gn, bar);
                     total += cn + 2 * gn;
                 }
-                bulk_copy(st + 4u * P.rope, L.rope_tile + 8 * HD + (size_t)(ts >> 4) * (HD / 2), HD * 4, bar); /* rows ts/16, +1 */
+                bulk_copy(st + 4u * P.rope, L.rope_tile + rope_rot_words(HD) + (size_t)(ts >> 4) * (HD / 2), HD * 4, bar); /* rows ts/16, +1 */
                 total += HD * 4;
             }
             if constexpr (VQ) {
@@ -390,7 +389,7 @@ __global__ void __launch_bounds__(KW * 32, HD == 64 ? 4 : 2)
      * of L.rope_tile, [nt][16-byte chunk c][lane][4 words] (word 4c + i of a lane's cos | sin run), copied into the
      * warp's shared memory with its first stage (an expect_tx on its barrier before that stage's arrival) and read
      * back per n-tile: 16 registers fewer than keeping them, no block barrier before the loop */
-    constexpr int ROTW = 8 * HD;
+    constexpr int ROTW = rope_rot_words(HD);
     const uint32_t *rot = ring + NST * P.stage;
     if constexpr (KQ)
         if (t0 + ST * warp < t1 && elect_one()) {
@@ -500,7 +499,8 @@ __global__ void __launch_bounds__(KW * 32, HD == 64 ? 4 : 2)
                 }
             }
 #pragma unroll
-            for (int e = 0; e < 4; e++) s[e][0] = h ^ (e >> 1) ? s[e][0] : sh[e & 1][0], s[e][1] = h ^ (e >> 1) ? s[e][1] : sh[e & 1][1];
+            for (int e = 0; e < 4; e++) /* n-tile e of the step is n-tile e % 2 of half e / 2 */
+                if (h == e >> 1) s[e][0] = sh[e & 1][0], s[e][1] = sh[e & 1][1];
         }
 
         float c0;
@@ -638,7 +638,7 @@ __global__ void __launch_bounds__(KW * 32, HD == 64 ? 4 : 2)
  * kk < hd/32, [t4][hd/16 cos words][hd/16 sin words] */
 __global__ void rope_tile_kernel(const float *cos_tab, const float *sin_tab, int max_ctx, int hd, int rows,
                                  uint32_t *out) {
-    const int words = hd / 2, ks = hd / 16, rotw = 8 * hd;
+    const int words = hd / 2, ks = hd / 16, rotw = rope_rot_words(hd);
     for (int idx = blockIdx.x * blockDim.x + threadIdx.x; idx < rotw + rows * words; idx += gridDim.x * blockDim.x) {
         int c, p, sn;
         if (idx < rotw) { /* (nt, chunk, lane, i) */
@@ -721,7 +721,7 @@ static int make_kplan(const alrd_gpu_attn_layer *L, kplan *p) {
         words += ST / 2 * p->vstr;
     }
     p->stage = (words + 3) & ~3;
-    const int nst = kivi_nst(hd, kb == 16 || vb == 16);
+    const int nst = kivi_stages(hd, kb == 16 || vb == 16);
     p->wbytes = 4 * (size_t)p->stage * nst;
     const size_t merge = 4 * (size_t)KW * 16 * (2 + p->vw) + 4 * KW * 16; /* merge_warps' (max, sum), O and weights */
     if (kb < 16) p->wbytes += 4 * 8 * (size_t)hd; /* the keys' in-tile RoPE table after the stages */
@@ -812,13 +812,15 @@ int attn_kivi_launch(const alrd_gpu_attn_layer *L, const uint16_t *q16, const in
 }
 
 extern "C" size_t alrd_gpu_attn_rope_tile_words(int max_ctx, int hd) {
-    return 8 * (size_t)hd + ((size_t)(max_ctx + 15) / 16 + 1) * (size_t)(hd / 2);
+    if (hd != 64 && hd != 128) return 0; /* no tiled kernel at this head dim (alrd_gpu_attn_tiled) */
+    return (size_t)rope_rot_words(hd) + ((size_t)(max_ctx + 15) / 16 + 1) * (size_t)(hd / 2);
 }
 
 extern "C" int alrd_gpu_attn_rope_tiles(const float *cos_tab, const float *sin_tab, int max_ctx, int hd, uint32_t *out,
                                         void *stream) {
-    const int rows = (max_ctx + 15) / 16 + 1;
-    const long words = 8L * hd + (long)rows * (hd / 2);
+    const size_t words = alrd_gpu_attn_rope_tile_words(max_ctx, hd);
+    if (!words) return 0;
+    const int rows = (int)((words - rope_rot_words(hd)) / (hd / 2));
     const int blocks = (int)((words + 255) / 256 < 1024 ? (words + 255) / 256 : 1024);
     rope_tile_kernel<<<blocks, 256, 0, (cudaStream_t)stream>>>(cos_tab, sin_tab, max_ctx, hd, rows, out);
     return (int)cudaGetLastError();

@@ -22,14 +22,14 @@ __device__ __forceinline__ int side_quantized(const alrd_gpu_side &s, int n) {
     return n > s.R ? n - s.R : 0;
 }
 
+/* Tokens of a value unit of a tiled side: a decode step's (gpu_attn_kivi.cu), two 16-token mma sub-tiles */
+#define TILED_VUNIT 32
+
 /* Where code (token s, channel c) of a tiled side lives (gpu_ops.h), within
  * its sequence: the word and bit of its low bits (all of them below 3
  * bits), the word and bit of its third bit (3 bits), and the index of its
  * scale and zero. The attention kernel reads the same places fragment by
  * fragment, the writers in gpu_ops.cu fill them a lane's half-words at once. */
-/* Tokens of a value unit of a tiled side: a decode step's (gpu_attn_kivi.cu), two 16-token mma sub-tiles */
-#define TILED_VUNIT 32
-
 struct tile_loc {
     size_t w, w1, gi;
     int sh, sh1;

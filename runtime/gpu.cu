@@ -66,7 +66,7 @@ struct gpu_weights {
     float *final_norm;   /* [H] fp32 RMSNorm gamma before lm_head */
     float *cos_tab;      /* [N][hd/2] fp32 RoPE cos(p * inv_freq[i]) */
     float *sin_tab;      /* [N][hd/2] fp32 RoPE sin(p * inv_freq[i]) */
-    uint32_t *rope_tile; /* the tiled attention kernel's RoPE rows (alrd_gpu_attn_rope_tiles), hd 64 or 128 */
+    uint32_t *rope_tile; /* the tiled attention kernel's RoPE tables (alrd_gpu_attn_rope_tiles), NULL at other hd */
     size_t bytes;        /* device bytes of the weights (alrd_gpu_info.weight_bytes) */
 };
 
@@ -399,8 +399,8 @@ static int engine_init(alrd_gpu *g, const alrd_config *cfg, int group_heads, con
     free(ct);
     free(stb);
     if (rc) return -1;
-    if (g->hd == 64 || g->hd == 128) {
-        if (dalloc(g, &g->w.rope_tile, 4 * alrd_gpu_attn_rope_tile_words(o->max_ctx, g->hd), err, "rope")) return -1;
+    if (dalloc(g, &g->w.rope_tile, 4 * alrd_gpu_attn_rope_tile_words(o->max_ctx, g->hd), err, "rope")) return -1;
+    if (g->w.rope_tile) {
         const int e = alrd_gpu_attn_rope_tiles(g->w.cos_tab, g->w.sin_tab, o->max_ctx, g->hd, g->w.rope_tile, g->st);
         if (e) return cuerr(err, "RoPE tile rows", (cudaError_t)e);
     }
