@@ -3,9 +3,11 @@
  * the layer's cache:
  *   fp16 RoPE'd keys and fp16 values: attn_fp16_kernel (gpu_attn.cu);
  *   full-width keys quantised per channel (2/3/4/8 bits, pre-RoPE) or fp16
- *     keys with quantised values: attn_kivi_kernel (gpu_attn_kivi.cu);
- *   latent keys K = RoPE(latent . A_k^T + b_k), reconstructed on the tensor
- *     cores: attn_latent_kernel (gpu_attn.cu), 2/4/16-bit latents;
+ *     keys with quantised values, and per-head latent keys quantised per
+ *     channel: attn_kivi_kernel (gpu_attn_kivi.cu);
+ *   latent keys K = RoPE(latent . A_k^T + b_k) of groups of KV heads,
+ *     reconstructed on the tensor cores: attn_latent_kernel (gpu_attn.cu),
+ *     2/4/16-bit latents;
  *   what none of these covers: the older block-synchronous kernels.
  * Every kernel splits the sequence (flash-decoding) and writes per-split
  * (max, sum, unnormalised mix); a second kernel reduces the splits. Values of
@@ -52,11 +54,13 @@ size_t alrd_gpu_attn_ak_halves(int n_kv, int hd, int kr);
 int alrd_gpu_attn_pack_ak(const uint16_t *kA, int n_kv, int hd, int kr, uint16_t *kAf, void *stream);
 
 /* Does a layer of this shape decode on the tiled kernel (gpu_attn_kivi.cu:
- * full-width keys, KIVI-quantised per channel or fp16, values of any width
- * up to hd)? Then *kfw / *vfw are the block widths its quantised sides take
- * in alrd_gpu_side_tile (0: a side that stays as it is). */
-int alrd_gpu_attn_tiled(int hd, int n_heads, int n_kv, int kmode, int kb, int vb, int kivi, int G, int R, int vr,
-                        int group_heads, int *kfw, int *vfw);
+ * full-width keys, KIVI-quantised per channel or fp16, or per-head latent
+ * keys of rank kr (a multiple of 16) KIVI-quantised per channel; values of
+ * any width up to hd)? Then *kfw / *vfw are the block widths its quantised
+ * sides take in alrd_gpu_side_tile, latent keys in the latent order (0: a
+ * side that stays as it is). */
+int alrd_gpu_attn_tiled(int hd, int n_heads, int n_kv, int kmode, int kb, int vb, int kivi, int G, int R, int kr,
+                        int vr, int group_heads, int *kfw, int *vfw);
 
 /* The tiled kernel's RoPE tables, made on the device from the fp32 ones ([max_ctx][hd/2]): the keys'
  * rotations by their offset in a 16-token tile, then one row per tile (position 16 r) of the query's, both

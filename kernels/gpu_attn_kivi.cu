@@ -1,7 +1,16 @@
-/* gpu_attn_kivi: decode attention over caches of full-width keys (no key
- * decomposition): KIVI-quantised pre-RoPE keys at 2, 3, 4 or 8 bits per
- * channel, or fp16 RoPE'd keys, with values at 2, 3, 4, 8 bits per token or
- * fp16, full width or a latent group's (vr <= head dim).
+/* gpu_attn_kivi: decode attention over caches of full-width keys -- KIVI-
+ * quantised pre-RoPE keys at 2, 3, 4 or 8 bits per channel, or fp16 RoPE'd
+ * keys -- or of per-head latent keys (K = L A_k^T + b_k, the latents L
+ * KIVI-quantised at 2, 3, 4 or 8 bits), with values at 2, 3, 4, 8 bits per
+ * token or fp16, full width or a latent group's (vr <= head dim).
+ *
+ * Latent keys (KL): the latent side is tiled in the latent order (gpu_ops.h),
+ * so a lane's words decode into the A operand of K = L A_k^T (tokens as
+ * rows); each 16-token tile's keys are reconstructed on the tensor cores, in
+ * a run-time loop over the rank's k-steps (registers do not grow with rank),
+ * against the head's A_k held in shared memory (one bulk copy a block), and
+ * leave the accumulators as the same fp16 pairs the quantised full-width keys
+ * decode to: RoPE and S = Q K^T below are shared.
  *
  * The quantised sides are kept in the tiled layout (gpu_ops.h): the codes of
  * a 16-token tile sit in the order of this kernel's mma fragments, so a lane
@@ -62,7 +71,8 @@ static int vrow_stride(int vw) { return (vw / 8) % 2 ? vw + 16 : vw + 8; }
 
 typedef struct {
     int vw, vstr, kstr;   /* value width; fp16 value / key row strides in a stage (halves) */
-    int kslots;           /* key groups (scale and zero rows of hd halves) a stage holds */
+    int kfw;              /* key block width: the head dim, or a latent group's rank (latent keys) */
+    int kslots;           /* key groups (scale and zero rows of kfw halves) a stage holds */
     int ksl_h, ksl_nt;    /* the row of half h's n-tile nt: h * ksl_h + nt * ksl_nt */
     int kmerge;           /* a step's keys are one chunk's contiguous tiles and groups: 3 copies, not 6 */
     int vng;              /* value groups one block's columns span, at most */
@@ -70,6 +80,8 @@ typedef struct {
     int kc, ksz, rope;    /* stage words: key codes (or fp16 rows), key scales then zeros, 2 RoPE tile rows */
     int vc, vsz;          /* value codes (or fp16 rows), value scales then zeros */
     int bars;             /* byte offset of the warps' stage mbarriers ([KW][NST], 8 bytes each) */
+    int abuf, abias, abar; /* latent keys: byte offsets of the head's A_k (alrd_gpu_attn_pack_ak's order), of
+                              its k_proj bias (fp32, hd; -1: none) and of their mbarrier */
     int npg_log2;         /* the folded value path (vals_fold): log2 of its n-tiles per value group; -1: not taken */
     size_t wbytes, total; /* one warp's ring; the block's dynamic shared memory */
     alrd_fdiv kR, kG, vR, vG;
@@ -279,7 +291,48 @@ __device__ __forceinline__ void vals_fold(float (&o)[HD / 8][2], float (&zacc)[2
     }
 }
 
-template <int HD, int KB, int VB>
+/* Latent keys: one k-step (16 latent channels) of K = L A_k^T for a 16-token tile, the A operand (tokens as
+ * rows) decoded from the lane's words of the latent order (gpu_ops.h: slot 4k + 2(token >= 8) + h) with the
+ * pairs' scales and zeros of token g's group (sg, zg: pairs 2k, 2k + 1) and of token g + 8's (s8, z8); kw: the
+ * lane's first word of the tile ([word][32 lanes]), nwl: its words before the plane of third bits */
+template <int KB>
+__device__ __forceinline__ void lat_operand(const uint32_t *kw, int k, int nwl, uint2 sg, uint2 zg, uint2 s8, uint2 z8,
+                                            uint32_t (&a)[4]) {
+    uint32_t x[4];
+    if constexpr (KB == 8) {
+        const uint32_t w0 = kw[64 * k], w1 = kw[64 * k + 32];
+#pragma unroll
+        for (int j = 0; j < 4; j++) x[j] = code_pair<8>(j < 2 ? w0 : w1, j);
+    } else {
+        const uint32_t w = KB == 4 ? kw[32 * k] : kw[32 * (k >> 1)] >> (8 * (k & 1));
+#pragma unroll
+        for (int j = 0; j < 4; j++) x[j] = code_pair<KB>(w, j);
+        if constexpr (KB == 3) {
+            const uint32_t pw = kw[32 * (nwl + (k >> 2))] >> (4 * (k & 3));
+#pragma unroll
+            for (int j = 0; j < 4; j++) x[j] |= ((pw >> j) & 0x00010001u) << 2;
+        }
+    }
+    /* slots j = 2 (token >= 8) + h: a0 (g, h 0), a1 (g + 8, h 0), a2 (g, h 1), a3 (g + 8, h 1) */
+    a[0] = hfma2u(hsub2u(x[0], code_magic<KB>(0)), sg.x, zg.x);
+    a[2] = hfma2u(hsub2u(x[1], code_magic<KB>(1)), sg.y, zg.y);
+    a[1] = hfma2u(hsub2u(x[2], code_magic<KB>(2)), s8.x, z8.x);
+    a[3] = hfma2u(hsub2u(x[3], code_magic<KB>(3)), s8.y, z8.y);
+}
+/* acc (tokens x the head's channels, fp32) += A (a k-step of latents) A_k^T's k-step k, from the head's packed A_k
+ * in shared memory (as: its shared-space address) by ldmatrix.x4 per pair of n-tiles */
+template <int HD>
+__device__ __forceinline__ void lat_mma(float (&acc)[HD / 8][4], const uint32_t (&a)[4], unsigned as, int k, int lane) {
+#pragma unroll
+    for (int np = 0; np < HD / 16; np++) {
+        uint32_t b0, b1, b2, b3;
+        ldsm_x4(b0, b1, b2, b3, as + 2u * (unsigned)(((k * (HD / 16) + np) * 32 + lane) * 8));
+        mma16816(acc[2 * np], a[0], a[1], a[2], a[3], b0, b1);
+        mma16816(acc[2 * np + 1], a[0], a[1], a[2], a[3], b2, b3);
+    }
+}
+
+template <int HD, int KB, int VB, bool KL>
 __global__ void __launch_bounds__(KW * 32, HD == 64 ? 4 : 2)
     attn_kivi_kernel(alrd_gpu_attn_layer L, kplan P, const uint16_t *q16, const int *pos, int nsplit, int vw_max,
                      float *work) {
@@ -292,17 +345,35 @@ __global__ void __launch_bounds__(KW * 32, HD == 64 ? 4 : 2)
     const int sp = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z;
     const int per_kv = L.n_heads / L.n_kv, h0 = kvh * per_kv;
     const int vw = P.vw, nvt = vw / 8, vblk = L.vr > 0 ? kvh / L.group_heads : kvh, vc0 = vblk * vw;
+    const int kfw = KL ? P.kfw : HD, kblk = KL ? kvh / L.group_heads : kvh; /* the key block (head or group) */
     const alrd_gpu_side &ks = L.ks, &vs = L.vs;
+    const unsigned ring_s0 = (unsigned)__cvta_generic_to_shared(smem);
+    /* latent keys: the head's A_k (and k_proj bias) into the block's shared memory once, on a barrier of their own,
+     * requested before pdl_wait (a weight: the kernel before this one is still finishing) */
+    const unsigned abar = ring_s0 + (unsigned)P.abar, as = ring_s0 + (unsigned)P.abuf;
+    if constexpr (KL) {
+        if (tid == 0) mbar_init(abar, 1u);
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+        __syncthreads();
+        if (warp == 0 && elect_one()) {
+            const unsigned an = 2u * HD * (unsigned)L.kr, bn = P.abias >= 0 ? 4u * HD : 0u;
+            mbar_arrive_tx(abar, an + bn);
+            bulk_copy(as, L.kAf + (size_t)kvh * HD * L.kr, an, abar);
+            if (bn) bulk_copy(ring_s0 + (unsigned)P.abias, L.bk + (size_t)kvh * HD, bn, abar);
+        }
+    }
     pdl_trigger();
     pdl_wait();
     const int n = pos[b] + 1;
     int t0, t1;
     float *wml, *wacc;
-    if (!split_begin(n, nsplit, sp, L.n_heads, b, h0, vw_max, work, t0, t1, wml, wacc)) return;
+    if (!split_begin(n, nsplit, sp, L.n_heads, b, h0, vw_max, work, t0, t1, wml, wacc)) {
+        if constexpr (KL) mbar_wait(abar, 0u); /* no copy outlives the block */
+        return;
+    }
     const int kq = KQ ? n - fdiv_r(n, P.kR) : 0; /* keys: whole chunks of R quantised */
     const int vq = VQ ? max(0, n - vs.R) : 0;    /* values: all but the last R */
     uint32_t *ring = reinterpret_cast<uint32_t *>(smem + warp * P.wbytes);
-    const unsigned ring_s0 = (unsigned)__cvta_generic_to_shared(smem);
 
     const uint32_t *kcw = KQ ? ks.codes + (size_t)b * ks.seq_words : nullptr;
     const uint16_t *ksc = KQ ? ks.scales + (size_t)b * ks.seq_groups : nullptr;
@@ -355,16 +426,16 @@ __global__ void __launch_bounds__(KW * 32, HD == 64 ? 4 : 2)
         if (elect_one()) {
             unsigned total = 0;
             if constexpr (KQ) {
-                const unsigned kn = HD * 2u; /* bytes of one key group's scales (or zeros) */
+                const unsigned kn = kfw * 2u; /* bytes of one key group's scales (or zeros) */
                 const unsigned zo = 4u * P.ksz + P.kslots * kn;
                 for (int h = 0; h < 2; h++) { /* P.kmerge: both halves in one chunk, copied as one */
                     const int th = ts + KT * h;
                     if (th >= kq || th >= t1 || (h && P.kmerge)) break;
                     const int ch = fdiv_q(th, P.kR), tin = th - ch * (int)P.kR.d;
-                    const int go = ch * (int)ks.unit_groups + (kvh * ks.ng + fdiv_q(tin, P.kG)) * HD;
+                    const int go = ch * (int)ks.unit_groups + (kblk * ks.ng + fdiv_q(tin, P.kG)) * kfw;
                     const unsigned cn = (P.kmerge ? 8u : 4u) * ks.bw, gn = (P.kmerge ? P.kslots : P.ksl_h) * kn;
                     bulk_copy(st + 4u * (P.kc + h * ks.bw),
-                              kcw + ch * (int)ks.unit_words + (kvh * ((int)P.kR.d / KT) + (tin >> 4)) * ks.bw, cn, bar);
+                              kcw + ch * (int)ks.unit_words + (kblk * ((int)P.kR.d / KT) + (tin >> 4)) * ks.bw, cn, bar);
                     bulk_copy(st + 4u * P.ksz + h * gn, ksc + go, gn, bar);
                     bulk_copy(st + zo + h * gn, kze + go, gn, bar);
                     total += cn + 2 * gn;
@@ -398,6 +469,7 @@ __global__ void __launch_bounds__(KW * 32, HD == 64 ? 4 : 2)
         }
 #pragma unroll 1
     for (int i = 0; i < NST - 1; i++) issue(i);
+    if constexpr (KL) mbar_wait(abar, 0u);
 
     /* Q: row gid = query head h0 + gid (rows >= per_kv and gid + 8 zero: per_kv <= 8), channels
      * kk*16 + 2*t4 + {0, 1, 8, 9}; fp16 keys take qa as it is, quantised keys rotate it per tile */
@@ -455,9 +527,46 @@ __global__ void __launch_bounds__(KW * 32, HD == 64 ? 4 : 2)
                         }
                 }
                 const bool quant = th < kq;
+                float acc[KL ? NT : 1][4]; /* latent keys: the half's K (tokens g, g + 8; the head's channels) */
+                if constexpr (KL) {
+                    const float *bias = P.abias >= 0 ? reinterpret_cast<const float *>(smem + P.abias) : nullptr;
+#pragma unroll
+                    for (int nt = 0; nt < NT; nt++) {
+                        const float2 bb = bias ? *reinterpret_cast<const float2 *>(bias + 8 * nt + 2 * t4)
+                                               : make_float2(0.0f, 0.0f);
+                        acc[nt][0] = acc[nt][2] = bb.x, acc[nt][1] = acc[nt][3] = bb.y;
+                    }
+                    const int nks = kfw >> 4;
+                    if (quant) {
+                        const uint32_t *kw = st + P.kc + h * ks.bw + lane;
+                        const uint32_t *sg = st + P.ksz + h * P.ksl_h * (kfw / 2) + t4 * (kfw / 8);
+                        const uint32_t *s8 = sg + P.ksl_nt * (kfw / 2), zo = P.kslots * (kfw / 2);
+                        const int nwl = lat_words(kfw, KB == 3 ? 2 : KB);
+#pragma unroll 1
+                        for (int k = 0; k < nks; k++) {
+                            uint32_t a[4];
+                            lat_operand<KB>(kw, k, nwl, *reinterpret_cast<const uint2 *>(sg + 2 * k),
+                                            *reinterpret_cast<const uint2 *>(sg + zo + 2 * k),
+                                            *reinterpret_cast<const uint2 *>(s8 + 2 * k),
+                                            *reinterpret_cast<const uint2 *>(s8 + zo + 2 * k), a);
+                            lat_mma<HD>(acc, a, as, k, lane);
+                        }
+                    } else { /* the residual chunk: fp16 latent rows of the ring, token th + j in row th - kq + j */
+                        const uint16_t *rg = ks.ring + (size_t)b * ks.seq_ring + (size_t)kblk * kfw + 2 * t4;
+                        const bool ok0 = KT * h + gid < nv, ok8 = KT * h + gid + 8 < nv;
+                        const uint16_t *r0 = rg + (size_t)(th - kq + (ok0 ? gid : 0)) * ks.d;
+                        const uint16_t *r8 = rg + (size_t)(th - kq + (ok8 ? gid + 8 : 0)) * ks.d;
+#pragma unroll 1
+                        for (int k = 0; k < nks; k++) {
+                            const uint32_t a[4] = {ok0 ? ld32(r0 + 16 * k) : 0u, ok8 ? ld32(r8 + 16 * k) : 0u,
+                                                   ok0 ? ld32(r0 + 16 * k + 8) : 0u, ok8 ? ld32(r8 + 16 * k + 8) : 0u};
+                            lat_mma<HD>(acc, a, as, k, lane);
+                        }
+                    }
+                }
                 const uint16_t *rg = ks.ring + (size_t)b * ks.seq_ring + (size_t)kvh * HD;
                 uint32_t ksc[NP], kze[NP]; /* the lane's scales and zeros of the n-tile's key group */
-                if (quant) {
+                if (!KL && quant) {
                     const uint32_t *g = st + P.ksz + h * P.ksl_h * (HD / 2) + t4 * NP;
                     lds_words<NP>(ksc, g), lds_words<NP>(kze, g + P.kslots * (HD / 2));
                 }
@@ -465,7 +574,10 @@ __global__ void __launch_bounds__(KW * 32, HD == 64 ? 4 : 2)
                 for (int nt = 0; nt < 2; nt++) {
                     const int jt = nt * 8 + gid;
                     uint32_t kp[NP];
-                    if (quant) {
+                    if constexpr (KL) {
+#pragma unroll
+                        for (int pi = 0; pi < NP; pi++) kp[pi] = pack2(acc[pi][2 * nt], acc[pi][2 * nt + 1]);
+                    } else if (quant) {
                         if (nt == 1 && P.ksl_nt) { /* G = 8: a group a n-tile */
                             const uint32_t *g = st + P.ksz + (h * P.ksl_h + 1) * (HD / 2) + t4 * NP;
                             lds_words<NP>(ksc, g), lds_words<NP>(kze, g + P.kslots * (HD / 2));
@@ -662,13 +774,21 @@ __global__ void rope_tile_kernel(const float *cos_tab, const float *sin_tab, int
 
 static int side_bits_ok(int bits) { return bits == 2 || bits == 3 || bits == 4 || bits == 8 || bits == 16; }
 
+/* latent keys: the largest A_k of a head (hd x kr fp16) the block keeps in shared memory. Only per-head latents
+ * (group_heads 1) take this kernel: with a block per KV head, a group of 3 decoded the whole group's latents in
+ * each of its blocks and was slower than attn_latent_kernel at every depth and batch
+ * (docs/results/latent-kivi-h100/oldnew-grouped-first-cut-table.txt) */
+#define LAT_A_BYTES (64 * 1024)
+
 extern "C" int alrd_gpu_attn_tiled(int hd, int n_heads, int n_kv, int kmode, int kb, int vb, int kivi, int G, int R,
-                                   int vr, int group_heads, int *kfw, int *vfw) {
+                                   int kr, int vr, int group_heads, int *kfw, int *vfw) {
     *kfw = *vfw = 0;
     if ((hd != 64 && hd != 128) || n_kv <= 0 || n_heads % n_kv || n_heads / n_kv > 8) return 0;
     if (!side_bits_ok(kb) || !side_bits_ok(vb)) return 0;
-    if (kmode == ALRD_GPU_K_FULL) {
+    if (kmode == ALRD_GPU_K_FULL || kmode == ALRD_GPU_K_LATENT) {
         if (kb == 16 || !kivi || R <= 0 || R % KT || (G % 16 && G != 8) || G > R) return 0;
+        if (kmode == ALRD_GPU_K_LATENT && (kr <= 0 || kr % 16 || 2 * hd * kr > LAT_A_BYTES || group_heads != 1))
+            return 0;
     } else if (kmode == ALRD_GPU_K_ROPED) {
         if (kb != 16 || vb == 16) return 0; /* fp16 keys and values: the fp16 kernel */
     } else {
@@ -677,7 +797,7 @@ extern "C" int alrd_gpu_attn_tiled(int hd, int n_heads, int n_kv, int kmode, int
     const int vw = vr > 0 ? vr : hd;
     if (vw > hd || vw % 8 || (vr > 0 && (group_heads <= 0 || n_kv % group_heads))) return 0;
     if (vb < 16 && (G <= 0 || G % 8)) return 0;
-    *kfw = kmode == ALRD_GPU_K_FULL ? hd : 0;
+    *kfw = kmode == ALRD_GPU_K_FULL ? hd : kmode == ALRD_GPU_K_LATENT ? kr : 0;
     *vfw = vb < 16 ? vw : 0;
     return 1;
 }
@@ -686,6 +806,7 @@ static int make_kplan(const alrd_gpu_attn_layer *L, kplan *p) {
     const alrd_gpu_side *k = &L->ks, *v = &L->vs;
     const int hd = L->hd, kb = k->bits, vb = v->bits;
     memset(p, 0, sizeof *p);
+    p->kfw = L->kmode == ALRD_GPU_K_LATENT ? L->kr : hd;
     p->vw = L->vr > 0 ? L->vr : hd;
     p->vstr = vrow_stride(p->vw);
     p->kstr = hd + 8;
@@ -700,7 +821,7 @@ static int make_kplan(const alrd_gpu_attn_layer *L, kplan *p) {
             p->kslots = 2 * ngt, p->ksl_h = ngt, p->ksl_nt = ngt == 2;
         words += 2 * k->bw;
         p->ksz = words;
-        words += p->kslots * hd; /* scales then zeros, kslots * hd/2 words each */
+        words += p->kslots * p->kfw; /* scales then zeros, kslots * kfw/2 words each */
         p->rope = words;
         words += hd; /* two RoPE tile rows of hd/2 words */
     } else {
@@ -725,9 +846,17 @@ static int make_kplan(const alrd_gpu_attn_layer *L, kplan *p) {
     p->wbytes = 4 * (size_t)p->stage * nst;
     const size_t merge = 4 * (size_t)KW * 16 * (2 + p->vw) + 4 * KW * 16; /* merge_warps' (max, sum), O and weights */
     if (kb < 16) p->wbytes += 4 * 8 * (size_t)hd; /* the keys' in-tile RoPE table after the stages */
-    p->total = KW * p->wbytes > merge ? KW * p->wbytes : merge;
+    size_t top = KW * p->wbytes; /* latent keys: the head's A_k and bias after the rings (merge_warps syncs first) */
+    p->abias = -1;
+    if (L->kmode == ALRD_GPU_K_LATENT) {
+        p->abuf = (int)top;
+        top += 2 * (size_t)hd * L->kr;
+        if (L->bk) p->abias = (int)top, top += 4 * (size_t)hd;
+    }
+    p->total = top > merge ? top : merge;
     p->bars = (int)((p->total + 15) & ~(size_t)15);
-    p->total = p->bars + 8 * KW * nst;
+    p->abar = p->bars + 8 * KW * nst;
+    p->total = p->abar + 8;
     p->kR = alrd_fdiv_make(kb < 16 ? k->R : 1);
     p->kG = alrd_fdiv_make(kb < 16 ? k->G : 1);
     p->vR = alrd_fdiv_make(vb < 16 && v->R > 0 ? v->R : 1);
@@ -746,9 +875,12 @@ static int make_kplan(const alrd_gpu_attn_layer *L, kplan *p) {
 int attn_kivi_ok(const alrd_gpu_attn_layer *L) {
     int kfw, vfw;
     if (!alrd_gpu_attn_tiled(L->hd, L->n_heads, L->n_kv, L->kmode, L->ks.bits, L->vs.bits, L->ks.per_channel, L->ks.G,
-                             L->ks.R, L->vr, L->group_heads, &kfw, &vfw))
+                             L->ks.R, L->kr, L->vr, L->group_heads, &kfw, &vfw))
         return 0;
+    const int lat = L->kmode == ALRD_GPU_K_LATENT;
     if (L->ks.fw != kfw || L->vs.fw != vfw || (vfw && L->vs.per_channel)) return 0; /* the sides are tiled for it */
+    if (kfw && L->ks.lat != lat) return 0;
+    if (lat && !L->kAf) return 0;
     if (kfw && !L->rope_tile) return 0;
     if (kfw && (L->ks.seq_words >= (1u << 31) || L->ks.seq_groups >= (1u << 31))) return 0;
     if (vfw && (L->vs.seq_words >= (1u << 31) || L->vs.seq_groups >= (1u << 31))) return 0;
@@ -757,28 +889,36 @@ int attn_kivi_ok(const alrd_gpu_attn_layer *L) {
 
 typedef void (*kivi_fn)(alrd_gpu_attn_layer, kplan, const uint16_t *, const int *, int, int, float *);
 
-template <int HD, int KB> static kivi_fn pick_vb(int vb) {
+template <int HD, int KB, bool KL> static kivi_fn pick_vb(int vb) {
     switch (vb) {
-    case 2: return attn_kivi_kernel<HD, KB, 2>;
-    case 3: return attn_kivi_kernel<HD, KB, 3>;
-    case 4: return attn_kivi_kernel<HD, KB, 4>;
-    case 8: return attn_kivi_kernel<HD, KB, 8>;
+    case 2: return attn_kivi_kernel<HD, KB, 2, KL>;
+    case 3: return attn_kivi_kernel<HD, KB, 3, KL>;
+    case 4: return attn_kivi_kernel<HD, KB, 4, KL>;
+    case 8: return attn_kivi_kernel<HD, KB, 8, KL>;
     case 16:
-        if constexpr (KB < 16) return attn_kivi_kernel<HD, KB, 16>; /* fp16 keys and values: the fp16 kernel */
+        if constexpr (KB < 16) return attn_kivi_kernel<HD, KB, 16, KL>; /* fp16 keys and values: the fp16 kernel */
     }
     return nullptr;
 }
-template <int HD> static kivi_fn pick_kb(int kb, int vb) {
+template <int HD, bool KL> static kivi_fn pick_kb(int kb, int vb) {
     switch (kb) {
-    case 2: return pick_vb<HD, 2>(vb);
-    case 3: return pick_vb<HD, 3>(vb);
-    case 4: return pick_vb<HD, 4>(vb);
-    case 8: return pick_vb<HD, 8>(vb);
-    case 16: return pick_vb<HD, 16>(vb);
+    case 2: return pick_vb<HD, 2, KL>(vb);
+    case 3: return pick_vb<HD, 3, KL>(vb);
+    case 4: return pick_vb<HD, 4, KL>(vb);
+    case 8: return pick_vb<HD, 8, KL>(vb);
+    case 16:
+        if constexpr (!KL) return pick_vb<HD, 16, KL>(vb); /* latent keys are quantised here */
     }
     return nullptr;
 }
-static kivi_fn pick_kivi(int hd, int kb, int vb) { return hd == 64 ? pick_kb<64>(kb, vb) : pick_kb<128>(kb, vb); }
+/* the instance for head dim hd, key and value bits kb, vb; latent keys (lat) or full-width ones */
+static kivi_fn pick_kivi(int hd, int kb, int vb, int lat) {
+    if (lat) return hd == 64 ? pick_kb<64, true>(kb, vb) : pick_kb<128, true>(kb, vb);
+    return hd == 64 ? pick_kb<64, false>(kb, vb) : pick_kb<128, false>(kb, vb);
+}
+static kivi_fn pick_layer(const alrd_gpu_attn_layer *L) {
+    return pick_kivi(L->hd, L->ks.bits, L->vs.bits, L->kmode == ALRD_GPU_K_LATENT);
+}
 
 size_t attn_kivi_smem(const alrd_gpu_attn_layer *L) {
     kplan p;
@@ -787,19 +927,20 @@ size_t attn_kivi_smem(const alrd_gpu_attn_layer *L) {
 }
 
 const void *attn_kivi_fn(const alrd_gpu_attn_layer *L) {
-    return (const void *)pick_kivi(L->hd, L->ks.bits, L->vs.bits);
+    return (const void *)pick_layer(L);
 }
 
 int attn_kivi_prepare(size_t bytes) {
     static const int bits[] = {2, 3, 4, 8, 16};
     for (int hd = 64; hd <= 128; hd *= 2)
         for (int kb : bits)
-            for (int vb : bits) {
-                kivi_fn f = pick_kivi(hd, kb, vb);
-                if (!f) continue;
-                cudaError_t e = cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
-                if (e != cudaSuccess) return (int)e;
-            }
+            for (int vb : bits)
+                for (int lat = 0; lat < 2; lat++) {
+                    kivi_fn f = pick_kivi(hd, kb, vb, lat);
+                    if (!f) continue;
+                    cudaError_t e = cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+                    if (e != cudaSuccess) return (int)e;
+                }
     return 0;
 }
 
@@ -807,7 +948,7 @@ int attn_kivi_launch(const alrd_gpu_attn_layer *L, const uint16_t *q16, const in
                      float *work, cudaStream_t st) {
     kplan p;
     make_kplan(L, &p);
-    return launch_pdl(pick_kivi(L->hd, L->ks.bits, L->vs.bits), dim3(nsplit, L->n_kv, B), KW * 32, p.total, st, *L, p,
+    return launch_pdl(pick_layer(L), dim3(nsplit, L->n_kv, B), KW * 32, p.total, st, *L, p,
                       q16, pos, nsplit, vw_max, work);
 }
 

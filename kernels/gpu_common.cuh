@@ -30,6 +30,11 @@ __device__ __forceinline__ int side_quantized(const alrd_gpu_side &s, int n) {
  * bits), the word and bit of its third bit (3 bits), and the index of its
  * scale and zero. The attention kernel reads the same places fragment by
  * fragment, the writers in gpu_ops.cu fill them a lane's half-words at once. */
+/* A lane's words of codes in a tile of the latent order (low two bits for 3 bits: b2 = 2), of its plane of
+ * third bits: fw / 16 k-steps of 4 slots each */
+__host__ __device__ constexpr int lat_words(int fw, int b2) { return (fw / 16 * b2 + 3) / 4; }
+__host__ __device__ constexpr int lat_plane_words(int fw) { return (fw / 16 + 3) / 4; }
+
 struct tile_loc {
     size_t w, w1, gi;
     int sh, sh1;
@@ -43,10 +48,17 @@ __host__ __device__ __forceinline__ tile_loc tile_where(const alrd_gpu_side &sd,
         const int hd = c / fw, cc = c % fw, r = cc & 15, t = (r & 7) >> 1, half = r & 1, pi = (cc >> 4) * 2 + (r >> 3);
         const int np = fw / 8, nw = np * b2 / 16;
         const size_t base = (size_t)u * sd.unit_words + (size_t)(hd * (sd.R / 16) + (i >> 4)) * sd.bw;
-        L.w = base + (size_t)(jt * 4 + t) * nw + pi * b2 / 16;
-        L.sh = pi * b2 % 16 + 16 * half;
-        if (np <= 8) L.w1 = base + 64 * nw + (jt & 7) * 4 + t, L.sh1 = (jt >> 3) * 8 + pi + 16 * half;
-        else L.w1 = base + 64 * nw + jt * 4 + t, L.sh1 = pi + 16 * half;
+        if (sd.lat) { /* latent order: lane (jt % 8, t)'s slot 4k + 2(jt / 8) + h, words [word][32 lanes] */
+            const int lane = (jt & 7) * 4 + t, slot = 4 * (pi >> 1) + 2 * (jt >> 3) + (pi & 1);
+            L.w = base + (size_t)(slot * b2 / 16) * 32 + lane;
+            L.sh = slot * b2 % 16 + 16 * half;
+            L.w1 = base + (size_t)(lat_words(fw, b2) + slot / 16) * 32 + lane, L.sh1 = slot % 16 + 16 * half;
+        } else {
+            L.w = base + (size_t)(jt * 4 + t) * nw + pi * b2 / 16;
+            L.sh = pi * b2 % 16 + 16 * half;
+            if (np <= 8) L.w1 = base + 64 * nw + (jt & 7) * 4 + t, L.sh1 = (jt >> 3) * 8 + pi + 16 * half;
+            else L.w1 = base + 64 * nw + jt * 4 + t, L.sh1 = pi + 16 * half;
+        }
         L.gi = (size_t)u * sd.unit_groups + ((size_t)(hd * sd.ng + i / sd.G) * 4 + t) * np * 2 + pi * 2 + half;
     } else { /* values: lane (g, t) holds channels g + 8j of token pairs t and t + 4 of a 16-token sub-tile */
         const long u = s / TILED_VUNIT;

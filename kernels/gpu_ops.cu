@@ -53,12 +53,14 @@ extern "C" void alrd_gpu_side_init(alrd_gpu_side *s, int d, int bits, int per_ch
 }
 
 #define TILED_TOKEN_MAX 8192 /* channels of a tiled per-token side (quant_token_tiled's shared memory) */
-extern "C" int alrd_gpu_side_tile(alrd_gpu_side *s, int fw, int max_ctx, size_t *units) {
+extern "C" int alrd_gpu_side_tile(alrd_gpu_side *s, int fw, int lat, int max_ctx, size_t *units) {
     if (s->bits == 16 || fw <= 0 || s->d % fw || (!s->per_channel && s->d > TILED_TOKEN_MAX)) return -1;
+    if (lat && !s->per_channel) return -1;
     const int b2 = s->bits == 3 ? 2 : s->bits;
     if (s->per_channel) {
-        if ((fw != 64 && fw != 128) || s->R % 16) return -1;
-        s->bw = 64 * (fw / 8 * b2 / 16) + (s->bits == 3 ? (fw <= 64 ? 32 : 64) : 0);
+        if (s->R % 16 || (lat ? fw % 16 : fw != 64 && fw != 128)) return -1;
+        if (lat) s->bw = 32 * (lat_words(fw, b2) + (s->bits == 3 ? lat_plane_words(fw) : 0));
+        else s->bw = 64 * (fw / 8 * b2 / 16) + (s->bits == 3 ? (fw <= 64 ? 32 : 64) : 0);
         s->unit_words = (size_t)(s->d / fw) * (s->R / 16) * s->bw;
         *units = (size_t)(max_ctx / s->R);
     } else {
@@ -70,6 +72,7 @@ extern "C" int alrd_gpu_side_tile(alrd_gpu_side *s, int fw, int max_ctx, size_t 
         *units = (size_t)((max_ctx + TILED_VUNIT - 1) / TILED_VUNIT);
     }
     s->fw = fw;
+    s->lat = lat;
     s->seq_words = *units * s->unit_words;
     s->seq_groups = *units * s->unit_groups;
     return 0;
@@ -189,6 +192,35 @@ __device__ void quant_chunk_tiled(const alrd_gpu_side &sd, int b, int j, const S
         group_params(mn, mx, bits, &sc[k], &zr[k]);
     }
     __syncthreads();
+    if (sd.lat) { /* the latent order: a thread per (tile, group, lane, half), its slots in order */
+        for (int idx = threadIdx.x; idx < (R / 16) * nheads * 64; idx += blockDim.x) {
+            const int half = idx & 1, lane = (idx >> 1) & 31, rest = idx >> 6, hd = rest % nheads, tile = rest / nheads;
+            const int g = lane >> 2, t = lane & 3;
+            const tile_loc L0 = tile_where(sd, s0 + tile * 16 + g, hd * fw + 2 * t + half); /* slot 0 */
+            uint32_t w = 0, p1 = 0;
+            for (int slot = 0; slot < fw / 4; slot++) {
+                const int pi = 2 * (slot >> 2) + (slot & 1), jt = g + 8 * (slot >> 1 & 1);
+                const long s = s0 + tile * 16 + jt;
+                const int c = hd * fw + (pi >> 1) * 16 + 2 * t + (pi & 1) * 8 + half;
+                const size_t k = tile_where(sd, s, c).gi - (size_t)j * sd.unit_groups;
+                const float sf = h2f(sc[k]), zf = h2f(zr[k]);
+                const double inv_s = sf > 0.0f ? __drcp_rn((double)sf) : 0.0;
+                const uint32_t q = code_of(src.get(s, c), (double)zf, inv_s, top);
+                if (deq) deq[s * ld_deq + c] = f2h(dequant(q, sf, zf));
+                w |= (q & m2) << (slot * b2 % 16);
+                p1 |= (q >> 2 & 1u) << (slot % 16);
+                if ((slot + 1) * b2 % 16 == 0 || slot + 1 == fw / 4) {
+                    reinterpret_cast<uint16_t *>(codes + L0.w + 32 * (slot * b2 / 16))[half] = (uint16_t)w;
+                    w = 0;
+                }
+                if (bits == 3 && ((slot + 1) % 16 == 0 || slot + 1 == fw / 4)) {
+                    reinterpret_cast<uint16_t *>(codes + L0.w1 + 32 * (slot / 16))[half] = (uint16_t)p1;
+                    p1 = 0;
+                }
+            }
+        }
+        return;
+    }
     for (int idx = threadIdx.x; idx < (R / 16) * nheads * 128; idx += blockDim.x) { /* (tile, head, token, lane, half) */
         const int half = idx & 1, t = (idx >> 1) & 3, jt = (idx >> 3) & 15, rest = idx >> 7;
         const int hd = rest % nheads, i = (rest / nheads) * 16 + jt;

@@ -22,6 +22,12 @@
  *     (16k + 2t + 8h, +1), pair i = 2k + h, the pair's first channel in the
  *     low 16 bits of a word and its second in the high 16; scales/zeros
  *     [head][group][4 lanes t][pair i][2];
+ *   per channel, latent order (latent keys, `lat`, fw = a group's rank, a
+ *     multiple of 16): the A operand of the key reconstruction, lane (g, t)
+ *     takes tokens g and g + 8 and latent channel pairs (16k + 2t + 8h, +1):
+ *     a tile's words [word][32 lanes], the lane's slots 4k + 2(token >= 8) + h
+ *     packed bits apiece from bit 0 of word 0 on (each half as above);
+ *     scales/zeros as above;
  *   per token (values, fw = value width of one head or latent group): units
  *     of 32 tokens (TILED_VUNIT), words [block][2 sub-tiles of 16 tokens]
  *     [8 lanes g][4 lanes t][2 halves h][ceil(fw*bits/128)]; word (g, t, h)
@@ -54,6 +60,7 @@ typedef struct {
     int cpw, wpr, ng;       /* codes per word; words and groups per run */
     int fw, bw;             /* tiled layout: block width (head dim or value width), a block's words per
                                tile (keys: one head's 16 tokens; values: one block's 16 tokens); 0 = packed */
+    int lat;                /* tiled per channel in the latent order (a latent group's 16 tokens a tile) */
     size_t unit_words, unit_groups;
     uint32_t *codes;        /* sequence b, unit u: codes + b*seq_words + u*unit_words */
     uint16_t *scales, *zeros;
@@ -70,9 +77,10 @@ void alrd_gpu_side_init(alrd_gpu_side *s, int d, int bits, int per_channel, int 
 
 /* Switches an initialised quantised side to the tiled layout of the tiled
  * attention kernel, blocks of fw channels (d % fw == 0; keys: R % 16 == 0,
- * fw 64 or 128; values: fw % 8 == 0, fw <= 128). Returns 0, or -1 (side
- * unchanged) when the side cannot be tiled. */
-int alrd_gpu_side_tile(alrd_gpu_side *s, int fw, int max_ctx, size_t *units);
+ * fw 64 or 128, or with lat a multiple of 16; values: fw % 8 == 0,
+ * fw <= 128). Returns 0, or -1 (side unchanged) when the side cannot be
+ * tiled. */
+int alrd_gpu_side_tile(alrd_gpu_side *s, int fw, int lat, int max_ctx, size_t *units);
 
 /* Tokens of n that sit in the quantised part of a side (0 for bits 16). */
 int alrd_gpu_side_quantized(const alrd_gpu_side *s, int n);

@@ -365,11 +365,11 @@ static int engine_init(alrd_gpu *g, const alrd_config *cfg, int group_heads, con
         alrd_gpu_side_init(&y->vs, y->dv, y->vb, 0, o->group_size, o->residual, 0, o->max_ctx, &units);
         int kfw, vfw; /* the tiled kernel's layout for the sides it reads */
         if (alrd_gpu_attn_tiled(g->hd, g->nh, g->nkv, y->kmode, y->kb, y->vb, o->use_kivi, o->group_size, o->residual,
-                                y->vr, g->group_heads, &kfw, &vfw)) {
+                                y->kr, y->vr, g->group_heads, &kfw, &vfw)) {
             alrd_gpu_side ks = y->ks, vs = y->vs; /* both sides or neither: the other kernels read the packed layout */
             size_t ku, vu;
-            if ((!kfw || !alrd_gpu_side_tile(&ks, kfw, o->max_ctx, &ku)) &&
-                (!vfw || !alrd_gpu_side_tile(&vs, vfw, o->max_ctx, &vu)))
+            if ((!kfw || !alrd_gpu_side_tile(&ks, kfw, y->kmode == ALRD_GPU_K_LATENT, o->max_ctx, &ku)) &&
+                (!vfw || !alrd_gpu_side_tile(&vs, vfw, 0, o->max_ctx, &vu)))
                 y->ks = ks, y->vs = vs;
         }
         if (side_alloc(g, &y->ks, err) || side_alloc(g, &y->vs, err)) return -1;
@@ -720,6 +720,10 @@ extern "C" int alrd_gpu_new_synthetic(alrd_gpu **out, const alrd_config *cfg, in
             ONES(y->w.ffn_norm, H))
             goto fail;
         if (y->kr && RF16(y->w.kA, (size_t)g->n_groups * gh * y->kr, sqrtf(3.0f / y->kr))) goto fail;
+        if (y->kr && o->synth_kbias &&
+            (dalloc(g, &y->w.bk_lat, 4 * (size_t)g->kvd, err, "weights") ||
+             alrd_gpu_fill_f32(y->w.bk_lat, g->kvd, 1.0f, 0.0f, ++sd, g->st)))
+            goto fail;
     }
 #undef RF16
 #undef ONES

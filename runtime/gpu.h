@@ -78,6 +78,7 @@ typedef struct {
     int graph;                  /* replay fused decode steps as a CUDA graph */
     int score;                  /* allocate the buffers of alrd_gpu_score */
     const alrd_gpu_knobs *knobs; /* copied at engine creation; NULL: alrd_gpu_knobs_from_env */
+    int synth_kbias;            /* alrd_gpu_new_synthetic: a random k_proj bias on the latent layers */
 } alrd_gpu_opts;
 
 typedef struct alrd_gpu alrd_gpu;

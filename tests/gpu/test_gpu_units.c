@@ -162,7 +162,8 @@ static int compare_side(const alrd_gpu_side *s, const alrd_kv_cache *c, int key,
 
 /* One cache configuration: prefill L0, chunked prefill L1, then `steps`
  * decode appends; GPU and CPU compared after each phase. */
-static void test_cache(int d, int kb, int vb, int G, int R, int use_kivi, int L0, int L1, int steps, int kfw, int vfw) {
+static void test_cache(int d, int kb, int vb, int G, int R, int use_kivi, int L0, int L1, int steps, int kfw, int klat,
+                       int vfw) {
     char what[200];
     int max_ctx = L0 + L1 + steps + 3;
     int dk = d, dv = vfw ? d : d + 8;
@@ -178,8 +179,8 @@ static void test_cache(int d, int kb, int vb, int G, int R, int use_kivi, int L0
     size_t units;
     alrd_gpu_side_init(&ks, dk, kb, use_kivi, G, R, 0, max_ctx, &units);
     alrd_gpu_side_init(&vs, dv, vb, 0, G, R, 0, max_ctx, &units);
-    if (kfw) CHECK(alrd_gpu_side_tile(&ks, kfw, max_ctx, &units) == 0, "keys d=%d tiled by %d", dk, kfw);
-    if (vfw) CHECK(alrd_gpu_side_tile(&vs, vfw, max_ctx, &units) == 0, "values d=%d tiled by %d", dv, vfw);
+    if (kfw) CHECK(alrd_gpu_side_tile(&ks, kfw, klat, max_ctx, &units) == 0, "keys d=%d tiled by %d", dk, kfw);
+    if (vfw) CHECK(alrd_gpu_side_tile(&vs, vfw, 0, max_ctx, &units) == 0, "values d=%d tiled by %d", dv, vfw);
     side_alloc(&ks, 1, 0);
     side_alloc(&vs, 1, 0);
     int W = dk + dv, total = L0 + L1 + steps;
@@ -206,8 +207,8 @@ static void test_cache(int d, int kb, int vb, int G, int R, int use_kivi, int L0
         p += T;
     }
     CU(cudaDeviceSynchronize());
-    snprintf(what, sizeof what, "cache d=%d kb=%d vb=%d G=%d R=%d kivi=%d tiled %d/%d after prefill %d+%d", d, kb, vb, G,
-             R, use_kivi, kfw, vfw, L0, L1);
+    snprintf(what, sizeof what, "cache d=%d kb=%d vb=%d G=%d R=%d kivi=%d tiled %d%s/%d after prefill %d+%d", d, kb, vb,
+             G, R, use_kivi, kfw, klat ? " latent" : "", vfw, L0, L1);
     compare_side(&ks, c, 1, p, what);
     compare_side(&vs, c, 0, p, what);
     for (int s = 0; s < steps; s++, p++) {
@@ -217,8 +218,8 @@ static void test_cache(int d, int kb, int vb, int G, int R, int use_kivi, int L0
                                                NULL));
     }
     CU(cudaDeviceSynchronize());
-    snprintf(what, sizeof what, "cache d=%d kb=%d vb=%d G=%d R=%d kivi=%d tiled %d/%d after %d decode steps", d, kb, vb,
-             G, R, use_kivi, kfw, vfw, steps);
+    snprintf(what, sizeof what, "cache d=%d kb=%d vb=%d G=%d R=%d kivi=%d tiled %d%s/%d after %d decode steps", d, kb, vb,
+             G, R, use_kivi, kfw, klat ? " latent" : "", vfw, steps);
     compare_side(&ks, c, 1, p, what);
     compare_side(&vs, c, 0, p, what);
     side_free(&ks);
@@ -238,6 +239,7 @@ typedef struct {
     int layers, hidden, heads, kv, hd, ffn, vocab;
     int group_heads, kr, vr;
     int kb, vb, G, R, kivi;
+    int kbias; /* a random k_proj bias on the latent layers */
 } engine_case;
 
 static alrd_gpu *make_engine(const engine_case *e, int n_seq, int max_ctx, int max_batch, int attn, int graph,
@@ -263,7 +265,7 @@ static alrd_gpu *make_engine(const engine_case *e, int n_seq, int max_ctx, int m
     }
     alrd_gpu_opts o = {.max_ctx = max_ctx, .max_batch = max_batch, .n_seq = n_seq, .k_bits = kb, .v_bits = vb,
                        .group_size = e->G, .residual = e->R, .use_kivi = e->kivi, .attn = attn, .graph = graph,
-                       .score = score};
+                       .score = score, .synth_kbias = e->kbias};
     alrd_gpu *g = NULL;
     alrd_error err;
     if (alrd_gpu_new_synthetic(&g, &c, e->group_heads, kr, vr, &o, 1234, &err)) {
@@ -529,52 +531,63 @@ int main(int argc, char **argv) {
     printf("== latent cache: GPU vs runtime/kv_cache.c (bit for bit)\n");
     int before = n_fail;
     if (!race) {
-        test_cache(40, 2, 2, 32, 64, 1, 150, 37, 140, 0, 0);
-        test_cache(40, 3, 4, 8, 32, 1, 5, 100, 70, 0, 0);
+        test_cache(40, 2, 2, 32, 64, 1, 150, 37, 140, 0, 0, 0);
+        test_cache(40, 3, 4, 8, 32, 1, 5, 100, 70, 0, 0, 0);
         /* the tiled layout (the KIVI kernel's): head dims 64 and 128, 3-bit planes, G = 8, latent value widths */
-        test_cache(128, 2, 2, 32, 64, 1, 150, 37, 140, 64, 64);
-        test_cache(128, 3, 3, 8, 32, 1, 5, 100, 70, 64, 64);
-        test_cache(256, 3, 3, 16, 32, 1, 40, 50, 60, 128, 128);
-        test_cache(256, 8, 4, 32, 128, 1, 300, 1, 200, 128, 128);
-        test_cache(120, 16, 2, 8, 64, 1, 65, 0, 70, 0, 40);
-        test_cache(80, 16, 4, 8, 32, 1, 33, 17, 50, 0, 40);
+        test_cache(128, 2, 2, 32, 64, 1, 150, 37, 140, 64, 0, 64);
+        test_cache(128, 3, 3, 8, 32, 1, 5, 100, 70, 64, 0, 64);
+        test_cache(256, 3, 3, 16, 32, 1, 40, 50, 60, 128, 0, 128);
+        test_cache(256, 8, 4, 32, 128, 1, 300, 1, 200, 128, 0, 128);
+        test_cache(120, 16, 2, 8, 64, 1, 65, 0, 70, 0, 0, 40);
+        test_cache(80, 16, 4, 8, 32, 1, 33, 17, 50, 0, 0, 40);
+        /* the latent order (latent keys): ranks of 2 to 6 k-steps, 2/3/4/8 bits, G = 8 */
+        test_cache(96, 2, 2, 32, 64, 1, 150, 37, 140, 32, 1, 0);
+        test_cache(48, 2, 4, 16, 32, 1, 40, 50, 60, 48, 1, 0);
+        test_cache(192, 3, 2, 8, 32, 1, 5, 100, 70, 96, 1, 0);
+        test_cache(160, 8, 2, 16, 32, 1, 40, 50, 60, 80, 1, 0);
+        test_cache(128, 4, 3, 32, 128, 1, 300, 1, 200, 64, 1, 0);
     }
     if (!small) {
-        test_cache(96, 4, 8, 32, 128, 1, 300, 1, 200, 0, 0);
-        test_cache(50, 2, 3, 16, 32, 0, 77, 20, 60, 0, 0);
-        test_cache(33, 8, 2, 32, 0, 0, 10, 10, 20, 0, 0);
-        test_cache(64, 16, 2, 32, 64, 1, 65, 0, 70, 0, 0);
+        test_cache(96, 4, 8, 32, 128, 1, 300, 1, 200, 0, 0, 0);
+        test_cache(50, 2, 3, 16, 32, 0, 77, 20, 60, 0, 0, 0);
+        test_cache(33, 8, 2, 32, 0, 0, 10, 10, 20, 0, 0, 0);
+        test_cache(64, 16, 2, 32, 64, 1, 65, 0, 70, 0, 0, 0);
     }
     printf("  %s\n", n_fail == before ? "ok" : "FAILED");
 
     printf("== fused decode attention vs reference path (3 sequences)\n");
     engine_case cases[] = {
-        {"fp16 cache (RoPE'd K), GQA 8/2", 3, 256, 8, 2, 64, 512, 1000, 2, 0, 0, 16, 16, 32, 128, 1},
-        {"full K/V quantised k4 v2", 3, 256, 8, 2, 64, 512, 1000, 2, 0, 0, 4, 2, 32, 64, 1},
-        {"latent 1 group kr40 vr48 k2 v2", 3, 256, 8, 2, 64, 512, 1000, 2, 40, 48, 2, 2, 32, 64, 1},
-        {"latent per head kr32 vr64 k4 v4 tok", 3, 256, 8, 2, 64, 512, 1000, 1, 32, 64, 4, 4, 16, 32, 0},
-        {"latent rank only (16 bit)", 3, 256, 8, 2, 64, 512, 1000, 2, 56, 72, 16, 16, 32, 128, 1},
-        {"hd128 latent kr64 vr64 k3 v8", 3, 512, 8, 4, 128, 512, 1000, 2, 64, 64, 3, 8, 32, 64, 1},
-        {"MHA hd128 fp16", 2, 512, 4, 4, 128, 512, 1000, 4, 0, 0, 16, 16, 32, 128, 1},
-        {"latent 1 group kr48 vr40 k4 v4", 3, 256, 8, 2, 64, 512, 1000, 2, 48, 40, 4, 4, 32, 64, 1},
-        {"latent 3 heads kr72 vr136 k2 v2", 3, 256, 9, 3, 64, 512, 1000, 3, 72, 136, 2, 2, 32, 128, 1},
-        {"latent 3 heads kr72 vr184 k2 v2", 3, 256, 9, 3, 64, 512, 1000, 3, 72, 184, 2, 2, 32, 128, 1},
-        {"latent 3 heads kr96 vr96 k2 v2 (SmolLM2 r0.5)", 3, 256, 9, 3, 64, 512, 1000, 3, 96, 96, 2, 2, 32, 128, 1},
-        {"hd128 latent per head kr64 vr64 k2 v2", 3, 512, 8, 4, 128, 512, 1000, 1, 64, 64, 2, 2, 32, 64, 1},
+        {"fp16 cache (RoPE'd K), GQA 8/2", 3, 256, 8, 2, 64, 512, 1000, 2, 0, 0, 16, 16, 32, 128, 1, 0},
+        {"full K/V quantised k4 v2", 3, 256, 8, 2, 64, 512, 1000, 2, 0, 0, 4, 2, 32, 64, 1, 0},
+        {"latent 1 group kr40 vr48 k2 v2", 3, 256, 8, 2, 64, 512, 1000, 2, 40, 48, 2, 2, 32, 64, 1, 0},
+        {"latent per head kr32 vr64 k4 v4 tok", 3, 256, 8, 2, 64, 512, 1000, 1, 32, 64, 4, 4, 16, 32, 0, 0},
+        {"latent rank only (16 bit)", 3, 256, 8, 2, 64, 512, 1000, 2, 56, 72, 16, 16, 32, 128, 1, 0},
+        {"hd128 latent kr64 vr64 k3 v8", 3, 512, 8, 4, 128, 512, 1000, 2, 64, 64, 3, 8, 32, 64, 1, 0},
+        {"MHA hd128 fp16", 2, 512, 4, 4, 128, 512, 1000, 4, 0, 0, 16, 16, 32, 128, 1, 0},
+        {"latent 1 group kr48 vr40 k4 v4", 3, 256, 8, 2, 64, 512, 1000, 2, 48, 40, 4, 4, 32, 64, 1, 0},
+        {"latent 3 heads kr72 vr136 k2 v2", 3, 256, 9, 3, 64, 512, 1000, 3, 72, 136, 2, 2, 32, 128, 1, 0},
+        {"latent 3 heads kr72 vr184 k2 v2", 3, 256, 9, 3, 64, 512, 1000, 3, 72, 184, 2, 2, 32, 128, 1, 0},
+        {"latent 3 heads kr96 vr96 k2 v2 (SmolLM2 r0.5)", 3, 256, 9, 3, 64, 512, 1000, 3, 96, 96, 2, 2, 32, 128, 1, 0},
+        {"hd128 latent per head kr64 vr64 k2 v2", 3, 512, 8, 4, 128, 512, 1000, 1, 64, 64, 2, 2, 32, 64, 1, 0},
         /* full-width keys at every bit width (gpu_attn_kivi.cu) */
-        {"full K/V k2 v2 GQA 9/3 (SmolLM2 KIVI-2)", 3, 256, 9, 3, 64, 512, 1000, 3, 0, 0, 2, 2, 32, 128, 1},
-        {"full K/V k3 v3 G16", 3, 256, 8, 2, 64, 512, 1000, 2, 0, 0, 3, 3, 16, 64, 1},
-        {"hd128 full K/V k8 v4", 3, 512, 8, 4, 128, 512, 1000, 4, 0, 0, 8, 4, 32, 64, 1},
-        {"full K k2 G8, fp16 V", 3, 256, 8, 2, 64, 512, 1000, 2, 0, 0, 2, 16, 8, 32, 1},
-        {"fp16 K, V v3", 3, 256, 8, 2, 64, 512, 1000, 2, 0, 0, 16, 3, 32, 64, 1},
-        {"hd128 full K/V k4 v8 GQA 8/2", 3, 512, 8, 2, 128, 512, 1000, 2, 0, 0, 4, 8, 32, 128, 1},
-        {"hd128 full K/V k3 v3 G16", 3, 512, 8, 4, 128, 512, 1000, 4, 0, 0, 3, 3, 16, 64, 1},
-        {"full K k2, latent V vr40 v4", 3, 256, 8, 2, 64, 512, 1000, 2, 0, 40, 2, 4, 32, 64, 1},
+        {"full K/V k2 v2 GQA 9/3 (SmolLM2 KIVI-2)", 3, 256, 9, 3, 64, 512, 1000, 3, 0, 0, 2, 2, 32, 128, 1, 0},
+        {"full K/V k3 v3 G16", 3, 256, 8, 2, 64, 512, 1000, 2, 0, 0, 3, 3, 16, 64, 1, 0},
+        {"hd128 full K/V k8 v4", 3, 512, 8, 4, 128, 512, 1000, 4, 0, 0, 8, 4, 32, 64, 1, 0},
+        {"full K k2 G8, fp16 V", 3, 256, 8, 2, 64, 512, 1000, 2, 0, 0, 2, 16, 8, 32, 1, 0},
+        {"fp16 K, V v3", 3, 256, 8, 2, 64, 512, 1000, 2, 0, 0, 16, 3, 32, 64, 1, 0},
+        {"hd128 full K/V k4 v8 GQA 8/2", 3, 512, 8, 2, 128, 512, 1000, 2, 0, 0, 4, 8, 32, 128, 1, 0},
+        {"hd128 full K/V k3 v3 G16", 3, 512, 8, 4, 128, 512, 1000, 4, 0, 0, 3, 3, 16, 64, 1, 0},
+        {"full K k2, latent V vr40 v4", 3, 256, 8, 2, 64, 512, 1000, 2, 0, 40, 2, 4, 32, 64, 1, 0},
+        /* per-head latent keys (gpu_attn_kivi.cu's latent path): bits, G = 8, ranks of 2 to 5 k-steps, a k bias */
+        {"latent per head kr48 vr40 k3 v4 G8 k-bias", 3, 256, 8, 2, 64, 512, 1000, 1, 48, 40, 3, 4, 8, 32, 1, 1},
+        {"latent per head kr32 vr32 k2 v2 GQA 9/3", 3, 256, 9, 3, 64, 512, 1000, 1, 32, 32, 2, 2, 32, 128, 1, 0},
+        {"hd128 latent per head kr80 vr64 k8 v3 G16", 3, 512, 8, 4, 128, 512, 1000, 1, 80, 64, 8, 3, 16, 64, 1, 0},
+        {"latent per head kr64 vr64 k4 v16 k-bias", 3, 256, 8, 2, 64, 512, 1000, 1, 64, 64, 4, 16, 32, 64, 1, 1},
     };
     int nc = (int)(sizeof cases / sizeof cases[0]);
     const int steps = race ? 3 : small ? 24 : 140;
     for (int i = 0; i < nc; i++)
-        if (!small || i == 2 || i == 0 || i == 8 || i == 12 || i == 14) test_engine(&cases[i], steps);
+        if (!small || i == 2 || i == 0 || i == 8 || i == 12 || i == 14 || i == nc - 4) test_engine(&cases[i], steps);
     /* these small engines split latent decode blocks by KV head (want_head_split in runtime/gpu.cu);
      * the group blocks of larger batches and contexts, forced */
     printf("== latent decode blocks per group (ALRD_GPU_HEAD_SPLIT=0)\n");
