@@ -797,6 +797,11 @@ extern "C" int alrd_gpu_attn_tiled(int hd, int n_heads, int n_kv, int kmode, int
     const int vw = vr > 0 ? vr : hd;
     if (vw > hd || vw % 8 || (vr > 0 && (group_heads <= 0 || n_kv % group_heads))) return 0;
     if (vb < 16 && (G <= 0 || G % 8)) return 0;
+    /* latent keys: only where the tiled values fill their words (a lane's n-tiles' codes, whole 16-bit halves):
+     * 2-bit value latents of width 32 would take twice their bytes (per-head SmolLM2 rank 0.5 ran 33% over the
+     * KV budget's count and out of memory at --kv-budget 64GiB), so those stay on attn_latent_kernel's packed
+     * layout */
+    if (kmode == ALRD_GPU_K_LATENT && vb < 16 && vw / 8 * (vb == 3 ? 2 : vb) % 16) return 0;
     *kfw = kmode == ALRD_GPU_K_FULL ? hd : kmode == ALRD_GPU_K_LATENT ? kr : 0;
     *vfw = vb < 16 ? vw : 0;
     return 1;
