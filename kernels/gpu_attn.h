@@ -1,14 +1,15 @@
 /* gpu_attn: fused flash-decoding attention over every cache alrd keeps
  * (docs/design.md 5.5, docs/gpu-kernels.md). One kernel per layer, chosen by
  * the layer's cache:
- *   fp16 RoPE'd keys and fp16 values: attn_fp16_kernel (gpu_attn.cu);
+ *   fp16 RoPE'd keys and fp16 values: attn_fp16_kernel (gpu_attn_fp16.cu);
  *   full-width keys quantised per channel (2/3/4/8 bits, pre-RoPE) or fp16
  *     keys with quantised values, and per-head latent keys quantised per
  *     channel: attn_kivi_kernel (gpu_attn_kivi.cu);
  *   latent keys K = RoPE(latent . A_k^T + b_k) of groups of KV heads,
- *     reconstructed on the tensor cores: attn_latent_kernel (gpu_attn.cu),
+ *     reconstructed on the tensor cores: attn_latent_kernel (gpu_attn_latent.cu),
  *     2/4/16-bit latents;
- *   what none of these covers: the older block-synchronous kernels.
+ *   what none of these covers: the older block-synchronous kernels
+ *     (gpu_attn_generic.cu).
  * Every kernel splits the sequence (flash-decoding) and writes per-split
  * (max, sum, unnormalised mix); a second kernel reduces the splits. Values of
  * a latent layer stay in latent space: a head's latent mix is its output

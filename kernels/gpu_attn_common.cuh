@@ -1,6 +1,7 @@
 /* gpu_attn_common: device helpers shared by the decode attention kernel
- * families (gpu_attn.cu: the fp16 and latent kernels, the split combine;
- * gpu_attn_kivi.cu: quantised full-width keys). C++ only: device code is
+ * families (gpu_attn_fp16.cu, gpu_attn_kivi.cu, gpu_attn_latent.cu,
+ * gpu_attn_generic.cu; gpu_attn.cu: the dispatch and the split combine),
+ * and the interface each family gives the dispatch. C++ only: device code is
  * not linked across files, so each .cu includes these inline. */
 #ifndef ALRD_GPU_ATTN_COMMON_CUH
 #define ALRD_GPU_ATTN_COMMON_CUH
@@ -20,6 +21,7 @@ static inline int launch_pdl(void (*kernel)(P...), dim3 grid, dim3 block, size_t
 
 /* x rounded up to 16 (shared-memory plans: 16-byte aligned regions) */
 static inline size_t al16(size_t x) { return (x + 15) & ~(size_t)15; }
+static inline int ceil16(int x) { return (x + 15) & ~15; }
 
 /* Splits are runs of whole TILEs of tokens (split_len), in every kernel. */
 #define TILE 64
@@ -259,13 +261,42 @@ template <typename T> __device__ __forceinline__ T opaque(T x) {
     return x;
 }
 
-/* ---- gpu_attn_kivi.cu's family, for gpu_attn.cu's dispatch ---- */
-int attn_kivi_ok(const alrd_gpu_attn_layer *L);      /* the layer's cache is one this family decodes */
-size_t attn_kivi_smem(const alrd_gpu_attn_layer *L); /* its dynamic shared memory */
-const void *attn_kivi_fn(const alrd_gpu_attn_layer *L);
-int attn_kivi_prepare(size_t bytes);                 /* raises every instance's shared-memory limit */
-int attn_kivi_launch(const alrd_gpu_attn_layer *L, const uint16_t *q16, const int *pos, int B, int nsplit, int vw_max,
-                     float *work, cudaStream_t st);
-#define ATTN_KIVI_WARPS 4
+/* cos rows then sin rows (row stride RS floats) of the positions ts ..
+ * ts + ROWS - 1 into dst by cp.async, rows past nv repeating the last
+ * valid position (the tables end at max_ctx). The caller's NT threads
+ * (t = 0 .. NT - 1) share the chunks: t takes 16-byte column t % CH of
+ * rows t / CH + k * NT / CH, so its shared-memory offsets are constants;
+ * the caller commits the group. */
+template <int HD, int ROWS, int NT, int RS>
+__device__ __forceinline__ void rope_rows_async(const alrd_gpu_attn_layer &L, int ts, int nv, float *dst, int t) {
+    constexpr int CH = HD / 8, RPP = NT / CH; /* 16-byte chunks per row, rows per pass */
+    static_assert(NT % CH == 0 && ROWS % RPP == 0, "whole rows per pass, whole passes per tile");
+    const int last = nv - 1, ch = t % CH, r0 = t / CH;
+    float *d = dst + r0 * RS + ch * 4;
+#pragma unroll
+    for (int k = 0; k < ROWS / RPP; k++) {
+        const size_t o = (size_t)(ts + min(r0 + k * RPP, last)) * (HD / 2) + ch * 4;
+        cp_async16(d + k * RPP * RS, L.cos_tab + o, 16);
+        cp_async16(d + (ROWS + k * RPP) * RS, L.sin_tab + o, 16);
+    }
+}
+
+/* ---- the kernel families, for gpu_attn.cu's dispatch (alrd_gpu_attn_decode takes the first, in the order of
+ * gpu_attn.cu's table, whose ok() accepts the layer); each lives in its own file ---- */
+typedef struct {
+    const char *name;
+    int (*ok)(const alrd_gpu_attn_layer *L);      /* the layer's cache is one this family decodes */
+    size_t (*smem)(const alrd_gpu_attn_layer *L); /* its dynamic shared memory */
+    const void *(*fn)(const alrd_gpu_attn_layer *L); /* the instance it launches */
+    int (*blocks)(const alrd_gpu_attn_layer *L);  /* blocks per sequence and split (KV heads or groups) */
+    int threads;                                  /* threads per block */
+    int (*prepare)(size_t bytes);                 /* raises every instance's shared-memory limit */
+    int (*launch)(const alrd_gpu_attn_layer *L, const uint16_t *q16, const int *pos, int B, int nsplit, int vw_max,
+                  float *work, cudaStream_t st);  /* the splits' (max, sum, mix) into work */
+} attn_family;
+extern const attn_family attn_fp16_family;    /* gpu_attn_fp16.cu: fp16 keys and values */
+extern const attn_family attn_kivi_family;    /* gpu_attn_kivi.cu: quantised full-width or per-head latent keys */
+extern const attn_family attn_latent_family;  /* gpu_attn_latent.cu: latent keys of 2/4/16 bits */
+extern const attn_family attn_generic_family; /* gpu_attn_generic.cu: everything else (block-synchronous) */
 
 #endif

@@ -62,7 +62,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#define KW ATTN_KIVI_WARPS
+#define KW 4           /* warps per block */
 #define KT 16          /* tokens of an mma tile: a half of a step */
 #define ST TILED_VUNIT /* tokens of a step: what a warp takes from its ring at a time (two tiles) */
 
@@ -877,7 +877,9 @@ static int make_kplan(const alrd_gpu_attn_layer *L, kplan *p) {
     return 0;
 }
 
-int attn_kivi_ok(const alrd_gpu_attn_layer *L) {
+static size_t kivi_smem(const alrd_gpu_attn_layer *L);
+
+static int kivi_ok(const alrd_gpu_attn_layer *L) {
     int kfw, vfw;
     if (!alrd_gpu_attn_tiled(L->hd, L->n_heads, L->n_kv, L->kmode, L->ks.bits, L->vs.bits, L->ks.per_channel, L->ks.G,
                              L->ks.R, L->kr, L->vr, L->group_heads, &kfw, &vfw))
@@ -889,7 +891,7 @@ int attn_kivi_ok(const alrd_gpu_attn_layer *L) {
     if (kfw && !L->rope_tile) return 0;
     if (kfw && (L->ks.seq_words >= (1u << 31) || L->ks.seq_groups >= (1u << 31))) return 0;
     if (vfw && (L->vs.seq_words >= (1u << 31) || L->vs.seq_groups >= (1u << 31))) return 0;
-    return attn_kivi_smem(L) <= 227 * 1024; /* Hopper's per-block limit */
+    return kivi_smem(L) <= 227 * 1024; /* Hopper's per-block limit */
 }
 
 typedef void (*kivi_fn)(alrd_gpu_attn_layer, kplan, const uint16_t *, const int *, int, int, float *);
@@ -925,17 +927,17 @@ static kivi_fn pick_layer(const alrd_gpu_attn_layer *L) {
     return pick_kivi(L->hd, L->ks.bits, L->vs.bits, L->kmode == ALRD_GPU_K_LATENT);
 }
 
-size_t attn_kivi_smem(const alrd_gpu_attn_layer *L) {
+static size_t kivi_smem(const alrd_gpu_attn_layer *L) {
     kplan p;
     make_kplan(L, &p);
     return p.total;
 }
 
-const void *attn_kivi_fn(const alrd_gpu_attn_layer *L) {
+static const void *kivi_fn_of(const alrd_gpu_attn_layer *L) {
     return (const void *)pick_layer(L);
 }
 
-int attn_kivi_prepare(size_t bytes) {
+static int kivi_prepare(size_t bytes) {
     static const int bits[] = {2, 3, 4, 8, 16};
     for (int hd = 64; hd <= 128; hd *= 2)
         for (int kb : bits)
@@ -949,13 +951,18 @@ int attn_kivi_prepare(size_t bytes) {
     return 0;
 }
 
-int attn_kivi_launch(const alrd_gpu_attn_layer *L, const uint16_t *q16, const int *pos, int B, int nsplit, int vw_max,
-                     float *work, cudaStream_t st) {
+static int kivi_launch(const alrd_gpu_attn_layer *L, const uint16_t *q16, const int *pos, int B, int nsplit, int vw_max,
+                       float *work, cudaStream_t st) {
     kplan p;
     make_kplan(L, &p);
     return launch_pdl(pick_layer(L), dim3(nsplit, L->n_kv, B), KW * 32, p.total, st, *L, p,
                       q16, pos, nsplit, vw_max, work);
 }
+
+static int kivi_blocks(const alrd_gpu_attn_layer *L) { return L->n_kv; }
+
+const attn_family attn_kivi_family = {"kivi",      kivi_ok, kivi_smem,    kivi_fn_of,
+                                      kivi_blocks, KW * 32, kivi_prepare, kivi_launch};
 
 extern "C" size_t alrd_gpu_attn_rope_tile_words(int max_ctx, int hd) {
     if (hd != 64 && hd != 128) return 0; /* no tiled kernel at this head dim (alrd_gpu_attn_tiled) */
