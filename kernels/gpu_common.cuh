@@ -25,16 +25,16 @@ __device__ __forceinline__ int side_quantized(const alrd_gpu_side &s, int n) {
 /* Tokens of a value unit of a tiled side: a decode step's (gpu_attn_kivi.cu), two 16-token mma sub-tiles */
 #define TILED_VUNIT 32
 
-/* Where code (token s, channel c) of a tiled side lives (gpu_ops.h), within
- * its sequence: the word and bit of its low bits (all of them below 3
- * bits), the word and bit of its third bit (3 bits), and the index of its
- * scale and zero. The attention kernel reads the same places fragment by
- * fragment, the writers in gpu_ops.cu fill them a lane's half-words at once. */
 /* A lane's words of codes in a tile of the latent order (low two bits for 3 bits: b2 = 2), of its plane of
  * third bits: fw / 16 k-steps of 4 slots each */
 __host__ __device__ constexpr int lat_words(int fw, int b2) { return (fw / 16 * b2 + 3) / 4; }
 __host__ __device__ constexpr int lat_plane_words(int fw) { return (fw / 16 + 3) / 4; }
 
+/* Where code (token s, channel c) of a tiled side lives (gpu_ops.h), within
+ * its sequence: the word and bit of its low bits (all of them below 3
+ * bits), the word and bit of its third bit (3 bits), and the index of its
+ * scale and zero. The attention kernel reads the same places fragment by
+ * fragment, the writers in gpu_ops.cu fill them a lane's half-words at once. */
 struct tile_loc {
     size_t w, w1, gi;
     int sh, sh1;
