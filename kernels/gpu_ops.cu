@@ -172,6 +172,19 @@ __device__ void quant_chunk_channel(const alrd_gpu_side &sd, int b, int j, int c
     if (slot) codes[w] = word;
 }
 
+/* The code of (token s, channel c) in chunk j of a tiled per-channel side, from its group's scale and zero
+ * (sc, zr: the chunk's), and its dequantised fp16 into deq when given */
+__device__ __forceinline__ uint32_t chunk_code(const alrd_gpu_side &sd, int j, const uint16_t *sc, const uint16_t *zr,
+                                               const SrcMix &src, long s, int c, double top, uint16_t *deq,
+                                               long ld_deq) {
+    const size_t k = tile_where(sd, s, c).gi - (size_t)j * sd.unit_groups;
+    const float sf = h2f(sc[k]), zf = h2f(zr[k]);
+    const double inv_s = sf > 0.0f ? __drcp_rn((double)sf) : 0.0;
+    const uint32_t q = code_of(src.get(s, c), (double)zf, inv_s, top);
+    if (deq) deq[s * ld_deq + c] = f2h(dequant(q, sf, zf));
+    return q;
+}
+
 /* quant_chunk_channel for every channel of chunk j of a tiled side (the
  * whole block): each (channel, group)'s scale and zero first, then each
  * lane's half-words of codes (gpu_ops.h), computed from those. */
@@ -200,13 +213,8 @@ __device__ void quant_chunk_tiled(const alrd_gpu_side &sd, int b, int j, const S
             uint32_t w = 0, p1 = 0;
             for (int slot = 0; slot < fw / 4; slot++) {
                 const int pi = 2 * (slot >> 2) + (slot & 1), jt = g + 8 * (slot >> 1 & 1);
-                const long s = s0 + tile * 16 + jt;
                 const int c = hd * fw + (pi >> 1) * 16 + 2 * t + (pi & 1) * 8 + half;
-                const size_t k = tile_where(sd, s, c).gi - (size_t)j * sd.unit_groups;
-                const float sf = h2f(sc[k]), zf = h2f(zr[k]);
-                const double inv_s = sf > 0.0f ? __drcp_rn((double)sf) : 0.0;
-                const uint32_t q = code_of(src.get(s, c), (double)zf, inv_s, top);
-                if (deq) deq[s * ld_deq + c] = f2h(dequant(q, sf, zf));
+                const uint32_t q = chunk_code(sd, j, sc, zr, src, s0 + tile * 16 + jt, c, top, deq, ld_deq);
                 w |= (q & m2) << (slot * b2 % 16);
                 p1 |= (q >> 2 & 1u) << (slot % 16);
                 if ((slot + 1) * b2 % 16 == 0 || slot + 1 == fw / 4) {
@@ -228,11 +236,7 @@ __device__ void quant_chunk_tiled(const alrd_gpu_side &sd, int b, int j, const S
         uint32_t hw[8] = {0, 0, 0, 0, 0, 0, 0, 0}, p1 = 0;
         for (int pi = 0; pi < np; pi++) {
             const int c = hd * fw + (pi >> 1) * 16 + 2 * t + (pi & 1) * 8 + half;
-            const size_t k = tile_where(sd, s, c).gi - (size_t)j * sd.unit_groups;
-            const float sf = h2f(sc[k]), zf = h2f(zr[k]);
-            const double inv_s = sf > 0.0f ? __drcp_rn((double)sf) : 0.0;
-            const uint32_t q = code_of(src.get(s, c), (double)zf, inv_s, top);
-            if (deq) deq[s * ld_deq + c] = f2h(dequant(q, sf, zf));
+            const uint32_t q = chunk_code(sd, j, sc, zr, src, s, c, top, deq, ld_deq);
             hw[pi * b2 / 16] |= (q & m2) << (pi * b2 % 16);
             p1 |= (q >> 2 & 1u) << pi;
         }
